@@ -125,6 +125,7 @@ enum class UnaryOp {
   Silu,       // x * sigmoid(x)
   QuickGelu,  // x * sigmoid(1.702 x)   (CLIP)
   GeluErf,    // 0.5 x (1 + erf(x / sqrt 2))
+  LeakyRelu,  // x >= 0 ? x : 0.2 x   (BasicSR RRDB, only with use_rrdb)
 };
 
 // y[i] = op(x[i]) for i < n. y may equal x.

@@ -1,0 +1,201 @@
+// Parity of every network against the golden outputs of the official implementation (test/fixtures,
+// tiny models in the real checkpoint layout), through the Engine on the CPU backend — and, when built
+// with CUDA and a GPU is present, through the CUDA backend with fp16 tolerances.
+// Tolerance (fixtures README): max_abs <= 1e-4 * max(1, max|ref|) for fp32.
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include "engine/engine.h"
+#include "engine/io/tensor_file.h"
+#include "test.h"
+#ifdef XPSR_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+using namespace xpsr;
+
+namespace {
+
+struct Fixture {
+  std::unique_ptr<TensorFile> file;
+  explicit Fixture(const std::string& name) {
+    std::string p = xpsr_test::fixtures_dir() + "/" + name;
+    file = TensorFile::open(p);
+  }
+  TensorIn in(const std::string& key) const {
+    const TensorView* t = file->find(key);
+    if (!t) throw xpsr_test::Failure{"fixture has no tensor '" + key + "'"};
+    TensorIn r;
+    r.shape = t->shape;
+    if (t->dtype == DType::I64) r.i64 = to_i64(*t);
+    else r.f32 = to_f32(*t);
+    return r;
+  }
+};
+
+bool fixtures_present() {
+  FILE* f = std::fopen((xpsr_test::fixtures_dir() + "/unet.safetensors").c_str(), "rb");
+  if (f) std::fclose(f);
+  return f != nullptr;
+}
+
+// Compares every output present in both; returns the number of failures and prints one line each.
+int compare_all(const OutputMap& got, const Fixture& fx, const std::map<std::string, std::string>& rename,
+                double rel_tol, int* compared) {
+  int failures = 0;
+  for (auto& kv : got) {
+    std::string ref_name = rename.count(kv.first) ? rename.at(kv.first) : kv.first;
+    const TensorView* t = fx.file->find(ref_name);
+    if (!t) continue;
+    std::vector<float> ref = to_f32(*t);
+    if (ref.size() != kv.second.data.size()) {
+      std::printf("    %-52s FAIL size %zu vs %zu\n", ref_name.c_str(), kv.second.data.size(), ref.size());
+      ++failures;
+      continue;
+    }
+    double max_ref = 0, max_abs = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      max_ref = std::max(max_ref, (double)std::fabs(ref[i]));
+      double d = std::fabs((double)kv.second.data[i] - ref[i]);
+      if (!(d <= max_abs)) max_abs = std::isnan(d) ? INFINITY : d;
+    }
+    double tol = rel_tol * std::max(1.0, max_ref);
+    bool ok = max_abs <= tol;
+    if (!ok || std::getenv("XPSR_PARITY_VERBOSE"))
+      std::printf("    %-52s max_abs %.3g tol %.3g %s\n", ref_name.c_str(), max_abs, tol, ok ? "PASS" : "FAIL");
+    failures += !ok;
+    ++*compared;
+  }
+  return failures;
+}
+
+struct Backends {
+  std::vector<std::pair<std::string, std::function<std::unique_ptr<Backend>()>>> list;
+  Backends() {
+    list.push_back({"cpu", [] { return make_cpu_backend(0); }});
+#ifdef XPSR_HAVE_CUDA
+    std::string why;
+    if (!list_cuda_devices(&why).empty()) list.push_back({"cuda", [] { return make_cuda_backend(0); }});
+#endif
+  }
+};
+
+// fp32 tolerance from the fixtures README; fp16 storage on CUDA gets a looser, stated bound.
+double tol_for(const std::string& backend) { return backend == "cpu" ? 1e-4 : 2e-2; }
+
+// Inputs come from `fixture`, reference outputs from `ref_fixture` (default: the same file).
+void run_parity(const char* fixture, const std::function<OutputMap(Engine&, const Fixture&)>& fn,
+                const std::map<std::string, std::string>& rename, int min_compared, const char* ref_fixture = nullptr) {
+  if (!fixtures_present()) SKIP("fixtures not found in " + xpsr_test::fixtures_dir());
+  Fixture fx(fixture);
+  Fixture ref(ref_fixture ? ref_fixture : fixture);
+  for (auto& [name, make] : Backends().list) {
+    Engine eng(make());
+    OutputMap out = fn(eng, fx);
+    int compared = 0;
+    int failures = compare_all(out, ref, rename, tol_for(name), &compared);
+    std::printf("    %s on %s: %d tensors compared, %d failed\n", fixture, name.c_str(), compared, failures);
+    CHECK_MSG(compared >= min_compared, "too few tensors compared");
+    CHECK(failures == 0);
+  }
+}
+
+std::string model_dir(const char* sub) { return xpsr_test::fixtures_dir() + "/model/" + sub; }
+
+}  // namespace
+
+TEST(parity_text_encoder) {
+  run_parity("text_encoder.safetensors", [](Engine& e, const Fixture& fx) {
+    LoadOptions o;
+    o.path = model_dir("text_encoder");
+    ModelInfo m = e.load(ModelKind::TextEncoder, o);
+    RunRequest r;
+    r.entry = "encode";
+    r.models = {m.id};
+    r.inputs["input_ids"] = fx.in("input_ids");
+    r.intermediates = true;
+    return e.run(r);
+  }, {}, 4);
+}
+
+TEST(parity_vae_encoder) {
+  run_parity("vae_encoder.safetensors", [](Engine& e, const Fixture& fx) {
+    LoadOptions o;
+    o.path = model_dir("vae");
+    ModelInfo m = e.load(ModelKind::VAE, o);
+    RunRequest r;
+    r.entry = "encode";
+    r.models = {m.id};
+    r.inputs["x"] = fx.in("x");
+    r.intermediates = true;
+    return e.run(r);
+  }, {}, 4);
+}
+
+TEST(parity_vae_decoder) {
+  run_parity("vae_decoder.safetensors", [](Engine& e, const Fixture& fx) {
+    LoadOptions o;
+    o.path = model_dir("vae");
+    ModelInfo m = e.load(ModelKind::VAE, o);
+    RunRequest r;
+    r.entry = "decode";
+    r.models = {m.id};
+    r.inputs["z"] = fx.in("z");
+    r.intermediates = true;
+    return e.run(r);
+  }, {}, 4);
+}
+
+static OutputMap run_controlnet(Engine& e, const Fixture& fx) {
+  LoadOptions o;
+  o.path = model_dir("controlnet");
+  ModelInfo m = e.load(ModelKind::ControlNet, o);
+  RunRequest r;
+  r.entry = "forward";
+  r.models = {m.id};
+  r.inputs["sample"] = fx.in("input.sample");
+  r.inputs["ctx_high"] = fx.in("input.encoder_hidden_states");
+  r.inputs["ctx_low"] = fx.in("input.lowlevel_encoder_hidden_states");
+  r.inputs["image"] = fx.in("input.controlnet_cond");
+  r.params["timestep"] = (double)fx.in("input.timestep").i64.at(0);
+  r.params["conditioning_scale"] = 1.0;
+  auto* md = fx.file->metadata().count("conditioning_scale") ? &fx.file->metadata().at("conditioning_scale") : nullptr;
+  if (md) r.params["conditioning_scale"] = std::stod(*md);
+  r.intermediates = true;
+  return e.run(r);
+}
+
+TEST(parity_controlnet) { run_parity("controlnet.safetensors", run_controlnet, {}, 9); }
+TEST(parity_controlnet_intermediates) {
+  run_parity("controlnet.safetensors", run_controlnet, {}, 30, "controlnet_intermediates.safetensors");
+}
+
+static std::function<OutputMap(Engine&, const Fixture&)> unet_runner(const char* dir) {
+  return [dir](Engine& e, const Fixture& fx) {
+    LoadOptions o;
+    o.path = model_dir(dir);
+    ModelInfo m = e.load(ModelKind::UNet, o);
+    RunRequest r;
+    r.entry = "forward";
+    r.models = {m.id};
+    r.inputs["sample"] = fx.in("input.sample");
+    r.inputs["ctx_high"] = fx.in("input.encoder_hidden_states");
+    r.inputs["ctx_low"] = fx.in("input.lowlevel_encoder_hidden_states");
+    for (auto& name : fx.file->names()) {
+      std::string p = "input.down_block_additional_residuals.";
+      if (name.compare(0, p.size(), p) == 0) r.inputs[name.substr(6)] = fx.in(name);
+    }
+    r.inputs["mid_block_additional_residual"] = fx.in("input.mid_block_additional_residual");
+    r.params["timestep"] = (double)fx.in("input.timestep").i64.at(0);
+    r.intermediates = true;
+    return e.run(r);
+  };
+}
+
+TEST(parity_unet) { run_parity("unet.safetensors", unet_runner("unet"), {}, 1); }
+TEST(parity_unet_intermediates) {
+  run_parity("unet.safetensors", unet_runner("unet"), {}, 30, "unet_intermediates.safetensors");
+}
+TEST(parity_unet_lowlevel_variant) { run_parity("unet_lowlevel_variant.safetensors", unet_runner("unet_lowlevel_variant"), {}, 20); }
