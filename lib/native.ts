@@ -25,6 +25,7 @@ export interface NativeModelInfo {
   description: string;
   weightBytes: number;
   parameters: number;
+  tensors: number;
 }
 export interface NativeRunStats {
   planMs: number;
@@ -52,7 +53,7 @@ export interface NativeEngineHandle {
   readonly description: string;
   load(
     kind: string,
-    options: { path?: string; configJson?: string; synthetic?: boolean; seed?: number; vaeEncoder?: boolean; vaeDecoder?: boolean },
+    options: { path?: string; configJson?: string; synthetic?: boolean; seed?: number; vaeEncoder?: boolean; vaeDecoder?: boolean; checkOnly?: boolean },
   ): Promise<NativeModelInfo>;
   unload(id: number): void;
   run(req: NativeRunRequest, cancel?: NativeCancelFlag): Promise<{ outputs: Record<string, NativeTensorOut>; stats: NativeRunStats }>;

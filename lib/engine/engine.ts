@@ -141,6 +141,14 @@ export class Engine {
   async loadControlNet(path: string): Promise<ControlNet> {
     return new ControlNet(this, await this.#load('controlnet', { path }));
   }
+  /**
+   * Reads and validates every tensor of a component folder (config, key names, shapes, dtypes, NaN/Inf)
+   * without uploading or running anything. Rejects with one error listing every problem.
+   */
+  async checkWeights(kind: 'text_encoder' | 'vae' | 'unet' | 'controlnet', path: string): Promise<ModelInfo> {
+    return this.#load(kind, { path, checkOnly: true });
+  }
+
   /** A network with random weights sized from `config` (benchmarks and tests; no files read). */
   async loadSynthetic(kind: 'text_encoder' | 'vae' | 'unet' | 'controlnet', config: object, seed = 1): Promise<Model> {
     const info = await this.#load(kind, { synthetic: true, configJson: JSON.stringify(config), seed });

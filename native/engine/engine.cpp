@@ -114,6 +114,7 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
     for (auto& f : files) tf.push_back(TensorFile::open(f));
     ld = std::make_unique<WeightLoader>(*backend_, what, std::move(tf));
   }
+  ld->set_check_only(o.check_only);
   std::ostringstream desc;
   switch (kind) {
     case ModelKind::TextEncoder: {
@@ -146,6 +147,12 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
     }
   }
   ld->finish();
+  if (o.check_only) {
+    ModelInfo info;
+    info.kind = kind_name(kind), info.path = o.path, info.config_json = cfg_text, info.description = desc.str();
+    info.tensors = ld->tensors_checked();
+    return info;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   m->info.id = next_id_++;
   m->info.kind = kind_name(kind);
@@ -154,6 +161,7 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
   m->info.description = desc.str();
   m->info.weight_bytes = ld->uploaded_bytes();
   m->info.parameters = (int64_t)(ld->uploaded_bytes() / 4);
+  m->info.tensors = ld->tensors_checked();
   ModelInfo info = m->info;
   models_[info.id] = std::move(m);
   return info;

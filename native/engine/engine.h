@@ -26,6 +26,7 @@ struct LoadOptions {
   bool synthetic = false;   // random weights of the config's shapes (benchmarks); path may be empty
   uint64_t seed = 1;
   bool vae_encoder = true, vae_decoder = true;
+  bool check_only = false;  // read and validate every tensor, upload nothing, keep no model (id -1)
 };
 
 struct ModelInfo {
@@ -33,6 +34,7 @@ struct ModelInfo {
   std::string kind, path, config_json, description;
   size_t weight_bytes = 0;  // backend memory used by the uploaded weights
   int64_t parameters = 0;
+  size_t tensors = 0;  // tensors read from the files
 };
 
 struct TensorIn {

@@ -85,12 +85,19 @@ std::vector<float> WeightLoader::fetch(const std::string& key, const std::vector
                           dtype_name(t->dtype));
     return std::vector<float>((size_t)n);
   }
-  return to_f32(*t);
+  std::vector<float> v = to_f32(*t);
+  ++tensors_checked_;
+  size_t bad = 0;
+  for (float x : v) bad += !std::isfinite(x);
+  if (bad)
+    nonfinite_.push_back("tensor '" + key + "' in " + file->path() + ": " + std::to_string(bad) + " of " +
+                         std::to_string(v.size()) + " values are NaN or Inf");
+  return v;
 }
 
 std::shared_ptr<Weight> WeightLoader::upload(const std::string& name, WeightKind kind, const std::vector<int64_t>& shape,
                                              const std::vector<float>& data) {
-  if (!missing_.empty() || !mismatched_.empty()) {
+  if (check_only_ || !missing_.empty() || !mismatched_.empty() || !nonfinite_.empty()) {
     // This model will fail in finish(); do not spend memory on it. A placeholder keeps shapes for building.
     auto w = std::make_shared<Weight>();
     w->kind = kind, w->shape = shape, w->name = name;
@@ -119,19 +126,19 @@ void WeightLoader::finish() {
         if (!ign) unexpected.push_back("unexpected tensor '" + name + "' " + shape_str(f->find(name)->shape));
       }
   }
-  size_t total = missing_.size() + mismatched_.size() + unexpected.size();
+  size_t total = missing_.size() + mismatched_.size() + nonfinite_.size() + unexpected.size();
   if (!total) return;
   std::ostringstream o;
   std::string where = files_.empty() ? what_ : files_[0]->path();
   o << where << ": " << total << " problem" << (total > 1 ? "s" : "") << " loading the " << what_ << " weights";
   size_t shown = 0;
-  for (auto* list : {&mismatched_, &missing_, &unexpected})
+  for (auto* list : {&mismatched_, &missing_, &nonfinite_, &unexpected})
     for (auto& m : *list)
       if (shown++ < 24) o << "\n  " << m;
   if (total > 24) o << "\n  ... and " << (total - 24) << " more";
   ErrorCode code = !mismatched_.empty() ? ErrorCode::ShapeMismatch
                    : !missing_.empty()  ? ErrorCode::WeightsMissing
-                                        : ErrorCode::WeightsInvalid;
+                                        : ErrorCode::WeightsInvalid;  // NaN/Inf values or unexpected keys
   throw Error(code, o.str());
 }
 

@@ -27,6 +27,9 @@ class WeightLoader {
   ~WeightLoader();
 
   bool synthetic() const { return synthetic_; }
+  // Check-only mode: every tensor is read, shape-checked and scanned for NaN/Inf, nothing is uploaded.
+  void set_check_only(bool on) { check_only_ = on; }
+  size_t tensors_checked() const { return tensors_checked_; }
   bool has(const std::string& key) const;
   // Host f32 data of `key` with the expected shape (a [N,K,1,1] tensor is accepted for [N,K], so 1x1
   // convs and linears are interchangeable). Problems are recorded; zeros are returned in their place.
@@ -48,11 +51,12 @@ class WeightLoader {
   Backend& be_;
   std::string what_;
   std::vector<std::unique_ptr<TensorFile>> files_;
-  bool synthetic_ = false;
+  bool synthetic_ = false, check_only_ = false;
+  size_t tensors_checked_ = 0;
   uint64_t rng_;
   std::set<std::string> used_;
   std::vector<std::string> ignored_, ignored_suffix_;
-  std::vector<std::string> missing_, mismatched_;
+  std::vector<std::string> missing_, mismatched_, nonfinite_;
   size_t uploaded_bytes_ = 0;
 };
 

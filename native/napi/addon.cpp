@@ -96,6 +96,7 @@ Napi::Object model_info_js(Napi::Env env, const ModelInfo& m) {
   o.Set("description", m.description);
   o.Set("weightBytes", (double)m.weight_bytes);
   o.Set("parameters", (double)m.parameters);
+  o.Set("tensors", (double)m.tensors);
   return o;
 }
 
@@ -248,6 +249,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     boolean("synthetic", opts.synthetic);
     boolean("vaeEncoder", opts.vae_encoder);
     boolean("vaeDecoder", opts.vae_decoder);
+    boolean("checkOnly", opts.check_only);
     if (o.Has("seed") && o.Get("seed").IsNumber()) opts.seed = (uint64_t)o.Get("seed").As<Napi::Number>().Int64Value();
     auto* w = new LoadWorker(env, holder_, kind, opts);
     Napi::Promise p = w->promise();

@@ -1,0 +1,179 @@
+/**
+ * Options of XPSR.load() and xpsr.upscale(), their defaults (the official run's settings, §7 of the
+ * architecture notes) and their validation: every bad option gets one message naming the option, what
+ * was expected and what arrived.
+ */
+import { XpsrError, invalidOption } from './errors.js';
+import type { ColorFixKind } from './colorfix.js';
+import type { Captioner } from './captioners/types.js';
+import type { NoiseProvider } from './noise.js';
+import type { LowLevelGuidance, Prompts } from './pipeline/prompts.js';
+import { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT } from './pipeline/prompts.js';
+import type { ProgressEvent, TilingOptions } from './pipeline/core.js';
+import type { LongPromptMode } from './pipeline/text.js';
+import { SCHEDULER_NAMES } from './schedulers/index.js';
+
+export interface LoadOptions {
+  /** Stable Diffusion 1.5 folder (diffusers layout): text_encoder/, tokenizer/, vae/, scheduler/. */
+  sd?: string;
+  /** XPSR checkpoint folder: unet/ and controlnet/ (config.json + safetensors or .bin each). */
+  xpsr?: string;
+  /** One folder holding all six components (used for `sd` and `xpsr` when they are not given). */
+  model?: string;
+  /** 'auto' (default: CUDA if usable, else CPU with a notice), 'cpu', 'cuda', 'cuda:N'. */
+  device?: string;
+  /** CPU threads for the CPU backend. Defaults to all hardware threads. */
+  threads?: number;
+  /** Default captioner for upscale() calls that give no prompts. */
+  captioner?: Captioner;
+  /** Receives notices (CPU fallback, missing optional files). Defaults to console.warn. */
+  onNotice?: (message: string) => void;
+}
+
+export interface UpscaleOptions {
+  /** Upscaling factor of the output relative to the input (integer 1..16). Defaults to 4. */
+  scale?: number;
+  /** Minimum short side of the processed image (official 512). Defaults to 512. */
+  processSize?: number;
+  /** Denoising steps (1..1000). Defaults to 20 (official). */
+  steps?: number;
+  /** Classifier-free guidance g (ε = ε_u + g(ε_c − ε_u)); <= 1 disables CFG (batch 1). Defaults to 4.5 (official yaml). */
+  guidanceScale?: number;
+  /** ControlNet residual scale. Defaults to 1. */
+  conditioningScale?: number;
+  /** Seed of the noise generator (integer). Defaults to a random seed, reported in the result. */
+  seed?: number;
+  /** 'ddpm' (official), 'dpmpp' or 'unipc'. Defaults to 'ddpm'. */
+  scheduler?: string;
+  /** Captions: `{ high, low }`. When absent the captioner (option or XPSR.load's) is asked; else "" each. */
+  prompts?: Partial<Prompts>;
+  /** Captioner for this call (wins over the load-time one). */
+  captioner?: Captioner;
+  /** Appended to the high-level caption. Defaults to the official "clean, high-resolution, 8k, high quality, clear text." */
+  addedPrompt?: string;
+  /** Negative high-level prompt. Defaults to the official one. */
+  negativePrompt?: string;
+  /** 'official' (fixed low-level negative text) or 'paper' (keeps the low-level caption). Defaults to 'official'. */
+  lowLevelGuidance?: LowLevelGuidance;
+  /** 'truncate' (official, 77 tokens) or 'chunks' (75-token chunks joined). Defaults to 'truncate'. */
+  longPrompts?: LongPromptMode;
+  /** 'lr' (official: noised VAE latent of the input) or 'noise'. Defaults to 'lr'. */
+  init?: 'lr' | 'noise';
+  /** Timestep of the second noising of the LR latent (official 800). Defaults to 800. */
+  addedNoiseLevel?: number;
+  /** 'adain' (official), 'wavelet' or 'none'. Defaults to 'adain'. */
+  colorFix?: ColorFixKind;
+  /** Latent tiling: 'auto' (default), 'on', 'off', or details. */
+  tiling?: 'auto' | 'on' | 'off' | Partial<TilingOptions>;
+  /** Largest accepted input in pixels (width*height). Defaults to 16 megapixels. */
+  maxInputPixels?: number;
+  /** Cancels between steps; the promise rejects with code ERR_CANCELLED and everything is freed. */
+  signal?: AbortSignal;
+  /** Progress of each stage (text, encode, denoise steps, decode, colorfix). */
+  onProgress?: (e: ProgressEvent & { image?: number; images?: number }) => void;
+  /** Advanced: supply the Gaussian draws (e.g. ReplayNoise for parity runs). Overrides `seed`. */
+  noise?: NoiseProvider;
+  /** Name of the image for sidecar captions and messages (defaults to the file stem). */
+  name?: string;
+}
+
+export const DEFAULT_TILING: TilingOptions = { mode: 'auto', tileSize: 320, overlap: 8, maxLatentPixels: 320 * 320 };
+
+export interface ResolvedUpscaleOptions {
+  scale: number;
+  processSize: number;
+  steps: number;
+  guidanceScale: number;
+  conditioningScale: number;
+  seed: number;
+  scheduler: string;
+  addedPrompt: string;
+  negativePrompt: string;
+  lowLevelGuidance: LowLevelGuidance;
+  longPrompts: LongPromptMode;
+  init: 'lr' | 'noise';
+  addedNoiseLevel: number;
+  colorFix: ColorFixKind;
+  tiling: TilingOptions;
+  maxInputPixels: number;
+}
+
+function int(name: string, v: unknown, min: number, max: number, def: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw invalidOption(name, `an integer between ${min} and ${max}`, v);
+  return v;
+}
+
+function num(name: string, v: unknown, min: number, max: number, def: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw invalidOption(name, `a number between ${min} and ${max}`, v);
+  return v;
+}
+
+function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], def: T): T {
+  if (v === undefined) return def;
+  if (typeof v !== 'string' || !allowed.includes(v as T)) throw invalidOption(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
+  return v as T;
+}
+
+function str(name: string, v: unknown, def: string): string {
+  if (v === undefined) return def;
+  if (typeof v !== 'string') throw invalidOption(name, 'a string', v);
+  return v;
+}
+
+export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOptions {
+  if (o === null || typeof o !== 'object') throw invalidOption('options', 'an object', o);
+  let tiling: TilingOptions;
+  if (o.tiling === undefined || typeof o.tiling === 'string') {
+    tiling = { ...DEFAULT_TILING, mode: oneOf('tiling', o.tiling, ['auto', 'on', 'off'] as const, 'auto') };
+  } else if (typeof o.tiling === 'object' && o.tiling !== null) {
+    tiling = {
+      mode: oneOf('tiling.mode', o.tiling.mode, ['auto', 'on', 'off'] as const, 'auto'),
+      tileSize: int('tiling.tileSize', o.tiling.tileSize, 8, 4096, DEFAULT_TILING.tileSize),
+      overlap: int('tiling.overlap', o.tiling.overlap, 0, 2048, DEFAULT_TILING.overlap),
+      maxLatentPixels: int('tiling.maxLatentPixels', o.tiling.maxLatentPixels, 64, 1 << 30, DEFAULT_TILING.maxLatentPixels),
+    };
+    if (tiling.overlap >= tiling.tileSize) throw invalidOption('tiling.overlap', `an integer smaller than tileSize (${tiling.tileSize})`, tiling.overlap);
+  } else {
+    throw invalidOption('tiling', "'auto', 'on', 'off' or an object", o.tiling);
+  }
+  if (o.prompts !== undefined) {
+    if (typeof o.prompts !== 'object' || o.prompts === null) throw invalidOption('prompts', 'an object { high, low }', o.prompts);
+    str('prompts.high', o.prompts.high, '');
+    str('prompts.low', o.prompts.low, '');
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidOption('signal', 'an AbortSignal', o.signal);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidOption('onProgress', 'a function', o.onProgress);
+  const scheduler = str('scheduler', o.scheduler, 'ddpm');
+  if (!SCHEDULER_NAMES.includes(scheduler)) throw invalidOption('scheduler', `one of ${SCHEDULER_NAMES.join(', ')}`, scheduler);
+  return {
+    scale: int('scale', o.scale, 1, 16, 4),
+    processSize: int('processSize', o.processSize, 64, 8192, 512),
+    steps: int('steps', o.steps, 1, 1000, 20),
+    guidanceScale: num('guidanceScale', o.guidanceScale, 0, 100, 4.5),
+    conditioningScale: num('conditioningScale', o.conditioningScale, 0, 10, 1),
+    seed: int('seed', o.seed, 0, Number.MAX_SAFE_INTEGER, Math.floor(Math.random() * 2 ** 31)),
+    scheduler,
+    addedPrompt: str('addedPrompt', o.addedPrompt, OFFICIAL_ADDED_PROMPT),
+    negativePrompt: str('negativePrompt', o.negativePrompt, OFFICIAL_NEGATIVE_PROMPT),
+    lowLevelGuidance: oneOf('lowLevelGuidance', o.lowLevelGuidance, ['official', 'paper'] as const, 'official'),
+    longPrompts: oneOf('longPrompts', o.longPrompts, ['truncate', 'chunks'] as const, 'truncate'),
+    init: oneOf('init', o.init, ['lr', 'noise'] as const, 'lr'),
+    addedNoiseLevel: int('addedNoiseLevel', o.addedNoiseLevel, 0, 999, 800),
+    colorFix: oneOf('colorFix', o.colorFix, ['adain', 'wavelet', 'none'] as const, 'adain'),
+    tiling,
+    maxInputPixels: int('maxInputPixels', o.maxInputPixels, 1, 2 ** 32, 16_000_000),
+  };
+}
+
+export function checkLoadOptions(o: LoadOptions): void {
+  if (o === null || typeof o !== 'object') throw invalidOption('options', 'an object', o);
+  for (const k of ['sd', 'xpsr', 'model', 'device'] as const)
+    if (o[k] !== undefined && typeof o[k] !== 'string') throw invalidOption(k, 'a string', o[k]);
+  if (!o.model && !(o.sd && o.xpsr))
+    throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } folders (or { model } holding all components)");
+  if (o.threads !== undefined && (typeof o.threads !== 'number' || !Number.isInteger(o.threads) || o.threads < 0))
+    throw invalidOption('threads', 'a non-negative integer', o.threads);
+}

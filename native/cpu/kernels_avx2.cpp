@@ -1,0 +1,154 @@
+// AVX2 + FMA kernel set (compiled with -mavx2 -mfma -mf16c; chosen at run time by dispatch.cpp).
+// GEMM micro-kernel: 6x16 register tile (12 ymm accumulators, 2 B loads + 6 A broadcasts per k), the
+// classic shape for 16 ymm registers. Row kernels come from simd_rows.h. Nothing here may be reached
+// on a CPU without AVX2: only the kernels_avx2() getter is called before the feature check passes.
+#include "dispatch.h"
+
+#if defined(XPSR_X86)
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace {
+
+// Lane masks for the first n lanes: 8 x -1 then 8 x 0, read at offset 8 - n.
+alignas(64) const int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+struct V8 {
+  using R = __m256;
+  static constexpr int W = 8;
+  static __m256i mask(int n) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n)); }
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static R load_n(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
+  static void store_n(float* p, R v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
+  static R keep_n(R v, int n) { return _mm256_and_ps(v, _mm256_castsi256_ps(mask(n))); }
+  static R set1(float v) { return _mm256_set1_ps(v); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R min(R a, R b) { return _mm256_min_ps(a, b); }
+  static R abs(R a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static R round(R a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R pow2n(R n) {
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  }
+  static R ge0_select(R x, R a, R b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+  }
+  static __m128 fold(R v) { return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); }
+  static float hsum(R v) {
+    __m128 s = fold(v);
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static float hmax(R v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+}  // namespace
+
+#include "simd_rows.h"
+
+namespace xpsr::cpu {
+namespace {
+
+// Writes one 16-wide row of the tile with the epilogue of UkrArgs.
+inline void store_row(const UkrArgs& p, int i, __m256 lo, __m256 hi) {
+  float* c = p.c + i * p.ldc;
+  if (p.accumulate) {
+    lo = _mm256_add_ps(lo, _mm256_loadu_ps(c));
+    hi = _mm256_add_ps(hi, _mm256_loadu_ps(c + 8));
+  } else {
+    if (p.bias) {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(p.bias));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(p.bias + 8));
+    }
+    if (p.res) {
+      const float* r = p.res + i * p.ldr;
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(r));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(r + 8));
+    }
+  }
+  _mm256_storeu_ps(c, lo);
+  _mm256_storeu_ps(c + 8, hi);
+}
+
+#define XPSR_ROW_DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+#define XPSR_ROW_STEP(i)                              \
+  {                                                   \
+    const __m256 av = _mm256_broadcast_ss(a##i + k);  \
+    c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);       \
+    c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);       \
+  }
+
+// One 6x16 tile over kc (the panel at p.b + pn*p.ldb, columns 16*pn ..).
+void ukr_panel(const UkrArgs& p, const float* b) {
+  const int64_t lda = p.lda;
+  const float *a0 = p.a, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
+  XPSR_ROW_DECL(0) XPSR_ROW_DECL(1) XPSR_ROW_DECL(2) XPSR_ROW_DECL(3) XPSR_ROW_DECL(4) XPSR_ROW_DECL(5)
+  for (int64_t k = 0; k < p.kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + 16 * k), b1 = _mm256_loadu_ps(b + 16 * k + 8);
+    XPSR_ROW_STEP(0) XPSR_ROW_STEP(1) XPSR_ROW_STEP(2) XPSR_ROW_STEP(3) XPSR_ROW_STEP(4) XPSR_ROW_STEP(5)
+  }
+  store_row(p, 0, c00, c01);
+  store_row(p, 1, c10, c11);
+  store_row(p, 2, c20, c21);
+  store_row(p, 3, c30, c31);
+  store_row(p, 4, c40, c41);
+  store_row(p, 5, c50, c51);
+}
+#undef XPSR_ROW_DECL
+#undef XPSR_ROW_STEP
+
+void ukr(const UkrArgs& p) {
+  if (p.np == 1) {
+    ukr_panel(p, p.b);
+    return;
+  }
+  for (int pn = 0; pn < p.np; ++pn) {
+    UkrArgs q = p;
+    q.c += 16 * pn;
+    if (q.bias) q.bias += 16 * pn;
+    if (q.res) q.res += 16 * pn;
+    ukr_panel(q, p.b + pn * p.ldb);
+  }
+}
+
+const Kernels kAvx2 = {Isa::Avx2,
+                       "AVX2",
+                       6,
+                       1,
+                       256,
+                       96,
+                       ukr,
+                       unary_impl<V8>,
+                       axpby_impl<V8>,
+                       norm_apply_impl<V8>,
+                       geglu_impl<V8>,
+                       max_impl<V8>,
+                       exp_sum_impl<V8>,
+                       scale_impl<V8>};
+
+}  // namespace
+
+const Kernels* kernels_avx2() { return &kAvx2; }
+
+}  // namespace xpsr::cpu
+
+#else  // not x86: no AVX2 set
+
+namespace xpsr::cpu {
+const Kernels* kernels_avx2() { return nullptr; }
+}  // namespace xpsr::cpu
+
+#endif

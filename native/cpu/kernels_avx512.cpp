@@ -1,0 +1,128 @@
+// AVX-512F kernel set (compiled with the AVX-512 flags; chosen at run time by dispatch.cpp).
+// GEMM micro-kernel: 8x32 register tile (16 zmm accumulators over two 16-column B panels; 8x16 when
+// only one panel is left). Row kernels come from simd_rows.h with 16 lanes. Nothing here may be reached
+// on a CPU without AVX-512F: only the kernels_avx512() getter is called before the feature check.
+#include "dispatch.h"
+
+#if defined(XPSR_X86)
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12's AVX-512 headers build "undefined" pass-through vectors as self-initialised locals, which
+// trips -W(maybe-)uninitialized once inlined here (GCC bug 105593); nothing is actually uninitialised.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+namespace {
+
+struct V16 {
+  using R = __m512;
+  static constexpr int W = 16;
+  static __mmask16 mask(int n) { return (__mmask16)((1u << n) - 1u); }
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static R load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static void store_n(float* p, R v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+  static R keep_n(R v, int n) { return _mm512_maskz_mov_ps(mask(n), v); }
+  static R set1(float v) { return _mm512_set1_ps(v); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm512_div_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R min(R a, R b) { return _mm512_min_ps(a, b); }
+  static R abs(R a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+  static R round(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R pow2n(R n) {
+    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+  }
+  static R ge0_select(R x, R a, R b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
+  }
+  static float hsum(R v) { return _mm512_reduce_add_ps(v); }
+  static float hmax(R v) { return _mm512_reduce_max_ps(v); }
+};
+
+}  // namespace
+
+#include "simd_rows.h"
+
+namespace xpsr::cpu {
+namespace {
+
+inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
+  const float* c = p.c + i * p.ldc + col;
+  if (p.accumulate) return _mm512_add_ps(v, _mm512_loadu_ps(c));
+  if (p.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p.bias + col));
+  if (p.res) v = _mm512_add_ps(v, _mm512_loadu_ps(p.res + i * p.ldr + col));
+  return v;
+}
+
+#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define XPSR_ROW_STEP(i)                                                 \
+  {                                                                      \
+    const __m512 av = _mm512_set1_ps(a[i * lda + k]);                    \
+    c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                          \
+    if constexpr (NP == 2) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);   \
+  }
+#define XPSR_ROW_STORE(i)                                                                      \
+  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0));                               \
+  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + 16, epilogue(p, i, 16, c##i##1));
+
+template <int NP>
+void ukr_t(const UkrArgs& p) {
+  const int64_t lda = p.lda;
+  const float* a = p.a;
+  const float *bp0 = p.b, *bp1 = p.b + p.ldb;
+  XPSR_ROW_DECL(0) XPSR_ROW_DECL(1) XPSR_ROW_DECL(2) XPSR_ROW_DECL(3)
+  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7)
+  for (int64_t k = 0; k < p.kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(bp0 + 16 * k);
+    __m512 b1 = b0;
+    if constexpr (NP == 2) b1 = _mm512_loadu_ps(bp1 + 16 * k);
+    (void)b1;
+    XPSR_ROW_STEP(0) XPSR_ROW_STEP(1) XPSR_ROW_STEP(2) XPSR_ROW_STEP(3)
+    XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
+  }
+  XPSR_ROW_STORE(0) XPSR_ROW_STORE(1) XPSR_ROW_STORE(2) XPSR_ROW_STORE(3)
+  XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
+}
+#undef XPSR_ROW_DECL
+#undef XPSR_ROW_STEP
+#undef XPSR_ROW_STORE
+
+void ukr(const UkrArgs& p) {
+  if (p.np == 2) ukr_t<2>(p);
+  else ukr_t<1>(p);
+}
+
+const Kernels kAvx512 = {Isa::Avx512,
+                         "AVX-512",
+                         8,
+                         2,
+                         192,
+                         96,
+                         ukr,
+                         unary_impl<V16>,
+                         axpby_impl<V16>,
+                         norm_apply_impl<V16>,
+                         geglu_impl<V16>,
+                         max_impl<V16>,
+                         exp_sum_impl<V16>,
+                         scale_impl<V16>};
+
+}  // namespace
+
+const Kernels* kernels_avx512() { return &kAvx512; }
+
+}  // namespace xpsr::cpu
+
+#else  // not x86: no AVX-512 set
+
+namespace xpsr::cpu {
+const Kernels* kernels_avx512() { return nullptr; }
+}  // namespace xpsr::cpu
+
+#endif

@@ -1,0 +1,290 @@
+// Elementwise and data-movement ops on f16 activations (f32 math): unary (SiLU, quick-GELU, erf-GELU),
+// axpby, GEGLU, per-channel add (resnet time embedding), strided row copies (concat, slice), nearest
+// upsample, embedding gather, and the f32 <-> f16 conversions / weight re-layouts used by uploads.
+// Every op takes a 16-byte path (8 halves per thread per step) when its pointers and row lengths allow it,
+// and an element path otherwise. All are grid-stride loops (tuning.h elementwise_blocks), memory-bound.
+// Tests: native/cuda/elementwise_test.cu.
+#include "common.cuh"
+#include "kernels.h"
+#include "tuning.h"
+
+namespace xpsr::cuda {
+
+namespace {
+
+constexpr int kSmsGuess = 132;  // only bounds the grid of grid-stride loops
+
+#define GRID_STRIDE(i, total) \
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float apply_unary(float x, int op) {
+  switch (op) {
+    case 0: return silu_f(x);
+    case 1: return quick_gelu_f(x);
+    default: return gelu_erf_f(x);
+  }
+}
+
+__global__ void unary_vec(const Half8* x, Half8* y, size_t nv, int op) {
+  GRID_STRIDE(i, nv) {
+    float f[8];
+    half8_to_float(x[i], f);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] = apply_unary(f[e], op);
+    y[i] = float_to_half8(f);
+  }
+}
+__global__ void unary_scalar(const __half* x, __half* y, size_t n, int op) {
+  GRID_STRIDE(i, n) y[i] = __float2half(apply_unary(__half2float(x[i]), op));
+}
+
+__global__ void axpby_vec(const Half8* a, const Half8* b, Half8* y, size_t nv, float alpha, float beta) {
+  GRID_STRIDE(i, nv) {
+    float fa[8], fb[8];
+    half8_to_float(a[i], fa);
+    if (b) {
+      half8_to_float(b[i], fb);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) fa[e] = alpha * fa[e] + beta * fb[e];
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) fa[e] = alpha * fa[e];
+    }
+    y[i] = float_to_half8(fa);
+  }
+}
+__global__ void axpby_scalar(const __half* a, const __half* b, __half* y, size_t n, float alpha, float beta) {
+  GRID_STRIDE(i, n) {
+    float v = alpha * __half2float(a[i]);
+    if (b) v += beta * __half2float(b[i]);
+    y[i] = __float2half(v);
+  }
+}
+
+__global__ void geglu_vec(const __half* x, __half* y, int rows, int inner) {
+  const int vpr = inner / 8;
+  GRID_STRIDE(i, (size_t)rows * vpr) {
+    const size_t r = i / vpr;
+    const int j = (int)(i - r * vpr);
+    const __half* xr = x + r * 2 * inner;
+    float a[8], g[8];
+    half8_to_float(*reinterpret_cast<const Half8*>(xr + j * 8), a);
+    half8_to_float(*reinterpret_cast<const Half8*>(xr + inner + j * 8), g);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) a[e] *= gelu_erf_f(g[e]);
+    *reinterpret_cast<Half8*>(y + r * inner + j * 8) = float_to_half8(a);
+  }
+}
+__global__ void geglu_scalar(const __half* x, __half* y, int rows, int inner) {
+  GRID_STRIDE(i, (size_t)rows * inner) {
+    const size_t r = i / inner;
+    const int j = (int)(i - r * inner);
+    const float a = __half2float(x[r * 2 * inner + j]), g = __half2float(x[r * 2 * inner + inner + j]);
+    y[i] = __float2half(a * gelu_erf_f(g));
+  }
+}
+
+__global__ void channel_add_vec(const Half8* x, const __half* v, Half8* y, int N, int HW, int C) {
+  const int vpr = C / 8;
+  const size_t per_n = (size_t)HW * vpr;
+  GRID_STRIDE(i, per_n * N) {
+    const int n = (int)(i / per_n), c8 = (int)(i % vpr);
+    float f[8], a[8];
+    half8_to_float(x[i], f);
+    half8_to_float(*reinterpret_cast<const Half8*>(v + (size_t)n * C + c8 * 8), a);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] += a[e];
+    y[i] = float_to_half8(f);
+  }
+}
+__global__ void channel_add_scalar(const __half* x, const __half* v, __half* y, int N, int HW, int C) {
+  const size_t per_n = (size_t)HW * C;
+  GRID_STRIDE(i, per_n * N) {
+    const int n = (int)(i / per_n), c = (int)(i % C);
+    y[i] = __float2half(__half2float(x[i]) + __half2float(v[(size_t)n * C + c]));
+  }
+}
+
+__global__ void copy_rows_vec(const __half* src, int lds, __half* dst, int ldd, int rows, int cols) {
+  const int vpr = cols / 8;
+  GRID_STRIDE(i, (size_t)rows * vpr) {
+    const size_t r = i / vpr;
+    const int j = (int)(i - r * vpr);
+    *reinterpret_cast<Half8*>(dst + r * ldd + j * 8) = *reinterpret_cast<const Half8*>(src + r * lds + j * 8);
+  }
+}
+__global__ void copy_rows_scalar(const __half* src, int lds, __half* dst, int ldd, int rows, int cols) {
+  GRID_STRIDE(i, (size_t)rows * cols) {
+    const size_t r = i / cols;
+    const int j = (int)(i - r * cols);
+    dst[r * ldd + j] = src[r * lds + j];
+  }
+}
+
+template <int VEC>
+__global__ void upsample_kernel(const __half* x, int N, int H, int W, int C, __half* y, int P, int Q) {
+  const int vpr = C / VEC;
+  const size_t total = (size_t)N * P * Q * vpr;
+  GRID_STRIDE(i, total) {
+    const int cv = (int)(i % vpr);
+    size_t pix = i / vpr;
+    const int q = (int)(pix % Q);
+    pix /= Q;
+    const int p = (int)(pix % P);
+    const int n = (int)(pix / P);
+    const int sh = min((int)((long long)p * H / P), H - 1), sw = min((int)((long long)q * W / Q), W - 1);
+    const __half* src = x + (((size_t)n * H + sh) * W + sw) * C + (size_t)cv * VEC;
+    if constexpr (VEC == 8)
+      reinterpret_cast<Half8*>(y)[i] = *reinterpret_cast<const Half8*>(src);
+    else
+      y[i] = *src;
+  }
+}
+
+template <int VEC>
+__global__ void embedding_kernel(const __half* table, int V, int D, const int32_t* ids, int n, __half* y) {
+  const int vpr = D / VEC;
+  GRID_STRIDE(i, (size_t)n * vpr) {
+    const int r = (int)(i / vpr), j = (int)(i % vpr);
+    const int id = min(max(ids[r], 0), V - 1);
+    const __half* src = table + (size_t)id * D + (size_t)j * VEC;
+    if constexpr (VEC == 8)
+      reinterpret_cast<Half8*>(y)[i] = *reinterpret_cast<const Half8*>(src);
+    else
+      y[i] = *src;
+  }
+}
+
+__global__ void f32_to_f16_kernel(const float* src, __half* dst, size_t n) {
+  GRID_STRIDE(i, n) dst[i] = __float2half_rn(src[i]);
+}
+__global__ void f16_to_f32_kernel(const __half* src, float* dst, size_t n) {
+  GRID_STRIDE(i, n) dst[i] = __half2float(src[i]);
+}
+__global__ void conv_weight_kernel(const float* src, __half* dst, int rows, int C, int R, int S, int Cp) {
+  const size_t per_row = (size_t)R * S * Cp;
+  GRID_STRIDE(i, per_row * rows) {
+    const size_t k = i / per_row;
+    int rem = (int)(i - k * per_row);
+    const int c = rem % Cp;
+    rem /= Cp;
+    const int s = rem % S, r = rem / S;
+    dst[i] = c < C ? __float2half_rn(src[((k * C + c) * R + r) * S + s]) : __float2half(0.f);
+  }
+}
+__global__ void rows_kernel(const float* src, __half* dst, int rows, int K, int Kp) {
+  GRID_STRIDE(i, (size_t)rows * Kp) {
+    const size_t r = i / Kp;
+    const int k = (int)(i - r * Kp);
+    dst[i] = k < K ? __float2half_rn(src[r * K + k]) : __float2half(0.f);
+  }
+}
+
+inline int blocks_for(size_t items) { return elementwise_blocks(items, kSmsGuess); }
+inline bool al(const void* p) { return p == nullptr || aligned16(p); }
+
+}  // namespace
+
+cudaError_t launch_unary(const void* x, void* y, size_t n, UnaryOp op, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  const int o = op == UnaryOp::Silu ? 0 : op == UnaryOp::QuickGelu ? 1 : 2;
+  if (n % 8 == 0 && al(x) && al(y))
+    unary_vec<<<blocks_for(n / 8), 256, 0, s>>>(static_cast<const Half8*>(x), static_cast<Half8*>(y), n / 8, o);
+  else
+    unary_scalar<<<blocks_for(n), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), n, o);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_axpby(const void* a, const void* b, void* y, size_t n, float alpha, float beta, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  if (n % 8 == 0 && al(a) && al(b) && al(y))
+    axpby_vec<<<blocks_for(n / 8), 256, 0, s>>>(static_cast<const Half8*>(a), static_cast<const Half8*>(b),
+                                                static_cast<Half8*>(y), n / 8, alpha, beta);
+  else
+    axpby_scalar<<<blocks_for(n), 256, 0, s>>>(static_cast<const __half*>(a), static_cast<const __half*>(b),
+                                               static_cast<__half*>(y), n, alpha, beta);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_geglu(const void* x, void* y, int rows, int inner, cudaStream_t s) {
+  if (rows == 0 || inner == 0) return cudaSuccess;
+  if (inner % 8 == 0 && al(x) && al(y))
+    geglu_vec<<<blocks_for((size_t)rows * inner / 8), 256, 0, s>>>(static_cast<const __half*>(x),
+                                                                    static_cast<__half*>(y), rows, inner);
+  else
+    geglu_scalar<<<blocks_for((size_t)rows * inner), 256, 0, s>>>(static_cast<const __half*>(x),
+                                                                   static_cast<__half*>(y), rows, inner);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_channel_add(const void* x, const void* v, void* y, int N, int HW, int C, cudaStream_t s) {
+  const size_t total = (size_t)N * HW * C;
+  if (total == 0) return cudaSuccess;
+  if (C % 8 == 0 && al(x) && al(v) && al(y))
+    channel_add_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const Half8*>(x), static_cast<const __half*>(v),
+                                                          static_cast<Half8*>(y), N, HW, C);
+  else
+    channel_add_scalar<<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<const __half*>(v),
+                                                         static_cast<__half*>(y), N, HW, C);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_copy_rows(const void* src, int lds, void* dst, int ldd, int rows, int cols, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  if (cols % 8 == 0 && lds % 8 == 0 && ldd % 8 == 0 && al(src) && al(dst))
+    copy_rows_vec<<<blocks_for((size_t)rows * cols / 8), 256, 0, s>>>(static_cast<const __half*>(src), lds,
+                                                                       static_cast<__half*>(dst), ldd, rows, cols);
+  else
+    copy_rows_scalar<<<blocks_for((size_t)rows * cols), 256, 0, s>>>(static_cast<const __half*>(src), lds,
+                                                                      static_cast<__half*>(dst), ldd, rows, cols);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_upsample_nearest(const void* x, int N, int H, int W, int C, void* y, int P, int Q, cudaStream_t s) {
+  const size_t total = (size_t)N * P * Q * C;
+  if (total == 0) return cudaSuccess;
+  if (C % 8 == 0 && al(x) && al(y))
+    upsample_kernel<8><<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(x), N, H, W, C,
+                                                             static_cast<__half*>(y), P, Q);
+  else
+    upsample_kernel<1><<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(x), N, H, W, C,
+                                                         static_cast<__half*>(y), P, Q);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_embedding(const void* table, int V, int D, const int32_t* ids, int n, void* y, cudaStream_t s) {
+  const size_t total = (size_t)n * D;
+  if (total == 0) return cudaSuccess;
+  if (D % 8 == 0 && al(table) && al(y))
+    embedding_kernel<8><<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(table), V, D, ids, n,
+                                                              static_cast<__half*>(y));
+  else
+    embedding_kernel<1><<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(table), V, D, ids, n,
+                                                          static_cast<__half*>(y));
+  return cudaGetLastError();
+}
+
+cudaError_t launch_f32_to_f16(const float* src, void* dst, size_t n, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  f32_to_f16_kernel<<<blocks_for(n), 256, 0, s>>>(src, static_cast<__half*>(dst), n);
+  return cudaGetLastError();
+}
+cudaError_t launch_f16_to_f32(const void* src, float* dst, size_t n, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  f16_to_f32_kernel<<<blocks_for(n), 256, 0, s>>>(static_cast<const __half*>(src), dst, n);
+  return cudaGetLastError();
+}
+cudaError_t launch_conv_weight_f16(const float* src, void* dst, int rows, int C, int R, int S, int Cp, cudaStream_t s) {
+  const size_t total = (size_t)rows * R * S * Cp;
+  if (total == 0) return cudaSuccess;
+  conv_weight_kernel<<<blocks_for(total), 256, 0, s>>>(src, static_cast<__half*>(dst), rows, C, R, S, Cp);
+  return cudaGetLastError();
+}
+cudaError_t launch_rows_f16(const float* src, void* dst, int rows, int K, int Kp, cudaStream_t s) {
+  const size_t total = (size_t)rows * Kp;
+  if (total == 0) return cudaSuccess;
+  rows_kernel<<<blocks_for(total), 256, 0, s>>>(src, static_cast<__half*>(dst), rows, K, Kp);
+  return cudaGetLastError();
+}
+
+}  // namespace xpsr::cuda

@@ -1,0 +1,155 @@
+// Elementwise / data-movement ops vs the CPU backend: GEGLU (FF widths), SiLU / quick-GELU / erf-GELU,
+// axpby (with and without b, in place), channel_add (resnet time embedding), concat (up-path skip
+// concat), slice (packed q|k|v), nearest upsample (x2 and the explicit odd sizes of section 5.3), and
+// embedding. Both the 16-byte and the element paths are exercised (odd sizes and offsets).
+// Tolerance: math ops out_rounding_tol (f32 math, one fp16 rounding); data movement is exact (tol 0).
+#include "cuda_test_util.h"
+
+using namespace xpsr_cuda_test;
+
+namespace {
+
+const Tol kExact{0.0, 0.0};
+
+// Runs `op(backend, side)` on both backends and compares tensor `out`.
+template <typename F>
+void both(const std::string& name, const Tensor2& out, Tol tol, F&& op) {
+  op(gpu(), false);
+  op(cpu(), true);
+  gpu().synchronize();
+  const auto ref = out.get_c();
+  expect_close(name, out.get_g(), ref, tol.rtol < 0 ? out_rounding_tol(ref) : tol);
+}
+const Tol kRound{-1.0, 0.0};  // "use out_rounding_tol"
+
+}  // namespace
+
+TEST(cuda_geglu) {
+  gpu();
+  for (auto [rows, inner, seed] : {std::tuple{8192, 1280, 400}, {512, 5120, 401}, {77, 12, 402}}) {
+    Tensor2 x((size_t)rows * 2 * inner), y((size_t)rows * inner);
+    x.set(randn(x.n, seed, 2.0f));
+    y.poison();
+    both("geglu rows " + std::to_string(rows) + " inner " + std::to_string(inner), y, kRound, [&](Backend& b, bool c) {
+      b.geglu({c ? x.cp() : x.gp(), c ? y.cp() : y.gp(), rows, inner});
+    });
+  }
+}
+
+TEST(cuda_unary_ops) {
+  gpu();
+  for (UnaryOp op : {UnaryOp::Silu, UnaryOp::QuickGelu, UnaryOp::GeluErf})
+    for (size_t n : {(size_t)2 * 4096 * 320, (size_t)1001}) {
+      Tensor2 x(n), y(n);
+      x.set(randn(n, 410 + (int)n % 7, 3.0f));
+      y.poison();
+      both("unary op " + std::to_string((int)op) + " n " + std::to_string(n), y, kRound, [&](Backend& b, bool c) {
+        UnaryArgs a;
+        a.x = c ? x.cp() : x.gp();
+        a.y = c ? y.cp() : y.gp();
+        a.n = n;
+        a.op = op;
+        b.unary(a);
+      });
+    }
+  // in place, odd offset (element path)
+  Tensor2 x(4097);
+  x.set(randn(x.n, 419, 3.0f));
+  both("silu in place odd offset", x, kRound, [&](Backend& b, bool c) {
+    UnaryArgs a;
+    a.x = a.y = c ? x.cp(1) : x.gp(1);
+    a.n = 4096;
+    b.unary(a);
+  });
+}
+
+TEST(cuda_axpby_and_channel_add) {
+  gpu();
+  const size_t n = (size_t)2 * 4096 * 320;
+  Tensor2 a(n), b(n), y(n);
+  a.set(randn(n, 420));
+  b.set(randn(n, 421));
+  y.poison();
+  both("axpby a+b", y, kRound, [&](Backend& be, bool c) {
+    be.axpby({c ? a.cp() : a.gp(), c ? b.cp() : b.gp(), c ? y.cp() : y.gp(), n, 1.0f, 1.0f});
+  });
+  both("axpby 0.5a (b null)", y, kRound, [&](Backend& be, bool c) {
+    be.axpby({c ? a.cp() : a.gp(), nullptr, c ? y.cp() : y.gp(), n, 0.5f, 0.0f});
+  });
+  both("axpby in place y = 2a - 0.25b (odd n)", a, kRound, [&](Backend& be, bool c) {
+    be.axpby({c ? a.cp() : a.gp(), c ? b.cp(3) : b.gp(3), c ? a.cp() : a.gp(), n - 5, 2.0f, -0.25f});
+  });
+  for (auto [N, HW, C] : {std::tuple{2, 4096, 320}, {2, 65 * 47, 1280}, {2, 81, 20}}) {
+    Tensor2 x((size_t)N * HW * C), v((size_t)N * C), out((size_t)N * HW * C);
+    x.set(randn(x.n, 422));
+    v.set(randn(v.n, 423));
+    out.poison();
+    both("channel_add [" + std::to_string(N) + ", " + std::to_string(HW) + ", " + std::to_string(C) + "]", out, kRound,
+         [&](Backend& be, bool c) {
+           be.channel_add({c ? x.cp() : x.gp(), c ? v.cp() : v.gp(), c ? out.cp() : out.gp(), N, HW, C});
+         });
+  }
+}
+
+TEST(cuda_concat_slice_upsample) {
+  gpu();
+  {
+    const int rows = 2 * 32 * 32, Ca = 1280, Cb = 640;
+    Tensor2 a((size_t)rows * Ca), b((size_t)rows * Cb), y((size_t)rows * (Ca + Cb));
+    a.set(randn(a.n, 430));
+    b.set(randn(b.n, 431));
+    y.poison();
+    both("concat 1280+640", y, kExact, [&](Backend& be, bool c) {
+      be.concat({c ? a.cp() : a.gp(), Ca, c ? b.cp() : b.gp(), Cb, c ? y.cp() : y.gp(), rows});
+    });
+    Tensor2 y2((size_t)77 * 7);
+    y2.poison();
+    both("concat odd 3+4", y2, kExact, [&](Backend& be, bool c) {
+      be.concat({c ? a.cp(1) : a.gp(1), 3, c ? b.cp() : b.gp(), 4, c ? y2.cp() : y2.gp(), 77});
+    });
+  }
+  {
+    const int rows = 4096, C = 320;
+    Tensor2 x((size_t)rows * 3 * C), y((size_t)rows * C);
+    x.set(randn(x.n, 432));
+    y.poison();
+    both("slice k of packed qkv", y, kExact, [&](Backend& be, bool c) {
+      be.slice({c ? x.cp() : x.gp(), 3 * C, C, c ? y.cp() : y.gp(), rows, C});
+    });
+    both("slice odd c0=3", y, kExact, [&](Backend& be, bool c) {
+      be.slice({c ? x.cp() : x.gp(), 3 * C, 3, c ? y.cp() : y.gp(), rows, C});
+    });
+  }
+  for (auto [N, H, W, C, P, Q] :
+       {std::tuple{2, 32, 32, 640, 64, 64}, {2, 33, 24, 640, 65, 47}, {2, 9, 6, 1280, 17, 12}, {1, 5, 5, 3, 11, 10}}) {
+    Tensor2 x((size_t)N * H * W * C), y((size_t)N * P * Q * C);
+    x.set(randn(x.n, 433));
+    y.poison();
+    char name[120];
+    std::snprintf(name, sizeof name, "upsample [%d,%d,%d,%d] -> %dx%d", N, C, H, W, P, Q);
+    both(name, y, kExact, [&](Backend& be, bool c) {
+      be.upsample_nearest({c ? x.cp() : x.gp(), N, H, W, C, c ? y.cp() : y.gp(), P, Q});
+    });
+  }
+}
+
+TEST(cuda_embedding) {
+  gpu();
+  const int V = 1000, D = 768, n = 154;
+  Weight2 t = rand_weight("test.token_embedding.weight", WeightKind::Embedding, {V, D}, 440, 1.0f);
+  std::vector<int32_t> ids(n);
+  for (int i = 0; i < n; ++i) ids[i] = (i * 37 + 11) % V;
+  Tensor2 y((size_t)n * D);
+  y.poison();
+  both("embedding 154 ids x 768", y, kExact, [&](Backend& be, bool c) {
+    be.embedding({(c ? t.c : t.g).get(), ids.data(), n, c ? y.cp() : y.gp()});
+  });
+  Weight2 t2 = rand_weight("test.tiny_embedding.weight", WeightKind::Embedding, {50, 20}, 441, 1.0f);
+  Tensor2 y2((size_t)7 * 20);
+  y2.poison();
+  both("embedding odd D=20", y2, kExact, [&](Backend& be, bool c) {
+    be.embedding({(c ? t2.c : t2.g).get(), ids.data(), 7, c ? y2.cp() : y2.gp()});
+  });
+  std::vector<int32_t> bad = {0, V};
+  CHECK_THROWS_WITH(gpu().embedding({t.g.get(), bad.data(), 2, y.gp()}), "outside table");
+}

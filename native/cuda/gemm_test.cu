@@ -1,0 +1,88 @@
+// linear (tensor-core GEMM) vs the CPU backend on the SD-1.5 transformer shapes: projections at the four
+// UNet levels (M = 2 x 4096 / 1024 / 256 / 64 tokens), GEGLU in/out, text K/V (M = 2 x 77), the time
+// embedding (M = 2), packed q|k|v column slices, odd offsets (element-load path), odd K, in-place residual.
+// Tolerance: out_rounding_tol (1 fp16 ulp relative + rms/4096): inputs and weights are fp16 values on both
+// sides, accumulation is f32 on both, so the GPU's only extra error is rounding y to fp16 once.
+#include "cuda_test_util.h"
+
+using namespace xpsr_cuda_test;
+
+namespace {
+
+struct LinCase {
+  const char* name;
+  int M, K, N;
+  int ldx = 0, x_off = 0;  // ldx 0: dense
+  int ldy = 0, y_off = 0;
+  bool bias = true, residual = false, residual_in_place = false;
+};
+
+void run_linear(const LinCase& c, uint32_t seed) {
+  gpu();
+  const int ldx = c.ldx ? c.ldx : c.K, ldy = c.ldy ? c.ldy : c.N;
+  const size_t nx = (size_t)c.M * ldx + c.x_off, ny = (size_t)c.M * ldy + c.y_off;
+  Tensor2 x(nx), y(ny), r((size_t)c.M * c.N);
+  x.set(randn(nx, seed));
+  y.set(randn(ny, seed + 1));  // background: columns outside the slice must come back unchanged
+  r.set(randn(r.n, seed + 2));
+  Weight2 w = rand_weight("test.linear.weight", WeightKind::Linear, {c.N, c.K}, seed + 3, 1.0f / std::sqrt((float)c.K));
+  Weight2 b = rand_weight("test.linear.bias", WeightKind::Vector, {c.N}, seed + 4, 0.5f);
+  for (int side = 0; side < 2; ++side) {
+    Backend& be = side ? cpu() : gpu();
+    LinearArgs a;
+    a.x = side ? x.cp(c.x_off) : x.gp(c.x_off);
+    a.M = c.M;
+    a.K = c.K;
+    a.ldx = ldx;
+    a.w = (side ? w.c : w.g).get();
+    a.b = c.bias ? (side ? b.c : b.g).get() : nullptr;
+    a.y = side ? y.cp(c.y_off) : y.gp(c.y_off);
+    a.N = c.N;
+    a.ldy = ldy;
+    if (c.residual_in_place) {
+      a.residual = a.y;
+      a.ldr = ldy;
+    } else if (c.residual) {
+      a.residual = side ? r.cp() : r.gp();
+      a.ldr = c.N;
+    }
+    be.linear(a);
+  }
+  gpu().synchronize();
+  const auto ref = y.get_c();
+  expect_close(c.name, y.get_g(), ref, out_rounding_tol(ref));
+}
+
+}  // namespace
+
+TEST(cuda_linear_unet_projections) {
+  run_linear({"level0 qkv/out 8192x320->320 +bias+residual", 8192, 320, 320, 0, 0, 0, 0, true, true}, 10);
+  run_linear({"level1 1024 tok 2048x640->640", 2048, 640, 640}, 11);
+  run_linear({"level2 256 tok 512x1280->1280", 512, 1280, 1280}, 12);
+  run_linear({"mid 64 tok 128x1280->1280 (split-K)", 128, 1280, 1280, 0, 0, 0, 0, true, true}, 13);
+}
+
+TEST(cuda_linear_feed_forward) {
+  run_linear({"GEGLU proj 8192x320->2560", 8192, 320, 2560}, 20);
+  run_linear({"FF out 8192x1280->320 +residual", 8192, 1280, 320, 0, 0, 0, 0, true, true}, 21);
+  run_linear({"GEGLU proj level2 512x1280->10240", 512, 1280, 10240}, 22);
+  run_linear({"FF out level2 512x5120->1280", 512, 5120, 1280}, 23);
+}
+
+TEST(cuda_linear_text_and_time) {
+  run_linear({"text K/V 154x768->320 (no bias)", 154, 768, 320, 0, 0, 0, 0, false}, 30);
+  run_linear({"text K/V 154x768->1280", 154, 768, 1280, 0, 0, 0, 0, false}, 31);
+  run_linear({"time emb 2x320->1280", 2, 320, 1280}, 32);
+  run_linear({"time emb 2x1280->1280", 2, 1280, 1280}, 33);
+  run_linear({"CLIP fc1 154x768->3072", 154, 768, 3072}, 34);
+}
+
+TEST(cuda_linear_slices_and_odd_layouts) {
+  // packed q|k|v: read the k slice of a [M, 960] buffer, write into the v slice of another
+  run_linear({"slice in/out ldx 960 off 320, ldy 960 off 640", 4096, 320, 320, 960, 320, 960, 640}, 40);
+  run_linear({"odd x offset (element loads)", 1000, 320, 320, 961, 1}, 41);
+  run_linear({"odd K=3 (tiny)", 77, 3, 16}, 42);
+  run_linear({"odd N=77, odd y stride", 333, 64, 77, 0, 0, 79, 1}, 43);
+  run_linear({"tiny model 2x32->64", 2, 32, 64}, 44);
+  run_linear({"residual in place (y == residual)", 2048, 640, 640, 0, 0, 0, 0, true, false, true}, 45);
+}
