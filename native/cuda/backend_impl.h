@@ -67,6 +67,7 @@ class CudaBackend final : public Backend {
   // Extensions (reached through cuda_backend.h free functions).
   void attention_multi(const AttentionArgs* problems, int count);
   CudaBackendStats stats() const;
+  cudaStream_t stream() const { return stream_; }
 
  private:
   struct Plan {

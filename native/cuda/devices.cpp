@@ -92,6 +92,11 @@ CudaBackendStats cuda_backend_stats(const Backend& b) {
   return {};
 }
 
+void* cuda_backend_stream(const Backend& b) {
+  if (auto* c = dynamic_cast<const cuda::CudaBackend*>(&b)) return c->stream();
+  return nullptr;
+}
+
 void attention_multi(Backend& b, const AttentionArgs* problems, int count) {
   if (auto* c = dynamic_cast<cuda::CudaBackend*>(&b)) {
     c->attention_multi(problems, count);

@@ -1,0 +1,18 @@
+/**
+ * xpsr-native: XPSR diffusion super-resolution in Node.js (C++/CUDA engine, no Python).
+ * Public exports only; see README.md for the guide.
+ */
+export { XPSR, type UpscaleResult } from './xpsr.js';
+export type { LoadOptions, UpscaleOptions } from './options.js';
+export { XpsrError } from './errors.js';
+export { Engine, Model, TextEncoder, Vae, UNet, ControlNet, type Tensor, type EngineOptions, type RunOptions } from './engine/engine.js';
+export { ClipTokenizer } from './tokenizer/index.js';
+export { createScheduler, SCHEDULER_NAMES, type Scheduler } from './schedulers/index.js';
+export { NoiseSource, ReplayNoise, type NoiseProvider } from './noise.js';
+export { colorFix, type ColorFixKind } from './colorfix.js';
+export type { ProgressEvent, Stage } from './pipeline/core.js';
+export { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT, LOWLEVEL_NEGATIVE_PROMPT, type Prompts } from './pipeline/prompts.js';
+export { runParity, formatLine, type ParityReport, type ParityLine } from './parity/index.js';
+export type { Captioner, CaptionImage, CaptionOptions } from './captioners/types.js';
+export { createCaptionerFromOptions, captionXpsr } from './captioners/factory.js';
+export { loadNative } from './native.js';
