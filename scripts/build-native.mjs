@@ -55,9 +55,13 @@ async function main() {
     log(`engine addon built in ${r.seconds.toFixed(0)} s`);
   } else {
     log('CMake not found: building the CPU-only addon with node-gyp (binding.gyp)');
-    const gyp = path.join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
-    const gypBin = existsSync(gyp) ? [process.execPath, [gyp]] : ['node-gyp', []];
-    const r = run(gypBin[0], [...gypBin[1], 'rebuild', `-j`, String(jobs)]);
+    const npmGyp = path.join(path.dirname(path.dirname(process.execPath)), 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+    const gyp = [path.join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'), npmGyp].find((p) => existsSync(p));
+    const gypBin = gyp ? [process.execPath, [gyp]] : ['node-gyp', []];
+    // Build against this Node's own headers (no header download): npm's nodedir, else <prefix>/include/node.
+    const prefix = path.dirname(path.dirname(process.execPath));
+    const nodedir = process.env.npm_config_nodedir || (existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : '');
+    const r = run(gypBin[0], [...gypBin[1], 'rebuild', `-j`, String(jobs), ...(nodedir ? [`--nodedir=${nodedir}`] : [])]);
     if (!r.ok) {
       log('node-gyp build failed. Install CMake (recommended) or a working node-gyp toolchain.');
       process.exit(1);

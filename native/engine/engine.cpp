@@ -469,6 +469,7 @@ OutputMap Engine::run(const RunRequest& req, const std::atomic<bool>* cancel, Ru
     stats->plan_ms = plan_ms, stats->upload_ms = upload_ms, stats->compute_ms = compute_ms;
     stats->download_ms = ms_since(t3), stats->plan_reused = reused;
     stats->arena_bytes = plan.arena_bytes(), stats->naive_bytes = plan.naive_bytes(), stats->ops = plan.op_count();
+    stats->flops = plan.flops();
   }
   return out;
 }

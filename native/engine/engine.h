@@ -62,6 +62,7 @@ struct RunStats {
   double plan_ms = 0, upload_ms = 0, compute_ms = 0, download_ms = 0;
   bool plan_reused = false;
   size_t arena_bytes = 0, naive_bytes = 0, ops = 0;
+  double flops = 0;
 };
 
 class Engine {

@@ -41,13 +41,15 @@ void Graph::need_dense(Val v, const char* op) const {
   if (!vals_[v.id].dense()) fail(ErrorCode::Internal, op, ": input must be a dense tensor, not a column view");
 }
 
-Val Graph::push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn) {
+Val Graph::push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn,
+                double flops) {
   Val y = new_val(out);
   Node n;
   n.op = op;
   for (auto r : reads)
     if (r) n.reads.push_back(r.id);
   n.writes = y.id;
+  n.flops = flops;
   n.run = [fn, y](const Exec& e) { fn(e, y); };
   nodes_.push_back(std::move(n));
   return y;
@@ -130,7 +132,7 @@ Val Graph::conv2d(Val x, const Weight* w, const Weight* b, int stride, Pad pad, 
     a.residual = residual ? e.ptr(residual) : nullptr;
     a.y = e.ptr(y), a.P = P, a.Q = Q;
     e.backend().conv2d(a);
-  });
+  }, 2.0 * xd.n * P * Q * (double)K * C * R * S);
 }
 
 Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
@@ -152,7 +154,7 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
     a.ldr = residual ? e.ld(residual) : 0;
     a.y = e.ptr(y), a.N = N, a.ldy = e.ld(y);
     e.backend().linear(a);
-  });
+  }, 2.0 * xd.rows() * (double)N * K);
 }
 
 Val Graph::group_norm(Val x, const Weight* gamma, const Weight* beta, int groups, float eps, bool silu) {
@@ -193,7 +195,7 @@ Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
     a.o = e.ptr(y), a.ldo = e.ld(y);
     a.B = qd.n, a.Lq = qd.w, a.Lk = kd.w, a.heads = heads, a.head_dim = qd.c / heads, a.scale = scale, a.causal = causal;
     e.backend().attention(a);
-  });
+  }, 4.0 * qd.n * (double)qd.w * kd.w * qd.c);
 }
 
 Val Graph::geglu(Val x) {
@@ -432,6 +434,12 @@ void Plan::run(const std::atomic<bool>* cancel) {
       nodes[i].run(ex);
     }
   });
+}
+
+double Plan::flops() const {
+  double f = 0;
+  for (int i : live_nodes_) f += graph_->nodes()[i].flops;
+  return f;
 }
 
 std::vector<float> Plan::get_output(const std::string& name) const {

@@ -102,6 +102,7 @@ class Graph {
     std::string op;
     std::vector<int> reads;
     int writes = -1;
+    double flops = 0;  // multiply-adds x 2 of GEMM-like work (conv, linear, attention), for benchmarks
     std::function<void(const Exec&)> run;
   };
   const std::vector<ValInfo>& values() const { return vals_; }
@@ -112,7 +113,7 @@ class Graph {
 
  private:
   Val new_val(Dims d);
-  Val push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn);
+  Val push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn, double flops = 0);
   void need_dense(Val v, const char* op) const;
   Backend& be_;
   bool keep_taps_ = false;
@@ -148,6 +149,7 @@ class Plan {
   size_t arena_bytes() const { return arena_bytes_; }
   size_t naive_bytes() const { return naive_bytes_; }  // sum of all value sizes (no reuse), for reporting
   size_t op_count() const { return live_nodes_.size(); }
+  double flops() const;  // GEMM-like FLOPs of one run (conv, linear, attention)
   const Graph& graph() const { return *graph_; }
 
  private:

@@ -1,0 +1,271 @@
+// xpsr_bench: full-size (SD-1.5 + XPSR) benchmark of the engine with synthetic weights, JSON on stdout.
+//   xpsr_bench [--device cpu|cuda|cuda:N] [--latent 64] [--steps N] [--only step,vae_encode,vae_decode,text]
+//              [--threads N] [--repeat N]
+// Components: one ControlNet + UNet classifier-free-guidance step (batch 2) on an h x w latent, VAE
+// encode and decode at 8h x 8w pixels, the CLIP text encoder (1 x 77 tokens); with --steps N also a
+// full N-step loop of CFG steps (the denoising part of a run). Baseline in the same run: a large GEMM
+// through the same backend (achieved GFLOP/s of each component is reported as a ratio to it).
+// Progress goes to stderr. Nothing here is a test: numbers are measured, not asserted.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "engine/engine.h"
+#ifdef XPSR_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+using namespace xpsr;
+
+namespace {
+
+const char* kUNet = R"({"_class_name":"UNet2DConditionModel","in_channels":4,"out_channels":4,
+ "block_out_channels":[320,640,1280,1280],"down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+ "up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],"layers_per_block":2,
+ "attention_head_dim":8,"cross_attention_dim":768,"norm_num_groups":32,"norm_eps":1e-5,"flip_sin_to_cos":true,"freq_shift":0,
+ "up_use_lowlevel_prompt":[false,false,false,false],"mid_use_lowlevel_prompt":false,"down_use_lowlevel_prompt":false})";
+const char* kControlNet = R"({"_class_name":"ControlNetModel","in_channels":4,"block_out_channels":[320,640,1280,1280],
+ "down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],"layers_per_block":2,
+ "attention_head_dim":8,"cross_attention_dim":768,"norm_num_groups":32,"norm_eps":1e-5,"conditioning_embedding_out_channels":[16,32,96,256],
+ "use_lowlevel_prompt":true,"use_rrdb":false,"return_rgbs":true,"use_latent_pred":true})";
+const char* kVAE = R"({"_class_name":"AutoencoderKL","in_channels":3,"out_channels":3,"latent_channels":4,
+ "block_out_channels":[128,256,512,512],"layers_per_block":2,"norm_num_groups":32,"scaling_factor":0.18215})";
+const char* kCLIP = R"({"vocab_size":49408,"hidden_size":768,"intermediate_size":3072,"num_hidden_layers":12,
+ "num_attention_heads":12,"max_position_embeddings":77,"hidden_act":"quick_gelu","layer_norm_eps":1e-5})";
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+TensorIn randn(std::vector<int64_t> shape, uint32_t seed, float scale = 1.f) {
+  TensorIn t;
+  t.shape = shape;
+  size_t n = 1;
+  for (auto d : shape) n *= (size_t)d;
+  std::mt19937 g(seed);
+  std::normal_distribution<float> nd(0.f, scale);
+  t.f32.resize(n);
+  for (auto& x : t.f32) x = nd(g);
+  return t;
+}
+
+struct Result {
+  std::string name;
+  double ms_first = 0, ms = 0, gflop = 0;
+  size_t arena = 0;
+  int runs = 0;
+};
+
+void log(const std::string& s) {
+  std::fprintf(stderr, "[xpsr_bench] %s\n", s.c_str());
+  std::fflush(stderr);
+}
+
+// Runs `req` once cold (plan build + first run) and `repeat` more times; reports the best warm time.
+Result measure(Engine& e, const std::string& name, const RunRequest& req, int repeat) {
+  Result r;
+  r.name = name;
+  RunStats st;
+  double t0 = now_ms();
+  e.run(req, nullptr, &st);
+  r.ms_first = now_ms() - t0;
+  r.ms = st.compute_ms;
+  r.gflop = st.flops / 1e9;
+  r.arena = st.arena_bytes;
+  r.runs = 1;
+  for (int i = 0; i < repeat; ++i) {
+    e.run(req, nullptr, &st);
+    r.ms = i == 0 ? st.compute_ms : std::min(r.ms, st.compute_ms);
+    ++r.runs;
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s", name.c_str(), r.ms,
+                r.ms_first, r.gflop, r.gflop / (r.ms / 1e3));
+  log(buf);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string device = "cpu", only;
+  int latent = 64, steps = 0, threads = 0, repeat = -1;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--device") device = next();
+    else if (a == "--latent") latent = std::atoi(next().c_str());
+    else if (a == "--steps") steps = std::atoi(next().c_str());
+    else if (a == "--only") only = next();
+    else if (a == "--threads") threads = std::atoi(next().c_str());
+    else if (a == "--repeat") repeat = std::atoi(next().c_str());
+    else if (a == "--help" || a == "-h") {
+      std::printf("xpsr_bench [--device cpu|cuda|cuda:N] [--latent 64] [--steps N] [--only step,vae_encode,vae_decode,text] [--threads N] [--repeat N]\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  auto want = [&](const char* c) { return only.empty() || only.find(c) != std::string::npos; };
+  const bool cuda = device.rfind("cuda", 0) == 0;
+  if (repeat < 0) repeat = cuda ? 5 : 0;  // CPU: one run per component (minutes at full size)
+  try {
+    std::unique_ptr<Backend> be;
+    if (cuda) {
+#ifdef XPSR_HAVE_CUDA
+      be = make_cuda_backend(device.size() > 5 ? std::atoi(device.c_str() + 5) : 0);
+#else
+      std::fprintf(stderr, "this build has no CUDA backend\n");
+      return 2;
+#endif
+    } else {
+      be = make_cpu_backend(threads);
+    }
+    std::string desc = be->description();
+    Engine e(std::move(be), 4);
+    log("device: " + desc);
+    std::vector<Result> results;
+
+    // Baseline: a large GEMM through the same backend op (M x K by K x N), best of a few runs.
+    double gemm_gflops = 0;
+    {
+      const int M = 8192, K = 1280, N = 1280;
+      Backend& b = e.backend();
+      TensorIn wt = randn({N, K}, 11, 0.03f), xt = randn({M, K}, 12);
+      auto wgt = b.upload("bench.gemm", WeightKind::Linear, {N, K}, wt.f32.data());
+      size_t es = dtype_size(b.act_dtype());
+      void* x = b.alloc((size_t)M * K * es);
+      void* y = b.alloc((size_t)M * N * es);
+      b.upload_act(x, xt.f32.data(), xt.f32.size());
+      LinearArgs a;
+      a.x = x, a.M = M, a.K = K, a.ldx = K, a.w = wgt.get(), a.y = y, a.N = N, a.ldy = N;
+      double best = 1e30;
+      for (int i = 0; i < (cuda ? 20 : 3); ++i) {
+        double t = now_ms();
+        b.linear(a);
+        b.synchronize();
+        best = std::min(best, now_ms() - t);
+      }
+      b.free(x);
+      b.free(y);
+      gemm_gflops = 2.0 * M * N * K / 1e9 / (best / 1e3);
+      log("baseline GEMM 8192x1280x1280: " + std::to_string(gemm_gflops) + " GFLOP/s");
+    }
+    const int h = latent, w = latent, H = 8 * h, W = 8 * w;
+    double t0;
+    if (want("step")) {
+      LoadOptions o;
+      o.synthetic = true;
+      t0 = now_ms();
+      o.config_json = kControlNet;
+      ModelInfo cn = e.load(ModelKind::ControlNet, o);
+      o.config_json = kUNet;
+      o.seed = 2;
+      ModelInfo un = e.load(ModelKind::UNet, o);
+      log("synthetic ControlNet + UNet loaded in " + std::to_string((int)(now_ms() - t0)) + " ms (" +
+          std::to_string((cn.weight_bytes + un.weight_bytes) >> 20) + " MiB of f32 source weights)");
+      RunRequest cond;
+      cond.entry = "cond_embedding";
+      cond.models = {cn.id};
+      cond.inputs["image"] = randn({1, 3, H, W}, 5, 0.3f);
+      for (auto& v : cond.inputs["image"].f32) v = std::fabs(v);
+      OutputMap c = e.run(cond);
+      RunRequest req;
+      req.entry = "step";
+      req.models = {cn.id, un.id};
+      req.inputs["sample"] = randn({2, 4, h, w}, 1);
+      req.inputs["ctx_high"] = randn({2, 77, 768}, 2);
+      req.inputs["ctx_low"] = randn({2, 77, 768}, 3);
+      TensorIn ct;
+      ct.shape = c["cond"].shape;
+      ct.shape[0] = 2;
+      ct.f32 = c["cond"].data;
+      ct.f32.insert(ct.f32.end(), c["cond"].data.begin(), c["cond"].data.end());
+      req.inputs["cond"] = ct;
+      req.params["timestep"] = 951;
+      results.push_back(measure(e, "cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w), req, repeat));
+      if (steps > 0) {
+        t0 = now_ms();
+        for (int s = 0; s < steps; ++s) {
+          req.params["timestep"] = 951 - 50 * s;
+          e.run(req);
+        }
+        Result r;
+        r.name = "denoise_loop_" + std::to_string(steps) + "_steps";
+        r.ms = r.ms_first = now_ms() - t0;
+        r.gflop = results.back().gflop * steps;
+        r.runs = 1;
+        log(r.name + ": " + std::to_string(r.ms) + " ms");
+        results.push_back(r);
+      }
+      e.unload(cn.id);
+      e.unload(un.id);
+    }
+    if (want("vae")) {
+      LoadOptions o;
+      o.synthetic = true;
+      o.config_json = kVAE;
+      ModelInfo vae = e.load(ModelKind::VAE, o);
+      if (want("vae_encode")) {
+        RunRequest req;
+        req.entry = "encode";
+        req.models = {vae.id};
+        req.inputs["x"] = randn({1, 3, H, W}, 7, 0.5f);
+        results.push_back(measure(e, "vae_encode_" + std::to_string(H) + "x" + std::to_string(W), req, repeat));
+      }
+      if (want("vae_decode")) {
+        RunRequest req;
+        req.entry = "decode";
+        req.models = {vae.id};
+        req.inputs["z"] = randn({1, 4, h, w}, 8);
+        results.push_back(measure(e, "vae_decode_" + std::to_string(H) + "x" + std::to_string(W), req, repeat));
+      }
+      e.unload(vae.id);
+    }
+    if (want("text")) {
+      LoadOptions o;
+      o.synthetic = true;
+      o.config_json = kCLIP;
+      ModelInfo te = e.load(ModelKind::TextEncoder, o);
+      RunRequest req;
+      req.entry = "encode";
+      req.models = {te.id};
+      req.inputs["input_ids"].shape = {1, 77};
+      for (int i = 0; i < 77; ++i) req.inputs["input_ids"].i64.push_back(i == 0 ? 49406 : (i < 20 ? 320 + i : 49407));
+      results.push_back(measure(e, "text_encoder_1x77", req, cuda ? repeat : 2));
+      e.unload(te.id);
+    }
+
+    std::ostringstream js;
+    js << "{\n  \"device\": \"" << device << "\",\n  \"description\": \"" << desc << "\",\n  \"latent\": [" << h << ", " << w
+       << "],\n  \"hardware_threads\": " << std::thread::hardware_concurrency()
+       << ",\n  \"baseline_gemm_gflops_per_s\": " << gemm_gflops << ",\n  \"components\": {";
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      js << (i ? "," : "") << "\n    \"" << r.name << "\": {\"ms\": " << r.ms << ", \"first_call_ms\": " << r.ms_first
+         << ", \"gflop\": " << r.gflop << ", \"gflops_per_s\": " << (r.ms > 0 ? r.gflop / (r.ms / 1e3) : 0)
+         << ", \"ratio_to_gemm\": " << (r.ms > 0 && gemm_gflops > 0 ? r.gflop / (r.ms / 1e3) / gemm_gflops : 0)
+         << ", \"arena_mib\": " << (r.arena >> 20) << ", \"runs\": " << r.runs << "}";
+    }
+    js << "\n  }\n}\n";
+    std::printf("%s", js.str().c_str());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "xpsr_bench: %s: %s\n", e.code_name(), e.what());
+    return 1;
+  }
+  return 0;
+}
