@@ -199,3 +199,23 @@ test.serial('plans are reused across calls of the same shape', async (t) => {
   t.true(b.stats.arenaBytes <= b.stats.naiveBytes / 2, `arena ${b.stats.arenaBytes} vs naive ${b.stats.naiveBytes}`);
   te.unload();
 });
+
+test.serial('a PyTorch .bin state dict loads and computes exactly like the safetensors file', async (t) => {
+  const { writeTorchStateDict } = await import('./helpers/torch-bin.mjs');
+  const { toFloat32 } = await import('../dist/lib/io/safetensors.js');
+  const dir = copyComponent('text_encoder');
+  const f = readSafetensors(path.join(dir, TE_FILE));
+  const m = new Map([...f.tensors].map(([k, v]) => [k, { shape: v.shape, data: toFloat32(v) }]));
+  rmSync(path.join(dir, TE_FILE));
+  writeTorchStateDict(path.join(dir, 'pytorch_model.bin'), m);
+  const ids = new Int32Array(77).fill(49407);
+  ids[0] = 49406;
+  ids[1] = 320;
+  const a = await engine.loadTextEncoder(dir);
+  const b = await engine.loadTextEncoder(path.join(model, 'text_encoder'));
+  const ra = await a.encode(ids, [1, 77]);
+  const rb = await b.encode(ids, [1, 77]);
+  t.deepEqual(Array.from(ra.lastHiddenState.data), Array.from(rb.lastHiddenState.data));
+  a.unload();
+  b.unload();
+});
