@@ -13,6 +13,5 @@ export { colorFix, type ColorFixKind } from './colorfix.js';
 export type { ProgressEvent, Stage } from './pipeline/core.js';
 export { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT, LOWLEVEL_NEGATIVE_PROMPT, type Prompts } from './pipeline/prompts.js';
 export { runParity, formatLine, type ParityReport, type ParityLine } from './parity/index.js';
-export type { Captioner, CaptionImage, CaptionOptions } from './captioners/types.js';
-export { createCaptionerFromOptions, captionXpsr } from './captioners/factory.js';
+export * from './captioners/index.js';
 export { loadNative } from './native.js';

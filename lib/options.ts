@@ -49,6 +49,8 @@ export interface UpscaleOptions {
   prompts?: Partial<Prompts>;
   /** Captioner for this call (wins over the load-time one). */
   captioner?: Captioner;
+  /** Instructions for the captioner (defaults: the XPSR instructions, see docs/captioning.md). */
+  instructions?: { high?: string; low?: string };
   /** Appended to the high-level caption. Defaults to the official "clean, high-resolution, 8k, high quality, clear text." */
   addedPrompt?: string;
   /** Negative high-level prompt. Defaults to the official one. */
@@ -63,8 +65,12 @@ export interface UpscaleOptions {
   addedNoiseLevel?: number;
   /** 'adain' (official), 'wavelet' or 'none'. Defaults to 'adain'. */
   colorFix?: ColorFixKind;
-  /** Latent tiling: 'auto' (default), 'on', 'off', or details. */
-  tiling?: 'auto' | 'on' | 'off' | Partial<TilingOptions>;
+  /**
+   * Latent tiling: 'auto' (default: tiles of 320 with overlap 8 when the latent exceeds 320x320, as
+   * official), 'on', 'off', or details; `memoryBudgetMB` also tiles (with the largest tile that fits)
+   * whenever a whole-latent step would need more activation memory than that.
+   */
+  tiling?: 'auto' | 'on' | 'off' | (Partial<Omit<TilingOptions, 'memoryBudgetBytes'>> & { memoryBudgetMB?: number });
   /** Largest accepted input in pixels (width*height). Defaults to 16 megapixels. */
   maxInputPixels?: number;
   /** Cancels between steps; the promise rejects with code ERR_CANCELLED and everything is freed. */
@@ -134,6 +140,8 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
       tileSize: int('tiling.tileSize', o.tiling.tileSize, 8, 4096, DEFAULT_TILING.tileSize),
       overlap: int('tiling.overlap', o.tiling.overlap, 0, 2048, DEFAULT_TILING.overlap),
       maxLatentPixels: int('tiling.maxLatentPixels', o.tiling.maxLatentPixels, 64, 1 << 30, DEFAULT_TILING.maxLatentPixels),
+      memoryBudgetBytes: o.tiling.memoryBudgetMB === undefined ? undefined
+        : num('tiling.memoryBudgetMB', o.tiling.memoryBudgetMB, 1, 1 << 24, 0) * 2 ** 20,
     };
     if (tiling.overlap >= tiling.tileSize) throw invalidOption('tiling.overlap', `an integer smaller than tileSize (${tiling.tileSize})`, tiling.overlap);
   } else {

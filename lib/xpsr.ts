@@ -199,7 +199,7 @@ export class XPSR {
     if (captioner && (options.prompts?.high === undefined || options.prompts?.low === undefined)) {
       options.onProgress?.({ stage: 'text', step: 0, total: 1, elapsedMs: performance.now() - t0 });
       const caps = await captionXpsr(captioner, { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 },
-        { signal: options.signal, name });
+        { signal: options.signal, name, instructions: options.instructions });
       prompts = { high: options.prompts?.high ?? caps.high, low: options.prompts?.low ?? caps.low };
     }
     const captionMs = performance.now() - ts;

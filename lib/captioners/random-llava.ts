@@ -86,7 +86,7 @@ function buildVocab(target: number): Vocab {
     for (let k = 2; k <= w.length; k++) add(w.slice(0, k));
   }
   for (let i = 0; tokens.length < target; i++) add(`\u2581w${i}`);
-  const scores = tokens.map((t, i) => (types[i] === 1 ? -i : 0));
+  const scores = tokens.map((_, i) => (types[i] === 1 ? -i : 0));
   return { tokens, scores, types, bos: 1, eos: 2, unk: 0, readable };
 }
 

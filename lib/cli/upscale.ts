@@ -7,7 +7,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { XPSR } from '../xpsr.js';
 import type { UpscaleOptions } from '../options.js';
-import { createCaptionerFromOptions, type CaptionerKind } from '../captioners/factory.js';
+import { createCaptionerFromOptions } from '../captioners/factory.js';
+import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs, xpsrInstructionsFromArgs } from '../captioners/cli.js';
 import type { ProgressEvent } from '../pipeline/core.js';
 
 export const UPSCALE_HELP = `Usage: xpsr upscale <files or folders...> -o <file or folder> [options]
@@ -21,6 +22,7 @@ Weights (or env XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL)
 
 Restoration (defaults = the official run)
   --scale N                output / input size (default 4)
+  --process-size N         minimum short side the networks see (default 512)
   --steps N                denoising steps (default 20)
   --guidance G             classifier-free guidance scale (default 4.5; <= 1 disables CFG)
   --conditioning-scale S   ControlNet scale (default 1)
@@ -30,17 +32,14 @@ Restoration (defaults = the official run)
   --init lr|noise          start from the noised LR latent (default) or pure noise
   --tiling auto|on|off     latent tiling (default auto: above 320x320 latent pixels)
   --tile-size N, --tile-overlap N, --tile-max-pixels N
+  --memory-budget-mb N     tile whenever a whole-latent step needs more activation memory than this
   --max-input-pixels N     refuse larger inputs (default 16000000)
   --long-prompts truncate|chunks   (default truncate = CLIP's 77 tokens, as official)
   --low-level-guidance official|paper
 
-Captions (default: "" for both, as the official code with empty caption files)
-  --prompt-high TEXT, --prompt-low TEXT     fixed captions
-  --prompt-dir DIR         official layout: DIR/highlevel_prompt/NAME.txt, DIR/lowlevel_prompt_q/NAME.txt
-  --captioner llava|http|sidecar|fixed|none
-  --llava-model FILE --llava-mmproj FILE   in-process LLaVA-1.5 GGUF
-  --caption-url URL [--caption-model NAME] OpenAI-compatible server with image input
-
+Captions (default: "" for both, as the official code with empty caption files; --prompt-dir DIR reads the
+official layout DIR/highlevel_prompt/NAME.txt and DIR/lowlevel_prompt_q/NAME.txt)
+${CAPTIONER_CLI_HELP}
 Output
   -o, --output PATH        file (one input) or folder (created; NAME.<format>)
   --format png|jpg|webp|tiff   output format in a folder (default png)
@@ -78,14 +77,12 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       output: { type: 'string', short: 'o' }, sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' },
-      device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, steps: { type: 'string' },
+      device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, 'process-size': { type: 'string' }, steps: { type: 'string' },
       guidance: { type: 'string' }, 'conditioning-scale': { type: 'string' }, seed: { type: 'string' }, scheduler: { type: 'string' },
       'color-fix': { type: 'string' }, init: { type: 'string' }, tiling: { type: 'string' }, 'tile-size': { type: 'string' },
-      'tile-overlap': { type: 'string' }, 'tile-max-pixels': { type: 'string' }, 'max-input-pixels': { type: 'string' },
+      'tile-overlap': { type: 'string' }, 'tile-max-pixels': { type: 'string' }, 'memory-budget-mb': { type: 'string' }, 'max-input-pixels': { type: 'string' },
       'long-prompts': { type: 'string' }, 'low-level-guidance': { type: 'string' },
-      'prompt-high': { type: 'string' }, 'prompt-low': { type: 'string' }, 'prompt-dir': { type: 'string' },
-      captioner: { type: 'string' }, 'llava-model': { type: 'string' }, 'llava-mmproj': { type: 'string' },
-      'caption-url': { type: 'string' }, 'caption-model': { type: 'string' },
+      ...CAPTIONER_CLI_OPTIONS,
       format: { type: 'string' }, overwrite: { type: 'boolean' }, quiet: { type: 'boolean', short: 'q' }, json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -118,13 +115,7 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
   process.once('SIGINT', onSig);
   process.once('SIGTERM', onSig);
 
-  const captioner = await createCaptionerFromOptions({
-    captioner: v.captioner as CaptionerKind | undefined,
-    llavaModel: v['llava-model'], llavaMmproj: v['llava-mmproj'],
-    captionUrl: v['caption-url'], captionModel: v['caption-model'],
-    promptHigh: v['prompt-high'], promptLow: v['prompt-low'], promptDir: v['prompt-dir'],
-    signal: controller.signal,
-  });
+  const captioner = await createCaptionerFromOptions({ ...captionerOptionsFromArgs(v), signal: controller.signal });
   log('xpsr: loading models...\n');
   const t0 = performance.now();
   const xpsr = await XPSR.load({
@@ -135,7 +126,7 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
   json({ event: 'loaded', device: xpsr.device, ms: performance.now() - t0 });
 
   const opts: UpscaleOptions = {
-    scale: num('scale', v.scale), steps: num('steps', v.steps), guidanceScale: num('guidance', v.guidance),
+    scale: num('scale', v.scale), processSize: num('process-size', v['process-size']), steps: num('steps', v.steps), guidanceScale: num('guidance', v.guidance),
     conditioningScale: num('conditioning-scale', v['conditioning-scale']), seed: num('seed', v.seed),
     scheduler: v.scheduler, colorFix: v['color-fix'] as UpscaleOptions['colorFix'], init: v.init as UpscaleOptions['init'],
     longPrompts: v['long-prompts'] as UpscaleOptions['longPrompts'],
@@ -144,7 +135,9 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
     tiling: {
       mode: (v.tiling ?? 'auto') as 'auto' | 'on' | 'off', tileSize: num('tile-size', v['tile-size']),
       overlap: num('tile-overlap', v['tile-overlap']), maxLatentPixels: num('tile-max-pixels', v['tile-max-pixels']),
+      memoryBudgetMB: num('memory-budget-mb', v['memory-budget-mb']),
     },
+    instructions: xpsrInstructionsFromArgs(v),
     signal: controller.signal,
   };
   let failed = 0;

@@ -14,7 +14,7 @@ import { createScheduler, type Scheduler } from '../schedulers/index.js';
 import { applyGuidance } from '../guidance.js';
 import { colorFix, type ColorFixKind } from '../colorfix.js';
 import { fromDecoded, toControlImage, toVaeInput } from '../image/preprocess.js';
-import { TileBlender, latentTiles } from '../tiling.js';
+import { TileBlender, chooseTiling, latentTiles } from '../tiling.js';
 import { cfgTexts, type LowLevelGuidance, type Prompts } from './prompts.js';
 import type { LongPromptMode, TextConditioner } from './text.js';
 import { batchRow, cropNCHW, divF32, repeatBatch, scaleF32, assertFinite } from './tensor-ops.js';
@@ -50,6 +50,20 @@ export interface TilingOptions {
   overlap: number;
   /** Largest untiled latent area (h*w) in 'auto' mode. Official: 320*320 = 102400. */
   maxLatentPixels: number;
+  /**
+   * Activation memory the denoiser may use, in bytes ('auto' mode). When set, the latent is also tiled
+   * when a whole-latent step would not fit, with the largest tile that fits (lib/tiling.ts chooseTiling).
+   */
+  memoryBudgetBytes?: number;
+}
+
+/**
+ * Activation bytes per latent pixel of one CFG step (ControlNet + UNet, batch 2), from the planned arena
+ * sizes (RunStats.arenaBytes): about 53 KB in float32 on the CPU (13 MiB at 16x16), half that in fp16.
+ * Attention is flash-style, so there is no quadratic term.
+ */
+export function stepBytesPerLatentPixel(device: string): number {
+  return device.startsWith('cuda') ? 28 * 1024 : 56 * 1024;
 }
 
 export interface CoreOptions {
@@ -179,7 +193,7 @@ export async function runCore(
 
   // 4. Denoising loop.
   ts = performance.now();
-  const tiling = planTiling(h, w, o.tiling);
+  const tiling = planTiling(h, w, o.tiling, models.engine.device);
   const condCache = new Map<string, Tensor>();
   const condFor = async (y: number, x: number, th: number, tw: number) => {
     const key = `${y},${x},${th},${tw}`;
@@ -266,7 +280,17 @@ export async function runCore(
 }
 
 /** Latent tiling plan, or null when the whole latent is processed at once. */
-export function planTiling(h: number, w: number, t: TilingOptions) {
+export function planTiling(h: number, w: number, t: TilingOptions, device = 'cpu') {
+  if (t.mode === 'auto' && t.memoryBudgetBytes !== undefined) {
+    const choice = chooseTiling(h, w, {
+      memoryBudgetBytes: t.memoryBudgetBytes,
+      bytesPerLatentPixel: stepBytesPerLatentPixel(device),
+      maxTileSize: t.tileSize,
+      overlap: t.overlap,
+    });
+    if (choice.tiled && choice.tiling && choice.tiling.tiles.length > 1) return choice.tiling;
+    if (!choice.tiled) return null;
+  }
   const needed = t.mode === 'on' || (t.mode === 'auto' && h * w > t.maxLatentPixels);
   if (!needed) return null;
   const tiling = latentTiles(h, w, { tileSize: t.tileSize, overlap: t.overlap });
