@@ -5,7 +5,7 @@
   "variables": { "xpsr_x86%": "<!(node -p \"['x64','ia32'].includes(process.arch) ? 1 : 0\")" },
   "target_defaults": {
     "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wno-unused-parameter"],
-    "cflags_cc!": ["-fno-exceptions"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
     "include_dirs": ["native"],
     "defines": ["NDEBUG"],
     "conditions": [["xpsr_x86==1", { "defines": ["XPSR_X86=1"] }]]

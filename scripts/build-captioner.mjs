@@ -169,6 +169,18 @@ function run(cmd, args, { cwd, quiet, log }) {
   });
 }
 
+function findOnPath(cmd) {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const p = path.join(dir, cmd);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      if (fs.statSync(p).isFile()) return p;
+    } catch { /* next */ }
+  }
+  return null;
+}
+
 function verifyCpuAddon(file, nlcDir) {
   // A child process: getLlama() (CPU prebuilt) first, then the addon must resolve every symbol.
   const script = `
@@ -215,7 +227,7 @@ export async function buildCaptioner(options = {}) {
   }
   const commit = bundleCommit(nlc.bundle);
   const stamp = sha256(JSON.stringify({
-    v: STAMP_VERSION, nlc: nlc.version, commit, src: hashTree(SRC_DIR),
+    v: STAMP_VERSION, nlc: nlc.version, commit, src: hashTree(SRC_DIR), script: sha256(fs.readFileSync(fileURLToPath(import.meta.url))),
     variants: nlc.variants.map((v) => [v.name, v.bins, v.llama, v.ggml]), platform: `${process.platform}-${process.arch}`,
   }));
   const outFile = (v) => path.join(RELEASE_DIR, `xpsr_captioner.${v}.node`);
@@ -234,7 +246,12 @@ export async function buildCaptioner(options = {}) {
 
   const jobs = options.jobs ?? Math.max(1, (os.availableParallelism?.() ?? os.cpus().length));
   const cmakeJs = createRequire(path.join(ROOT, 'package.json')).resolve('cmake-js/bin/cmake-js');
-  const common = ['--directory', SRC_DIR, '--out', CMAKE_OUT, '--config', 'Release'];
+  const cmake = process.env.CMAKE_PATH || findOnPath('cmake');
+  if (!cmake) {
+    throw new CaptionerBuildError('CMake >= 3.19 is needed to build the captioner addon (e.g. apt install cmake); ' +
+      'or set XPSR_CAPTIONER=off', 'ERR_CAPTIONER_TOOLS');
+  }
+  const common = ['--directory', SRC_DIR, '--out', CMAKE_OUT, '--config', 'Release', '--cmake-path', cmake];
   const defs = [
     `--CDXPSR_LLAMA_SRC=${LLAMA_DIR}`,
     `--CDXPSR_NLC_ADDON_SRC=${nlc.addonSrc}`,

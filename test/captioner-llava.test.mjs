@@ -239,6 +239,10 @@ t('sampling with temperature is reproducible with a seed; a small context stops 
     const e = await tt.throwsAsync(tooSmall.caption(img, [HIGH]));
     tt.is(e.code, 'ERR_CONTEXT_FULL');
     await tooSmall.dispose();
+    const bare = await LlavaCaptioner.create({ model: tiny.model, mmproj: tiny.mmproj, threads: 1, promptTemplate: '<image>{instruction}' });
+    tt.is((await tt.throwsAsync(bare.caption(img, ['']))).code, 'ERR_INVALID_ARGUMENT');
+    tt.is((await bare.caption(img, [' describe'], { maxTokens: 3 })).length, 1);
+    await bare.dispose();
   } finally {
     await s.dispose();
   }

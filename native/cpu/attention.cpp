@@ -4,6 +4,11 @@
 // at a time with the GEMM micro-kernel, online softmax (running max m, sum l, rescale of the O
 // accumulator), O += P V with the micro-kernel, O / l at the end. Causal rows stop at key i (j <= i).
 // Packed K/V for many heads are bounded by kPackBudget (groups of heads). Test: attention_test.cpp.
+// Lab notes (Zen 4 VM, 2 threads): 4096x4096, 8 heads x 40: 164 GFLOP/s AVX-512 / 143 AVX2 (131 ms);
+// 4096x77 cross-attention ~55 GFLOP/s per thread (short rows: the d=40 -> 48 padding and per-row
+// softmax dominate). Tried and dropped: per-head task order (Q/O rows re-fetched per head, 10% slower
+// on 4096x77), stack-buffer row tails (store-forwarding stalls; now masked loads / stores), and a
+// single K step for P*V (a 256 x 32 B panel overflows L1; 128-key steps were ~2% faster).
 #include <algorithm>
 #include <cmath>
 #include <cstring>

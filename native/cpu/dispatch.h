@@ -50,6 +50,8 @@ struct Kernels {
                      bool silu) = nullptr;
   // y[i] = x[i] * gelu_erf(x[inner + i]), i < inner (y must not overlap x).
   void (*geglu)(const float* x, float* y, size_t inner) = nullptr;
+  // s[c] += x[c] - shift[c]; ss[c] += (x[c] - shift[c])^2, in double (GroupNorm statistics of one row).
+  void (*channel_stats)(const float* x, size_t n, const double* shift, double* s, double* ss) = nullptr;
   float (*max)(const float* x, size_t n) = nullptr;            // n >= 1
   float (*exp_sum)(float* x, size_t n, float m) = nullptr;     // x = exp(x - m); returns the sum
   void (*scale)(float* x, size_t n, float s) = nullptr;        // x *= s

@@ -3,7 +3,15 @@
 //     for each panel group (1 or 2 panels = the micro-kernel's NR): for each MR rows: micro-kernel.
 // The B micro-panel (KC x NR) stays in L1 across the MC/MR calls, the A block in L2. bias + residual
 // are added by the first K block (so y may alias the residual); later blocks accumulate. Edge tiles
-// (M or N tails) go through a small tile buffer. Tasks: M blocks x N splits, statically chunked.
+// (M or N tails) go through a small tile buffer. Tasks: M blocks x N splits (N is split only when there
+// are fewer than 8 M blocks per thread), statically chunked.
+// Lab notes (AMD EPYC Zen 4 VM, 2 threads, g++ 12 -O2, XPSR_BENCH=1 xpsr_tests bench_gemm, quiet moment):
+//   8192x320x320 205 GFLOP/s AVX2 / 201 AVX-512; 2048x640x2560 196 / 191; 4096x1280x320 177 / 195;
+//   154x768x640 ~175; 3x3 conv 64x64x320->320 213 / 208. About 85% of the 2-core FMA peak (2 x 32
+//   flop/cycle at ~3.7 GHz); AVX-512 (double-pumped on Zen 4) is no faster here, it is for Intel.
+//   Tried: no NC blocking (KC loop outermost per M block): 2048x640x2560 fell to 123-143 GFLOP/s because
+//   the MC x N block of C no longer stayed in L2 across K blocks. The shared 2-core box is noisy:
+//   under load the same runs read 50-100 GFLOP/s.
 #include "gemm.h"
 
 #include <algorithm>

@@ -110,6 +110,20 @@ void ukr_panel(const UkrArgs& p, const float* b) {
 #undef XPSR_ROW_DECL
 #undef XPSR_ROW_STEP
 
+void channel_stats(const float* x, size_t n, const double* shift, double* s, double* ss) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), _mm256_loadu_pd(shift + i));
+    _mm256_storeu_pd(s + i, _mm256_add_pd(_mm256_loadu_pd(s + i), d));
+    _mm256_storeu_pd(ss + i, _mm256_fmadd_pd(d, d, _mm256_loadu_pd(ss + i)));
+  }
+  for (; i < n; ++i) {
+    const double d = (double)x[i] - shift[i];
+    s[i] += d;
+    ss[i] += d * d;
+  }
+}
+
 void ukr(const UkrArgs& p) {
   if (p.np == 1) {
     ukr_panel(p, p.b);
@@ -135,6 +149,7 @@ const Kernels kAvx2 = {Isa::Avx2,
                        axpby_impl<V8>,
                        norm_apply_impl<V8>,
                        geglu_impl<V8>,
+                       channel_stats,
                        max_impl<V8>,
                        exp_sum_impl<V8>,
                        scale_impl<V8>};

@@ -93,6 +93,20 @@ void ukr_t(const UkrArgs& p) {
 #undef XPSR_ROW_STEP
 #undef XPSR_ROW_STORE
 
+void channel_stats(const float* x, size_t n, const double* shift, double* s, double* ss) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), _mm512_loadu_pd(shift + i));
+    _mm512_storeu_pd(s + i, _mm512_add_pd(_mm512_loadu_pd(s + i), d));
+    _mm512_storeu_pd(ss + i, _mm512_fmadd_pd(d, d, _mm512_loadu_pd(ss + i)));
+  }
+  for (; i < n; ++i) {
+    const double d = (double)x[i] - shift[i];
+    s[i] += d;
+    ss[i] += d * d;
+  }
+}
+
 void ukr(const UkrArgs& p) {
   if (p.np == 2) ukr_t<2>(p);
   else ukr_t<1>(p);
@@ -109,6 +123,7 @@ const Kernels kAvx512 = {Isa::Avx512,
                          axpby_impl<V16>,
                          norm_apply_impl<V16>,
                          geglu_impl<V16>,
+                         channel_stats,
                          max_impl<V16>,
                          exp_sum_impl<V16>,
                          scale_impl<V16>};

@@ -111,6 +111,14 @@ void geglu(const float* x, float* y, size_t inner) {
   for (size_t i = 0; i < inner; ++i) y[i] = x[i] * gelu_erf(x[inner + i]);
 }
 
+void channel_stats(const float* x, size_t n, const double* shift, double* s, double* ss) {
+  for (size_t i = 0; i < n; ++i) {
+    const double d = (double)x[i] - shift[i];
+    s[i] += d;
+    ss[i] += d * d;
+  }
+}
+
 float max(const float* x, size_t n) {
   float m = x[0];
   for (size_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -131,7 +139,7 @@ void scale(float* x, size_t n, float s) {
 }
 
 const Kernels kPortable = {Isa::Portable, "portable", kMr, 1, 256, 64, ukr, unary, axpby,
-                           norm_apply,   geglu,      max, exp_sum, scale};
+                           norm_apply,   geglu,      channel_stats, max, exp_sum, scale};
 
 }  // namespace
 

@@ -15,17 +15,11 @@ namespace xpsr::cpu {
 namespace {
 
 // Per-channel sums of (x - shift[c]) and its square over rows [r0, r1) of one sample.
-void channel_sums(const float* x, int64_t C, int64_t r0, int64_t r1, const double* shift, double* s, double* ss) {
+void channel_sums(const Kernels& kr, const float* x, int64_t C, int64_t r0, int64_t r1, const double* shift,
+                  double* s, double* ss) {
   std::fill(s, s + C, 0.0);
   std::fill(ss, ss + C, 0.0);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* row = x + r * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const double d = (double)row[c] - shift[c];
-      s[c] += d;
-      ss[c] += d * d;
-    }
-  }
+  for (int64_t r = r0; r < r1; ++r) kr.channel_stats(x + r * C, (size_t)C, shift, s, ss);
 }
 
 }  // namespace
@@ -35,6 +29,7 @@ void group_norm_op(Context& ctx, const GroupNormArgs& a, const float* gamma, con
   if (N <= 0 || HW <= 0) return;
   const float* x = static_cast<const float*>(a.x);
   float* y = static_cast<float*>(a.y);
+  const Kernels& kr = kernels();
   const int64_t T = ctx.pool.size();
   const int64_t chunks = std::clamp<int64_t>(ceil_div(4 * T, N), 1, ceil_div(HW, 16));
   const int64_t tasks = N * chunks;
@@ -51,7 +46,7 @@ void group_norm_op(Context& ctx, const GroupNormArgs& a, const float* gamma, con
       const float* xn = x + n * HW * C;
       double* sh = acc + t * 3 * C;
       for (int64_t c = 0; c < C; ++c) sh[c] = xn[(c / cg) * cg];
-      channel_sums(xn, C, HW * k / chunks, HW * (k + 1) / chunks, sh, sh + C, sh + 2 * C);
+      channel_sums(kr, xn, C, HW * k / chunks, HW * (k + 1) / chunks, sh, sh + C, sh + 2 * C);
     }
   });
   const double cnt = (double)HW * (double)cg;
@@ -76,7 +71,6 @@ void group_norm_op(Context& ctx, const GroupNormArgs& a, const float* gamma, con
       }
     }
   }
-  const Kernels& kr = kernels();
   for_range(ctx, N * HW, C * 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / HW;

@@ -184,6 +184,7 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
     }
 
     // ---- mask, online softmax, P (f16) as A fragments
+    const bool need_mask = k0 + BC > P.Lk || batch.causal;
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
 #pragma unroll
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
           for (int e = 0; e < 2; ++e) {
             const int kj = k0 + t * 8 + t4 * 2 + e;
             float v = s[i][t][2 * hh + e] * P.scale_log2;
-            if (kj >= P.Lk || (batch.causal && kj > qi)) v = -INFINITY;
+            if (need_mask && (kj >= P.Lk || (batch.causal && kj > qi))) v = -INFINITY;
             s[i][t][2 * hh + e] = v;
             mx = fmaxf(mx, v);
           }
@@ -204,14 +205,14 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(row_max[i][hh], mx);
         const float base = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = exp2f(row_max[i][hh] - base);
+        const float alpha = fast_exp2(row_max[i][hh] - base);
         row_max[i][hh] = m_new;
         float sum = 0.f;
 #pragma unroll
         for (int t = 0; t < NTS; ++t)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(s[i][t][2 * hh + e] - base);
+            const float p = fast_exp2(s[i][t][2 * hh + e] - base);
             s[i][t][2 * hh + e] = p;
             sum += p;
           }

@@ -97,8 +97,8 @@ __global__ void __launch_bounds__(kGenWarps * 32)
       const float sc = valid ? part[0] : -INFINITY;
       const float m_new = fmaxf(m[r], warp_max(sc));
       const float base = m_new == -INFINITY ? 0.f : m_new;
-      const float alpha = exp2f(m[r] - base);
-      const float p = exp2f(sc - base);
+      const float alpha = fast_exp2(m[r] - base);
+      const float p = fast_exp2(sc - base);
       m[r] = m_new;
       l[r] = l[r] * alpha + p;
 #pragma unroll

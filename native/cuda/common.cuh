@@ -99,8 +99,16 @@ __device__ __forceinline__ Half8 float_to_half8(const float* f) {
   return v;
 }
 
-__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
-__device__ __forceinline__ float quick_gelu_f(float x) { return x / (1.0f + __expf(-1.702f * x)); }
+// 2^x with the SFU (ex2.approx.ftz: ~2 ulp; 2^-inf = 0). The softmaxes round P to fp16 anyway.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// x * sigmoid(x): __expf + fast division (relative error ~1e-6, far below fp16 output rounding). For
+// x < -88, __expf(-x) = inf and __fdividef returns 0 (the exact limit).
+__device__ __forceinline__ float silu_f(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
+__device__ __forceinline__ float quick_gelu_f(float x) { return __fdividef(x, 1.0f + __expf(-1.702f * x)); }
 __device__ __forceinline__ float gelu_erf_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 }  // namespace xpsr::cuda

@@ -4,6 +4,8 @@
 // Every op takes a 16-byte path (8 halves per thread per step) when its pointers and row lengths allow it,
 // and an element path otherwise. All are grid-stride loops (tuning.h elementwise_blocks), memory-bound.
 // Tests: native/cuda/elementwise_test.cu.
+#include <algorithm>
+
 #include "common.cuh"
 #include "kernels.h"
 #include "tuning.h"
@@ -14,8 +16,12 @@ namespace {
 
 constexpr int kSmsGuess = 132;  // only bounds the grid of grid-stride loops
 
+// 32-bit indices (integer division is the main non-memory cost of these kernels); the launchers keep every
+// index space below 2^31 (flat ops are chunked, structured ops refuse larger tensors).
 #define GRID_STRIDE(i, total) \
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(total); i += gridDim.x * blockDim.x)
+constexpr size_t kMaxIndex = (size_t)1 << 31;
+constexpr size_t kFlatChunk = (size_t)1 << 30;
 
 __device__ __forceinline__ float apply_unary(float x, int op) {
   switch (op) {
@@ -64,29 +70,29 @@ __global__ void axpby_scalar(const __half* a, const __half* b, __half* y, size_t
 __global__ void geglu_vec(const __half* x, __half* y, int rows, int inner) {
   const int vpr = inner / 8;
   GRID_STRIDE(i, (size_t)rows * vpr) {
-    const size_t r = i / vpr;
+    const unsigned r = i / vpr;
     const int j = (int)(i - r * vpr);
-    const __half* xr = x + r * 2 * inner;
+    const __half* xr = x + (size_t)r * 2 * inner;
     float a[8], g[8];
     half8_to_float(*reinterpret_cast<const Half8*>(xr + j * 8), a);
     half8_to_float(*reinterpret_cast<const Half8*>(xr + inner + j * 8), g);
 #pragma unroll
     for (int e = 0; e < 8; ++e) a[e] *= gelu_erf_f(g[e]);
-    *reinterpret_cast<Half8*>(y + r * inner + j * 8) = float_to_half8(a);
+    *reinterpret_cast<Half8*>(y + (size_t)r * inner + j * 8) = float_to_half8(a);
   }
 }
 __global__ void geglu_scalar(const __half* x, __half* y, int rows, int inner) {
   GRID_STRIDE(i, (size_t)rows * inner) {
-    const size_t r = i / inner;
+    const unsigned r = i / inner;
     const int j = (int)(i - r * inner);
-    const float a = __half2float(x[r * 2 * inner + j]), g = __half2float(x[r * 2 * inner + inner + j]);
+    const float a = __half2float(x[(size_t)r * 2 * inner + j]), g = __half2float(x[(size_t)r * 2 * inner + inner + j]);
     y[i] = __float2half(a * gelu_erf_f(g));
   }
 }
 
 __global__ void channel_add_vec(const Half8* x, const __half* v, Half8* y, int N, int HW, int C) {
   const int vpr = C / 8;
-  const size_t per_n = (size_t)HW * vpr;
+  const unsigned per_n = (unsigned)HW * vpr;
   GRID_STRIDE(i, per_n * N) {
     const int n = (int)(i / per_n), c8 = (int)(i % vpr);
     float f[8], a[8];
@@ -98,7 +104,7 @@ __global__ void channel_add_vec(const Half8* x, const __half* v, Half8* y, int N
   }
 }
 __global__ void channel_add_scalar(const __half* x, const __half* v, __half* y, int N, int HW, int C) {
-  const size_t per_n = (size_t)HW * C;
+  const unsigned per_n = (unsigned)HW * C;
   GRID_STRIDE(i, per_n * N) {
     const int n = (int)(i / per_n), c = (int)(i % C);
     y[i] = __float2half(__half2float(x[i]) + __half2float(v[(size_t)n * C + c]));
@@ -108,26 +114,26 @@ __global__ void channel_add_scalar(const __half* x, const __half* v, __half* y, 
 __global__ void copy_rows_vec(const __half* src, int lds, __half* dst, int ldd, int rows, int cols) {
   const int vpr = cols / 8;
   GRID_STRIDE(i, (size_t)rows * vpr) {
-    const size_t r = i / vpr;
+    const unsigned r = i / vpr;
     const int j = (int)(i - r * vpr);
-    *reinterpret_cast<Half8*>(dst + r * ldd + j * 8) = *reinterpret_cast<const Half8*>(src + r * lds + j * 8);
+    *reinterpret_cast<Half8*>(dst + (size_t)r * ldd + j * 8) = *reinterpret_cast<const Half8*>(src + (size_t)r * lds + j * 8);
   }
 }
 __global__ void copy_rows_scalar(const __half* src, int lds, __half* dst, int ldd, int rows, int cols) {
   GRID_STRIDE(i, (size_t)rows * cols) {
-    const size_t r = i / cols;
+    const unsigned r = i / cols;
     const int j = (int)(i - r * cols);
-    dst[r * ldd + j] = src[r * lds + j];
+    dst[(size_t)r * ldd + j] = src[(size_t)r * lds + j];
   }
 }
 
 template <int VEC>
 __global__ void upsample_kernel(const __half* x, int N, int H, int W, int C, __half* y, int P, int Q) {
   const int vpr = C / VEC;
-  const size_t total = (size_t)N * P * Q * vpr;
+  const unsigned total = (unsigned)N * P * Q * vpr;
   GRID_STRIDE(i, total) {
     const int cv = (int)(i % vpr);
-    size_t pix = i / vpr;
+    unsigned pix = i / vpr;
     const int q = (int)(pix % Q);
     pix /= Q;
     const int p = (int)(pix % P);
@@ -162,21 +168,21 @@ __global__ void f16_to_f32_kernel(const __half* src, float* dst, size_t n) {
   GRID_STRIDE(i, n) dst[i] = __half2float(src[i]);
 }
 __global__ void conv_weight_kernel(const float* src, __half* dst, int rows, int C, int R, int S, int Cp) {
-  const size_t per_row = (size_t)R * S * Cp;
+  const unsigned per_row = (unsigned)R * S * Cp;
   GRID_STRIDE(i, per_row * rows) {
-    const size_t k = i / per_row;
-    int rem = (int)(i - k * per_row);
+    const unsigned k = i / per_row;
+    unsigned rem = i - k * per_row;
     const int c = rem % Cp;
     rem /= Cp;
     const int s = rem % S, r = rem / S;
-    dst[i] = c < C ? __float2half_rn(src[((k * C + c) * R + r) * S + s]) : __float2half(0.f);
+    dst[i] = c < C ? __float2half_rn(src[(((size_t)k * C + c) * R + r) * S + s]) : __float2half(0.f);
   }
 }
 __global__ void rows_kernel(const float* src, __half* dst, int rows, int K, int Kp) {
   GRID_STRIDE(i, (size_t)rows * Kp) {
-    const size_t r = i / Kp;
+    const unsigned r = i / Kp;
     const int k = (int)(i - r * Kp);
-    dst[i] = k < K ? __float2half_rn(src[r * K + k]) : __float2half(0.f);
+    dst[i] = k < K ? __float2half_rn(src[(size_t)r * K + k]) : __float2half(0.f);
   }
 }
 
@@ -185,41 +191,61 @@ inline bool al(const void* p) { return p == nullptr || aligned16(p); }
 
 }  // namespace
 
+// Flat ops run in chunks of 2^30 elements (32-bit indices inside the kernels).
+template <typename F>
+cudaError_t flat_chunks(size_t n, F&& launch_chunk) {
+  for (size_t off = 0; off < n; off += kFlatChunk) {
+    launch_chunk(off, std::min(kFlatChunk, n - off));
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+#define XPSR_INDEX_GUARD(total) \
+  if ((size_t)(total) >= kMaxIndex) return cudaErrorInvalidValue
+
 cudaError_t launch_unary(const void* x, void* y, size_t n, UnaryOp op, cudaStream_t s) {
-  if (n == 0) return cudaSuccess;
   const int o = op == UnaryOp::Silu ? 0 : op == UnaryOp::QuickGelu ? 1 : 2;
-  if (n % 8 == 0 && al(x) && al(y))
-    unary_vec<<<blocks_for(n / 8), 256, 0, s>>>(static_cast<const Half8*>(x), static_cast<Half8*>(y), n / 8, o);
-  else
-    unary_scalar<<<blocks_for(n), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), n, o);
-  return cudaGetLastError();
+  const bool vec = n % 8 == 0 && al(x) && al(y);
+  return flat_chunks(n, [&](size_t off, size_t m) {
+    const __half* xs = static_cast<const __half*>(x) + off;
+    __half* ys = static_cast<__half*>(y) + off;
+    if (vec)
+      unary_vec<<<blocks_for(m / 8), 256, 0, s>>>(reinterpret_cast<const Half8*>(xs), reinterpret_cast<Half8*>(ys), m / 8, o);
+    else
+      unary_scalar<<<blocks_for(m), 256, 0, s>>>(xs, ys, m, o);
+  });
 }
 
 cudaError_t launch_axpby(const void* a, const void* b, void* y, size_t n, float alpha, float beta, cudaStream_t s) {
-  if (n == 0) return cudaSuccess;
-  if (n % 8 == 0 && al(a) && al(b) && al(y))
-    axpby_vec<<<blocks_for(n / 8), 256, 0, s>>>(static_cast<const Half8*>(a), static_cast<const Half8*>(b),
-                                                static_cast<Half8*>(y), n / 8, alpha, beta);
-  else
-    axpby_scalar<<<blocks_for(n), 256, 0, s>>>(static_cast<const __half*>(a), static_cast<const __half*>(b),
-                                               static_cast<__half*>(y), n, alpha, beta);
-  return cudaGetLastError();
+  const bool vec = n % 8 == 0 && al(a) && al(b) && al(y);
+  return flat_chunks(n, [&](size_t off, size_t m) {
+    const __half* as = static_cast<const __half*>(a) + off;
+    const __half* bs = b ? static_cast<const __half*>(b) + off : nullptr;
+    __half* ys = static_cast<__half*>(y) + off;
+    if (vec)
+      axpby_vec<<<blocks_for(m / 8), 256, 0, s>>>(reinterpret_cast<const Half8*>(as), reinterpret_cast<const Half8*>(bs),
+                                                  reinterpret_cast<Half8*>(ys), m / 8, alpha, beta);
+    else
+      axpby_scalar<<<blocks_for(m), 256, 0, s>>>(as, bs, ys, m, alpha, beta);
+  });
 }
 
 cudaError_t launch_geglu(const void* x, void* y, int rows, int inner, cudaStream_t s) {
-  if (rows == 0 || inner == 0) return cudaSuccess;
+  const size_t total = (size_t)rows * inner;
+  if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   if (inner % 8 == 0 && al(x) && al(y))
-    geglu_vec<<<blocks_for((size_t)rows * inner / 8), 256, 0, s>>>(static_cast<const __half*>(x),
-                                                                    static_cast<__half*>(y), rows, inner);
+    geglu_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), rows, inner);
   else
-    geglu_scalar<<<blocks_for((size_t)rows * inner), 256, 0, s>>>(static_cast<const __half*>(x),
-                                                                   static_cast<__half*>(y), rows, inner);
+    geglu_scalar<<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), rows, inner);
   return cudaGetLastError();
 }
 
 cudaError_t launch_channel_add(const void* x, const void* v, void* y, int N, int HW, int C, cudaStream_t s) {
   const size_t total = (size_t)N * HW * C;
   if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   if (C % 8 == 0 && al(x) && al(v) && al(y))
     channel_add_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const Half8*>(x), static_cast<const __half*>(v),
                                                           static_cast<Half8*>(y), N, HW, C);
@@ -230,19 +256,22 @@ cudaError_t launch_channel_add(const void* x, const void* v, void* y, int N, int
 }
 
 cudaError_t launch_copy_rows(const void* src, int lds, void* dst, int ldd, int rows, int cols, cudaStream_t s) {
-  if (rows == 0 || cols == 0) return cudaSuccess;
+  const size_t total = (size_t)rows * cols;
+  if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   if (cols % 8 == 0 && lds % 8 == 0 && ldd % 8 == 0 && al(src) && al(dst))
-    copy_rows_vec<<<blocks_for((size_t)rows * cols / 8), 256, 0, s>>>(static_cast<const __half*>(src), lds,
-                                                                       static_cast<__half*>(dst), ldd, rows, cols);
+    copy_rows_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(src), lds, static_cast<__half*>(dst),
+                                                        ldd, rows, cols);
   else
-    copy_rows_scalar<<<blocks_for((size_t)rows * cols), 256, 0, s>>>(static_cast<const __half*>(src), lds,
-                                                                      static_cast<__half*>(dst), ldd, rows, cols);
+    copy_rows_scalar<<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(src), lds, static_cast<__half*>(dst),
+                                                       ldd, rows, cols);
   return cudaGetLastError();
 }
 
 cudaError_t launch_upsample_nearest(const void* x, int N, int H, int W, int C, void* y, int P, int Q, cudaStream_t s) {
   const size_t total = (size_t)N * P * Q * C;
   if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   if (C % 8 == 0 && al(x) && al(y))
     upsample_kernel<8><<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(x), N, H, W, C,
                                                              static_cast<__half*>(y), P, Q);
@@ -255,6 +284,7 @@ cudaError_t launch_upsample_nearest(const void* x, int N, int H, int W, int C, v
 cudaError_t launch_embedding(const void* table, int V, int D, const int32_t* ids, int n, void* y, cudaStream_t s) {
   const size_t total = (size_t)n * D;
   if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   if (D % 8 == 0 && al(table) && al(y))
     embedding_kernel<8><<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(table), V, D, ids, n,
                                                               static_cast<__half*>(y));
@@ -265,24 +295,26 @@ cudaError_t launch_embedding(const void* table, int V, int D, const int32_t* ids
 }
 
 cudaError_t launch_f32_to_f16(const float* src, void* dst, size_t n, cudaStream_t s) {
-  if (n == 0) return cudaSuccess;
-  f32_to_f16_kernel<<<blocks_for(n), 256, 0, s>>>(src, static_cast<__half*>(dst), n);
-  return cudaGetLastError();
+  return flat_chunks(n, [&](size_t off, size_t m) {
+    f32_to_f16_kernel<<<blocks_for(m), 256, 0, s>>>(src + off, static_cast<__half*>(dst) + off, m);
+  });
 }
 cudaError_t launch_f16_to_f32(const void* src, float* dst, size_t n, cudaStream_t s) {
-  if (n == 0) return cudaSuccess;
-  f16_to_f32_kernel<<<blocks_for(n), 256, 0, s>>>(static_cast<const __half*>(src), dst, n);
-  return cudaGetLastError();
+  return flat_chunks(n, [&](size_t off, size_t m) {
+    f16_to_f32_kernel<<<blocks_for(m), 256, 0, s>>>(static_cast<const __half*>(src) + off, dst + off, m);
+  });
 }
 cudaError_t launch_conv_weight_f16(const float* src, void* dst, int rows, int C, int R, int S, int Cp, cudaStream_t s) {
   const size_t total = (size_t)rows * R * S * Cp;
   if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   conv_weight_kernel<<<blocks_for(total), 256, 0, s>>>(src, static_cast<__half*>(dst), rows, C, R, S, Cp);
   return cudaGetLastError();
 }
 cudaError_t launch_rows_f16(const float* src, void* dst, int rows, int K, int Kp, cudaStream_t s) {
   const size_t total = (size_t)rows * Kp;
   if (total == 0) return cudaSuccess;
+  XPSR_INDEX_GUARD(total);
   rows_kernel<<<blocks_for(total), 256, 0, s>>>(src, static_cast<__half*>(dst), rows, K, Kp);
   return cudaGetLastError();
 }

@@ -26,7 +26,9 @@ const Tol kRound{-1.0, 0.0};  // "use out_rounding_tol"
 
 TEST(cuda_geglu) {
   gpu();
-  for (auto [rows, inner, seed] : {std::tuple{8192, 1280, 400}, {512, 5120, 401}, {77, 12, 402}}) {
+  struct G { int rows, inner, seed; };
+  for (G gc : {G{8192, 1280, 400}, G{512, 5120, 401}, G{77, 12, 402}}) {
+    const int rows = gc.rows, inner = gc.inner, seed = gc.seed;
     Tensor2 x((size_t)rows * 2 * inner), y((size_t)rows * inner);
     x.set(randn(x.n, seed, 2.0f));
     y.poison();
@@ -79,7 +81,9 @@ TEST(cuda_axpby_and_channel_add) {
   both("axpby in place y = 2a - 0.25b (odd n)", a, kRound, [&](Backend& be, bool c) {
     be.axpby({c ? a.cp() : a.gp(), c ? b.cp(3) : b.gp(3), c ? a.cp() : a.gp(), n - 5, 2.0f, -0.25f});
   });
-  for (auto [N, HW, C] : {std::tuple{2, 4096, 320}, {2, 65 * 47, 1280}, {2, 81, 20}}) {
+  struct CA { int N, HW, C; };
+  for (CA ca : {CA{2, 4096, 320}, CA{2, 65 * 47, 1280}, CA{2, 81, 20}}) {
+    const int N = ca.N, HW = ca.HW, C = ca.C;
     Tensor2 x((size_t)N * HW * C), v((size_t)N * C), out((size_t)N * HW * C);
     x.set(randn(x.n, 422));
     v.set(randn(v.n, 423));
@@ -120,8 +124,9 @@ TEST(cuda_concat_slice_upsample) {
       be.slice({c ? x.cp() : x.gp(), 3 * C, 3, c ? y.cp() : y.gp(), rows, C});
     });
   }
-  for (auto [N, H, W, C, P, Q] :
-       {std::tuple{2, 32, 32, 640, 64, 64}, {2, 33, 24, 640, 65, 47}, {2, 9, 6, 1280, 17, 12}, {1, 5, 5, 3, 11, 10}}) {
+  struct UP { int N, H, W, C, P, Q; };
+  for (UP u : {UP{2, 32, 32, 640, 64, 64}, UP{2, 33, 24, 640, 65, 47}, UP{2, 9, 6, 1280, 17, 12}, UP{1, 5, 5, 3, 11, 10}}) {
+    const int N = u.N, H = u.H, W = u.W, C = u.C, P = u.P, Q = u.Q;
     Tensor2 x((size_t)N * H * W * C), y((size_t)N * P * Q * C);
     x.set(randn(x.n, 433));
     y.poison();

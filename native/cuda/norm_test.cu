@@ -22,7 +22,7 @@ void run_gn(const char* name, int N, int HW, int C, int groups, bool silu, float
   for (int side = 0; side < 2; ++side) {
     GroupNormArgs a;
     a.x = side ? x.cp() : x.gp();
-    a.y = in_place ? a.x : (side ? y.cp() : y.gp());
+    a.y = in_place ? (side ? x.cp() : x.gp()) : (side ? y.cp() : y.gp());
     a.N = N;
     a.HW = HW;
     a.C = C;

@@ -4,6 +4,7 @@
 //   text_encoder "encode":        input_ids I64 [B,L]                      -> last_hidden_state [B,L,D]
 //   vae "encode":                 x [N,3,H,W] in [-1,1]                    -> moments [N,2*lat,H/8,W/8]
 //   vae "decode":                 z [N,lat,h,w] (latents / scaling)        -> image [N,3,8h,8w]
+//   vae "encode_tiled" / "decode_tiled": same, tile by tile (params tile, pad; models/vae_tiled.h)
 //   controlnet "cond_embedding":  image [N,3,H,W] in [0,1]                 -> cond [N,C0,H/8,W/8]
 //   controlnet "forward":         sample, ctx_high, [ctx_low], cond|image; params timestep,
 //                                 conditioning_scale                       -> down_block_res_samples.NN, mid_block_res_sample
@@ -24,6 +25,7 @@
 #include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "models/vae_tiled.h"  // tiled VAE (vae_tiled.cpp)
 #include "weights.h"
 
 namespace xpsr {
@@ -373,6 +375,39 @@ OutputMap Engine::run(const RunRequest& req, const std::atomic<bool>* cancel, Ru
       fail(ErrorCode::ShapeMismatch, "input '", kv.first, "' has ", have, " values but shape ", shape_str(kv.second.shape));
     for (float v : kv.second.f32)
       if (!std::isfinite(v)) fail(ErrorCode::InvalidArgument, "input '", kv.first, "' contains NaN or Inf");
+  }
+  // tiled VAE (vae_tiled.cpp): "encode_tiled" (x; params tile, pad) and "decode_tiled" (z; params tile,
+  // pad) do not use one cached plan: TiledVAE builds and frees one small plan per network segment.
+  if (req.entry == "encode_tiled" || req.entry == "decode_tiled") {
+    if (req.models.size() != 1) fail(ErrorCode::InvalidArgument, req.entry, ": needs exactly one VAE");
+    const VAE& vae = *model(req.models[0], ModelKind::VAE).vae;
+    const bool enc = req.entry == "encode_tiled";
+    const char* in_name = enc ? "x" : "z";
+    auto it = req.inputs.find(in_name);
+    if (it == req.inputs.end()) fail(ErrorCode::InvalidArgument, req.entry, ": missing input '", in_name, "'");
+    TiledVAEOptions o;
+    for (const char* k : {"tile", "pad"}) {
+      auto p = req.params.find(k);
+      if (p == req.params.end()) continue;
+      if (!(p->second >= 0 && p->second <= 1e6) || p->second != std::floor(p->second))
+        fail(ErrorCode::InvalidArgument, req.entry, ": param '", k, "' must be a non-negative integer, got ", p->second);
+      (k[0] == 't' ? o.tile : o.pad) = (int)p->second;
+    }
+    if (req.params.count("tile") && o.tile < 1) fail(ErrorCode::InvalidArgument, req.entry, ": param 'tile' must be >= 1");
+    TiledVAEStats ts;
+    TiledVAE tv(*backend_, vae);
+    const TensorIn& t = it->second;
+    HostTensor r = enc ? tv.encode(t.shape, t.f32.data(), t.f32.size(), o, cancel, &ts)
+                       : tv.decode(t.shape, t.f32.data(), t.f32.size(), o, cancel, &ts);
+    OutputMap out;
+    TensorOut& to = out[enc ? "moments" : "image"];
+    to.shape = r.shape, to.data = std::move(r.data);
+    if (stats) {
+      *stats = RunStats{};
+      stats->plan_ms = ts.plan_ms, stats->upload_ms = ts.host_ms, stats->compute_ms = ts.compute_ms;
+      stats->arena_bytes = ts.max_arena_bytes, stats->naive_bytes = ts.max_naive_bytes, stats->ops = ts.ops;
+    }
+    return out;
   }
   // Plan key: entry, models, input shapes, params except the timestep (an input of the plan).
   std::ostringstream key;

@@ -601,6 +601,9 @@ class CaptionWorker : public BaseWorker {
         CheckCancel();
         if (!llama_memory_seq_rm(mem, 0, n_prefix, -1)) throw CapError("ERR_INTERNAL", "cannot trim the KV cache");
         ChunksPtr suf = Tokenize(suffixes[k], false, nullptr);
+        if (mtmd_helper_get_n_tokens(suf.get()) == 0) {
+          throw CapError("ERR_INVALID_ARGUMENT", "the prompt after the image is empty (instruction " + std::to_string(k + 1) + ")");
+        }
         AnswerStats& st = stats.answers[k];
         st.promptTokens = static_cast<int>(mtmd_helper_get_n_tokens(suf.get()));
         llama_pos np = Eval(suf.get(), n_prefix, &st.prefillMs);

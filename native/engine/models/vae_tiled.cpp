@@ -322,11 +322,11 @@ class Runner {
 // The segment programs of the encoder and the decoder.
 class Tiler {
  public:
-  Tiler(Backend& be, const VAE& vae, Runner& run, std::map<const Weight*, std::vector<float>> vecs)
-      : be_(be), vae_(vae), run_(run), vecs_(std::move(vecs)) {}
+  Tiler(Runner& run, TiledVAEStats& st, std::map<const Weight*, std::vector<float>> vecs)
+      : st_(st), run_(run), vecs_(std::move(vecs)) {}
 
   // GroupNorm statistics of the whole map (two passes in double), folded with gamma/beta.
-  HostNorm norm(const Map& m, const Norm& nw, int groups, float eps, bool silu, TiledVAEStats& st) {
+  HostNorm norm(const Map& m, const Norm& nw, int groups, float eps, bool silu) {
     HostNorm n;
     n.silu = silu;
     const int C = m.C;
@@ -342,6 +342,9 @@ class Tiler {
     std::vector<double> part((size_t)rows * groups);
     auto pass = [&](const std::vector<double>* mean) {
       std::fill(part.begin(), part.end(), 0.0);
+      std::vector<double> mc(C, 0.0);  // per-channel group mean (pass 2)
+      if (mean)
+        for (int c = 0; c < C; ++c) mc[c] = (*mean)[c / cg];
       host_for(rows, (int64_t)rowlen, [&](int64_t a, int64_t b) {
         std::vector<double> acc(C);
         for (int64_t y = a; y < b; ++y) {
@@ -352,7 +355,7 @@ class Tiler {
               for (int c = 0; c < C; ++c) acc[c] += p[c];
             } else {
               for (int c = 0; c < C; ++c) {
-                double dv = p[c] - (*mean)[c / cg];
+                const double dv = p[c] - mc[c];
                 acc[c] += dv * dv;
               }
             }
@@ -374,11 +377,9 @@ class Tiler {
       n.mean[c] = (float)mean[gi];
       n.scale[c] = (float)(gamma[c] / std::sqrt(var[gi] / count + (double)eps));
     }
-    st.host_ms += ms_since(t0);
+    st_.host_ms += ms_since(t0);
     return n;
   }
-
-  TiledVAEStats* st = nullptr;
 
   // 3x3 conv (stride 1, pad 1) as a valid conv on the core grown by 1; optional residual = x or
   // shortcut(x) at the core, optional 1x1 after (quant_conv).
@@ -435,16 +436,16 @@ class Tiler {
   }
 
   Map resnet(const std::string& name, const Grid& G, Map x, const ResnetBlock& r) {
-    HostNorm n1 = norm(x, r.norm1, r.groups, r.eps, true, *st);
+    HostNorm n1 = norm(x, r.norm1, r.groups, r.eps, true);
     Map t = conv3(name + ".conv1", G, x, &n1, r.conv1);
-    HostNorm n2 = norm(t, r.norm2, r.groups, r.eps, true, *st);
+    HostNorm n2 = norm(t, r.norm2, r.groups, r.eps, true);
     return conv3(name + ".conv2", G, t, &n2, r.conv2, &x, r.has_shortcut ? &r.shortcut : nullptr);
   }
 
   // Mid-block attention over ALL positions (the untiled function): q|k|v tile by tile into a host map,
   // then every tile of queries attends to the whole-image keys/values.
   Map attention(const std::string& name, const Grid& G, Map x, const VAEAttention& a) {
-    HostNorm n = norm(x, a.group_norm, a.groups, kVaeEps, false, *st);
+    HostNorm n = norm(x, a.group_norm, a.groups, kVaeEps, false);
     const int C = a.attn.C, heads = a.attn.heads;
     SegIn xi;
     xi.name = "x", xi.src = &x, xi.norm = &n, xi.nc = x.C, xi.bh = G.max_h, xi.bw = G.max_w;
@@ -470,8 +471,7 @@ class Tiler {
   }
 
  private:
-  Backend& be_;
-  const VAE& vae_;
+  TiledVAEStats& st_;
   Runner& run_;
   std::map<const Weight*, std::vector<float>> vecs_;
 };
@@ -538,7 +538,6 @@ HostTensor TiledVAE::encode(const std::vector<int64_t>& shape, const float* data
   TiledVAEStats local;
   TiledVAEStats& st = stats ? *stats : local;
   st = TiledVAEStats{};
-  auto t_all = Clock::now();
 
   // Level sizes (the stride-2 convs after F.pad(0,1,0,1): floor(H/2)) and the per-level grids: the
   // official split at the input resolution with boundaries rounded to multiples of f (so that each level's
@@ -568,8 +567,7 @@ HostTensor TiledVAE::encode(const std::vector<int64_t>& shape, const float* data
   vw.push_back(vae_.enc_norm_out.gamma.get()), vw.push_back(vae_.enc_norm_out.beta.get());
 
   Runner run(be_, cancel, st, o.dry_run);
-  Tiler t(be_, vae_, run, read_vectors(be_, vw));
-  t.st = &st;
+  Tiler t(run, st, read_vectors(be_, vw));
   const int G = cfg.norm_num_groups;
   const int lat2 = 2 * cfg.latent_channels;
   HostTensor out;
@@ -587,12 +585,11 @@ HostTensor TiledVAE::encode(const std::vector<int64_t>& shape, const float* data
     }
     const Grid& Gl = grids.back();
     h = t.mid("encoder.mid_block", Gl, std::move(h), vae_.enc_mid);
-    HostNorm n = t.norm(h, vae_.enc_norm_out, G, kVaeEps, true, st);
+    HostNorm n = t.norm(h, vae_.enc_norm_out, G, kVaeEps, true);
     Map m = t.conv3("encoder.conv_out", Gl, h, &n, vae_.enc_conv_out, nullptr, nullptr, &vae_.quant_conv);
     from_map(m, out.data, s);
   }
   st.host_peak_bytes = run.mem.peak;
-  (void)t_all;
   return out;
 }
 
@@ -628,8 +625,7 @@ HostTensor TiledVAE::decode(const std::vector<int64_t>& shape, const float* data
   vw.push_back(vae_.dec_norm_out.gamma.get()), vw.push_back(vae_.dec_norm_out.beta.get());
 
   Runner run(be_, cancel, st, o.dry_run);
-  Tiler t(be_, vae_, run, read_vectors(be_, vw));
-  t.st = &st;
+  Tiler t(run, st, read_vectors(be_, vw));
   const int G = cfg.norm_num_groups;
   const Grid& Gt = grids.back();
   HostTensor out;
@@ -647,7 +643,7 @@ HostTensor TiledVAE::decode(const std::vector<int64_t>& shape, const float* data
         h = t.resnet(p + ".resnets." + std::to_string(j), grids[i], std::move(h), vae_.dec_blocks[i][j]);
       if (i < (int)vae_.dec_up.size()) h = t.up(p + ".upsamplers.0", grids[i + 1], h, vae_.dec_up[i]);
     }
-    HostNorm n = t.norm(h, vae_.dec_norm_out, G, kVaeEps, true, st);
+    HostNorm n = t.norm(h, vae_.dec_norm_out, G, kVaeEps, true);
     Map img = t.conv3("decoder.conv_out", Gt, h, &n, vae_.dec_conv_out);
     from_map(img, out.data, s);
   }

@@ -55,12 +55,12 @@ struct TiledVAEStats {
 class TiledVAE {
  public:
   TiledVAE(Backend& be, const VAE& vae) : be_(be), vae_(vae) {}
-  // x [N, in, H, W] NCHW in [-1,1] -> moments [N, 2*latent, H/8, W/8] (same as VAE::encode).
-  HostTensor encode(const HostTensor& x, const TiledVAEOptions& o, const std::atomic<bool>* cancel = nullptr,
-                    TiledVAEStats* stats = nullptr);
-  // z [N, latent, h, w] NCHW (latents / scaling factor) -> image [N, out, 8h, 8w] (same as VAE::decode).
-  HostTensor decode(const HostTensor& z, const TiledVAEOptions& o, const std::atomic<bool>* cancel = nullptr,
-                    TiledVAEStats* stats = nullptr);
+  // x [N, in, H, W] NCHW f32 in [-1,1] (n values) -> moments [N, 2*latent, H/8, W/8] (as VAE::encode).
+  HostTensor encode(const std::vector<int64_t>& shape, const float* x, size_t n, const TiledVAEOptions& o,
+                    const std::atomic<bool>* cancel = nullptr, TiledVAEStats* stats = nullptr);
+  // z [N, latent, h, w] NCHW f32 (latents / scaling factor) -> image [N, out, 8h, 8w] (as VAE::decode).
+  HostTensor decode(const std::vector<int64_t>& shape, const float* z, size_t n, const TiledVAEOptions& o,
+                    const std::atomic<bool>* cancel = nullptr, TiledVAEStats* stats = nullptr);
 
  private:
   Backend& be_;
