@@ -71,6 +71,11 @@ export interface UpscaleOptions {
    * whenever a whole-latent step would need more activation memory than that.
    */
   tiling?: 'auto' | 'on' | 'off' | (Partial<Omit<TilingOptions, 'memoryBudgetBytes'>> & { memoryBudgetMB?: number });
+  /**
+   * Tiled VAE encoder/decoder with whole-image GroupNorm statistics: 'auto' (default: above the official
+   * sizes, 1088 px input / 1968 px output, or when `tiling.memoryBudgetMB` would be exceeded), 'on', 'off'.
+   */
+  vaeTiling?: 'auto' | 'on' | 'off';
   /** Largest accepted input in pixels (width*height). Defaults to 16 megapixels. */
   maxInputPixels?: number;
   /** Cancels between steps; the promise rejects with code ERR_CANCELLED and everything is freed. */
@@ -101,6 +106,7 @@ export interface ResolvedUpscaleOptions {
   addedNoiseLevel: number;
   colorFix: ColorFixKind;
   tiling: TilingOptions;
+  vaeTiling: 'auto' | 'on' | 'off';
   maxInputPixels: number;
 }
 
@@ -172,6 +178,7 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
     addedNoiseLevel: int('addedNoiseLevel', o.addedNoiseLevel, 0, 999, 800),
     colorFix: oneOf('colorFix', o.colorFix, ['adain', 'wavelet', 'none'] as const, 'adain'),
     tiling,
+    vaeTiling: oneOf('vaeTiling', o.vaeTiling, ['auto', 'on', 'off'] as const, 'auto'),
     maxInputPixels: int('maxInputPixels', o.maxInputPixels, 1, 2 ** 32, 16_000_000),
   };
 }

@@ -217,6 +217,7 @@ export class XPSR {
       addedNoiseLevel: opts.addedNoiseLevel,
       colorFix: opts.colorFix,
       tiling: opts.tiling,
+      vaeTiling: opts.vaeTiling,
       noise: options.noise ?? new NoiseSource(opts.seed),
       signal: options.signal,
       onProgress: options.onProgress,

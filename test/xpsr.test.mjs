@@ -131,3 +131,11 @@ test('dispose is idempotent and a disposed instance refuses work', async (t) => 
   const e = await t.throwsAsync(x.upscale(img('coffee_32x24.png'), quick));
   t.is(e.code, 'ERR_DISPOSED');
 });
+
+test('the tiled VAE gives the same image as the untiled one', async (t) => {
+  const a = await xpsr.upscale(img('coffee_64x48.png'), { ...quick, processSize: 128, vaeTiling: 'off' });
+  const b = await xpsr.upscale(img('coffee_64x48.png'), { ...quick, processSize: 128, vaeTiling: 'on' });
+  let worst = 0;
+  for (let i = 0; i < a.image.length; i++) worst = Math.max(worst, Math.abs(a.image[i] - b.image[i]));
+  t.true(worst <= 1, `max u8 difference ${worst}`);
+});

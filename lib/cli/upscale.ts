@@ -33,6 +33,7 @@ Restoration (defaults = the official run)
   --tiling auto|on|off     latent tiling (default auto: above 320x320 latent pixels)
   --tile-size N, --tile-overlap N, --tile-max-pixels N
   --memory-budget-mb N     tile whenever a whole-latent step needs more activation memory than this
+  --vae-tiling auto|on|off tiled VAE with whole-image GroupNorm statistics (default auto)
   --max-input-pixels N     refuse larger inputs (default 16000000)
   --long-prompts truncate|chunks   (default truncate = CLIP's 77 tokens, as official)
   --low-level-guidance official|paper
@@ -80,7 +81,7 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
       device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, 'process-size': { type: 'string' }, steps: { type: 'string' },
       guidance: { type: 'string' }, 'conditioning-scale': { type: 'string' }, seed: { type: 'string' }, scheduler: { type: 'string' },
       'color-fix': { type: 'string' }, init: { type: 'string' }, tiling: { type: 'string' }, 'tile-size': { type: 'string' },
-      'tile-overlap': { type: 'string' }, 'tile-max-pixels': { type: 'string' }, 'memory-budget-mb': { type: 'string' }, 'max-input-pixels': { type: 'string' },
+      'tile-overlap': { type: 'string' }, 'tile-max-pixels': { type: 'string' }, 'memory-budget-mb': { type: 'string' }, 'vae-tiling': { type: 'string' }, 'max-input-pixels': { type: 'string' },
       'long-prompts': { type: 'string' }, 'low-level-guidance': { type: 'string' },
       ...CAPTIONER_CLI_OPTIONS,
       format: { type: 'string' }, overwrite: { type: 'boolean' }, quiet: { type: 'boolean', short: 'q' }, json: { type: 'boolean' },
@@ -132,6 +133,7 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
     longPrompts: v['long-prompts'] as UpscaleOptions['longPrompts'],
     lowLevelGuidance: v['low-level-guidance'] as UpscaleOptions['lowLevelGuidance'],
     maxInputPixels: num('max-input-pixels', v['max-input-pixels']),
+    vaeTiling: v['vae-tiling'] as UpscaleOptions['vaeTiling'],
     tiling: {
       mode: (v.tiling ?? 'auto') as 'auto' | 'on' | 'off', tileSize: num('tile-size', v['tile-size']),
       overlap: num('tile-overlap', v['tile-overlap']), maxLatentPixels: num('tile-max-pixels', v['tile-max-pixels']),

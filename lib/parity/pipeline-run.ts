@@ -84,6 +84,7 @@ function pipelineCheck(variant: string): ParityCheck {
           addedNoiseLevel: settings.args.added_noise_level,
           colorFix: 'adain',
           tiling: { mode: 'off', tileSize: 320, overlap: 8, maxLatentPixels: 320 * 320 },
+          vaeTiling: 'off',
           noise: new ReplayNoise(noises),
           record: (name, t) => recorded.set(name, t),
         });

@@ -14,7 +14,7 @@ import { createScheduler, type Scheduler } from '../schedulers/index.js';
 import { applyGuidance } from '../guidance.js';
 import { colorFix, type ColorFixKind } from '../colorfix.js';
 import { fromDecoded, toControlImage, toVaeInput } from '../image/preprocess.js';
-import { TileBlender, chooseTiling, latentTiles } from '../tiling.js';
+import { TileBlender, VAE_DECODER_TILING, VAE_ENCODER_TILING, chooseTiling, latentTiles, vaeTilingNeeded } from '../tiling.js';
 import { cfgTexts, type LowLevelGuidance, type Prompts } from './prompts.js';
 import type { LongPromptMode, TextConditioner } from './text.js';
 import { batchRow, cropNCHW, divF32, repeatBatch, scaleF32, assertFinite } from './tensor-ops.js';
@@ -77,6 +77,12 @@ export interface CoreOptions {
   longPrompts: LongPromptMode;
   /** 'lr': official VAE-latent initialisation; 'noise': start from pure Gaussian noise. */
   init: 'lr' | 'noise';
+  /**
+   * Tiled VAE (whole-image GroupNorm statistics, exact up to float rounding): 'auto' tiles above the
+   * official sizes (encoder input > 1088 px, decoder latent > 246 px) or when `tiling.memoryBudgetBytes`
+   * would be exceeded; 'on' always; 'off' never.
+   */
+  vaeTiling: 'auto' | 'on' | 'off';
   /** Explicit initial latents [1, 4, h, w] (replaces the initialisation; parity tests). */
   latents?: Float32Array;
   addedNoiseLevel: number;
@@ -178,7 +184,9 @@ export async function runCore(
   } else {
     const x = { shape: [1, 3, H, W], data: toVaeInput(image.rgb, W, H) };
     rec?.('vae_encode.x', x);
-    const { moments } = await models.vae.encode(x, { signal: o.signal });
+    const { moments } = useTiledVae(o, H, W, false, models.engine.device)
+      ? await models.vae.encodeTiled(x, { tile: VAE_ENCODER_TILING.tile, pad: VAE_ENCODER_TILING.pad, signal: o.signal })
+      : await models.vae.encode(x, { signal: o.signal });
     rec?.('vae_encode.moments', moments);
     const z = posteriorSample(moments, o.noise.normal(4 * h * w), models.vae.scalingFactor, rec);
     const x1 = scheduler.addNoise(z.data, o.noise.normal(z.data.length), timesteps[0]);
@@ -254,7 +262,11 @@ export async function runCore(
   progress('decode', 0, 1);
   const z = { shape: [1, 4, h, w], data: divF32(latents, models.vae.scalingFactor) };
   rec?.('vae_decode.z', z);
-  const { image: decodedPt } = await models.vae.decode(z, { signal: o.signal });
+  const tiledDecode = useTiledVae(o, h, w, true, models.engine.device);
+  if (tiledDecode) models.engine.clearPlans(); // the cached step plans would hold their activation memory
+  const { image: decodedPt } = tiledDecode
+    ? await models.vae.decodeTiled(z, { tile: VAE_DECODER_TILING.tile, pad: VAE_DECODER_TILING.pad, signal: o.signal })
+    : await models.vae.decode(z, { signal: o.signal });
   rec?.('vae_decode.image', decodedPt);
   if (rec) {
     const pt = new Float32Array(decodedPt.data.length);
@@ -277,6 +289,20 @@ export async function runCore(
     timingsMs: timings,
     tiled: tiling ? { tiles: tiling.tiles.length, tileSize: tiling.tileSize } : null,
   };
+}
+
+/**
+ * Whether the VAE runs tiled. Sizes: encoder input H x W pixels, decoder latent h x w. The untiled
+ * activation memory is about 2560 bytes (f32) per output pixel for the decoder and 1536 for the encoder
+ * (planned arenas of the SD-1.5 VAE: 10 GiB / 6 GiB at 2048x2048); fp16 halves it.
+ */
+export function useTiledVae(o: Pick<CoreOptions, 'vaeTiling' | 'tiling'>, h: number, w: number, decoder: boolean, device = 'cpu'): boolean {
+  if (o.vaeTiling !== 'auto') return o.vaeTiling === 'on';
+  if (vaeTilingNeeded(h, w, decoder ? VAE_DECODER_TILING : VAE_ENCODER_TILING)) return true;
+  if (o.tiling.memoryBudgetBytes === undefined) return false;
+  const pixels = decoder ? 64 * h * w : h * w;
+  const bytes = pixels * (decoder ? 2560 : 1536) * (device.startsWith('cuda') ? 0.5 : 1);
+  return bytes > o.tiling.memoryBudgetBytes;
 }
 
 /** Latent tiling plan, or null when the whole latent is processed at once. */
