@@ -167,16 +167,24 @@ export class Engine {
   async step(
     controlnet: ControlNet,
     unet: UNet,
-    args: { sample: Tensor; timestep: number; ctxHigh: Tensor; ctxLow?: Tensor; cond?: Tensor; image?: Tensor; conditioningScale?: number },
+    args: {
+      sample: Tensor; timestep: number; ctxHigh: Tensor; ctxLow?: Tensor; cond?: Tensor; image?: Tensor; conditioningScale?: number;
+      /**
+       * The contexts and condition are the same tensors as in the previous step call of the same shapes:
+       * they are not sent again (they stay on the device). The pipeline sets it from the second step on.
+       */
+      reuseConstants?: boolean;
+    },
     options: RunOptions = {},
   ): Promise<{ noisePred: Tensor; residuals?: Tensor[]; stats: RunStats }> {
+    const keep = (t: NativeTensorIn): NativeTensorIn => (args.reuseConstants ? { shape: t.shape, data: new Float32Array(0) } : t);
     const inputs: Record<string, NativeTensorIn> = {
       sample: checkTensor('sample', args.sample, 4),
-      ctx_high: checkTensor('ctxHigh', args.ctxHigh, 3),
+      ctx_high: keep(checkTensor('ctxHigh', args.ctxHigh, 3)),
     };
-    if (args.ctxLow) inputs.ctx_low = checkTensor('ctxLow', args.ctxLow, 3);
-    if (args.cond) inputs.cond = checkTensor('cond', args.cond, 4);
-    else if (args.image) inputs.image = checkTensor('image', args.image, 4);
+    if (args.ctxLow) inputs.ctx_low = keep(checkTensor('ctxLow', args.ctxLow, 3));
+    if (args.cond) inputs.cond = keep(checkTensor('cond', args.cond, 4));
+    else if (args.image) inputs.image = keep(checkTensor('image', args.image, 4));
     else throw new XpsrError('ERR_INVALID_ARGUMENT', "step needs 'cond' (ControlNet.condEmbedding) or 'image'");
     const r = await this.run('step', [controlnet.id, unet.id], inputs,
       { timestep: args.timestep, conditioning_scale: args.conditioningScale ?? 1 }, options);

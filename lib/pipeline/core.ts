@@ -222,7 +222,7 @@ export async function runCore(
     if (!tiling) {
       const r = await models.engine.step(
         models.controlnet, models.unet,
-        { sample: input, timestep: t, ctxHigh, ctxLow, cond: await condFor(0, 0, h, w), conditioningScale: o.conditioningScale },
+        { sample: input, timestep: t, ctxHigh, ctxLow, cond: await condFor(0, 0, h, w), conditioningScale: o.conditioningScale, reuseConstants: i > 0 },
         { signal: o.signal, intermediates: !!rec },
       );
       eps = r.noisePred;

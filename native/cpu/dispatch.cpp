@@ -25,11 +25,17 @@ bool cpu_has(Isa isa) {
   return false;
 }
 
+// The SIMD getters are only referenced on x86, so a build that leaves the *_avx2 / *_avx512 files out
+// on other CPUs (node-gyp fallback) still links.
 const Kernels* table(Isa isa) {
   switch (isa) {
     case Isa::Portable: return kernels_portable();
+#if defined(XPSR_X86)
     case Isa::Avx2: return kernels_avx2();
     case Isa::Avx512: return kernels_avx512();
+#else
+    default: return nullptr;
+#endif
   }
   return nullptr;
 }

@@ -63,7 +63,8 @@ bool isa_available(Isa isa);       // compiled in and supported by this CPU
 void set_isa(Isa isa);             // switch the active set (tests); throws Error(Unsupported) if unavailable
 const char* isa_name(Isa isa);
 
-// Per-set tables (defined in kernels_*.cpp; the SIMD ones return nullptr when not compiled in).
+// Per-set tables (defined in kernels_*.cpp; the SIMD ones return nullptr when built without XPSR_X86
+// and are only referenced on x86).
 const Kernels* kernels_portable();
 const Kernels* kernels_avx2();
 const Kernels* kernels_avx512();

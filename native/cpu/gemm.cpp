@@ -1,7 +1,8 @@
 // GEMM driver (see gemm.h). Loop nest per task (one MC row block x a range of B panels):
-//   for each KC block: pack A[MC x KC] (row-major, MR-padded with zeros)
+//   for each NC column block (512 columns): for each KC block: pack A[MC x KC] (row-major, MR-padded)
 //     for each panel group (1 or 2 panels = the micro-kernel's NR): for each MR rows: micro-kernel.
-// The B micro-panel (KC x NR) stays in L1 across the MC/MR calls, the A block in L2. bias + residual
+// The B micro-panel (KC x NR) stays in L1 across the MC/MR calls, the A block and the MC x NC block of
+// C in L2 (A is re-packed per NC block: a memcpy, negligible next to MC*KC*NC FMAs). bias + residual
 // are added by the first K block (so y may alias the residual); later blocks accumulate. Edge tiles
 // (M or N tails) go through a small tile buffer. Tasks: M blocks x N splits (N is split only when there
 // are fewer than 8 M blocks per thread), statically chunked.

@@ -2,11 +2,12 @@
 // kernels_avx2.cpp / kernels_avx512.cpp (everything here has internal linkage so the AVX builds of these
 // functions can never be merged with, or picked instead of, code that runs on any CPU).
 // V provides: R (register type), W (lanes), load/store (unaligned), load_n/store_n (first n < W lanes,
-// masked: no access past n, zero fill), keep_n (zero lanes >= n), set1, add, sub, mul, div, fma (a*b+c), max, round (to nearest),
-// pow2n (2^n for integral n in [-126, 127]), ge0_select, hsum, hmax. Tails use the masked forms (a
-// stack buffer would cost a store-forwarding stall per call, which dominated short rows).
-// Accuracy: vexp ~1 ulp (Cody-Waite reduction, degree-7 polynomial); verf_c (erfc for x >= 0) uses
-// Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7. Tested through dispatch_test.cpp.
+// masked: no access past n, zero fill), keep_n (zero lanes >= n), set1, add, sub, mul, div, fma
+// (a*b+c), max, min, abs, round (to nearest), pow2n (2^n for integral n in [-126, 127]), ge0_select,
+// hsum, hmax. Tails use the masked forms (a stack buffer costs a store-forwarding stall per call, which
+// dominated short rows). Accuracy: vexp ~1 ulp (Cody-Waite reduction, degree-7 polynomial); vgelu's
+// erfc uses Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7. Tests: dispatch_test.cpp and the
+// per-element bounds of elementwise_test.cpp.
 #pragma once
 
 namespace {

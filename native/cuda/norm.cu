@@ -143,10 +143,11 @@ __global__ void gn_finalize(const float* __restrict__ part, const GnGeom g, floa
 
 template <int VEC>
 __global__ void gn_apply(const __half* x, __half* y, const GnGeom g, const float* __restrict__ ab, int silu) {
-  const size_t per_n = (size_t)g.HW * g.vpr, total = per_n * g.N;
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+  // 32-bit indices (the launcher checks the size): integer division is this kernel's main ALU cost
+  const unsigned per_n = (unsigned)g.HW * g.vpr, total = per_n * g.N;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int n = (int)(i / per_n);
-    const int v = (int)(i % g.vpr);
+    const int v = (int)(i % (unsigned)g.vpr);
     const float* abn = ab + ((size_t)n * g.C + (size_t)v * VEC) * 2;
     float f[VEC];
     if constexpr (VEC == 8) {
@@ -198,6 +199,7 @@ size_t group_norm_workspace_bytes(const GroupNormLaunch& a, const DeviceCaps& ca
 
 cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s) {
   if (a.N == 0 || a.HW == 0 || a.C == 0) return cudaSuccess;
+  if ((size_t)a.N * a.HW * a.C >= ((size_t)1 << 31)) return cudaErrorInvalidValue;
   const int vec = gn_vec(a);
   const GnGeom g = gn_geometry(a, caps, ws.bytes, vec);
   const size_t part_floats = (size_t)g.N * g.chunks * g.C * 3;

@@ -84,8 +84,9 @@ inline GemmPlan choose_gemm(int M, int N, int K, int sms, size_t ws_bytes) {
 // stream through double-buffered shared memory; S = QK^T and O += PV with m16n8k16 (+ m16n8k8 for the
 // last 8 of a head dim that is 8 mod 16). Q fragments stay in registers. Registers per thread roughly
 // O: mt*D/2, S: mt*BC/4, Q: mt*ceil(D/16)*4 (all 32-bit) - kept <= ~190 so 2+ CTAs fit per SM.
-//   D <= 64  : 4 warps, mt 2 (BR 128), BC 64.   D=40: O 40 + S 64 + Q 24 regs.
-//   D = 80   : 4 warps, mt 2 (BR 128), BC 32.   O 80 + S 32 + Q 40.
+//   D <= 48  : 4 warps, mt 2 (BR 128), BC 64.   D=40: O 40 + S 64 + Q 24 regs.
+//   D <= 96  : 4 warps, mt 2 (BR 128), BC 32.   D=80: O 80 + S 32 + Q 40 -> 234-244 registers, 2 CTAs/SM.
+//              (D=64 with BC 64 spilled 72 bytes under ptxas 13.0, so CLIP's 64 uses BC 32: 180 registers.)
 //   D = 160  : 4 warps, mt 1 (BR 64),  BC 64.   O 80 + S 32 + Q 40; smem 107 KiB (opt-in).
 // Shared-memory rows are D/8 16-byte chunks, padded to an odd count (D=40: 5, 64: 9, 80: 11, 160: 21) so
 // the 8 rows an ldmatrix phase touches fall in 8 different bank groups.
@@ -93,7 +94,7 @@ struct AttnTile {
   int warps, mt, bc;
 };
 XPSR_HD constexpr AttnTile attn_tile(int D) {
-  return D <= 64 ? AttnTile{4, 2, 64} : D <= 96 ? AttnTile{4, 2, 32} : AttnTile{4, 1, 64};
+  return D <= 48 ? AttnTile{4, 2, 64} : D <= 96 ? AttnTile{4, 2, 32} : AttnTile{4, 1, 64};
 }
 XPSR_HD constexpr int attn_row_chunks(int D) { return (D / 8) % 2 ? D / 8 : D / 8 + 1; }
 XPSR_HD constexpr size_t attn_smem_bytes(int D) {

@@ -371,6 +371,7 @@ OutputMap Engine::run(const RunRequest& req, const std::atomic<bool>* cancel, Ru
       n *= d;
     }
     size_t have = kv.second.i64.empty() ? kv.second.f32.size() : kv.second.i64.size();
+    if (have == 0) continue;  // "keep": reuse the value this plan holds from its previous run (see below)
     if ((size_t)n != have)
       fail(ErrorCode::ShapeMismatch, "input '", kv.first, "' has ", have, " values but shape ", shape_str(kv.second.shape));
     for (float v : kv.second.f32)
@@ -443,6 +444,12 @@ OutputMap Engine::run(const RunRequest& req, const std::atomic<bool>* cancel, Ru
     if (vi.is_ids) continue;
     if (name == "time_features" || name == "time_features_unet") continue;
     const TensorIn& t = req.inputs.at(name);
+    if (t.f32.empty()) {
+      // Per-image constants (text contexts, ControlNet condition) stay on the device across steps.
+      if (!plan.has_input(name))
+        fail(ErrorCode::InvalidArgument, req.entry, ": input '", name, "' has no data and no value from a previous run");
+      continue;
+    }
     if (t.shape.size() == 4) {
       auto nhwc = nchw_to_nhwc(t.f32.data(), (int)t.shape[0], (int)t.shape[1], (int)t.shape[2], (int)t.shape[3]);
       plan.set_input(name, nhwc.data(), nhwc.size());

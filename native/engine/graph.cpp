@@ -352,7 +352,9 @@ Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
     for (int r : node.reads) last[graph_->root(r)] = std::max(last[graph_->root(r)], i);
   }
   for (auto& out : graph_->outputs()) last[graph_->root(out.second)] = nn;
-  for (auto& in : graph_->inputs()) last[graph_->root(in.second)] = std::max(last[graph_->root(in.second)], 0);
+  // Inputs live for the whole run and between runs: a caller may keep an input (e.g. the text contexts)
+  // on the device across steps, so no intermediate may take its slot.
+  for (auto& in : graph_->inputs()) last[graph_->root(in.second)] = nn;
 
   // Greedy placement, largest first: each buffer goes to the lowest offset that does not overlap any
   // already placed buffer alive at the same time.
@@ -414,6 +416,7 @@ void Plan::set_input(const std::string& name, const float* nhwc, size_t n) {
   if (vi.is_ids || vi.d.numel() != n)
     fail(ErrorCode::ShapeMismatch, "input '", name, "' expects ", vi.d.numel(), " values ", vi.d.str(), ", got ", n);
   graph_->backend().upload_act(exec_->ptrs[it->second], nhwc, n);
+  inputs_set_.insert(name);
 }
 
 void Plan::set_ids(const std::string& name, const std::vector<int32_t>& ids) {

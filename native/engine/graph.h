@@ -12,6 +12,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -141,6 +142,7 @@ class Plan {
   // raised between ops.
   void set_input(const std::string& name, const float* nhwc, size_t n);
   void set_ids(const std::string& name, const std::vector<int32_t>& ids);
+  bool has_input(const std::string& name) const { return inputs_set_.count(name) > 0; }
   void run(const std::atomic<bool>* cancel = nullptr);
   std::vector<float> get_output(const std::string& name) const;
   Dims output_dims(const std::string& name) const;
@@ -160,7 +162,8 @@ class Plan {
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
   std::map<std::string, int> input_ids_, output_ids_;
   std::map<int, std::vector<int32_t>> host_ids_;
-  std::vector<int> live_nodes_;  // indices of the nodes that reach an output, in order
+  std::vector<int> live_nodes_;
+  std::set<std::string> inputs_set_;  // inputs uploaded at least once (their arena slots are never reused)  // indices of the nodes that reach an output, in order
 };
 
 // NCHW <-> NHWC conversion for the engine boundary.
