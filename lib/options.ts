@@ -9,7 +9,7 @@ import type { Captioner } from './captioners/types.js';
 import type { NoiseProvider } from './noise.js';
 import type { LowLevelGuidance, Prompts } from './pipeline/prompts.js';
 import { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT } from './pipeline/prompts.js';
-import type { ProgressEvent, TilingOptions } from './pipeline/core.js';
+import type { CoreOptions, ProgressEvent, TilingOptions } from './pipeline/core.js';
 import type { LongPromptMode } from './pipeline/text.js';
 import { SCHEDULER_NAMES } from './schedulers/index.js';
 
@@ -90,25 +90,14 @@ export interface UpscaleOptions {
 
 export const DEFAULT_TILING: TilingOptions = { mode: 'auto', tileSize: 320, overlap: 8, maxLatentPixels: 320 * 320 };
 
-export interface ResolvedUpscaleOptions {
+/** The options after defaults and checks: the pipeline's own settings plus the image-level ones. */
+export type ResolvedUpscaleOptions = Pick<CoreOptions, 'steps' | 'guidanceScale' | 'conditioningScale' | 'scheduler' | 'addedPrompt' |
+  'negativePrompt' | 'lowLevelGuidance' | 'longPrompts' | 'init' | 'addedNoiseLevel' | 'colorFix' | 'tiling' | 'vaeTiling'> & {
   scale: number;
   processSize: number;
-  steps: number;
-  guidanceScale: number;
-  conditioningScale: number;
   seed: number;
-  scheduler: string;
-  addedPrompt: string;
-  negativePrompt: string;
-  lowLevelGuidance: LowLevelGuidance;
-  longPrompts: LongPromptMode;
-  init: 'lr' | 'noise';
-  addedNoiseLevel: number;
-  colorFix: ColorFixKind;
-  tiling: TilingOptions;
-  vaeTiling: 'auto' | 'on' | 'off';
   maxInputPixels: number;
-}
+};
 
 function int(name: string, v: unknown, min: number, max: number, def: number): number {
   if (v === undefined) return def;

@@ -204,21 +204,10 @@ export class XPSR {
     }
     const captionMs = performance.now() - ts;
 
+    const { scale: _s, processSize: _p, seed, maxInputPixels: _m, ...pipelineOptions } = opts;
     const core = await runCore(models, { rgb: pre.rgb, width: pre.width, height: pre.height }, prompts, {
-      steps: opts.steps,
-      guidanceScale: opts.guidanceScale,
-      conditioningScale: opts.conditioningScale,
-      scheduler: opts.scheduler,
-      addedPrompt: opts.addedPrompt,
-      negativePrompt: opts.negativePrompt,
-      lowLevelGuidance: opts.lowLevelGuidance,
-      longPrompts: opts.longPrompts,
-      init: opts.init,
-      addedNoiseLevel: opts.addedNoiseLevel,
-      colorFix: opts.colorFix,
-      tiling: opts.tiling,
-      vaeTiling: opts.vaeTiling,
-      noise: options.noise ?? new NoiseSource(opts.seed),
+      ...pipelineOptions,
+      noise: options.noise ?? new NoiseSource(seed),
       signal: options.signal,
       onProgress: options.onProgress,
     });

@@ -97,7 +97,7 @@ PYEOF
 run_stage bench_ours 90 40 "'$BUILD/cuda/xpsr_cuda_bench' > '$REPORT/bench_ours.json'"
 run_stage bench_torch 120 20 "$PY '$ROOT/scripts/bench_torch_ops.py' --cases '$REPORT/bench_ours.json' --out '$REPORT/bench_torch.json'"
 if [[ -x "$BUILD/xpsr_bench" ]]; then
-  run_stage bench_full 120 5 "'$BUILD/xpsr_bench' --device cuda > '$REPORT/bench_full.json'"
+  run_stage bench_full 120 5 "'$BUILD/xpsr_bench' --device cuda --steps 20 > '$REPORT/bench_full.json'"
 else
   echo "== bench_full: skipped (no xpsr_bench target in this tree)" | tee "$REPORT/bench_full.log"
   printf '{"stage":"bench_full","status":"absent","rc":null,"seconds":0,"limit":0}\n' >> "$STAGES_JSON"

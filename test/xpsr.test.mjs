@@ -139,3 +139,15 @@ test('the tiled VAE gives the same image as the untiled one', async (t) => {
   for (let i = 0; i < a.image.length; i++) worst = Math.max(worst, Math.abs(a.image[i] - b.image[i]));
   t.true(worst <= 1, `max u8 difference ${worst}`);
 });
+
+test('other schedulers and long prompts in 77-token chunks run through the pipeline', async (t) => {
+  const long = Array.from({ length: 60 }, (_, i) => `word${i} detail`).join(', ');
+  for (const scheduler of ['dpmpp', 'unipc']) {
+    const r = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, scheduler, steps: 3, longPrompts: 'chunks', prompts: { high: long, low: 'blurry' } });
+    t.is(r.timesteps.length, 3, scheduler);
+    t.is(r.width, 128);
+  }
+  const a = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, prompts: { high: long, low: '' } });
+  const b = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, longPrompts: 'chunks', prompts: { high: long, low: '' } });
+  t.false(a.image.equals(b.image), 'the tokens past 77 change the result in chunks mode');
+});

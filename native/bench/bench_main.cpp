@@ -31,17 +31,6 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-TensorIn randn(std::vector<int64_t> shape, uint32_t seed, float scale = 1.f) {
-  TensorIn t;
-  t.shape = shape;
-  size_t n = 1;
-  for (auto d : shape) n *= (size_t)d;
-  std::mt19937 g(seed);
-  std::normal_distribution<float> nd(0.f, scale);
-  t.f32.resize(n);
-  for (auto& x : t.f32) x = nd(g);
-  return t;
-}
 
 struct Result {
   std::string name;

@@ -1,6 +1,10 @@
-// Full-size Stable Diffusion 1.5 + XPSR configs (config.json values of the released model per
+// Full-size Stable Diffusion 1.5 + XPSR configs and a Gaussian input helper (config.json values of the released model per
 // xpsr-architecture.md §2), for benchmarks and full-size CUDA-vs-CPU tests with synthetic weights.
 #pragma once
+#include <random>
+#include <vector>
+
+#include "engine/engine.h"
 
 namespace xpsr {
 
@@ -18,5 +22,18 @@ inline const char* kVAE = R"({"_class_name":"AutoencoderKL","in_channels":3,"out
 inline const char* kCLIP = R"({"vocab_size":49408,"hidden_size":768,"intermediate_size":3072,"num_hidden_layers":12,
  "num_attention_heads":12,"max_position_embeddings":77,"hidden_act":"quick_gelu","layer_norm_eps":1e-5})";
 
+
+// Gaussian test input of a shape (deterministic per seed).
+inline TensorIn randn(std::vector<int64_t> shape, uint32_t seed, float scale = 1.f) {
+  TensorIn t;
+  t.shape = shape;
+  size_t n = 1;
+  for (auto d : shape) n *= (size_t)d;
+  std::mt19937 g(seed);
+  std::normal_distribution<float> nd(0.f, scale);
+  t.f32.resize(n);
+  for (auto& x : t.f32) x = nd(g);
+  return t;
+}
 
 }  // namespace xpsr

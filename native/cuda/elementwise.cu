@@ -27,6 +27,7 @@ __device__ __forceinline__ float apply_unary(float x, int op) {
   switch (op) {
     case 0: return silu_f(x);
     case 1: return quick_gelu_f(x);
+    case 3: return x >= 0.f ? x : 0.2f * x;  // LeakyReLU(0.2): the RRDB preprocessor (use_rrdb)
     default: return gelu_erf_f(x);
   }
 }
@@ -205,7 +206,7 @@ cudaError_t flat_chunks(size_t n, F&& launch_chunk) {
   if ((size_t)(total) >= kMaxIndex) return cudaErrorInvalidValue
 
 cudaError_t launch_unary(const void* x, void* y, size_t n, UnaryOp op, cudaStream_t s) {
-  const int o = op == UnaryOp::Silu ? 0 : op == UnaryOp::QuickGelu ? 1 : 2;
+  const int o = op == UnaryOp::Silu ? 0 : op == UnaryOp::QuickGelu ? 1 : op == UnaryOp::LeakyRelu ? 3 : 2;
   const bool vec = n % 8 == 0 && al(x) && al(y);
   return flat_chunks(n, [&](size_t off, size_t m) {
     const __half* xs = static_cast<const __half*>(x) + off;

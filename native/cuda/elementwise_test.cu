@@ -40,7 +40,7 @@ TEST(cuda_geglu) {
 
 TEST(cuda_unary_ops) {
   gpu();
-  for (UnaryOp op : {UnaryOp::Silu, UnaryOp::QuickGelu, UnaryOp::GeluErf})
+  for (UnaryOp op : {UnaryOp::Silu, UnaryOp::QuickGelu, UnaryOp::GeluErf, UnaryOp::LeakyRelu})
     for (size_t n : {(size_t)2 * 4096 * 320, (size_t)1001}) {
       Tensor2 x(n), y(n);
       x.set(randn(n, 410 + (int)n % 7, 3.0f));

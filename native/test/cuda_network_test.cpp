@@ -22,17 +22,6 @@ namespace {
 
 bool have_gpu(std::string* why) { return !list_cuda_devices(why).empty(); }
 
-TensorIn randn(std::vector<int64_t> shape, uint32_t seed, float scale = 1.f) {
-  TensorIn t;
-  t.shape = shape;
-  size_t n = 1;
-  for (auto d : shape) n *= (size_t)d;
-  std::mt19937 g(seed);
-  std::normal_distribution<float> nd(0.f, scale);
-  t.f32.resize(n);
-  for (auto& x : t.f32) x = nd(g);
-  return t;
-}
 
 void compare(const char* what, const TensorOut& gpu, const TensorOut& cpu) {
   CHECK(gpu.shape == cpu.shape);
