@@ -12,6 +12,8 @@
 //  * Weights are uploaded once with `upload()` from host f32 in their PyTorch file layout; the backend
 //    may re-layout or convert them (e.g. conv [K,C,R,S] -> [R,S,C,K], f32 -> f16).
 //  * Ops never allocate; every op may be called inside a CUDA-graph capture. Failures throw xpsr::Error.
+//  * Host transfers (upload_act / download_act / upload) happen outside execute(): a plan's inputs are
+//    uploaded before it runs and its outputs read after, so a captured graph holds kernels only.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -221,6 +223,11 @@ class Backend {
   virtual void group_norm(const GroupNormArgs& a) = 0;
   virtual void layer_norm(const LayerNormArgs& a) = 0;
   virtual void attention(const AttentionArgs& a) = 0;
+  // Several independent attention problems (e.g. the high- and low-level branches of a Semantic-Fusion
+  // Attention unit, which read the same input). Backends that can run them in one launch override this.
+  virtual void attention_batched(const AttentionArgs* problems, int count) {
+    for (int i = 0; i < count; ++i) attention(problems[i]);
+  }
   virtual void geglu(const GegluArgs& a) = 0;
   virtual void unary(const UnaryArgs& a) = 0;
   virtual void axpby(const AxpbyArgs& a) = 0;

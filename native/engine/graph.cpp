@@ -104,6 +104,21 @@ Val Graph::cols(Val x, int c0, int width) {
   return Val{(int)vals_.size() - 1};
 }
 
+Val Graph::rows(Val x, int n0, int count) {
+  dims(x);
+  const ValInfo xi = vals_[x.id];
+  if (!xi.dense()) fail(ErrorCode::Internal, "rows of a column view");
+  if (n0 < 0 || count <= 0 || n0 + count > xi.d.n) shape_fail("rows", "batch range out of range");
+  ValInfo vi;
+  vi.d = xi.d;
+  vi.d.n = count;
+  vi.base = x.id;
+  vi.row0 = (size_t)n0 * xi.d.h * xi.d.w;
+  vi.ld = xi.ld;
+  vals_.push_back(vi);
+  return Val{(int)vals_.size() - 1};
+}
+
 static void check_weight(const char* op, const Weight* w, WeightKind kind) {
   if (!w) fail(ErrorCode::Internal, op, ": missing weight");
   if (w->kind != kind) fail(ErrorCode::Internal, op, ": weight '", w->name, "' has the wrong kind");
@@ -196,6 +211,31 @@ Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
     a.B = qd.n, a.Lq = qd.w, a.Lk = kd.w, a.heads = heads, a.head_dim = qd.c / heads, a.scale = scale, a.causal = causal;
     e.backend().attention(a);
   }, 4.0 * qd.n * (double)qd.w * kd.w * qd.c);
+}
+
+Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale) {
+  Dims qd[2] = {dims(q0), dims(q1)}, kd[2] = {dims(k0), dims(k1)}, vd[2] = {dims(v0), dims(v1)};
+  for (int i = 0; i < 2; ++i)
+    if (qd[i].h != 1 || kd[i].h != 1 || qd[i].n != kd[i].n || kd[i].n != vd[i].n || kd[i].w != vd[i].w ||
+        qd[i].c != kd[i].c || kd[i].c != vd[i].c || qd[i].c % heads)
+      shape_fail("attention_pair", "q " + qd[i].str() + ", k " + kd[i].str() + ", v " + vd[i].str());
+  if (!(qd[0] == qd[1])) shape_fail("attention_pair", "the two queries differ: " + qd[0].str() + " vs " + qd[1].str());
+  Dims yd = qd[0];
+  yd.n *= 2;
+  const Val q[2] = {q0, q1}, k[2] = {k0, k1}, v[2] = {v0, v1};
+  double flops = 4.0 * qd[0].n * (double)qd[0].w * (kd[0].w + kd[1].w) * qd[0].c;
+  return push("attention_pair", {q0, k0, v0, q1, k1, v1}, yd, [=](const Exec& e, Val y) {
+    AttentionArgs a[2];
+    const size_t elt = dtype_size(e.backend().act_dtype());
+    for (int i = 0; i < 2; ++i) {
+      a[i].q = e.ptr(q[i]), a[i].ldq = e.ld(q[i]), a[i].k = e.ptr(k[i]), a[i].ldk = e.ld(k[i]);
+      a[i].v = e.ptr(v[i]), a[i].ldv = e.ld(v[i]);
+      a[i].o = (char*)e.ptr(y) + (size_t)i * qd[0].n * qd[0].w * qd[0].c * elt, a[i].ldo = e.ld(y);
+      a[i].B = qd[0].n, a[i].Lq = qd[0].w, a[i].Lk = kd[i].w, a[i].heads = heads, a[i].head_dim = qd[0].c / heads;
+      a[i].scale = scale, a[i].causal = false;
+    }
+    e.backend().attention_batched(a, 2);
+  }, flops);
 }
 
 Val Graph::geglu(Val x) {
@@ -395,9 +435,9 @@ Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
     if (vals[v].base < 0) continue;
     int r = graph_->root(v);
     // Column offsets accumulate along view chains.
-    size_t cols = 0;
-    for (int u = v; vals[u].base >= 0; u = vals[u].base) cols += vals[u].col0;
-    exec_->ptrs[v] = exec_->ptrs[r] ? (char*)exec_->ptrs[r] + cols * elt : nullptr;
+    size_t off = 0;  // elements: column offsets plus row offsets (row0 counts rows of the view's stride)
+    for (int u = v; vals[u].base >= 0; u = vals[u].base) off += vals[u].col0 + vals[u].row0 * vals[u].ld;
+    exec_->ptrs[v] = exec_->ptrs[r] ? (char*)exec_->ptrs[r] + off * elt : nullptr;
   }
   for (auto& in : graph_->inputs()) input_ids_[in.first] = in.second;
   for (auto& out : graph_->outputs()) output_ids_[out.first] = out.second;

@@ -75,6 +75,9 @@ class Graph {
   Val layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps);
   // q: [B,1,Lq,*], k/v: [B,1,Lk,*] (may be column views); result [B,1,Lq,heads*head_dim].
   Val attention(Val q, Val k, Val v, int heads, float scale, bool causal = false);
+  // Two independent attention problems with equal q shapes in one op (backend.attention_batched: one
+  // launch on CUDA). Result [2B,1,Lq,C]: problem 0 in batch rows [0,B), problem 1 in [B,2B) (see rows()).
+  Val attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale);
   Val geglu(Val x);
   Val unary(Val x, UnaryOp op);
   Val silu(Val x) { return unary(x, UnaryOp::Silu); }
@@ -89,12 +92,14 @@ class Graph {
   // Views: same memory, no op.
   Val reshape(Val x, Dims d);
   Val cols(Val x, int c0, int width);  // column view (row stride stays x's); only linear/attention read it
+  Val rows(Val x, int n0, int count);  // batch entries [n0, n0+count) of a dense value (a dense view)
 
   // ---- internals used by Plan ----
   struct ValInfo {
     Dims d;
     int base = -1;   // -1: owns storage; else the value whose storage it views
     int col0 = 0;    // column offset into the base's rows
+    size_t row0 = 0;  // row offset into the base (rows of the base's width; from rows())
     int ld = 0;      // row stride in elements
     bool is_ids = false;
     bool dense() const { return col0 == 0 && ld == d.c; }

@@ -136,6 +136,46 @@ Val Transformer2D::operator()(Graph& g, Val x, Val ctx) const {
   return g.reshape(out, d);
 }
 
+std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B, Val xb,
+                                     Val ctx_b) {
+  // xa, xb [N,C,H,W]; ctx_a, ctx_b [N,L,D] (different L and D allowed)
+  if (A.C != B.C || A.blocks.size() != B.blocks.size() || A.blocks.empty() || A.blocks[0].attn1.heads != B.blocks[0].attn1.heads)
+    return {A(g, xa, ctx_a), B(g, xb, ctx_b)};
+  const Dims d = g.dims(xa);
+  const int C = A.C, N = d.n, heads = A.blocks[0].attn1.heads;
+  const float scale = 1.0f / std::sqrt((float)(C / heads));
+  const Transformer2D* T[2] = {&A, &B};
+  Val x[2] = {xa, xb}, ctx[2] = {ctx_a, ctx_b}, t[2];
+  for (int i = 0; i < 2; ++i) {
+    Val h = g.group_norm(x[i], T[i]->norm.gamma.get(), T[i]->norm.beta.get(), T[i]->groups, 1e-6f, false);
+    t[i] = T[i]->proj_in(g, tokens(g, h));  // [N, HW, C]
+  }
+  for (size_t l = 0; l < A.blocks.size(); ++l) {
+    const Transformer2D::Block* b[2] = {&A.blocks[l], &B.blocks[l]};
+    Val qkv[2];
+    for (int i = 0; i < 2; ++i)
+      qkv[i] = b[i]->attn1.qkv(g, g.layer_norm(t[i], b[i]->norm1.gamma.get(), b[i]->norm1.beta.get(), 1e-5f));
+    Val a = g.attention_pair(g.cols(qkv[0], 0, C), g.cols(qkv[0], C, C), g.cols(qkv[0], 2 * C, C),
+                             g.cols(qkv[1], 0, C), g.cols(qkv[1], C, C), g.cols(qkv[1], 2 * C, C), heads, scale);
+    for (int i = 0; i < 2; ++i) t[i] = b[i]->attn1.out(g, g.rows(a, i * N, N), t[i]);  // self-attention + residual
+    Val q[2], kv[2];
+    for (int i = 0; i < 2; ++i) {
+      q[i] = b[i]->attn2.q(g, g.layer_norm(t[i], b[i]->norm2.gamma.get(), b[i]->norm2.beta.get(), 1e-5f));
+      kv[i] = b[i]->attn2.kv(g, ctx[i]);
+    }
+    a = g.attention_pair(q[0], g.cols(kv[0], 0, C), g.cols(kv[0], C, C), q[1], g.cols(kv[1], 0, C), g.cols(kv[1], C, C),
+                         heads, scale);
+    for (int i = 0; i < 2; ++i) {
+      t[i] = b[i]->attn2.out(g, g.rows(a, i * N, N), t[i]);  // cross-attention + residual
+      Val f = g.geglu(b[i]->ff_in(g, g.layer_norm(t[i], b[i]->norm3.gamma.get(), b[i]->norm3.beta.get(), 1e-5f)));
+      t[i] = b[i]->ff_out(g, f, t[i]);
+    }
+  }
+  Val out[2];
+  for (int i = 0; i < 2; ++i) out[i] = g.reshape(T[i]->proj_out(g, t[i], tokens(g, x[i])), d);
+  return {out[0], out[1]};
+}
+
 // ---- SFA ------------------------------------------------------------------------------------------
 
 void SFA::load(WeightLoader& ld, const std::string& base, int j, int C, int ctx_dim, int heads, int layers, int groups,
@@ -151,10 +191,15 @@ void SFA::load(WeightLoader& ld, const std::string& base, int j, int C, int ctx_
 
 Val SFA::operator()(Graph& g, Val x, Val ctx_high, Val ctx_low, const std::string& tap_base, int j) const {
   std::string js = std::to_string(j);
-  Val H = high(g, x, ctx_high);
+  if (!has_low || !ctx_low) {  // bypass: low-level and connect weights unused
+    Val H = high(g, x, ctx_high);
+    g.tap(tap_base + "attentions." + js, H);
+    return H;
+  }
+  // The high- and low-level branches read the same input: run them in lockstep so each pair of their
+  // attentions is one op.
+  auto [H, L] = transformer_pair(g, high, x, ctx_high, low, x, ctx_low);
   g.tap(tap_base + "attentions." + js, H);
-  if (!has_low || !ctx_low) return H;  // bypass: low-level and connect weights unused
-  Val L = low(g, x, ctx_low);          // same input as the high-level branch
   g.tap(tap_base + "attentions_lowlevel." + js, L);
   Val out = connect(g, H, tokens(g, L));  // Q from H, K/V from the low-level result's tokens
   g.tap(tap_base + "attentions_connect." + js, out);

@@ -81,6 +81,11 @@ struct Transformer2D {
   Val operator()(Graph& g, Val x, Val ctx) const;
 };
 
+// Two Transformer2D modules (same width, heads and depth) applied in lockstep, so that their attention ops
+// pair up into attention_pair ops (one launch for both on CUDA). Same math as calling each alone.
+std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B, Val xb,
+                                     Val ctx_b);
+
 // Semantic-Fusion Attention (§4.3): high-level text attention, and when the low-level branch exists and
 // a low-level context is given, a low-level text attention on the same input and a connect block whose
 // keys/values are the low-level result's spatial tokens. Without a low-level context: bypass (out = H).
