@@ -76,7 +76,10 @@ export interface UpscaleOptions {
    * sizes, 1088 px input / 1968 px output, or when `tiling.memoryBudgetMB` would be exceeded), 'on', 'off'.
    */
   vaeTiling?: 'auto' | 'on' | 'off';
-  /** Largest accepted input in pixels (width*height). Defaults to 16 megapixels. */
+  /**
+   * Largest accepted input in pixels (width*height). Defaults to 1048576 (1 MP, a 16 MP output at x4: the
+   * tiled VAE then holds about 32 GiB of host activations; raise it on machines with the memory).
+   */
   maxInputPixels?: number;
   /** Cancels between steps; the promise rejects with code ERR_CANCELLED and everything is freed. */
   signal?: AbortSignal;
@@ -168,7 +171,7 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
     colorFix: oneOf('colorFix', o.colorFix, ['adain', 'wavelet', 'none'] as const, 'adain'),
     tiling,
     vaeTiling: oneOf('vaeTiling', o.vaeTiling, ['auto', 'on', 'off'] as const, 'auto'),
-    maxInputPixels: int('maxInputPixels', o.maxInputPixels, 1, 2 ** 32, 16_000_000),
+    maxInputPixels: int('maxInputPixels', o.maxInputPixels, 1, 2 ** 32, 1_048_576),
   };
 }
 

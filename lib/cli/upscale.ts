@@ -34,7 +34,7 @@ Restoration (defaults = the official run)
   --tile-size N, --tile-overlap N, --tile-max-pixels N
   --memory-budget-mb N     tile whenever a whole-latent step needs more activation memory than this
   --vae-tiling auto|on|off tiled VAE with whole-image GroupNorm statistics (default auto)
-  --max-input-pixels N     refuse larger inputs (default 16000000)
+  --max-input-pixels N     refuse larger inputs (default 1048576 = 1 MP; a 1 MP input becomes 16 MP at x4)
   --long-prompts truncate|chunks   (default truncate = CLIP's 77 tokens, as official)
   --low-level-guidance official|paper
 

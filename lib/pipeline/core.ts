@@ -7,6 +7,7 @@
  * All randomness comes from one NoiseProvider, drawn in the official order (VAE sample, two add_noise
  * draws, one per scheduler step), so recorded noise replays the official run exactly.
  */
+import { totalmem } from 'node:os';
 import type { ControlNet, Engine, Tensor, UNet, Vae } from '../engine/engine.js';
 import { XpsrError } from '../errors.js';
 import type { NoiseProvider } from '../noise.js';
@@ -263,6 +264,12 @@ export async function runCore(
   const z = { shape: [1, 4, h, w], data: divF32(latents, models.vae.scalingFactor) };
   rec?.('vae_decode.z', z);
   const tiledDecode = useTiledVae(o, h, w, true, models.engine.device);
+  // Refuse, with a clear error, a decode whose host memory (tiled: whole-image maps between segments;
+  // CPU untiled: the activation arena) would exceed this machine's RAM instead of being killed by the OS.
+  const hostBytes = tiledDecode ? 64 * h * w * 2048 : models.engine.device.startsWith('cuda') ? 0 : 64 * h * w * 2560;
+  if (hostBytes > totalmem() * 0.85)
+    throw new XpsrError('ERR_OUT_OF_MEMORY', `decoding a ${8 * w}x${8 * h} image needs about ${(hostBytes / 2 ** 30).toFixed(1)} GiB of ` +
+      `host memory, more than this machine has (${(totalmem() / 2 ** 30).toFixed(1)} GiB); use a smaller input or scale`);
   if (tiledDecode) models.engine.clearPlans(); // the cached step plans would hold their activation memory
   const { image: decodedPt } = tiledDecode
     ? await models.vae.decodeTiled(z, { tile: VAE_DECODER_TILING.tile, pad: VAE_DECODER_TILING.pad, signal: o.signal })
