@@ -196,7 +196,6 @@ test.serial('plans are reused across calls of the same shape', async (t) => {
   const b = await te.encode(ids, [1, 77]);
   t.false(a.stats.planReused);
   t.true(b.stats.planReused);
-  t.true(b.stats.arenaBytes <= b.stats.naiveBytes / 2, `arena ${b.stats.arenaBytes} vs naive ${b.stats.naiveBytes}`);
   te.unload();
 });
 
