@@ -23,6 +23,7 @@ struct AttnCase {
   bool packed = false;  // q/k/v are column slices of one [B*L, 3*heads*D] buffer (needs Lq == Lk)
   int offset = 0;       // extra element offset of every pointer (0: 16-byte aligned)
   int ref_block = 0;    // 0: CPU computes all rows; else blocks of this many rows at start/middle/end
+  float amp = 1.0f;     // scale of q: scores ~ N(0, amp^2); large amp = peaky softmax (online rescaling)
 };
 
 Tol attn_tol(const std::vector<float>& ref) { return {1.0 / 1024, rms(ref) / 256 + 1e-6}; }
@@ -79,7 +80,7 @@ std::unique_ptr<AttnSetup> setup(const AttnCase& c, uint32_t seed) {
     s->q = std::make_unique<Tensor2>((size_t)c.B * c.Lq * s->width + off);
     s->k = std::make_unique<Tensor2>((size_t)c.B * c.Lk * s->width + off);
     s->v = std::make_unique<Tensor2>((size_t)c.B * c.Lk * s->width + off);
-    s->q->set(randn(s->q->n, seed));
+    s->q->set(randn(s->q->n, seed, c.amp));
     s->k->set(randn(s->k->n, seed + 1));
     s->v->set(randn(s->v->n, seed + 2));
     s->qo = s->ko = s->vo = off;
@@ -178,4 +179,97 @@ TEST(cuda_attention_multi_problem_launch) {
   compare(hi, *s1);
   compare(lo, *s2);
   compare(sp, *s3);
+}
+
+// Review additions: key counts around the key-tile size (BC = 64 for d <= 48 and d = 160, 32 for d 64/80),
+// Lk = 1, Lq = 1, causal masks on the d40 (k16 + k8 steps), d80 and d160 kernels with odd lengths, and
+// peaky softmaxes (scores with sd 8) where the running max changes between key tiles.
+TEST(cuda_attention_tile_edges) {
+  run_attn({"Lk=1 (d40)", 2, 37, 1, 8, 40}, 350);
+  run_attn({"Lk=5 < tile (d80)", 2, 130, 5, 8, 80}, 351);
+  run_attn({"Lk=33 = BC+1 (d80)", 2, 129, 33, 8, 80}, 352);
+  run_attn({"Lk=65 = BC+1 packed (d160)", 1, 65, 65, 8, 160, false, true}, 353);
+  run_attn({"Lq=1 vs 4096 keys (d40)", 2, 1, 4096, 8, 40}, 354);
+  run_attn({"causal packed odd 200 (d40)", 2, 200, 200, 8, 40, true, true}, 355);
+  run_attn({"causal odd 150 (d80)", 1, 150, 150, 4, 80, true}, 356);
+  run_attn({"causal packed odd 131 (d160)", 1, 131, 131, 2, 160, true, true}, 357);
+  run_attn({"causal 300 (d32)", 1, 300, 300, 2, 32, true, true}, 358);
+  run_attn({"peaky softmax 1000x1000 (d40)", 2, 1000, 1000, 8, 40, false, true, 0, 0, 8.0f}, 359);
+  run_attn({"peaky softmax cross 77 (d80)", 2, 300, 77, 8, 80, false, false, 0, 0, 8.0f}, 360);
+  run_attn({"peaky causal (d64)", 2, 77, 77, 12, 64, true, true, 0, 0, 8.0f}, 361);
+  run_attn({"peaky generic d512", 1, 200, 200, 1, 512, false, false, 0, 0, 8.0f}, 362);
+}
+
+// Backend::attention_batched (task: SFA): one query length, two different K/V contexts - the 77-token
+// high-level context and the 4096-token low-level one - in ONE launch on CUDA, compared to two single
+// attention() calls on the CPU backend. Then the same inside execute() (eager, captured graph, replay),
+// a heterogeneous list (different head dims and causal flags: the per-problem fallback) and 5 problems
+// (more than kMaxAttnProblems = 4 per launch).
+TEST(cuda_attention_batched_sfa) {
+  Backend& g = gpu();
+  {
+    AttnCase hi{"SFA batched: ctx 77 (d40)", 2, 4096, 77, 8, 40, false, false, 0, 64};
+    AttnCase lo{"SFA batched: ctx 4096 (d40)", 2, 4096, 4096, 8, 40, false, false, 0, 64};
+    auto s1 = setup(hi, 340), s2 = setup(lo, 341);
+    AttentionArgs probs[2] = {s1->args(hi, false), s2->args(lo, false)};
+    g.attention_batched(probs, 2);
+    g.synchronize();
+    compare(hi, *s1);
+    compare(lo, *s2);
+  }
+  {
+    AttnCase hi{"SFA batched in a graph: ctx 77 (d80)", 2, 1024, 77, 8, 80};
+    AttnCase lo{"SFA batched in a graph: ctx 1024 (d80)", 2, 1024, 1024, 8, 80, false, false, 0, 64};
+    auto s1 = setup(hi, 342), s2 = setup(lo, 343);
+    AttentionArgs probs[2] = {s1->args(hi, false), s2->args(lo, false)};
+    const int tag = 0;
+    const auto before = cuda_backend_stats(g);
+    for (int call = 0; call < 3; ++call) {  // eager, capture + launch, replay
+      s1->o->poison();
+      s2->o->poison();
+      g.execute(&tag, [&] { g.attention_batched(probs, 2); });
+      compare(hi, *s1);
+      compare(lo, *s2);
+    }
+    const auto after = cuda_backend_stats(g);
+    g.forget_plan(&tag);
+    CHECK_MSG(after.graph_fallbacks == before.graph_fallbacks, "capture fell back: " + after.last_graph_failure);
+  }
+  {
+    AttnCase c[5] = {{"hetero d40", 2, 300, 77, 8, 40},
+                     {"hetero d80", 2, 300, 77, 8, 80},
+                     {"hetero d40 causal", 1, 77, 77, 8, 40, true, true},
+                     {"hetero generic d24", 1, 50, 33, 2, 24},
+                     {"hetero d40 unaligned", 1, 50, 33, 8, 40, false, false, 1}};
+    std::vector<std::unique_ptr<AttnSetup>> st;
+    std::vector<AttentionArgs> probs;
+    for (int i = 0; i < 5; ++i) st.push_back(setup(c[i], 344 + i)), probs.push_back(st[i]->args(c[i], false));
+    g.attention_batched(probs.data(), 5);
+    g.synchronize();
+    for (int i = 0; i < 5; ++i) compare(c[i], *st[i]);
+  }
+  {
+    std::vector<AttnCase> c;
+    for (int i = 0; i < 5; ++i) c.push_back({"5 problems one head dim (d40)", 1 + i % 2, 100 + 37 * i, 20 + 50 * i, 8, 40});
+    std::vector<std::unique_ptr<AttnSetup>> st;
+    std::vector<AttentionArgs> probs;
+    for (int i = 0; i < 5; ++i) st.push_back(setup(c[i], 350 + i)), probs.push_back(st[i]->args(c[i], false));
+    g.attention_batched(probs.data(), 5);
+    g.synchronize();
+    for (int i = 0; i < 5; ++i) compare(c[i], *st[i]);
+  }
+}
+
+// Small shapes of every attention kernel (all tensor-core head dims, causal, generic), sized for
+// compute-sanitizer (memcheck / racecheck) runs: scripts/gpu-check.sh runs every "cuda_small_" test under it.
+TEST(cuda_small_attention_all_dims) {
+  int seed = 370;
+  for (int d : {8, 16, 32, 40, 64, 80, 160}) {
+    run_attn({"small", 1, 70, 70, 2, d, false, true}, seed++);
+    run_attn({"small causal", 1, 70, 70, 2, d, true, true}, seed++);
+    run_attn({"small cross", 2, 33, 77, 2, d}, seed++);
+  }
+  run_attn({"small generic d24", 1, 40, 70, 2, 24}, seed++);
+  run_attn({"small generic d512", 1, 40, 40, 1, 512}, seed++);
+  run_attn({"small generic unaligned d40 causal", 1, 40, 40, 2, 40, true, false, 1}, seed++);
 }

@@ -51,6 +51,9 @@ class CudaBackend final : public Backend {
   void group_norm(const GroupNormArgs& a) override;
   void layer_norm(const LayerNormArgs& a) override;
   void attention(const AttentionArgs& a) override;
+  // Same-head-dim, same-causal problems run as ONE launch (attention_multi); anything else falls back to a
+  // loop of attention() calls (inside attention_multi).
+  void attention_batched(const AttentionArgs* problems, int count) override { attention_multi(problems, count); }
   void geglu(const GegluArgs& a) override;
   void unary(const UnaryArgs& a) override;
   void axpby(const AxpbyArgs& a) override;

@@ -22,6 +22,7 @@ inline bool is_sticky(cudaError_t e) {
     case cudaErrorInvalidPc:
     case cudaErrorAssert:
     case cudaErrorECCUncorrectable:
+    case cudaErrorLaunchTimeout:  // REVIEW FIX: a watchdog-killed kernel also leaves the context unusable
       return true;
     default:
       return false;

@@ -93,3 +93,22 @@ TEST(cuda_conv_pointwise_and_odd_channels) {
   run_conv({"1x1 4->4 (VAE post-quant)", 1, 16, 16, 4, 4, 1, 1, 1, 0, 0, 0, 0}, 136);
   run_conv({"tiny 32->32", 2, 9, 9, 32, 32}, 137);
 }
+
+// Review additions: the element-gather path with stride 2 and the VAE's asymmetric (0,1,0,1) padding,
+// 1x1 spatial inputs (every tap but the centre is padding), a 1x1 conv with stride 2 (implicit-GEMM path,
+// not the pointwise GEMM), and a tiny channel count on the 16-byte path (C = 8).
+TEST(cuda_conv_edge_paths) {
+  run_conv({"s2 pad(0,1,0,1) 3->32 element gather odd 33x24", 1, 33, 24, 3, 32, 3, 3, 2, 0, 0, 1, 1}, 140);
+  run_conv({"s2 p1 3->16 element gather odd 17x9", 2, 17, 9, 3, 16, 3, 3, 2}, 141);
+  run_conv({"3x3 1x1 spatial 1280 (all taps but centre padded)", 2, 1, 1, 1280, 1280}, 142);
+  run_conv({"1x1 stride 2 320->640", 2, 17, 16, 320, 640, 1, 1, 2, 0, 0, 0, 0}, 143);
+  run_conv({"3x3 C=8 (16-byte path, one chunk per tap)", 2, 13, 11, 8, 24}, 144);
+  run_conv({"3x3 s1 2560->1280 16x16 (split-K) +residual", 2, 16, 16, 2560, 1280, 3, 3, 1, 1, 1, 1, 1, true, true}, 145);
+}
+
+// Small shapes of the conv paths (16-byte gather, element gather, stride 2, pointwise) for compute-sanitizer.
+TEST(cuda_small_conv) {
+  run_conv({"small 3x3 16->32 odd 9x7 +residual", 1, 9, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, true, true}, 150);
+  run_conv({"small s2 pad(0,1,0,1) 3->8", 1, 9, 7, 3, 8, 3, 3, 2, 0, 0, 1, 1}, 151);
+  run_conv({"small 1x1 20->12", 1, 5, 5, 20, 12, 1, 1, 1, 0, 0, 0, 0}, 152);
+}

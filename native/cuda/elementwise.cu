@@ -16,10 +16,16 @@ namespace {
 
 constexpr int kSmsGuess = 132;  // only bounds the grid of grid-stride loops
 
-// 32-bit indices (integer division is the main non-memory cost of these kernels); the launchers keep every
-// index space below 2^31 (flat ops are chunked, structured ops refuse larger tensors).
+// 32-bit indices (integer division is the main non-memory cost of these kernels) whenever the index space
+// fits; flat ops are chunked below 2^31. REVIEW FIX: the structured ops (GEGLU, channel_add, row copies,
+// upsample, embedding) used to REFUSE tensors of >= 2^31 elements (cudaErrorInvalidValue), but the VAE
+// decoder at 2048x2048 with batch 2 produces exactly 2 x 2048 x 2048 x 256 = 2^31-element tensors (the
+// upsample of up_blocks.2 and what follows). They are now templated on the index type and take a 64-bit
+// instantiation above 2^31 (or when force_index64() is set by the tests, so the path is exercised).
 #define GRID_STRIDE(i, total) \
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(total); i += gridDim.x * blockDim.x)
+#define GRID_STRIDE_T(I, i, total)                                                          \
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(total); i += (I)gridDim.x * blockDim.x)
 constexpr size_t kMaxIndex = (size_t)1 << 31;
 constexpr size_t kFlatChunk = (size_t)1 << 30;
 
@@ -68,10 +74,11 @@ __global__ void axpby_scalar(const __half* a, const __half* b, __half* y, size_t
   }
 }
 
+template <typename I>
 __global__ void geglu_vec(const __half* x, __half* y, int rows, int inner) {
-  const int vpr = inner / 8;
-  GRID_STRIDE(i, (size_t)rows * vpr) {
-    const unsigned r = i / vpr;
+  const I vpr = inner / 8;
+  GRID_STRIDE_T(I, i, (I)rows * vpr) {
+    const I r = i / vpr;
     const int j = (int)(i - r * vpr);
     const __half* xr = x + (size_t)r * 2 * inner;
     float a[8], g[8];
@@ -82,19 +89,21 @@ __global__ void geglu_vec(const __half* x, __half* y, int rows, int inner) {
     *reinterpret_cast<Half8*>(y + (size_t)r * inner + j * 8) = float_to_half8(a);
   }
 }
+template <typename I>
 __global__ void geglu_scalar(const __half* x, __half* y, int rows, int inner) {
-  GRID_STRIDE(i, (size_t)rows * inner) {
-    const unsigned r = i / inner;
+  GRID_STRIDE_T(I, i, (I)rows * inner) {
+    const I r = i / (I)inner;
     const int j = (int)(i - r * inner);
     const float a = __half2float(x[(size_t)r * 2 * inner + j]), g = __half2float(x[(size_t)r * 2 * inner + inner + j]);
     y[i] = __float2half(a * gelu_erf_f(g));
   }
 }
 
+template <typename I>
 __global__ void channel_add_vec(const Half8* x, const __half* v, Half8* y, int N, int HW, int C) {
-  const int vpr = C / 8;
-  const unsigned per_n = (unsigned)HW * vpr;
-  GRID_STRIDE(i, per_n * N) {
+  const I vpr = C / 8;
+  const I per_n = (I)HW * vpr;
+  GRID_STRIDE_T(I, i, per_n * N) {
     const int n = (int)(i / per_n), c8 = (int)(i % vpr);
     float f[8], a[8];
     half8_to_float(x[i], f);
@@ -104,41 +113,44 @@ __global__ void channel_add_vec(const Half8* x, const __half* v, Half8* y, int N
     y[i] = float_to_half8(f);
   }
 }
+template <typename I>
 __global__ void channel_add_scalar(const __half* x, const __half* v, __half* y, int N, int HW, int C) {
-  const unsigned per_n = (unsigned)HW * C;
-  GRID_STRIDE(i, per_n * N) {
-    const int n = (int)(i / per_n), c = (int)(i % C);
+  const I per_n = (I)HW * C;
+  GRID_STRIDE_T(I, i, per_n * N) {
+    const int n = (int)(i / per_n), c = (int)(i % (I)C);
     y[i] = __float2half(__half2float(x[i]) + __half2float(v[(size_t)n * C + c]));
   }
 }
 
+template <typename I>
 __global__ void copy_rows_vec(const __half* src, int lds, __half* dst, int ldd, int rows, int cols) {
-  const int vpr = cols / 8;
-  GRID_STRIDE(i, (size_t)rows * vpr) {
-    const unsigned r = i / vpr;
+  const I vpr = cols / 8;
+  GRID_STRIDE_T(I, i, (I)rows * vpr) {
+    const I r = i / vpr;
     const int j = (int)(i - r * vpr);
     *reinterpret_cast<Half8*>(dst + (size_t)r * ldd + j * 8) = *reinterpret_cast<const Half8*>(src + (size_t)r * lds + j * 8);
   }
 }
+template <typename I>
 __global__ void copy_rows_scalar(const __half* src, int lds, __half* dst, int ldd, int rows, int cols) {
-  GRID_STRIDE(i, (size_t)rows * cols) {
-    const unsigned r = i / cols;
+  GRID_STRIDE_T(I, i, (I)rows * cols) {
+    const I r = i / (I)cols;
     const int j = (int)(i - r * cols);
     dst[(size_t)r * ldd + j] = src[(size_t)r * lds + j];
   }
 }
 
-template <int VEC>
+template <int VEC, typename I>
 __global__ void upsample_kernel(const __half* x, int N, int H, int W, int C, __half* y, int P, int Q) {
-  const int vpr = C / VEC;
-  const unsigned total = (unsigned)N * P * Q * vpr;
-  GRID_STRIDE(i, total) {
+  const I vpr = C / VEC;
+  const I total = (I)N * P * Q * vpr;
+  GRID_STRIDE_T(I, i, total) {
     const int cv = (int)(i % vpr);
-    unsigned pix = i / vpr;
-    const int q = (int)(pix % Q);
-    pix /= Q;
-    const int p = (int)(pix % P);
-    const int n = (int)(pix / P);
+    I pix = i / vpr;
+    const int q = (int)(pix % (I)Q);
+    pix /= (I)Q;
+    const int p = (int)(pix % (I)P);
+    const int n = (int)(pix / (I)P);
     const int sh = min((int)((long long)p * H / P), H - 1), sw = min((int)((long long)q * W / Q), W - 1);
     const __half* src = x + (((size_t)n * H + sh) * W + sw) * C + (size_t)cv * VEC;
     if constexpr (VEC == 8)
@@ -148,10 +160,10 @@ __global__ void upsample_kernel(const __half* x, int N, int H, int W, int C, __h
   }
 }
 
-template <int VEC>
+template <int VEC, typename I>
 __global__ void embedding_kernel(const __half* table, int V, int D, const int32_t* ids, int n, __half* y) {
-  const int vpr = D / VEC;
-  GRID_STRIDE(i, (size_t)n * vpr) {
+  const I vpr = D / VEC;
+  GRID_STRIDE_T(I, i, (I)n * vpr) {
     const int r = (int)(i / vpr), j = (int)(i % vpr);
     const int id = min(max(ids[r], 0), V - 1);
     const __half* src = table + (size_t)id * D + (size_t)j * VEC;
@@ -188,9 +200,14 @@ __global__ void rows_kernel(const float* src, __half* dst, int rows, int K, int 
 }
 
 inline int blocks_for(size_t items) { return elementwise_blocks(items, kSmsGuess); }
+
+bool g_force_index64 = false;
 inline bool al(const void* p) { return p == nullptr || aligned16(p); }
 
 }  // namespace
+
+void set_force_index64(bool on) { g_force_index64 = on; }
+bool force_index64() { return g_force_index64; }
 
 // Flat ops run in chunks of 2^30 elements (32-bit indices inside the kernels).
 template <typename F>
@@ -232,66 +249,89 @@ cudaError_t launch_axpby(const void* a, const void* b, void* y, size_t n, float 
   });
 }
 
+// Launches KERNEL<uint32_t> when the index space fits 32 bits, else KERNEL<uint64_t> (see the header comment).
+#define XPSR_LAUNCH_IDX(total, KERNEL, grid, ...)                                    \
+  do {                                                                               \
+    if ((size_t)(total) < kMaxIndex && !force_index64())                             \
+      KERNEL<uint32_t><<<(grid), 256, 0, s>>>(__VA_ARGS__);                           \
+    else                                                                             \
+      KERNEL<uint64_t><<<(grid), 256, 0, s>>>(__VA_ARGS__);                           \
+  } while (0)
+
 cudaError_t launch_geglu(const void* x, void* y, int rows, int inner, cudaStream_t s) {
   const size_t total = (size_t)rows * inner;
   if (total == 0) return cudaSuccess;
-  XPSR_INDEX_GUARD(total);
+  const __half* xs = static_cast<const __half*>(x);
+  __half* ys = static_cast<__half*>(y);
   if (inner % 8 == 0 && al(x) && al(y))
-    geglu_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), rows, inner);
+    XPSR_LAUNCH_IDX(total, geglu_vec, blocks_for(total / 8), xs, ys, rows, inner);
   else
-    geglu_scalar<<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<__half*>(y), rows, inner);
+    XPSR_LAUNCH_IDX(total, geglu_scalar, blocks_for(total), xs, ys, rows, inner);
   return cudaGetLastError();
 }
 
 cudaError_t launch_channel_add(const void* x, const void* v, void* y, int N, int HW, int C, cudaStream_t s) {
   const size_t total = (size_t)N * HW * C;
   if (total == 0) return cudaSuccess;
-  XPSR_INDEX_GUARD(total);
+  const __half* vs = static_cast<const __half*>(v);
   if (C % 8 == 0 && al(x) && al(v) && al(y))
-    channel_add_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const Half8*>(x), static_cast<const __half*>(v),
-                                                          static_cast<Half8*>(y), N, HW, C);
+    XPSR_LAUNCH_IDX(total, channel_add_vec, blocks_for(total / 8), static_cast<const Half8*>(x), vs,
+                    static_cast<Half8*>(y), N, HW, C);
   else
-    channel_add_scalar<<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(x), static_cast<const __half*>(v),
-                                                         static_cast<__half*>(y), N, HW, C);
+    XPSR_LAUNCH_IDX(total, channel_add_scalar, blocks_for(total), static_cast<const __half*>(x), vs,
+                    static_cast<__half*>(y), N, HW, C);
   return cudaGetLastError();
 }
 
 cudaError_t launch_copy_rows(const void* src, int lds, void* dst, int ldd, int rows, int cols, cudaStream_t s) {
   const size_t total = (size_t)rows * cols;
   if (total == 0) return cudaSuccess;
-  XPSR_INDEX_GUARD(total);
+  const __half* ss = static_cast<const __half*>(src);
+  __half* ds = static_cast<__half*>(dst);
   if (cols % 8 == 0 && lds % 8 == 0 && ldd % 8 == 0 && al(src) && al(dst))
-    copy_rows_vec<<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(src), lds, static_cast<__half*>(dst),
-                                                        ldd, rows, cols);
+    XPSR_LAUNCH_IDX(total, copy_rows_vec, blocks_for(total / 8), ss, lds, ds, ldd, rows, cols);
   else
-    copy_rows_scalar<<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(src), lds, static_cast<__half*>(dst),
-                                                       ldd, rows, cols);
+    XPSR_LAUNCH_IDX(total, copy_rows_scalar, blocks_for(total), ss, lds, ds, ldd, rows, cols);
   return cudaGetLastError();
 }
 
 cudaError_t launch_upsample_nearest(const void* x, int N, int H, int W, int C, void* y, int P, int Q, cudaStream_t s) {
   const size_t total = (size_t)N * P * Q * C;
   if (total == 0) return cudaSuccess;
-  XPSR_INDEX_GUARD(total);
-  if (C % 8 == 0 && al(x) && al(y))
-    upsample_kernel<8><<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(x), N, H, W, C,
-                                                             static_cast<__half*>(y), P, Q);
-  else
-    upsample_kernel<1><<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(x), N, H, W, C,
-                                                         static_cast<__half*>(y), P, Q);
+  const __half* xs = static_cast<const __half*>(x);
+  __half* ys = static_cast<__half*>(y);
+  const bool idx64 = total >= kMaxIndex || force_index64();
+  if (C % 8 == 0 && al(x) && al(y)) {
+    if (idx64)
+      upsample_kernel<8, uint64_t><<<blocks_for(total / 8), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+    else
+      upsample_kernel<8, uint32_t><<<blocks_for(total / 8), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+  } else {
+    if (idx64)
+      upsample_kernel<1, uint64_t><<<blocks_for(total), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+    else
+      upsample_kernel<1, uint32_t><<<blocks_for(total), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+  }
   return cudaGetLastError();
 }
 
 cudaError_t launch_embedding(const void* table, int V, int D, const int32_t* ids, int n, void* y, cudaStream_t s) {
   const size_t total = (size_t)n * D;
   if (total == 0) return cudaSuccess;
-  XPSR_INDEX_GUARD(total);
-  if (D % 8 == 0 && al(table) && al(y))
-    embedding_kernel<8><<<blocks_for(total / 8), 256, 0, s>>>(static_cast<const __half*>(table), V, D, ids, n,
-                                                              static_cast<__half*>(y));
-  else
-    embedding_kernel<1><<<blocks_for(total), 256, 0, s>>>(static_cast<const __half*>(table), V, D, ids, n,
-                                                          static_cast<__half*>(y));
+  const __half* ts = static_cast<const __half*>(table);
+  __half* ys = static_cast<__half*>(y);
+  const bool idx64 = total >= kMaxIndex || force_index64();
+  if (D % 8 == 0 && al(table) && al(y)) {
+    if (idx64)
+      embedding_kernel<8, uint64_t><<<blocks_for(total / 8), 256, 0, s>>>(ts, V, D, ids, n, ys);
+    else
+      embedding_kernel<8, uint32_t><<<blocks_for(total / 8), 256, 0, s>>>(ts, V, D, ids, n, ys);
+  } else {
+    if (idx64)
+      embedding_kernel<1, uint64_t><<<blocks_for(total), 256, 0, s>>>(ts, V, D, ids, n, ys);
+    else
+      embedding_kernel<1, uint32_t><<<blocks_for(total), 256, 0, s>>>(ts, V, D, ids, n, ys);
+  }
   return cudaGetLastError();
 }
 

@@ -4,6 +4,7 @@
 // embedding. Both the 16-byte and the element paths are exercised (odd sizes and offsets).
 // Tolerance: math ops out_rounding_tol (f32 math, one fp16 rounding); data movement is exact (tol 0).
 #include "cuda_test_util.h"
+#include "kernels.h"
 
 using namespace xpsr_cuda_test;
 
@@ -157,4 +158,95 @@ TEST(cuda_embedding) {
   });
   std::vector<int32_t> bad = {0, V};
   CHECK_THROWS_WITH(gpu().embedding({t.g.get(), bad.data(), 2, y.gp()}), "outside table");
+}
+
+// Review addition: the 64-bit index instantiations (taken above 2^31 elements: the VAE decoder at 2048x2048
+// with batch 2) cannot be reached with test-sized tensors, so this forces them (set_force_index64) and
+// runs every op that has one - GEGLU, channel_add, concat/slice (row copies), upsample, embedding and
+// GroupNorm's apply pass - on both the 16-byte and the element paths.
+TEST(cuda_index64_paths) {
+  gpu();
+  struct Force64 {
+    Force64() { xpsr::cuda::set_force_index64(true); }
+    ~Force64() { xpsr::cuda::set_force_index64(false); }
+  } force;
+  for (int inner : {1280, 12}) {
+    const int rows = 333;
+    Tensor2 x((size_t)rows * 2 * inner), y((size_t)rows * inner);
+    x.set(randn(x.n, 450, 2.0f));
+    y.poison();
+    both("index64 geglu inner " + std::to_string(inner), y, kRound,
+         [&](Backend& b, bool c) { b.geglu({c ? x.cp() : x.gp(), c ? y.cp() : y.gp(), rows, inner}); });
+  }
+  for (int C : {320, 20}) {
+    const int N = 2, HW = 65 * 47;
+    Tensor2 x((size_t)N * HW * C), v((size_t)N * C), out((size_t)N * HW * C);
+    x.set(randn(x.n, 451));
+    v.set(randn(v.n, 452));
+    out.poison();
+    both("index64 channel_add C " + std::to_string(C), out, kRound, [&](Backend& be, bool c) {
+      be.channel_add({c ? x.cp() : x.gp(), c ? v.cp() : v.gp(), c ? out.cp() : out.gp(), N, HW, C});
+    });
+    Weight2 gm = upload2("test.gn64.weight", WeightKind::Vector, {C}, randn(C, 453, 0.3f, 1.0f));
+    Weight2 bt = upload2("test.gn64.bias", WeightKind::Vector, {C}, randn(C, 454, 0.3f));
+    both("index64 group_norm+silu in place C " + std::to_string(C), x, kRound, [&](Backend& be, bool c) {
+      GroupNormArgs g;
+      g.x = g.y = c ? x.cp() : x.gp();
+      g.N = N, g.HW = HW, g.C = C, g.groups = C == 320 ? 32 : 4, g.silu = true;
+      g.gamma = (c ? gm.c : gm.g).get();
+      g.beta = (c ? bt.c : bt.g).get();
+      be.group_norm(g);
+    });
+  }
+  {
+    const int rows = 2 * 17 * 12, Ca = 640, Cb = 320;
+    Tensor2 a((size_t)rows * Ca), b((size_t)rows * Cb), y((size_t)rows * (Ca + Cb)), z((size_t)rows * 5);
+    a.set(randn(a.n, 455));
+    b.set(randn(b.n, 456));
+    y.poison();
+    z.poison();
+    both("index64 concat 640+320", y, kExact, [&](Backend& be, bool c) {
+      be.concat({c ? a.cp() : a.gp(), Ca, c ? b.cp() : b.gp(), Cb, c ? y.cp() : y.gp(), rows});
+    });
+    both("index64 slice odd c0=3 cols 5", z, kExact, [&](Backend& be, bool c) {
+      be.slice({c ? y.cp() : y.gp(), Ca + Cb, 3, c ? z.cp() : z.gp(), rows, 5});
+    });
+  }
+  struct UP { int N, H, W, C, P, Q; };
+  for (UP u : {UP{2, 33, 24, 640, 65, 47}, UP{1, 5, 5, 3, 11, 10}}) {
+    Tensor2 x((size_t)u.N * u.H * u.W * u.C), y((size_t)u.N * u.P * u.Q * u.C);
+    x.set(randn(x.n, 457));
+    y.poison();
+    both("index64 upsample C " + std::to_string(u.C), y, kExact, [&](Backend& be, bool c) {
+      be.upsample_nearest({c ? x.cp() : x.gp(), u.N, u.H, u.W, u.C, c ? y.cp() : y.gp(), u.P, u.Q});
+    });
+  }
+  for (int D : {768, 20}) {
+    Weight2 t = rand_weight("test.emb64.weight", WeightKind::Embedding, {100, D}, 458, 1.0f);
+    std::vector<int32_t> ids(77);
+    for (int i = 0; i < 77; ++i) ids[i] = (i * 13 + 5) % 100;
+    Tensor2 y((size_t)77 * D);
+    y.poison();
+    both("index64 embedding D " + std::to_string(D), y, kExact, [&](Backend& be, bool c) {
+      be.embedding({(c ? t.c : t.g).get(), ids.data(), 77, c ? y.cp() : y.gp()});
+    });
+  }
+}
+
+// Small shapes of the data-movement ops (both paths) for compute-sanitizer runs.
+TEST(cuda_small_elementwise) {
+  gpu();
+  Tensor2 x((size_t)2 * 3 * 5 * 16 + 1), y((size_t)2 * 7 * 9 * 16), g((size_t)2 * 3 * 5 * 8);
+  x.set(randn(x.n, 460));
+  y.poison();
+  both("small upsample 3x5 -> 7x9 C16", y, kExact, [&](Backend& be, bool c) {
+    be.upsample_nearest({c ? x.cp() : x.gp(), 2, 3, 5, 16, c ? y.cp() : y.gp(), 7, 9});
+  });
+  g.poison();
+  both("small geglu odd offset", g, kRound, [&](Backend& be, bool c) {
+    be.geglu({c ? x.cp(1) : x.gp(1), c ? g.cp() : g.gp(), 15, 8});
+  });
+  both("small unary odd offset", g, kRound, [&](Backend& be, bool c) {
+    be.unary({c ? x.cp(1) : x.gp(1), c ? g.cp() : g.gp(), g.n - 1, UnaryOp::GeluErf});
+  });
 }

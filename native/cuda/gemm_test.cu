@@ -59,7 +59,7 @@ TEST(cuda_linear_unet_projections) {
   run_linear({"level0 qkv/out 8192x320->320 +bias+residual", 8192, 320, 320, 0, 0, 0, 0, true, true}, 10);
   run_linear({"level1 1024 tok 2048x640->640", 2048, 640, 640}, 11);
   run_linear({"level2 256 tok 512x1280->1280", 512, 1280, 1280}, 12);
-  run_linear({"mid 64 tok 128x1280->1280 (split-K)", 128, 1280, 1280, 0, 0, 0, 0, true, true}, 13);
+  run_linear({"mid 64 tok 128x1280->1280", 128, 1280, 1280, 0, 0, 0, 0, true, true}, 13);
 }
 
 TEST(cuda_linear_feed_forward) {
@@ -85,4 +85,27 @@ TEST(cuda_linear_slices_and_odd_layouts) {
   run_linear({"odd N=77, odd y stride", 333, 64, 77, 0, 0, 79, 1}, 43);
   run_linear({"tiny model 2x32->64", 2, 32, 64}, 44);
   run_linear({"residual in place (y == residual)", 2048, 640, 640, 0, 0, 0, 0, true, false, true}, 45);
+}
+
+// Review additions. Split-K choices below are for 132 SMs (H100 SXM; tuning.h choose_gemm): M 154 N 320
+// K 2560 -> 8 splits, M 77 N 77 K 5120 -> 16 splits (64x64 tile, N and M not tile multiples). They check
+// that every split's partial is written (also the zeros of a split whose k-range is short), the reduce
+// applies bias + residual once, and an in-place residual (y == residual) is read before it is written.
+TEST(cuda_linear_split_k_and_k_tails) {
+  run_linear({"split-K 154x2560->320 +residual in place", 154, 2560, 320, 0, 0, 0, 0, true, false, true}, 50);
+  run_linear({"split-K 77x5120->77 odd N, odd M", 77, 5120, 77}, 51);
+  run_linear({"split-K element loads (odd x offset) 154x2560->320", 154, 2560, 320, 2561, 1}, 52);
+  run_linear({"split-K 128x3072->640 CLIP-fc2-like +residual", 128, 3072, 640, 0, 0, 0, 0, true, true}, 53);
+  // K not a multiple of the 32-wide k-tile on the 16-byte path: chunks past K inside the last tile
+  run_linear({"K=40 16-byte path (partial last k-tile)", 300, 40, 64}, 54);
+  run_linear({"K=72 16-byte path", 77, 72, 136}, 55);
+  run_linear({"K=13 element path, N=4", 9, 13, 4}, 56);
+  run_linear({"M=1 row", 1, 320, 1280}, 57);
+}
+
+// Small shapes of the GEMM paths (16-byte and element loads, split-K) for compute-sanitizer runs.
+TEST(cuda_small_linear) {
+  run_linear({"small vec 200x72->136", 200, 72, 136}, 60);
+  run_linear({"small element loads 70x33->40 (odd offset)", 70, 33, 40, 35, 1}, 61);
+  run_linear({"small split-K 77x2560->77 +residual in place", 77, 2560, 77, 0, 0, 0, 0, true, false, true}, 62);
 }

@@ -114,6 +114,12 @@ cudaError_t launch_upsample_nearest(const void* x, int N, int H, int W, int C, v
 // [0, V) on the device (the host checks them too, but a replayed graph cannot).
 cudaError_t launch_embedding(const void* table, int V, int D, const int32_t* ids, int n, void* y, cudaStream_t s);
 
+// Index width of the structured elementwise ops and GroupNorm's apply pass: 32-bit below 2^31 elements,
+// 64-bit above (VAE decoder at 2048x2048, batch 2). Testing hook: set_force_index64(true) makes every such
+// launch take the 64-bit instantiation, so small tests cover it (native/cuda/elementwise_test.cu).
+void set_force_index64(bool on);
+bool force_index64();
+
 // Conversions for upload/download (src/dst device memory).
 cudaError_t launch_f32_to_f16(const float* src, void* dst, size_t n, cudaStream_t s);
 cudaError_t launch_f16_to_f32(const void* src, float* dst, size_t n, cudaStream_t s);

@@ -132,6 +132,13 @@ __global__ void gn_finalize(const float* __restrict__ part, const GnGeom g, floa
                   __shfl_xor_sync(0xffffffffu, acc.m2, o)};
     acc = merge(acc, other);
   }
+  // REVIEW FIX: after the xor butterfly every lane holds the merge of all items, but merged in a different
+  // order, so mean/m2 could differ by an ulp between lanes - and each lane writes the scale/shift of its
+  // own channels, i.e. channels of one group were normalised with slightly different statistics (and
+  // not bit-reproducibly). Use lane 0's result everywhere.
+  acc.n = __shfl_sync(0xffffffffu, acc.n, 0);
+  acc.mean = __shfl_sync(0xffffffffu, acc.mean, 0);
+  acc.m2 = __shfl_sync(0xffffffffu, acc.m2, 0);
   const float var = acc.n > 0.f ? acc.m2 / acc.n : 0.f;
   const float rstd = rsqrtf(var + eps);
   for (int c = c0 + lane; c < c0 + cpg; c += 32) {
@@ -141,13 +148,15 @@ __global__ void gn_finalize(const float* __restrict__ part, const GnGeom g, floa
   }
 }
 
-template <int VEC>
+// I: index type. 32-bit whenever the tensor has < 2^31 elements (integer division is this kernel's main ALU
+// cost); 64-bit above. REVIEW FIX: the launcher used to refuse >= 2^31 elements (cudaErrorInvalidValue),
+// which the VAE decoder at 2048x2048 with batch 2 reaches (2 x 2048^2 x 256 = 2^31 exactly).
+template <int VEC, typename I>
 __global__ void gn_apply(const __half* x, __half* y, const GnGeom g, const float* __restrict__ ab, int silu) {
-  // 32-bit indices (the launcher checks the size): integer division is this kernel's main ALU cost
-  const unsigned per_n = (unsigned)g.HW * g.vpr, total = per_n * g.N;
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+  const I per_n = (I)g.HW * g.vpr, total = per_n * g.N;
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
     const int n = (int)(i / per_n);
-    const int v = (int)(i % (unsigned)g.vpr);
+    const int v = (int)(i % (I)g.vpr);
     const float* abn = ab + ((size_t)n * g.C + (size_t)v * VEC) * 2;
     float f[VEC];
     if constexpr (VEC == 8) {
@@ -199,7 +208,6 @@ size_t group_norm_workspace_bytes(const GroupNormLaunch& a, const DeviceCaps& ca
 
 cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s) {
   if (a.N == 0 || a.HW == 0 || a.C == 0) return cudaSuccess;
-  if ((size_t)a.N * a.HW * a.C >= ((size_t)1 << 31)) return cudaErrorInvalidValue;
   const int vec = gn_vec(a);
   const GnGeom g = gn_geometry(a, caps, ws.bytes, vec);
   const size_t part_floats = (size_t)g.N * g.chunks * g.C * 3;
@@ -215,10 +223,20 @@ cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, 
   gn_finalize<<<(warps + 7) / 8, 256, 0, s>>>(part, g, a.eps, a.gamma, a.beta, ab);
   const size_t items = (size_t)g.N * g.HW * g.vpr;
   const int blocks = elementwise_blocks(items, caps.sms);
-  if (vec == 8)
-    gn_apply<8><<<blocks, 256, 0, s>>>(static_cast<const __half*>(a.x), static_cast<__half*>(a.y), g, ab, a.silu);
-  else
-    gn_apply<1><<<blocks, 256, 0, s>>>(static_cast<const __half*>(a.x), static_cast<__half*>(a.y), g, ab, a.silu);
+  const __half* xs = static_cast<const __half*>(a.x);
+  __half* ys = static_cast<__half*>(a.y);
+  const bool idx64 = (size_t)a.N * a.HW * a.C >= ((size_t)1 << 31) || force_index64();
+  if (vec == 8) {
+    if (idx64)
+      gn_apply<8, uint64_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+    else
+      gn_apply<8, uint32_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+  } else {
+    if (idx64)
+      gn_apply<1, uint64_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+    else
+      gn_apply<1, uint32_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+  }
   return cudaGetLastError();
 }
 

@@ -93,3 +93,11 @@ TEST(cuda_layer_norm_token_rows) {
   run_ln("wide 64x2560 (element path)", 64, 2560, 225);
   run_ln("tiny 18x32", 18, 32, 226);
 }
+
+// Small shapes of GroupNorm / LayerNorm (16-byte and element paths) for compute-sanitizer runs.
+TEST(cuda_small_norms) {
+  run_gn("small", 1, 37, 64, 8, true, 1e-5f, 0.f, true, 230);
+  run_gn("small element path", 2, 13, 12, 4, false, 1e-5f, 0.f, false, 231);
+  run_ln("small", 11, 64, 232);
+  run_ln("small element path", 5, 13, 233);
+}

@@ -281,15 +281,20 @@ CudaBackend::IdSlot& CudaBackend::id_slot(const int32_t* ids, int n) {
   slot->src = ids;
   slot->n = n;
   void* p = nullptr;
-  check(cudaHostAlloc(&p, std::max<size_t>(4, (size_t)n * 4), cudaHostAllocMapped | cudaHostAllocPortable),
-        "allocating pinned memory for embedding ids");
-  slot->pinned = static_cast<int32_t*>(p);
+  // REVIEW FIX: a slot is normally created by the plan's first (eager) run, but when the ids buffer moved
+  // between the eager run and the capture, the slot is created while capturing; cudaHostAlloc is a
+  // "potentially unsafe" call that invalidates a ThreadLocal-mode capture (-> needless eager fallback).
+  // It does not touch the stream, so allow it by switching this thread to relaxed mode around it.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  if (capturing_) (void)cudaThreadExchangeStreamCaptureMode(&mode);
+  const cudaError_t ea = cudaHostAlloc(&p, std::max<size_t>(4, (size_t)n * 4), cudaHostAllocMapped | cudaHostAllocPortable);
   void* d = nullptr;
-  const cudaError_t e = cudaHostGetDevicePointer(&d, p, 0);
-  if (e != cudaSuccess) {
-    cudaFreeHost(p);
-    throw_cuda(e, "mapping pinned memory for embedding ids");
-  }
+  const cudaError_t e = ea == cudaSuccess ? cudaHostGetDevicePointer(&d, p, 0) : cudaSuccess;
+  if (e != cudaSuccess) cudaFreeHost(p);
+  if (capturing_) (void)cudaThreadExchangeStreamCaptureMode(&mode);
+  check(ea, "allocating pinned memory for embedding ids");
+  check(e, "mapping pinned memory for embedding ids");
+  slot->pinned = static_cast<int32_t*>(p);
   slot->pinned_dev = static_cast<int32_t*>(d);
   IdSlot& ref = *slot;
   id_slots_[key] = std::move(slot);
