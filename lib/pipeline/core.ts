@@ -18,7 +18,7 @@ import { fromDecoded, toControlImage, toVaeInput } from '../image/preprocess.js'
 import { TileBlender, VAE_DECODER_TILING, VAE_ENCODER_TILING, chooseTiling, latentTiles, vaeTilingNeeded } from '../tiling.js';
 import { cfgTexts, type LowLevelGuidance, type Prompts } from './prompts.js';
 import type { LongPromptMode, TextConditioner } from './text.js';
-import { batchRow, cropNCHW, divF32, repeatBatch, scaleF32, assertFinite } from './tensor-ops.js';
+import { cropNCHW, divF32, repeatBatch, scaleF32, assertFinite } from './tensor-ops.js';
 
 export interface PipelineModels {
   engine: Engine;
@@ -331,4 +331,3 @@ export function planTiling(h: number, w: number, t: TilingOptions, device = 'cpu
   return tiling;
 }
 
-export { batchRow };

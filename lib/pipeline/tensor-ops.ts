@@ -19,12 +19,6 @@ export function catBatch(parts: Tensor[]): Tensor {
   return { shape: [parts.length, ...parts[0].shape.slice(1)], data: out };
 }
 
-/** Row `i` of the batch as a [1, ...] tensor (a view). */
-export function batchRow(t: Tensor, i: number): Tensor {
-  const per = t.data.length / t.shape[0];
-  return { shape: [1, ...t.shape.slice(1)], data: t.data.subarray(i * per, (i + 1) * per) };
-}
-
 /** Repeats a [1, ...] tensor n times along the batch. */
 export function repeatBatch(t: Tensor, n: number): Tensor {
   return catBatch(Array.from({ length: n }, () => t));
