@@ -106,46 +106,29 @@ std::string model_dir(const char* sub) { return xpsr_test::fixtures_dir() + "/mo
 
 }  // namespace
 
+// Loads `dir` as `kind` and runs `entry` on one input (named `input`) read from the fixture key `key`.
+static std::function<OutputMap(Engine&, const Fixture&)> one_input(ModelKind kind, const char* dir, const char* entry,
+                                                                  const char* input, const char* key) {
+  return [=](Engine& e, const Fixture& fx) {
+    LoadOptions o;
+    o.path = model_dir(dir);
+    RunRequest r;
+    r.entry = entry;
+    r.models = {e.load(kind, o).id};
+    r.inputs[input] = fx.in(key);
+    r.intermediates = true;
+    return e.run(r);
+  };
+}
+
 TEST(parity_text_encoder) {
-  run_parity("text_encoder.safetensors", [](Engine& e, const Fixture& fx) {
-    LoadOptions o;
-    o.path = model_dir("text_encoder");
-    ModelInfo m = e.load(ModelKind::TextEncoder, o);
-    RunRequest r;
-    r.entry = "encode";
-    r.models = {m.id};
-    r.inputs["input_ids"] = fx.in("input_ids");
-    r.intermediates = true;
-    return e.run(r);
-  }, {}, 4);
+  run_parity("text_encoder.safetensors", one_input(ModelKind::TextEncoder, "text_encoder", "encode", "input_ids", "input_ids"), {}, 4);
 }
-
 TEST(parity_vae_encoder) {
-  run_parity("vae_encoder.safetensors", [](Engine& e, const Fixture& fx) {
-    LoadOptions o;
-    o.path = model_dir("vae");
-    ModelInfo m = e.load(ModelKind::VAE, o);
-    RunRequest r;
-    r.entry = "encode";
-    r.models = {m.id};
-    r.inputs["x"] = fx.in("x");
-    r.intermediates = true;
-    return e.run(r);
-  }, {}, 4);
+  run_parity("vae_encoder.safetensors", one_input(ModelKind::VAE, "vae", "encode", "x", "x"), {}, 4);
 }
-
 TEST(parity_vae_decoder) {
-  run_parity("vae_decoder.safetensors", [](Engine& e, const Fixture& fx) {
-    LoadOptions o;
-    o.path = model_dir("vae");
-    ModelInfo m = e.load(ModelKind::VAE, o);
-    RunRequest r;
-    r.entry = "decode";
-    r.models = {m.id};
-    r.inputs["z"] = fx.in("z");
-    r.intermediates = true;
-    return e.run(r);
-  }, {}, 4);
+  run_parity("vae_decoder.safetensors", one_input(ModelKind::VAE, "vae", "decode", "z", "z"), {}, 4);
 }
 
 static OutputMap run_controlnet(Engine& e, const Fixture& fx) {
