@@ -53,6 +53,13 @@ test('sidecar prompt files in the official layout are used', (t) => {
   t.deepEqual(done.prompts, { high: 'a coffee cup on a table', low: 'slightly blurry' });
 });
 
+test('a missing sidecar caption file is a clear error for that image', (t) => {
+  const dir = tmp();
+  const r = xpsr(['upscale', img('coffee_32x24.png'), '-o', path.join(dir, 'o.png'), ...quick, '--prompt-dir', dir, '--captioner', 'sidecar', '-q']);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /caption file not found: .*highlevel_prompt\/coffee_32x24\.txt/);
+});
+
 test('a bad image fails that image (exit 1) but the others are written', (t) => {
   const dir = tmp();
   const bad = path.join(dir, 'bad.png');

@@ -7,6 +7,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -54,7 +55,24 @@ Napi::FunctionReference* g_cancel_ctor = nullptr;
 struct EngineHolder {
   std::unique_ptr<Engine> engine;
   std::string device, description;
+  // Host bytes of loaded weights reported to V8 as external memory (CPU backend only: on CUDA the weights
+  // live on the device), so the GC knows a loaded model is gigabytes. Main thread only.
+  std::map<int, int64_t> reported;
 };
+
+// Reports (or takes back) a model's host memory to V8.
+void report_memory(Napi::Env env, EngineHolder& h, int id, int64_t bytes) {
+  if (h.device != "cpu" || id < 0) return;
+  if (bytes > 0) {
+    h.reported[id] = bytes;
+  } else {
+    auto it = h.reported.find(id);
+    if (it == h.reported.end()) return;
+    bytes = -it->second;
+    h.reported.erase(it);
+  }
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+}
 
 // Worker base: owns the deferred, catches xpsr::Error into a code + message.
 class PromiseWorker : public Napi::AsyncWorker {
@@ -105,7 +123,10 @@ class LoadWorker : public PromiseWorker {
   LoadWorker(Napi::Env env, std::shared_ptr<EngineHolder> h, ModelKind k, LoadOptions o)
       : PromiseWorker(env, std::move(h)), kind(k), opts(std::move(o)) {}
   void Work() override { info = holder->engine->load(kind, opts); }
-  void OnOK() override { deferred.Resolve(model_info_js(Env(), info)); }
+  void OnOK() override {
+    report_memory(Env(), *holder, info.id, (int64_t)info.weight_bytes);
+    deferred.Resolve(model_info_js(Env(), info));
+  }
   ModelKind kind;
   LoadOptions opts;
   ModelInfo info;
@@ -261,7 +282,9 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     Napi::Env env = info.Env();
     ensure_open(env);
     if (info.Length() < 1 || !info[0].IsNumber()) throw_js(env, "ERR_INVALID_ARGUMENT", "unload(id: number)");
-    holder_->engine->unload(info[0].As<Napi::Number>().Int32Value());
+    int id = info[0].As<Napi::Number>().Int32Value();
+    holder_->engine->unload(id);
+    report_memory(env, *holder_, id, 0);
     return env.Undefined();
   }
 
@@ -339,8 +362,18 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
 
   // Drops this handle; the engine (weights, plans, device memory) is freed once in-flight work ends.
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    holder_.reset();
+    release(info.Env());
     return info.Env().Undefined();
+  }
+
+  void Finalize(Napi::Env env) override { release(env); }
+
+  void release(Napi::Env env) {
+    if (!holder_) return;
+    std::vector<int> ids;
+    for (auto& kv : holder_->reported) ids.push_back(kv.first);
+    for (int id : ids) report_memory(env, *holder_, id, 0);
+    holder_.reset();
   }
 
   std::shared_ptr<EngineHolder> holder_;
