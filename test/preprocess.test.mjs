@@ -23,9 +23,8 @@ const IMAGES = new URL('./fixtures/images/', import.meta.url);
 const manifest = JSON.parse(fs.readFileSync(new URL('manifest.json', PILLOW), 'utf8'));
 const sha256 = (u8) => createHash('sha256').update(u8).digest('hex');
 
-// shared/ sits beside the repository (CI: a copy beside the clone); XPSR_SHARED_DIR overrides
-const SHARED = process.env.XPSR_SHARED_DIR ?? path.resolve(fileURLToPath(new URL('../../shared/', import.meta.url)));
-const PIPELINE_FIXTURE = path.join(SHARED, 'fixtures', 'pipeline_default.safetensors');
+// The official pipeline fixture copied into the repo (test/fixtures).
+const PIPELINE_FIXTURE = fileURLToPath(new URL('./fixtures/pipeline_default.safetensors', import.meta.url));
 
 /** Minimal safetensors reader (F32 / U8 / I64 → typed arrays). */
 function readSafetensors(file) {
@@ -173,8 +172,7 @@ test('fromDecoded: clamp, round half to even, NaN → 0', (t) => {
   t.is(t.throws(() => fromDecoded(new Float32Array(5), 1, 2)).code, 'ERR_INVALID_ARGUMENT');
 });
 
-const haveFixture = fs.existsSync(PIPELINE_FIXTURE);
-(haveFixture ? test : test.skip)('matches the official pipeline fixture (control image, VAE input, image_u8)', (t) => {
+test('matches the official pipeline fixture (control image, VAE input, image_u8)', (t) => {
   const f = readSafetensors(PIPELINE_FIXTURE);
   const [H, W] = f['input.lr_image_u8'].shape;
   const lr = f['input.lr_image_u8'].data;
