@@ -485,22 +485,7 @@ class CaptionWorker : public BaseWorker {
         llama_batch_free(batch);
         if (textMs) *textMs += NowMs() - t0;
       } else if (type == MTMD_INPUT_CHUNK_TYPE_IMAGE) {
-        LogCapture cap;
-        double t0 = NowMs();
-        int32_t rc = mtmd_encode_chunk(self_->mctx_, ch);
-        stats.encodeMs += NowMs() - t0;
-        CheckCancel();
-        if (rc != 0) throw CapError("ERR_ENCODE", "image encoding failed (" + std::to_string(rc) + ")" + cap.reason());
-        stats.imageTokens = static_cast<int>(mtmd_input_chunk_get_n_tokens(ch));
-        stats.imagePositions = static_cast<int>(mtmd_input_chunk_get_n_pos(ch));
-        stats.imagePasses++;
-        double t1 = NowMs();
-        llama_pos np = n_past;
-        rc = mtmd_helper_decode_image_chunk(self_->mctx_, lctx, ch, mtmd_get_output_embd(self_->mctx_), n_past, 0,
-                                            n_batch, &np, nullptr, nullptr);
-        stats.imagePrefillMs += NowMs() - t1;
-        CheckDecode(rc, "image prefill");
-        n_past = np;
+        n_past = EvalImage(ch, n_past);
         if (last) throw CapError("ERR_INVALID_ARGUMENT", "the prompt must not end with the image");
       } else {
         throw CapError("ERR_UNSUPPORTED", "audio input is not supported");
@@ -657,6 +642,11 @@ class CaptionWorker : public BaseWorker {
       return n_past;
     }
     if (mtmd_input_chunk_get_type(ch) != MTMD_INPUT_CHUNK_TYPE_IMAGE) throw CapError("ERR_UNSUPPORTED", "audio input is not supported");
+    return EvalImage(ch, n_past);
+  }
+
+  // Encodes one image chunk (CLIP + projector) and decodes its embeddings into the KV cache at n_past.
+  llama_pos EvalImage(const mtmd_input_chunk* ch, llama_pos n_past) {
     LogCapture cap;
     double t0 = NowMs();
     int32_t rc = mtmd_encode_chunk(self_->mctx_, ch);
@@ -668,8 +658,8 @@ class CaptionWorker : public BaseWorker {
     stats.imagePasses++;
     double t1 = NowMs();
     llama_pos np = n_past;
-    rc = mtmd_helper_decode_image_chunk(self_->mctx_, lctx, ch, mtmd_get_output_embd(self_->mctx_), n_past, 0, n_batch,
-                                        &np, nullptr, nullptr);
+    rc = mtmd_helper_decode_image_chunk(self_->mctx_, self_->lctx_, ch, mtmd_get_output_embd(self_->mctx_), n_past, 0,
+                                        self_->opts_.batchSize, &np, nullptr, nullptr);
     stats.imagePrefillMs += NowMs() - t1;
     CheckDecode(rc, "image prefill");
     return np;
