@@ -3,7 +3,7 @@
 // stay on the device, and unload / clearPlans never wait for a running call.
 import test from 'ava';
 import path from 'node:path';
-import { Engine } from '../dist/lib/index.js';
+import { Engine, loadNative } from '../dist/lib/index.js';
 import { model } from './helpers/fixtures.mjs';
 
 const engine = await Engine.create({ device: 'cpu', threads: 2 });
@@ -141,4 +141,14 @@ test.serial('unload and clearPlans return at once while a long call runs; the ev
   const te2 = await engine.loadTextEncoder(path.join(model, 'text_encoder'));
   t.deepEqual((await te2.encode(new Int32Array(77).fill(49407), [1, 77])).lastHiddenState.shape, [1, 77, 32]);
   te2.unload();
+});
+
+test('systemInfo reports how the addon was built: compiler, glibc, compiled CUDA architectures', (t) => {
+  const s = loadNative().systemInfo();
+  t.regex(s.compiler, /^(g\+\+|clang\+\+|MSVC) \S/);
+  if (process.report?.getReport().header.glibcVersionCompiler) t.regex(s.glibc, /^\d+\.\d+$/);
+  t.true(Array.isArray(s.cudaArchitectures));
+  if (!s.cudaBuilt) t.deepEqual(s.cudaArchitectures, []);
+  else for (const a of s.cudaArchitectures) t.regex(a, /^(sm_\d+|PTX compute_\d+)$/);
+  t.false('timestepFeatures' in loadNative());
 });

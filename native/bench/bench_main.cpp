@@ -19,9 +19,7 @@
 
 #include "bench/sd15_configs.h"
 #include "engine/engine.h"
-#ifdef XPSR_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
+#include "engine/system.h"
 
 using namespace xpsr;
 
@@ -100,17 +98,7 @@ int main(int argc, char** argv) {
   const bool cuda = device.rfind("cuda", 0) == 0;
   if (repeat < 0) repeat = cuda ? 5 : 0;  // CPU: one run per component (minutes at full size)
   try {
-    std::unique_ptr<Backend> be;
-    if (cuda) {
-#ifdef XPSR_HAVE_CUDA
-      be = make_cuda_backend(device.size() > 5 ? std::atoi(device.c_str() + 5) : 0);
-#else
-      std::fprintf(stderr, "this build has no CUDA backend\n");
-      return 2;
-#endif
-    } else {
-      be = make_cpu_backend(threads);
-    }
+    std::unique_ptr<Backend> be = make_backend(device, threads).backend;
     std::string desc = be->description();
     Engine e(std::move(be), 4);
     log("device: " + desc);

@@ -178,7 +178,7 @@ double unet_params(const UNetConfig& c) {
   return p;
 }
 
-double vae_params(const VAEConfig& c) {
+double vae_params(const VaeConfig& c) {
   const int L = c.layers_per_block;
   double p = 0;
   for (int C_ : c.block_out_channels) {
@@ -296,8 +296,8 @@ ControlNetConfig parse_controlnet_config(const Json& j, const std::string& where
       r.integers("conditioning_embedding_out_channels", {16, 32, 96, 256}, 2, L::kMaxCondBlocks, 1, L::kMaxWidth);
   c.use_lowlevel_prompt = r.boolean("use_lowlevel_prompt", true);
   c.use_rrdb = r.boolean("use_rrdb", false);
-  c.return_rgbs = r.boolean("return_rgbs", true);
-  c.use_latent_pred = r.boolean("use_latent_pred", true);
+  r.boolean("return_rgbs", true);      // training-only switches (the DFC heads): type-checked, not used
+  r.boolean("use_latent_pred", true);
   r.require("controlnet_conditioning_channel_order", "rgb");
   r.require("global_pool_conditions", "false");
   double p = trunk_params(c.trunk, c.use_lowlevel_prompt);
@@ -309,9 +309,9 @@ ControlNetConfig parse_controlnet_config(const Json& j, const std::string& where
   return c;
 }
 
-VAEConfig parse_vae_config(const Json& j, const std::string& where) {
+VaeConfig parse_vae_config(const Json& j, const std::string& where) {
   Reader r{j, where};
-  VAEConfig c;
+  VaeConfig c;
   c.in_channels = r.integer("in_channels", 3, 1, L::kMaxIoChannels);
   c.out_channels = r.integer("out_channels", 3, 1, L::kMaxIoChannels);
   c.latent_channels = r.integer("latent_channels", 4, 1, L::kMaxIoChannels);
@@ -331,9 +331,9 @@ VAEConfig parse_vae_config(const Json& j, const std::string& where) {
   return c;
 }
 
-ClipTextConfig parse_clip_text_config(const Json& j, const std::string& where) {
+ClipTextEncoderConfig parse_clip_text_encoder_config(const Json& j, const std::string& where) {
   Reader r{j, where};
-  ClipTextConfig c;
+  ClipTextEncoderConfig c;
   c.vocab_size = r.integer("vocab_size", 49408, 1, L::kMaxVocab);
   c.hidden_size = r.integer("hidden_size", 768, 1, L::kMaxWidth);
   c.intermediate_size = r.integer("intermediate_size", 3072, 1, L::kMaxTextFfWidth);

@@ -64,10 +64,10 @@ struct ControlNetConfig {
   UNetConfig trunk;
   int conditioning_channels = 3;
   std::vector<int> cond_embedding_channels;  // conditioning_embedding_out_channels
-  bool use_lowlevel_prompt = true, use_rrdb = false, return_rgbs = true, use_latent_pred = true;
+  bool use_lowlevel_prompt = true, use_rrdb = false;
 };
 
-struct VAEConfig {
+struct VaeConfig {
   int in_channels = 3, out_channels = 3, latent_channels = 4;
   std::vector<int> block_out_channels;
   int layers_per_block = 2;
@@ -75,7 +75,7 @@ struct VAEConfig {
   float scaling_factor = 0.18215f;
 };
 
-struct ClipTextConfig {
+struct ClipTextEncoderConfig {
   int vocab_size = 49408, hidden_size = 768, intermediate_size = 3072, num_layers = 12, num_heads = 12;
   int max_position_embeddings = 77;
   float layer_norm_eps = 1e-5f;
@@ -85,7 +85,7 @@ struct ClipTextConfig {
 // `where` names the file in messages ("/models/sd/unet/config.json").
 UNetConfig parse_unet_config(const Json& j, const std::string& where);
 ControlNetConfig parse_controlnet_config(const Json& j, const std::string& where);
-VAEConfig parse_vae_config(const Json& j, const std::string& where);
-ClipTextConfig parse_clip_text_config(const Json& j, const std::string& where);
+VaeConfig parse_vae_config(const Json& j, const std::string& where);
+ClipTextEncoderConfig parse_clip_text_encoder_config(const Json& j, const std::string& where);
 
 }  // namespace xpsr

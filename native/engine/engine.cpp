@@ -17,7 +17,7 @@
 #include "entries.h"
 #include "io/tensor_file.h"
 #include "json.h"
-#include "models/clip_text.h"
+#include "models/clip_text_encoder.h"
 #include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -48,8 +48,8 @@ struct Engine::Model {
   ModelKind kind;
   ModelInfo info;
   bool unloading = false;  // unload() was called while a call ran: refused to new calls, freed at its end
-  std::unique_ptr<ClipText> text;
-  std::unique_ptr<VAE> vae;
+  std::unique_ptr<ClipTextEncoder> text;
+  std::unique_ptr<Vae> vae;
   std::unique_ptr<UNet> unet;
   std::unique_ptr<ControlNet> controlnet;
 };
@@ -105,14 +105,14 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
   std::ostringstream desc;
   switch (kind) {
     case ModelKind::TextEncoder: {
-      m->text = std::make_unique<ClipText>();
-      m->text->config = parse_clip_text_config(cfg, cfg_where);
+      m->text = std::make_unique<ClipTextEncoder>();
+      m->text->config = parse_clip_text_encoder_config(cfg, cfg_where);
       auto& c = m->text->config;
       desc << "CLIP text encoder: " << c.num_layers << " layers, width " << c.hidden_size << ", " << c.num_heads << " heads";
       break;
     }
     case ModelKind::Vae: {
-      m->vae = std::make_unique<VAE>();
+      m->vae = std::make_unique<Vae>();
       m->vae->config = parse_vae_config(cfg, cfg_where);
       desc << "VAE: channels " << shape_str(m->vae->config.block_out_channels) << ", latent " << m->vae->config.latent_channels;
       break;
@@ -167,14 +167,6 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
   m->info = info;
   models_[info.id] = std::move(m);
   return info;
-}
-
-std::vector<ModelInfo> Engine::models() const {
-  std::lock_guard<std::mutex> lock(state_mu_);
-  std::vector<ModelInfo> r;
-  for (auto& kv : models_)
-    if (!kv.second->unloading) r.push_back(kv.second->info);
-  return r;
 }
 
 // ---- unload / clear: never wait for a running call --------------------------------------------------
@@ -438,8 +430,8 @@ TextEncodeResult Engine::text_encode(const TextEncodeRequest& r, const std::atom
     fail(ErrorCode::ShapeMismatch, entry, ": input_ids has ", ids.ids.size(), " values but shape [", ids.batch, ", ",
          ids.length, "]");
   Call call(*this, cancel, stats);
-  const ClipText& te = call.model(r.model, ModelKind::TextEncoder, &Model::text);
-  const ClipTextConfig& c = te.config;
+  const ClipTextEncoder& te = call.model(r.model, ModelKind::TextEncoder, &Model::text);
+  const ClipTextEncoderConfig& c = te.config;
   if (ids.length > c.max_position_embeddings)
     fail(ErrorCode::ShapeMismatch, entry, ": input_ids has ", ids.length, " tokens; the text encoder takes at most ",
          c.max_position_embeddings);
@@ -467,7 +459,7 @@ TextEncodeResult Engine::text_encode(const TextEncodeRequest& r, const std::atom
 VaeEncodeResult Engine::vae_encode(const VaeEncodeRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
   const char* entry = "vae_encode";
   Call call(*this, cancel, stats);
-  const VAE& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
+  const Vae& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
   const Dims x = map_dims(entry, "x", r.x, vae.config.in_channels);
   std::string key = std::string(entry) + "|m" + std::to_string(r.model) + "|" + dims_key(x) + "|taps" +
                     std::to_string(r.intermediates);
@@ -484,7 +476,7 @@ VaeEncodeResult Engine::vae_encode(const VaeEncodeRequest& r, const std::atomic<
 VaeDecodeResult Engine::vae_decode(const VaeDecodeRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
   const char* entry = "vae_decode";
   Call call(*this, cancel, stats);
-  const VAE& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
+  const Vae& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
   const Dims z = map_dims(entry, "z", r.z, vae.config.latent_channels);
   std::string key = std::string(entry) + "|m" + std::to_string(r.model) + "|" + dims_key(z) + "|taps" +
                     std::to_string(r.intermediates);
@@ -499,8 +491,8 @@ VaeDecodeResult Engine::vae_decode(const VaeDecodeRequest& r, const std::atomic<
 }
 
 // The tiled VAE builds and frees one small plan per network segment (vae_tiled.cpp): no cached plan.
-static TiledVAEOptions tiled_options(const char* entry, const VaeTiledRequest& r) {
-  TiledVAEOptions o;
+static TiledVaeOptions tiled_options(const char* entry, const VaeTiledRequest& r) {
+  TiledVaeOptions o;
   if (r.tile) {
     if (*r.tile < 1 || *r.tile > kMaxDim)
       fail(ErrorCode::InvalidArgument, entry, ": 'tile' must be an integer in [1, ", kMaxDim, "], got ", *r.tile);
@@ -514,7 +506,7 @@ static TiledVAEOptions tiled_options(const char* entry, const VaeTiledRequest& r
   return o;
 }
 
-static void tiled_stats(const TiledVAEStats& ts, RunStats* stats) {
+static void tiled_stats(const TiledVaeStats& ts, RunStats* stats) {
   if (!stats) return;
   *stats = RunStats{};
   stats->plan_ms = ts.plan_ms, stats->upload_ms = ts.host_ms, stats->compute_ms = ts.compute_ms;
@@ -523,26 +515,26 @@ static void tiled_stats(const TiledVAEStats& ts, RunStats* stats) {
 
 VaeEncodeResult Engine::vae_encode_tiled(const VaeTiledRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
   const char* entry = "vae_encode_tiled";
-  TiledVAEOptions o = tiled_options(entry, r);
+  TiledVaeOptions o = tiled_options(entry, r);
   Call call(*this, cancel, stats);
-  const VAE& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
+  const Vae& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
   map_dims(entry, "x", r.input, vae.config.in_channels);
-  TiledVAEStats ts;
+  TiledVaeStats ts;
   VaeEncodeResult out;
-  out.moments = TiledVAE(*backend_, vae).encode(r.input.shape, r.input.data.data(), r.input.data.size(), o, cancel, &ts);
+  out.moments = TiledVae(*backend_, vae).encode(r.input.shape, r.input.data.data(), r.input.data.size(), o, cancel, &ts);
   tiled_stats(ts, stats);
   return out;
 }
 
 VaeDecodeResult Engine::vae_decode_tiled(const VaeTiledRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
   const char* entry = "vae_decode_tiled";
-  TiledVAEOptions o = tiled_options(entry, r);
+  TiledVaeOptions o = tiled_options(entry, r);
   Call call(*this, cancel, stats);
-  const VAE& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
+  const Vae& vae = call.model(r.model, ModelKind::Vae, &Model::vae);
   map_dims(entry, "z", r.input, vae.config.latent_channels);
-  TiledVAEStats ts;
+  TiledVaeStats ts;
   VaeDecodeResult out;
-  out.image = TiledVAE(*backend_, vae).decode(r.input.shape, r.input.data.data(), r.input.data.size(), o, cancel, &ts);
+  out.image = TiledVae(*backend_, vae).decode(r.input.shape, r.input.data.data(), r.input.data.size(), o, cancel, &ts);
   tiled_stats(ts, stats);
   return out;
 }

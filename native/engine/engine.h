@@ -195,7 +195,6 @@ class Engine {
   ModelInfo load(ModelKind kind, const LoadOptions& opts);
   // Frees a model and the plans that use it; deferred to the end of a running call (see above).
   void unload(int id);
-  std::vector<ModelInfo> models() const;
   // Drops every cached plan (their activation memory); deferred to the end of a running call.
   void clear_plans();
   std::vector<PlanInfo> plans() const;  // most recently used first

@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "models/clip_text.h"
+#include "models/clip_text_encoder.h"
 #include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -59,20 +59,20 @@ std::vector<Val> controlnet_residuals(Graph& g, const ControlNet& cn, const Deno
 
 }  // namespace
 
-std::unique_ptr<Graph> build_text_encode(Backend& be, const ClipText& te, int batch, int length, bool taps) {
+std::unique_ptr<Graph> build_text_encode(Backend& be, const ClipTextEncoder& te, int batch, int length, bool taps) {
   auto g = new_graph(be, taps);
   Val ids = g->input_ids(names::kInputIds, batch * length), pos = g->input_ids(names::kPositionIds, batch * length);
   g->output(names::kLastHiddenState, te.forward(*g, ids, pos, batch, length));
   return g;
 }
 
-std::unique_ptr<Graph> build_vae_encode(Backend& be, const VAE& vae, Dims x, bool taps) {
+std::unique_ptr<Graph> build_vae_encode(Backend& be, const Vae& vae, Dims x, bool taps) {
   auto g = new_graph(be, taps);
   g->output(names::kMoments, vae.encode(*g, g->input(names::kX, x)));
   return g;
 }
 
-std::unique_ptr<Graph> build_vae_decode(Backend& be, const VAE& vae, Dims z, bool taps) {
+std::unique_ptr<Graph> build_vae_decode(Backend& be, const Vae& vae, Dims z, bool taps) {
   auto g = new_graph(be, taps);
   g->output(names::kImage, vae.decode(*g, g->input(names::kZ, z)));
   return g;

@@ -11,8 +11,8 @@
 
 namespace xpsr {
 
-struct ClipText;
-struct VAE;
+struct ClipTextEncoder;
+struct Vae;
 struct ControlNet;
 struct UNet;
 
@@ -49,9 +49,9 @@ struct DenoiseShape {
   Dims condition;
 };
 
-std::unique_ptr<Graph> build_text_encode(Backend& be, const ClipText& te, int batch, int length, bool taps);
-std::unique_ptr<Graph> build_vae_encode(Backend& be, const VAE& vae, Dims x, bool taps);
-std::unique_ptr<Graph> build_vae_decode(Backend& be, const VAE& vae, Dims z, bool taps);
+std::unique_ptr<Graph> build_text_encode(Backend& be, const ClipTextEncoder& te, int batch, int length, bool taps);
+std::unique_ptr<Graph> build_vae_encode(Backend& be, const Vae& vae, Dims x, bool taps);
+std::unique_ptr<Graph> build_vae_decode(Backend& be, const Vae& vae, Dims z, bool taps);
 std::unique_ptr<Graph> build_cond_embedding(Backend& be, const ControlNet& cn, Dims image, bool taps);
 // Outputs names::down_residual(k) and kMidResidual.
 std::unique_ptr<Graph> build_controlnet(Backend& be, const ControlNet& cn, const DenoiseShape& s, float scale, bool taps);

@@ -178,7 +178,7 @@ TEST(vae_tiled_memory_report_sd_2048) {
   if (!std::getenv("XPSR_TILED_VAE_REPORT")) SKIP("set XPSR_TILED_VAE_REPORT=1");
   auto be = make_cpu_backend(0);
   Json cfg = Json::parse(kSdVaeConfig, "sd vae");
-  VAE vae;
+  Vae vae;
   {
     WeightLoader ld(*be, "VAE", 1);
     vae.load(ld, parse_vae_config(cfg, "sd vae"), true, true);
@@ -197,10 +197,10 @@ TEST(vae_tiled_memory_report_sd_2048) {
                   p.arena_bytes() / 1048576.0, p.naive_bytes() / 1048576.0, p.op_count());
     }
     for (int tile : {224, 128, 64}) {
-      TiledVAEOptions o;
+      TiledVaeOptions o;
       o.tile = tile, o.pad = 11, o.dry_run = true;
-      TiledVAEStats st;
-      TiledVAE(*be, vae).decode(shape, nullptr, n, o, nullptr, &st);
+      TiledVaeStats st;
+      TiledVae(*be, vae).decode(shape, nullptr, n, o, nullptr, &st);
       std::printf("    tiled decode %dx%d px tile %d pad 11: %dx%d tiles, %d segment plans, max arena %.1f MiB (%s), "
                   "host maps peak %.1f MiB\n",
                   8 * lat_side, 8 * lat_side, tile, st.tiles_y, st.tiles_x, st.segments, st.max_arena_bytes / 1048576.0,
@@ -236,10 +236,10 @@ TEST(vae_tiled_memory_report_sd_2048) {
     g->output("moments", vae.encode(*g, x));
     Plan p(std::move(g));
     std::printf("    untiled encode 2048x2048 px: arena %.1f MiB\n", p.arena_bytes() / 1048576.0);
-    TiledVAEOptions o;
+    TiledVaeOptions o;
     o.dry_run = true;
-    TiledVAEStats st;
-    TiledVAE(*be, vae).encode(shape, nullptr, 3 * 2048 * 2048, o, nullptr, &st);
+    TiledVaeStats st;
+    TiledVae(*be, vae).encode(shape, nullptr, 3 * 2048 * 2048, o, nullptr, &st);
     std::printf("    tiled encode 2048x2048 px tile 1024 pad 32: %dx%d tiles, max arena %.1f MiB (%s), host peak %.1f MiB\n",
                 st.tiles_y, st.tiles_x, st.max_arena_bytes / 1048576.0, st.max_arena_segment.c_str(),
                 st.host_peak_bytes / 1048576.0);
