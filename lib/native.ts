@@ -146,7 +146,8 @@ export interface NativeStepShape {
   conditioningScale?: number;
   intermediates?: boolean;
 }
-interface NativeResult {
+/** What every entry returns besides its results. */
+export interface NativeResult {
   intermediates: NativeIntermediates;
   stats: NativeRunStats;
 }

@@ -5,10 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <climits>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -367,7 +365,7 @@ class Engine::Call {
       np->info.arena_bytes = np->plan->arena_bytes(), np->info.naive_bytes = np->plan->naive_bytes();
       np->info.ops = np->plan->op_count(), np->info.flops = np->plan->flops();
       std::lock_guard<std::mutex> lock(e_.state_mu_);
-      while (e_.plans_.size() >= e_.max_plans_) e_.plans_.pop_back();
+      while (!e_.plans_.empty() && e_.plans_.size() >= e_.max_plans_) e_.plans_.pop_back();
       e_.plans_.push_front(std::move(np));
       cp_ = e_.plans_.front().get();
     }
@@ -392,9 +390,6 @@ class Engine::Call {
     st_.arena_bytes = p.arena_bytes, st_.naive_bytes = p.naive_bytes, st_.ops = p.ops, st_.flops = p.flops;
     if (stats_) *stats_ = st_;
   }
-
-  const std::atomic<bool>* cancel() const { return cancel_; }
-  RunStats* stats() const { return stats_; }
 
  private:
   Engine& e_;
@@ -424,8 +419,9 @@ std::shared_ptr<Engine::Model> Engine::find_model(int id, ModelKind kind) const 
 TextEncodeResult Engine::text_encode(const TextEncodeRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
   const char* entry = "text_encode";
   const TokenIds& ids = r.input_ids;
-  if (ids.batch <= 0 || ids.length <= 0 || ids.batch > kMaxDim || ids.length > kMaxDim)
-    fail(ErrorCode::ShapeMismatch, entry, ": input_ids must be [B, L] with B, L >= 1, got [", ids.batch, ", ", ids.length, "]");
+  if (ids.batch <= 0 || ids.length <= 0 || ids.batch > kMaxDim || ids.length > kMaxDim || ids.batch * ids.length > kMaxDim)
+    fail(ErrorCode::ShapeMismatch, entry, ": input_ids must be [B, L] with B, L >= 1 and at most ", kMaxDim,
+         " tokens in all, got [", ids.batch, ", ", ids.length, "]");
   if ((int64_t)ids.ids.size() != ids.batch * ids.length)
     fail(ErrorCode::ShapeMismatch, entry, ": input_ids has ", ids.ids.size(), " values but shape [", ids.batch, ", ",
          ids.length, "]");
