@@ -12,7 +12,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Sharp } from 'sharp';
-import { Engine, type ControlNet, type TextEncoder, type UNet, type Vae } from './engine/engine.js';
+import { Engine, type ControlNet, type ClipTextEncoder, type UNet, type Vae } from './engine/engine.js';
 import { XpsrError } from './errors.js';
 import { checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type UpscaleOptions } from './options.js';
 import { decodeImage, encodeImage, toSharp, type ImageInput } from './image/io.js';
@@ -117,7 +117,7 @@ export class XPSR {
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
       const tokenizer = await ClipTokenizer.fromDirectory(c.tokenizer);
-      const textEncoder: TextEncoder = await engine.loadTextEncoder(c.textEncoder);
+      const textEncoder: ClipTextEncoder = await engine.loadTextEncoder(c.textEncoder);
       const vae: Vae = await engine.loadVae(c.vae);
       const unet: UNet = await engine.loadUNet(c.unet);
       const controlnet: ControlNet = await engine.loadControlNet(c.controlnet);
