@@ -59,8 +59,14 @@ def parse_tests(text):
                     i += 1
                 t["message"] = "\n".join(msg)
             tests.append(t)
-        elif SUMMARY_RE.match(ln):
-            summary = ln
+        elif SUMMARY_RE.match(ln):  # several runs (e.g. networks + parity): add them up
+            m2 = SUMMARY_RE.match(ln)
+            if summary:
+                p0 = [int(x) for x in SUMMARY_RE.match(summary).groups()]
+                cnt = [p0[k] + int(m2.group(k + 1)) for k in range(3)]
+                summary = "native: %d passed, %d failed, %d skipped" % tuple(cnt)
+            else:
+                summary = "native: %s passed, %s failed, %s skipped" % m2.groups()
         elif ln.startswith("### "):  # gpu-check's one-process-per-test reruns: "### name"
             unreported += [x for x in pending if x.strip()]
             pending = []
@@ -101,6 +107,15 @@ def load_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def short_kernel(name):
+    """'gemm_kernel<128, 256, 2, 4, RowsVec>' from the demangled signature (as lib/cuda-resources.ts)."""
+    modes = ["RowsVec", "RowsScalar", "ConvVec", "ConvScalar"]
+    n = re.sub(r"^void ", "", name)
+    n = re.sub(r"xpsr::cuda::(\(anonymous namespace\)::)?", "", n)
+    n = re.sub(r"\(AMode\)(\d)", lambda m: modes[int(m.group(1))], n)
+    return n.split("(")[0]
 
 
 def fmt(x, spec="%.3g", dash="-"):
@@ -225,6 +240,9 @@ def write_report(work, report, elapsed="?", budget="?", git="?"):
           + ("  <- passing alone: a fault in an earlier test poisoned the context" if iso_pass & set(failed_ops) else ""))
     if ops["unreported_output"]:
         w("- the op-test runner stopped during an unreported test (crash or timeout); its last lines are under CUDA op tests")
+    skipped = [t for t in ops["tests"] if t["status"] == "SKIP"]
+    if skipped:
+        w("- **%d CUDA op tests skipped**: %s" % (len(skipped), skipped[0]["message"] or "?"))
     w("- full networks + parity: %s" % (nets["summary"] or "no summary line (%s)" % stage_word("tests_networks")))
     for t in ("memcheck", "racecheck"):
         if t in st:
@@ -371,7 +389,7 @@ def write_report(work, report, elapsed="?", budget="?", git="?"):
             w("Tile notes: " + ours["tile_notes"])
             w("")
     else:
-        w("(no op benchmark: %s)" % stage_word("bench_ours"))
+        w("(no op benchmark: %s%s)" % (stage_word("bench_ours"), (": " + ours["error"]) if (ours or {}).get("error") else ""))
         w("")
 
     # ---- full network
@@ -395,7 +413,7 @@ def write_report(work, report, elapsed="?", budget="?", git="?"):
 
     # ---- resources
     if res:
-        hot = [k for k in res.get("kernels", []) if k.get("hot")]
+        hot = sorted([k for k in res.get("kernels", []) if k.get("hot")], key=lambda k: (k["arch"], k.get("family", ""), k["name"]))
         w("## Kernel resources (ptxas, %s)" % res.get("compiler"))
         w("")
         w("%d instantiations, %s; with spills: %s (hot: %s)" % (len(res.get("kernels", [])), ", ".join(res.get("architectures", [])),
@@ -403,8 +421,8 @@ def write_report(work, report, elapsed="?", budget="?", git="?"):
         w("")
         w("| kernel | arch | regs | spills | smem | CTAs/SM |")
         w("|---|---|---:|---:|---:|---|")
-        for k in hot[:60]:
-            w("| %s | %s | %s | %s | %s | %s |" % (k["name"].replace("xpsr::cuda::", "").split("(")[0], k["arch"], k["registers"],
+        for k in hot[:90]:
+            w("| %s | %s | %s | %s | %s | %s |" % (short_kernel(k["name"]), k["arch"], k["registers"],
                                                   k["spill_stores"] + k["spill_loads"], k["static_smem"] + max(k.get("dynamic_smem", 0), 0),
                                                   " ".join("%s:%s" % kv for kv in k.get("ctas_per_sm", {}).items())))
         w("")
@@ -470,6 +488,10 @@ CANNED_NETS_LOG = """    text encoder [2,77,768]      rel_rms 0.00121 (tol 2e-2)
 PASS cuda_full_size_text_encoder_vae (9120 ms)
 PASS parity_unet (2210 ms)
 native: 2 passed, 0 failed, 0 skipped
+SKIP cuda_full_size_cfg_step_and_graph_replay (0 ms)
+    no CUDA device: canned
+PASS parity_vae_decoder (210 ms)
+native: 1 passed, 0 failed, 1 skipped
 """
 
 
@@ -541,6 +563,12 @@ def self_test(d):
     expect("Over 1.5x PyTorch: conv3x3 320->320 64x64 s1" in md, "ops over 1.5x listed")
     expect("| nvcc | 13.0 | >= 12.0 | ok |" in md, "environment table")
     expect("rel_rms" in md and "text encoder [2,77,768]" in md, "network errors")
+    expect(s["networks"]["summary"] == "native: 3 passed, 0 failed, 1 skipped", "two runner summaries added up")
+    expect("**1 CUDA op tests skipped**: no CUDA device: canned" in md, "skips flagged in the verdict")
+    expect(short_kernel("void xpsr::cuda::gemm_kernel<64, 64, 2, 2, (xpsr::cuda::AMode)3>(xpsr::cuda::GemmKernelParams)")
+           == "gemm_kernel<64, 64, 2, 2, ConvScalar>", "kernel names shortened")
+    expect(short_kernel("void xpsr::cuda::(anonymous namespace)::gn_partial<8>(__half const*, float*)") == "gn_partial<8>",
+           "anonymous namespace dropped")
     for p in problems:
         print("self-test FAILED: " + p)
     if not problems:
