@@ -5,6 +5,8 @@
 // encode and decode at 8h x 8w pixels, the CLIP text encoder (1 x 77 tokens); with --steps N also a
 // full N-step loop of CFG steps (the denoising part of a run). Baseline in the same run: a large GEMM
 // through the same backend (achieved GFLOP/s of each component is reported as a ratio to it).
+// On CUDA the JSON also has "cuda": kernel launches per CFG step (kernel nodes of the step's captured
+// graph), graph fallbacks, peak device memory and the tile policy notes.
 // Progress goes to stderr. Nothing here is a test: numbers are measured, not asserted.
 #include <chrono>
 #include <cmath>
@@ -20,6 +22,9 @@
 #include "bench/sd15_configs.h"
 #include "engine/engine.h"
 #include "engine/system.h"
+#ifdef XPSR_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 using namespace xpsr;
 
@@ -103,6 +108,7 @@ int main(int argc, char** argv) {
     Engine e(std::move(be), 4);
     log("device: " + desc);
     std::vector<Result> results;
+    int launches_per_step = -1, graph_nodes_per_step = -1;
 
     // Baseline: a large GEMM through the same backend op (M x K by K x N), best of a few runs.
     double gemm_gflops = 0;
@@ -157,6 +163,19 @@ int main(int argc, char** argv) {
       req.in.timestep = 951;
       results.push_back(measure("cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w),
                                 [&](RunStats* st) { e.step(req, nullptr, st); }, repeat));
+#ifdef XPSR_HAVE_CUDA
+      if (cuda) {  // the step is one plan: its captured graph's kernel nodes are the launches per step
+        const CudaBackendStats st = cuda_backend_stats(e.backend());
+        if (st.graphs_captured > 0) {
+          launches_per_step = st.last_graph_kernels;
+          graph_nodes_per_step = st.last_graph_nodes;
+          log("kernel launches per CFG step: " + std::to_string(launches_per_step) + " (" +
+              std::to_string(graph_nodes_per_step) + " graph nodes)");
+        } else {
+          log("kernel launches per CFG step: unknown (no graph captured: " + st.last_graph_failure + ")");
+        }
+      }
+#endif
       if (steps > 0) {
         t0 = now_ms();
         for (int s = 0; s < steps; ++s) {
@@ -216,7 +235,28 @@ int main(int argc, char** argv) {
          << ", \"ratio_to_gemm\": " << (r.ms > 0 && gemm_gflops > 0 ? r.gflop / (r.ms / 1e3) / gemm_gflops : 0)
          << ", \"arena_mib\": " << (r.arena >> 20) << ", \"runs\": " << r.runs << "}";
     }
-    js << "\n  }\n}\n";
+    js << "\n  }";
+#ifdef XPSR_HAVE_CUDA
+    if (cuda) {
+      const CudaBackendStats st = cuda_backend_stats(e.backend());
+      auto esc = [](std::string v) {
+        std::string o;
+        for (char c : v) {
+          if (c == '"' || c == '\\') o += '\\';
+          if ((unsigned char)c >= 0x20) o += c;
+        }
+        return o;
+      };
+      js << ",\n  \"cuda\": {\"launches_per_step\": " << launches_per_step << ", \"graph_nodes_per_step\": " << graph_nodes_per_step
+         << ", \"graphs_captured\": " << st.graphs_captured << ", \"graph_replays\": " << st.graph_replays
+         << ", \"graph_fallbacks\": " << st.graph_fallbacks << ", \"last_graph_failure\": \"" << esc(st.last_graph_failure)
+         << "\", \"device_used_peak_bytes\": " << st.device_used_peak << ", \"act_bytes_peak\": " << st.act_bytes_peak
+         << ", \"tile_notes\": \"" << esc(st.tile_notes) << "\"}";
+      log("peak device memory " + std::to_string(st.device_used_peak >> 20) + " MiB, graph fallbacks " +
+          std::to_string(st.graph_fallbacks));
+    }
+#endif
+    js << "\n}\n";
     std::printf("%s", js.str().c_str());
   } catch (const Error& e) {
     std::fprintf(stderr, "xpsr_bench: %s: %s\n", e.code_name(), e.what());
