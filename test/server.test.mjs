@@ -129,14 +129,18 @@ test.serial('multipart upload with options as form fields; the format comes from
 
 test.serial('a job: 202 with Location, status, progress events for every step, then the result', async (t) => {
   const { url } = await start();
+  const blocker = await submit(url, SLOW); // holds the device so the job below waits until we listen
   const res = await postImage(`${url}/v1/jobs?${query({ ...QUICK, steps: '3', seed: '9' })}`, await tinyPng(1));
   t.is(res.status, 202);
   const job = await res.json();
   t.regex(job.id, /^[0-9a-f-]{36}$/);
   t.is(res.headers.get('location'), `/v1/jobs/${job.id}`);
-  t.true(['queued', 'running'].includes(job.state));
-  const events = await readEvents(`${url}/v1/jobs/${job.id}/events`);
-  t.is(events[0].event, 'state');
+  t.is(job.state, 'queued');
+  const stream = readEvents(`${url}/v1/jobs/${job.id}/events`, {
+    onEvent: (e) => e.data.state === 'queued' && fetch(`${url}/v1/jobs/${blocker.id}`, { method: 'DELETE' }),
+  });
+  const events = await stream;
+  t.deepEqual(events.filter((e) => e.event === 'state').map((e) => e.data.state), ['queued', 'running', 'done']);
   const denoise = events.filter((e) => e.event === 'progress' && e.data.stage === 'denoise').map((e) => `${e.data.step}/${e.data.total}`);
   t.deepEqual(denoise, ['1/3', '2/3', '3/3']);
   for (const stage of ['text', 'encode', 'decode']) t.true(events.some((e) => e.data.stage === stage), stage);

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { XpsrError } from '../errors.js';
 import type { Captioner } from '../captioners/types.js';
+import type { UpscaleResult } from '../xpsr.js';
 import type { DevicePool, DeviceSlot } from './devices.js';
 import {
   CONTENT_TYPES, isTerminal, progressFraction,
@@ -62,6 +63,8 @@ interface Job {
   settled: Promise<void>;
   settle: () => void;
   expiryTimer: NodeJS.Timeout | null;
+  /** The per-job timeout while running. */
+  timer: NodeJS.Timeout | null;
 }
 
 export class LocalJobQueue implements JobQueue {
@@ -103,7 +106,7 @@ export class LocalJobQueue implements JobQueue {
     const job: Job = {
       id: randomUUID(), request, ephemeral: !!options.ephemeral, state: 'queued', stage: null, step: 0, total: 0,
       device: null, createdAt: Date.now(), startedAt: null, finishedAt: null, expiresAt: null, error: null, result: null,
-      controller: new AbortController(), stopReason: null, listeners: new Set(), settled, settle, expiryTimer: null,
+      controller: new AbortController(), stopReason: null, listeners: new Set(), settled, settle, expiryTimer: null, timer: null,
     };
     this.#jobs.set(job.id, job);
     this.#queue.push(job);
@@ -222,25 +225,35 @@ export class LocalJobQueue implements JobQueue {
     }
   }
 
+  /**
+   * Runs a batch on a device. The device is held for the engine work only: encoding the output image
+   * (sharp, on its own threads) overlaps with the device's next job.
+   */
   async #runBatch(slot: DeviceSlot, batch: Job[]): Promise<void> {
+    const deliveries: Promise<void>[] = [];
     try {
-      for (const job of batch) await this.#run(slot, job);
+      for (const job of batch) {
+        const out = await this.#compute(slot, job);
+        if (out) deliveries.push(this.#deliver(job, out));
+      }
     } finally {
       slot.busy = false;
-      this.#running -= batch.length;
       this.#dispatch();
-      this.#notifyIfIdle();
     }
+    await Promise.all(deliveries);
+    this.#running -= batch.length;
+    this.#notifyIfIdle();
   }
 
-  async #run(slot: DeviceSlot, job: Job): Promise<void> {
+  /** The engine part of a job; undefined when it failed or was stopped (the job is then finished). */
+  async #compute(slot: DeviceSlot, job: Job): Promise<UpscaleResult | undefined> {
     job.state = 'running';
     job.startedAt = Date.now();
     job.device = slot.name;
     slot.jobsRun++;
     this.#o.observer?.started?.(this.#status(job), job.startedAt - job.createdAt);
     this.#emit(job, 'state');
-    const timer = setTimeout(() => {
+    job.timer = setTimeout(() => {
       if (!job.stopReason) {
         job.stopReason = { code: ERR_TIMEOUT, message: `the job ran longer than the per-job timeout (${(this.#o.jobTimeoutMs / 1000).toFixed(1)} s)` };
         job.controller.abort();
@@ -248,7 +261,7 @@ export class LocalJobQueue implements JobQueue {
     }, this.#o.jobTimeoutMs);
     const request = job.request!;
     try {
-      const out = await slot.xpsr!.upscale(request.image, {
+      return await slot.xpsr!.upscale(request.image, {
         ...request.options,
         maxInputPixels: this.#o.maxInputPixels,
         ...(this.#o.captioner ? { captioner: this.#o.captioner } : {}),
@@ -260,33 +273,47 @@ export class LocalJobQueue implements JobQueue {
           this.#emit(job, 'progress');
         },
       });
-      const data = await out.toBuffer(request.format);
+    } catch (e) {
+      this.#fail(job, e, slot);
+      return undefined;
+    }
+  }
+
+  /** Encodes the output in the requested format and finishes the job. */
+  async #deliver(job: Job, out: UpscaleResult): Promise<void> {
+    const format = job.request!.format;
+    try {
+      const data = await out.toBuffer(format);
       if (job.stopReason) throw new XpsrError('ERR_CANCELLED', 'cancelled'); // asked to stop while encoding
-      const runMs = Date.now() - job.startedAt;
+      const runMs = Date.now() - job.startedAt!;
       this.#avgRunMs = this.#avgRunMs ? 0.8 * this.#avgRunMs + 0.2 * runMs : runMs;
       job.result = {
-        data, format: request.format, contentType: CONTENT_TYPES[request.format], bytes: data.length,
+        data, format, contentType: CONTENT_TYPES[format], bytes: data.length,
         width: out.width, height: out.height, seed: out.seed, prompts: out.prompts, timingsMs: { ...out.timingsMs },
       };
       this.#finish(job, 'done', null);
     } catch (e) {
-      const err = e as { code?: unknown; message?: unknown };
-      const code = typeof err?.code === 'string' ? err.code : 'ERR_INTERNAL';
-      if (job.stopReason && code === 'ERR_CANCELLED') {
-        this.#finish(job, job.stopReason.code === ERR_TIMEOUT ? 'failed' : 'cancelled', job.stopReason);
-      } else if (code === 'ERR_INTERNAL' && typeof err?.code !== 'string') {
-        this.#o.observer?.internalError?.(job.id, e);
-        this.#finish(job, 'failed', { code, message: 'internal error (details are in the server log)' });
-      } else {
-        if (code === 'ERR_DEVICE_UNAVAILABLE') this.#pool.markUnusable(slot, { code, message: String(err.message) });
-        this.#finish(job, 'failed', { code, message: String(err.message) });
-      }
-    } finally {
-      clearTimeout(timer);
+      this.#fail(job, e);
+    }
+  }
+
+  /** Finishes a job that threw: stopped on request or timeout, a coded library error, or a bug. */
+  #fail(job: Job, e: unknown, slot?: DeviceSlot): void {
+    const err = e as { code?: unknown; message?: unknown };
+    const code = typeof err?.code === 'string' ? err.code : 'ERR_INTERNAL';
+    if (job.stopReason && code === 'ERR_CANCELLED') {
+      this.#finish(job, job.stopReason.code === ERR_TIMEOUT ? 'failed' : 'cancelled', job.stopReason);
+    } else if (typeof err?.code !== 'string') {
+      this.#o.observer?.internalError?.(job.id, e);
+      this.#finish(job, 'failed', { code, message: 'internal error (details are in the server log)' });
+    } else {
+      if (code === 'ERR_DEVICE_UNAVAILABLE' && slot) this.#pool.markUnusable(slot, { code, message: String(err.message) });
+      this.#finish(job, 'failed', { code, message: String(err.message) });
     }
   }
 
   #finish(job: Job, state: JobState, error: JobError | null): void {
+    if (job.timer) clearTimeout(job.timer);
     job.state = state;
     job.error = error;
     job.finishedAt = Date.now();
