@@ -3,11 +3,10 @@
  * cmake-js, or build/Release via node-gyp) and types its surface, which mirrors native/napi/addon.cpp
  * one to one. Nothing else in lib/ touches the addon directly.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XpsrError } from './errors.js';
+import { loadAddon } from './addon-loader.js';
 
 export interface NativeTensorIn {
   shape: number[];
@@ -86,34 +85,18 @@ let cached: NativeAddon | undefined;
 
 /** Loads the addon once; throws an XpsrError listing every place tried and what to do. */
 export function loadNative(): NativeAddon {
-  if (cached) return cached;
-  const require = createRequire(import.meta.url);
-  const candidates = [
-    process.env.XPSR_NATIVE_ADDON,
-    path.join(packageRoot, 'build', 'Release', 'xpsr.node'),
-    path.join(packageRoot, 'build', 'Debug', 'xpsr.node'),
-  ].filter((p): p is string => !!p);
-  const failures: string[] = [];
-  for (const p of candidates) {
-    if (!existsSync(p)) {
-      failures.push(`${p}: not found`);
-      continue;
-    }
-    try {
-      cached = require(p) as NativeAddon;
-      return cached;
-    } catch (e) {
-      failures.push(`${p}: ${(e as Error).message}`);
-    }
-  }
-  throw new XpsrError(
-    'ERR_NATIVE_MISSING',
-    `The xpsr-native engine addon could not be loaded (${process.platform}-${process.arch}, Node ${process.version}).\n` +
-      failures.map((f) => `  - ${f}`).join('\n') +
-      '\nPossible solutions:\n  - run `npm rebuild xpsr-native` (or `npm run build:native` in a clone) to build it;\n' +
-      '  - install CMake >= 3.18 and a C++17 compiler (g++ or clang++), then rebuild;\n' +
-      '  - set XPSR_NATIVE_ADDON to the path of a prebuilt xpsr.node.',
-  );
+  cached ??= loadAddon<NativeAddon>({
+    name: 'xpsr-native engine addon',
+    file: 'xpsr.node',
+    envFile: 'XPSR_NATIVE_ADDON',
+    folders: ['build/Release', 'build/Debug'],
+    remedies: [
+      'run `npm rebuild xpsr-native` (or `npm run build:native` in a clone) to build it;',
+      'install CMake >= 3.18 and a C++17 compiler (g++ or clang++), then rebuild;',
+      'set XPSR_NATIVE_ADDON to the path of a prebuilt xpsr.node.',
+    ],
+  }).addon;
+  return cached;
 }
 
 /** Wraps a native rejection into an XpsrError that keeps the caller's stack (created before the call). */
