@@ -444,6 +444,19 @@ test.serial('/v1/info, the web page and its assets', async (t) => {
   t.regex((await fetch(`${url}/style.css`)).headers.get('content-type'), /^text\/css/);
 });
 
+test.serial('handle(req, res) mounts the server inside another node http server', async (t) => {
+  const server = await createServer({ engines: [engine] });
+  servers.push(server);
+  const outer = http.createServer((req, res) => server.handle(req, res));
+  await new Promise((r) => outer.listen(0, '127.0.0.1', r));
+  t.teardown(() => outer.close());
+  const url = `http://127.0.0.1:${outer.address().port}`;
+  t.is((await fetch(`${url}/readyz`)).status, 200);
+  const res = await postImage(`${url}/v1/upscale?${query(QUICK)}`, await tinyPng());
+  t.is(res.status, 200);
+  t.is((await sharp(Buffer.from(await res.arrayBuffer())).metadata()).width, 16);
+});
+
 test.serial('createServer refuses bad options with coded errors', async (t) => {
   for (const o of [{ maxQueue: -1 }, { bodyLimitBytes: 10 }, { devices: ' , ' }, { jobTimeoutMs: 0 }]) {
     const e = await t.throwsAsync(createServer({ model, ...o }));

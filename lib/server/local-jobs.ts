@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { XpsrError } from '../errors.js';
-import type { Captioner } from '../captioners/types.js';
+import type { XpsrCaptioner } from '../captioners/types.js';
 import type { UpscaleResult } from '../xpsr.js';
 import type { DevicePool, DeviceSlot } from './devices.js';
 import {
@@ -29,7 +29,7 @@ export interface LocalJobQueueOptions {
   /** Passed to every upscale call (the server's input pixel limit). */
   maxInputPixels: number;
   /** Captioner for jobs without captions (else the engine's own, if it was loaded with one). */
-  captioner?: Captioner;
+  captioner?: XpsrCaptioner;
   /** Metrics and logging hooks. */
   observer?: JobObserver;
 }

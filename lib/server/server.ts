@@ -134,7 +134,8 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
   const loaded = pool ? pool.loaded : Promise.resolve();
 
   const app = Fastify({
-    logger: o.logger ?? false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: true,
+    logger: o.logger ?? false, bodyLimit, forceCloseConnections: 'idle',
+    return503OnClosing: false, // while closing, answers still come from our routes (JSON errors, status reads)
     // Requests that are not even valid HTTP get our JSON error too, then the connection closes.
     clientErrorHandler: (err, socket) => {
       if ((err as { code?: string }).code === 'ECONNRESET' || !socket.writable) return socket.destroy();

@@ -96,6 +96,7 @@ ui.drop.addEventListener('drop', (e) => {
   e.preventDefault();
   pick(e.dataTransfer.files[0]);
 });
+ui.apiKey.addEventListener('change', loadInfo);
 ui.captionIt.addEventListener('change', () => {
   ui.high.disabled = ui.low.disabled = ui.captionIt.checked;
 });
