@@ -94,6 +94,11 @@ test.serial('POST /v1/upscale answers with the image, seed, prompts and timings;
   const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
   t.is(info.width, 20);
   t.is(info.height, 12);
+  const long = 'a very long caption '.repeat(400);
+  const cut = await postImage(`${url}/v1/upscale?${query({ ...QUICK, 'prompts.high': long })}`, input);
+  t.is(cut.status, 200);
+  t.is(cut.headers.get('x-xpsr-prompts-truncated'), 'true');
+  t.is(decodeURIComponent(cut.headers.get('x-xpsr-prompt-high')), long.slice(0, 1000));
   const direct = await engine.upscale(input, { steps: 1, processSize: 64, scale: 1, guidanceScale: 1, colorFix: 'none', seed: 42,
     prompts: { high: 'a café, 50% off', low: 'blurry' } });
   t.true(Buffer.from(data).equals(direct.image), 'same pixels as XPSR.upscale with the same options');

@@ -135,6 +135,7 @@ export interface JobQueue {
   subscribe(id: string, listener: (e: JobEvent) => void): (() => void) | undefined;
   /** Resolves with the final status (undefined for unknown ids). */
   settled(id: string): Promise<JobStatus | undefined>;
+  /** Synchronous (probes and metrics read it often): a remote implementation serves a cached view. */
   stats(): QueueStats;
   /** Seconds a refused client should wait before retrying (from recent job durations and the queue). */
   retryAfterSeconds(): number;

@@ -144,6 +144,7 @@ export function openApiDocument(version: string, authEnabled: boolean) {
                 'X-Xpsr-Seed': { schema: { type: 'integer' } },
                 'X-Xpsr-Prompt-High': { schema: { type: 'string' }, description: 'URI-encoded' },
                 'X-Xpsr-Prompt-Low': { schema: { type: 'string' }, description: 'URI-encoded' },
+                'X-Xpsr-Prompts-Truncated': { schema: { type: 'string' }, description: "'true' when a caption was cut at 1000 characters" },
                 'Server-Timing': { schema: { type: 'string' }, description: 'Per-stage wall time' },
               },
               content: imageContent,

@@ -28,7 +28,13 @@ export interface RouteContext {
 /** Longest a DELETE waits for a running job to stop before answering with its current status. */
 const CANCEL_WAIT_MS = 10_000;
 
+/** Captions longer than this are cut in the headers (clients limit header sizes); the job status has them whole. */
+const HEADER_PROMPT_CHARS = 1000;
+
 function sendResult(reply: FastifyReply, r: JobResult, id: string): FastifyReply {
+  const cut = r.prompts.high.length > HEADER_PROMPT_CHARS || r.prompts.low.length > HEADER_PROMPT_CHARS;
+  if (cut) void reply.header('X-Xpsr-Prompts-Truncated', 'true');
+  const prompt = (p: string) => encodeURIComponent(p.slice(0, HEADER_PROMPT_CHARS));
   const timing = Object.entries(r.timingsMs).map(([k, v]) => `${k};dur=${v.toFixed(1)}`).join(', ');
   return reply
     .code(200)
@@ -38,8 +44,8 @@ function sendResult(reply: FastifyReply, r: JobResult, id: string): FastifyReply
     .header('X-Xpsr-Seed', String(r.seed))
     .header('X-Xpsr-Width', String(r.width))
     .header('X-Xpsr-Height', String(r.height))
-    .header('X-Xpsr-Prompt-High', encodeURIComponent(r.prompts.high))
-    .header('X-Xpsr-Prompt-Low', encodeURIComponent(r.prompts.low))
+    .header('X-Xpsr-Prompt-High', prompt(r.prompts.high))
+    .header('X-Xpsr-Prompt-Low', prompt(r.prompts.low))
     .header('Server-Timing', timing)
     .send(r.data);
 }

@@ -36,7 +36,10 @@ export interface ServerOptions {
   captioner?: LoadOptions['captioner'];
   /** Use these loaded engines instead of loading weights (the server does not dispose them). */
   engines?: XPSR[];
-  /** Use this job queue instead of the local one (e.g. a remote-worker queue); its owner closes it. */
+  /**
+   * Use this job queue instead of the local one (e.g. a remote-worker queue); its owner closes it and
+   * wires `metrics.observer()` into it for the job metrics.
+   */
   jobs?: JobQueue;
   /** Bearer API keys; none = open. */
   apiKeys?: string[];
