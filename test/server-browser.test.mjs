@@ -1,6 +1,6 @@
 // The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) on
 // the tiny model: pick an image, run, watch the progress bar fed by the event stream, get the before /
-// after comparison, move the slider, download the result. A screenshot is kept in test-output/.
+// after comparison, move the slider, download the result, cancel a long run. A screenshot is kept in test-output/.
 // Skips with the reason when no Chromium is installed (.ci/run installs it).
 import test from 'ava';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -18,7 +18,7 @@ const outDir = path.join(root, 'test-output');
 const run = existsSync(CHROMIUM) ? test : test.skip;
 if (!existsSync(CHROMIUM)) console.warn(`server-browser: skipped, no Chromium at ${CHROMIUM} (apt-get install chromium, or set XPSR_CHROMIUM)`);
 
-run('web page: upload, live progress from the event stream, comparison slider, download', async (t) => {
+run('web page: upload, live progress from the event stream, comparison slider, download, cancel', async (t) => {
   t.timeout(180_000);
   const { chromium } = await import('playwright-core');
   const engine = await XPSR.load({ model, device: 'cpu', threads: 1, onNotice: () => {} });
@@ -112,5 +112,14 @@ run('web page: upload, live progress from the event stream, comparison slider, d
     prompts: { high: 'a cup of coffee', low: '' } });
   const downloaded = await sharp(readFileSync(file)).raw().toBuffer();
   t.true(downloaded.equals(direct.image), 'the download holds the pixels of XPSR.upscale with the same settings');
+
+  // Cancel: a long run stops when the Cancel button is pressed.
+  await page.fill('#steps', '500');
+  await page.click('#run');
+  await page.waitForFunction(() => document.getElementById('progress-text').textContent.startsWith('denoising'), null, { timeout: 60_000 });
+  await page.click('#cancel');
+  await page.waitForFunction(() => document.getElementById('progress-text').textContent === 'cancelled', null, { timeout: 60_000 });
+  t.false(await page.isDisabled('#run'), 'ready for the next run');
+  t.is(await page.isHidden('#error'), true);
   t.deepEqual(pageErrors, []);
 });
