@@ -46,7 +46,7 @@ test('1000 mixed requests at concurrency 8: 0 lost, 0 duplicated, bounded RSS, s
   };
 
   async function one(i) {
-    const kind = i % 10 < 4 ? 'sync' : i % 10 < 7 ? 'job' : 'cancel';
+    const kind = i % 10 < 3 ? 'sync' : i % 10 < 6 ? 'job' : 'cancel';
     const q = query({ ...QUICK, seed: String(i) });
     const image = images[i % 4];
     if (kind === 'sync') {
