@@ -19,3 +19,4 @@ export { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT, LOWLEVEL_NEGATIVE_PROM
 export { runParity, formatLine, type ParityReport, type ParityLine } from './parity/index.js';
 export * from './captioners/index.js';
 export { loadNative } from './native.js';
+export { createServer, type ServerOptions, type XpsrServer, type JobQueue, type JobStatus, type JobState } from './server/index.js';

@@ -13,6 +13,7 @@ Usage:
   xpsr demo                                                           installation check on a bundled image
   xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
+  xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
 
 Run 'xpsr <command> --help' for the options of a command.
 `;
@@ -30,6 +31,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./demo.js')).runDemoCommand(rest);
     case 'doctor':
       return (await import('./doctor.js')).runDoctorCommand(rest);
+    case 'serve':
+      return (await import('./serve.js')).runServeCommand(rest);
     case undefined:
     case '--help':
     case '-h':
