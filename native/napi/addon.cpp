@@ -19,6 +19,8 @@
 
 using namespace xpsr;
 
+Napi::Value ExportOnnx(const Napi::CallbackInfo& info);  // onnx_export.cpp (ONNX export)
+
 namespace {
 
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
@@ -458,6 +460,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   exports.Set("listDevices", Napi::Function::New(env, ListDevices));
   exports.Set("timestepFeatures", Napi::Function::New(env, TimestepFeatures));
+  exports.Set("exportOnnx", Napi::Function::New(env, ExportOnnx));  // ONNX export (onnx_export.cpp)
   return exports;
 }
 
