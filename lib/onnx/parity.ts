@@ -7,14 +7,17 @@
  * output because the fixtures chain (the UNet fixture's inputs are the ControlNet fixture's outputs),
  * which the check verifies first.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { toFloat32, type SafetensorsFile, type Tensor as StTensor } from '../io/safetensors.js';
 import type { Tensor } from '../engine/engine.js';
 import { compareFloat, type ParityLine } from '../parity/compare.js';
 import type { ParityCheck, ParityContext } from '../parity/index.js';
+import { pipelineCheck, type PipelineLoader } from '../parity/pipeline-run.js';
+import { ClipTokenizer } from '../tokenizer/index.js';
 import { exportOnnx, type OnnxExportOptions, type OnnxPart } from './export.js';
+import { createOnnxPipeline } from './models.js';
 import { OnnxSession, type IdsTensor } from './runtime.js';
 
 function get(f: SafetensorsFile, key: string): StTensor {
@@ -107,6 +110,34 @@ function unetCheck(component: string, modelDir: string, file: string, intermedia
   };
 }
 
+/**
+ * The pipeline checks (lib/parity/pipeline-run.ts) with the networks exported to ONNX and run by
+ * onnxruntime: text encoder, VAE and step graphs of the fixture image's size.
+ */
+function onnxPipelineLoader(variant: string): PipelineLoader {
+  return async (ctx) => {
+    const f = ctx.read(`pipeline_${variant}.safetensors`);
+    const settings = JSON.parse(readFileSync(path.join(ctx.dir, `pipeline_${variant}.json`), 'utf8')) as { guidance_scale: number };
+    const [H, W] = get(f, 'input.lr_image_u8').shape;
+    const out = mkdtempSync(path.join(tmpdir(), 'xpsr-onnx-pipeline-'));
+    try {
+      await exportOnnx({
+        components: { textEncoder: model(ctx, 'text_encoder'), vae: model(ctx, 'vae'), unet: model(ctx, 'unet'), controlnet: model(ctx, 'controlnet') },
+        out, sizes: [[W, H]], batch: settings.guidance_scale > 1 ? 2 : 1, residualOutputs: true,
+      });
+      const models = createOnnxPipeline({
+        dir: out,
+        tokenizer: await ClipTokenizer.fromDirectory(path.join(ctx.dir, 'model', 'tokenizer')),
+        schedulerConfig: JSON.parse(readFileSync(path.join(ctx.dir, 'model', 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<string, unknown>,
+      });
+      return { models, release: async () => { await models.onnx.release(); rmSync(out, { recursive: true, force: true }); } };
+    } catch (e) {
+      rmSync(out, { recursive: true, force: true });
+      throw e;
+    }
+  };
+}
+
 export const onnxChecks: ParityCheck[] = [
   {
     component: 'text_encoder',
@@ -175,6 +206,8 @@ export const onnxChecks: ParityCheck[] = [
         });
     },
   },
+  pipelineCheck('default', onnxPipelineLoader('default')),
+  pipelineCheck('latents_input', onnxPipelineLoader('latents_input')),
 ];
 
 /** Why the UNet fixture is not the continuation of the ControlNet fixture, or '' when it is. */
