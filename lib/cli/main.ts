@@ -13,6 +13,7 @@ Usage:
   xpsr demo                                                           installation check on a bundled image
   xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
+  xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
 
 Run 'xpsr <command> --help' for the options of a command.
 `;
@@ -30,6 +31,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./demo.js')).runDemoCommand(rest);
     case 'doctor':
       return (await import('./doctor.js')).runDoctorCommand(rest);
+    case 'export':
+      return (await import('./export.js')).runExportCommand(rest);
     case undefined:
     case '--help':
     case '-h':

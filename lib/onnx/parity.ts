@@ -20,6 +20,10 @@ import { exportOnnx, type OnnxExportOptions, type OnnxPart } from './export.js';
 import { createOnnxPipeline } from './models.js';
 import { OnnxSession, type IdsTensor } from './runtime.js';
 
+/** Export settings of the checks (the default export unless onnxParityChecks says otherwise). */
+export type OnnxVariant = Pick<OnnxExportOptions, 'layout' | 'fp16' | 'dynamicBatch' | 'external'>;
+let variant: OnnxVariant = {};
+
 function get(f: SafetensorsFile, key: string): StTensor {
   const t = f.tensors.get(key);
   if (!t) throw new Error(`fixture tensor '${key}' is missing`);
@@ -40,7 +44,7 @@ async function withExport<T>(
   const out = mkdtempSync(path.join(tmpdir(), 'xpsr-onnx-parity-'));
   const sessions: OnnxSession[] = [];
   try {
-    const manifest = await exportOnnx({ components, out, intermediates: true, ...options });
+    const manifest = await exportOnnx({ components, out, intermediates: true, ...variant, ...options });
     return await fn(async (part) => {
       const file = manifest.files.find((x) => x.part === part);
       if (!file) throw new Error(`export wrote no '${part}'`);
@@ -114,16 +118,16 @@ function unetCheck(component: string, modelDir: string, file: string, intermedia
  * The pipeline checks (lib/parity/pipeline-run.ts) with the networks exported to ONNX and run by
  * onnxruntime: text encoder, VAE and step graphs of the fixture image's size.
  */
-function onnxPipelineLoader(variant: string): PipelineLoader {
+function onnxPipelineLoader(name: string): PipelineLoader {
   return async (ctx) => {
-    const f = ctx.read(`pipeline_${variant}.safetensors`);
-    const settings = JSON.parse(readFileSync(path.join(ctx.dir, `pipeline_${variant}.json`), 'utf8')) as { guidance_scale: number };
+    const f = ctx.read(`pipeline_${name}.safetensors`);
+    const settings = JSON.parse(readFileSync(path.join(ctx.dir, `pipeline_${name}.json`), 'utf8')) as { guidance_scale: number };
     const [H, W] = get(f, 'input.lr_image_u8').shape;
     const out = mkdtempSync(path.join(tmpdir(), 'xpsr-onnx-pipeline-'));
     try {
       await exportOnnx({
         components: { textEncoder: model(ctx, 'text_encoder'), vae: model(ctx, 'vae'), unet: model(ctx, 'unet'), controlnet: model(ctx, 'controlnet') },
-        out, sizes: [[W, H]], batch: settings.guidance_scale > 1 ? 2 : 1, residualOutputs: true,
+        out, sizes: [[W, H]], batch: settings.guidance_scale > 1 ? 2 : 1, residualOutputs: true, ...variant,
       });
       const models = createOnnxPipeline({
         dir: out,
@@ -136,6 +140,19 @@ function onnxPipelineLoader(variant: string): PipelineLoader {
       throw e;
     }
   };
+}
+
+/** The checks with the networks exported with `v` (layout, fp16, dynamic batch, external data). */
+export function onnxParityChecks(v: OnnxVariant): ParityCheck[] {
+  return onnxChecks.map((c) => ({ ...c, run: async (ctx: ParityContext) => {
+    const saved = variant;
+    variant = v;
+    try {
+      return await c.run(ctx);
+    } finally {
+      variant = saved;
+    }
+  } }));
 }
 
 export const onnxChecks: ParityCheck[] = [
