@@ -20,9 +20,8 @@ import { exportOnnx, type OnnxExportOptions, type OnnxPart } from './export.js';
 import { createOnnxPipeline } from './models.js';
 import { OnnxSession, type IdsTensor } from './runtime.js';
 
-/** Export settings of the checks (the default export unless onnxParityChecks says otherwise). */
+/** Export settings of the checks (default: the default export). */
 export type OnnxVariant = Pick<OnnxExportOptions, 'layout' | 'fp16' | 'dynamicBatch' | 'external'>;
-let variant: OnnxVariant = {};
 
 function get(f: SafetensorsFile, key: string): StTensor {
   const t = f.tensors.get(key);
@@ -36,6 +35,7 @@ const timesteps = (f: SafetensorsFile, n: number): Tensor =>
 
 /** Exports `parts` of the fixture model into a temporary folder, runs `fn` on the sessions, cleans up. */
 async function withExport<T>(
+  variant: OnnxVariant,
   ctx: ParityContext,
   components: OnnxExportOptions['components'],
   options: Omit<OnnxExportOptions, 'components' | 'out'>,
@@ -88,7 +88,7 @@ function stepFeeds(f: SafetensorsFile): Record<string, Tensor> {
 /** Image size [W, H] of a latent [N, C, h, w]. */
 const sizeOf = (latent: Tensor): [number, number] => [8 * latent.shape[3], 8 * latent.shape[2]];
 
-function unetCheck(component: string, modelDir: string, file: string, intermediates?: string): ParityCheck {
+function unetCheck(variant: OnnxVariant, component: string, modelDir: string, file: string, intermediates?: string): ParityCheck {
   return {
     component,
     files: [file, `model/${modelDir}/config.json`],
@@ -104,7 +104,7 @@ function unetCheck(component: string, modelDir: string, file: string, intermedia
       if (f.tensors.has('input.lowlevel_encoder_hidden_states')) feeds.lowlevel_encoder_hidden_states = tensor(f, 'input.lowlevel_encoder_hidden_states');
       for (const k of f.tensors.keys())
         if (k.startsWith('input.down_block_additional_residuals.')) feeds[k.slice('input.'.length)] = tensor(f, k);
-      return withExport(ctx, { unet: model(ctx, modelDir) }, { parts: ['unet'], sizes: [sizeOf(sample)], batch: sample.shape[0] }, async (open) => {
+      return withExport(variant, ctx, { unet: model(ctx, modelDir) }, { parts: ['unet'], sizes: [sizeOf(sample)], batch: sample.shape[0] }, async (open) => {
         const out = await (await open('unet')).run(feeds);
         const lines = compare(component, out, f, ctx.tol, { noise_pred: 'sample_out' });
         if (intermediates && existsSync(path.join(ctx.dir, intermediates))) lines.push(...compare(component, out, ctx.read(intermediates), ctx.tol));
@@ -118,7 +118,7 @@ function unetCheck(component: string, modelDir: string, file: string, intermedia
  * The pipeline checks (lib/parity/pipeline-run.ts) with the networks exported to ONNX and run by
  * onnxruntime: text encoder, VAE and step graphs of the fixture image's size.
  */
-function onnxPipelineLoader(name: string): PipelineLoader {
+function onnxPipelineLoader(variant: OnnxVariant, name: string): PipelineLoader {
   return async (ctx) => {
     const f = ctx.read(`pipeline_${name}.safetensors`);
     const settings = JSON.parse(readFileSync(path.join(ctx.dir, `pipeline_${name}.json`), 'utf8')) as { guidance_scale: number };
@@ -142,90 +142,82 @@ function onnxPipelineLoader(name: string): PipelineLoader {
   };
 }
 
-/** The checks with the networks exported with `v` (layout, fp16, dynamic batch, external data). */
-export function onnxParityChecks(v: OnnxVariant): ParityCheck[] {
-  return onnxChecks.map((c) => ({ ...c, run: async (ctx: ParityContext) => {
-    const saved = variant;
-    variant = v;
-    try {
-      return await c.run(ctx);
-    } finally {
-      variant = saved;
-    }
-  } }));
+/** The checks, with the networks exported with `variant` (layout, fp16, dynamic batch, external data). */
+export function onnxParityChecks(variant: OnnxVariant = {}): ParityCheck[] {
+  return [
+    {
+      component: 'text_encoder',
+      files: ['text_encoder.safetensors', 'model/text_encoder/config.json'],
+      async run(ctx) {
+        const f = ctx.read('text_encoder.safetensors');
+        const ids = get(f, 'input_ids');
+        return withExport(variant, ctx, { textEncoder: model(ctx, 'text_encoder') }, { parts: ['text_encoder'], textBatch: ids.shape[0], seqLen: ids.shape[1] }, async (open) => {
+          const feeds: Record<string, IdsTensor> = { input_ids: { shape: ids.shape, ids: ids.data as BigInt64Array } };
+          return compare('text_encoder', await (await open('text_encoder')).run(feeds), f, ctx.tol);
+        });
+      },
+    },
+    {
+      component: 'vae_encoder',
+      files: ['vae_encoder.safetensors', 'model/vae/config.json'],
+      async run(ctx) {
+        const f = ctx.read('vae_encoder.safetensors');
+        const x = tensor(f, 'x');
+        return withExport(variant, ctx, { vae: model(ctx, 'vae') }, { parts: ['vae_encoder'], sizes: [[x.shape[3], x.shape[2]]], vaeBatch: x.shape[0] }, async (open) =>
+          compare('vae_encoder', await (await open('vae_encoder')).run({ image: x }), f, ctx.tol));
+      },
+    },
+    {
+      component: 'vae_decoder',
+      files: ['vae_decoder.safetensors', 'model/vae/config.json'],
+      async run(ctx) {
+        const f = ctx.read('vae_decoder.safetensors');
+        const z = tensor(f, 'z');
+        return withExport(variant, ctx, { vae: model(ctx, 'vae') }, { parts: ['vae_decoder'], sizes: [sizeOf(z)], vaeBatch: z.shape[0] }, async (open) =>
+          compare('vae_decoder', await (await open('vae_decoder')).run({ latent: z }), f, ctx.tol));
+      },
+    },
+    {
+      component: 'controlnet',
+      files: ['controlnet.safetensors', 'model/controlnet/config.json'],
+      async run(ctx) {
+        const f = ctx.read('controlnet.safetensors');
+        const feeds = stepFeeds(f);
+        return withExport(variant, ctx, { controlnet: model(ctx, 'controlnet') }, { parts: ['controlnet'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0] }, async (open) => {
+          const out = await (await open('controlnet')).run(feeds);
+          const lines = compare('controlnet', out, f, ctx.tol);
+          if (existsSync(path.join(ctx.dir, 'controlnet_intermediates.safetensors'))) lines.push(...compare('controlnet', out, ctx.read('controlnet_intermediates.safetensors'), ctx.tol));
+          return lines;
+        });
+      },
+    },
+    unetCheck(variant, 'unet', 'unet', 'unet.safetensors', 'unet_intermediates.safetensors'),
+    unetCheck(variant, 'unet_lowlevel_variant', 'unet_lowlevel_variant', 'unet_lowlevel_variant.safetensors'),
+    {
+      component: 'step',
+      files: ['controlnet.safetensors', 'unet.safetensors', 'model/controlnet/config.json', 'model/unet/config.json'],
+      async run(ctx) {
+        const cn = ctx.read('controlnet.safetensors');
+        const un = ctx.read('unet.safetensors');
+        const chained = chainProblem(cn, un);
+        if (chained) return [{ component: 'step', tensor: '(fixtures)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: chained }];
+        const feeds = stepFeeds(cn);
+        return withExport(variant, ctx, { controlnet: model(ctx, 'controlnet'), unet: model(ctx, 'unet') },
+          { parts: ['step'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0], residualOutputs: true }, async (open) => {
+            const out = await (await open('step')).run(feeds);
+            const renamed: Record<string, string> = { noise_pred: 'sample_out' };
+            const residuals: Record<string, Tensor> = {};
+            for (const [k, t] of Object.entries(out)) if (k.startsWith('controlnet.')) residuals[k.slice('controlnet.'.length)] = t;
+            return [...compare('step', residuals, cn, ctx.tol), ...compare('step', { noise_pred: out.noise_pred }, un, ctx.tol, renamed)];
+          });
+      },
+    },
+    pipelineCheck('default', onnxPipelineLoader(variant, 'default')),
+    pipelineCheck('latents_input', onnxPipelineLoader(variant, 'latents_input')),
+  ];
 }
 
-export const onnxChecks: ParityCheck[] = [
-  {
-    component: 'text_encoder',
-    files: ['text_encoder.safetensors', 'model/text_encoder/config.json'],
-    async run(ctx) {
-      const f = ctx.read('text_encoder.safetensors');
-      const ids = get(f, 'input_ids');
-      return withExport(ctx, { textEncoder: model(ctx, 'text_encoder') }, { parts: ['text_encoder'], textBatch: ids.shape[0], seqLen: ids.shape[1] }, async (open) => {
-        const feeds: Record<string, IdsTensor> = { input_ids: { shape: ids.shape, ids: ids.data as BigInt64Array } };
-        return compare('text_encoder', await (await open('text_encoder')).run(feeds), f, ctx.tol);
-      });
-    },
-  },
-  {
-    component: 'vae_encoder',
-    files: ['vae_encoder.safetensors', 'model/vae/config.json'],
-    async run(ctx) {
-      const f = ctx.read('vae_encoder.safetensors');
-      const x = tensor(f, 'x');
-      return withExport(ctx, { vae: model(ctx, 'vae') }, { parts: ['vae_encoder'], sizes: [[x.shape[3], x.shape[2]]], vaeBatch: x.shape[0] }, async (open) =>
-        compare('vae_encoder', await (await open('vae_encoder')).run({ image: x }), f, ctx.tol));
-    },
-  },
-  {
-    component: 'vae_decoder',
-    files: ['vae_decoder.safetensors', 'model/vae/config.json'],
-    async run(ctx) {
-      const f = ctx.read('vae_decoder.safetensors');
-      const z = tensor(f, 'z');
-      return withExport(ctx, { vae: model(ctx, 'vae') }, { parts: ['vae_decoder'], sizes: [sizeOf(z)], vaeBatch: z.shape[0] }, async (open) =>
-        compare('vae_decoder', await (await open('vae_decoder')).run({ latent: z }), f, ctx.tol));
-    },
-  },
-  {
-    component: 'controlnet',
-    files: ['controlnet.safetensors', 'model/controlnet/config.json'],
-    async run(ctx) {
-      const f = ctx.read('controlnet.safetensors');
-      const feeds = stepFeeds(f);
-      return withExport(ctx, { controlnet: model(ctx, 'controlnet') }, { parts: ['controlnet'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0] }, async (open) => {
-        const out = await (await open('controlnet')).run(feeds);
-        const lines = compare('controlnet', out, f, ctx.tol);
-        if (existsSync(path.join(ctx.dir, 'controlnet_intermediates.safetensors'))) lines.push(...compare('controlnet', out, ctx.read('controlnet_intermediates.safetensors'), ctx.tol));
-        return lines;
-      });
-    },
-  },
-  unetCheck('unet', 'unet', 'unet.safetensors', 'unet_intermediates.safetensors'),
-  unetCheck('unet_lowlevel_variant', 'unet_lowlevel_variant', 'unet_lowlevel_variant.safetensors'),
-  {
-    component: 'step',
-    files: ['controlnet.safetensors', 'unet.safetensors', 'model/controlnet/config.json', 'model/unet/config.json'],
-    async run(ctx) {
-      const cn = ctx.read('controlnet.safetensors');
-      const un = ctx.read('unet.safetensors');
-      const chained = chainProblem(cn, un);
-      if (chained) return [{ component: 'step', tensor: '(fixtures)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: chained }];
-      const feeds = stepFeeds(cn);
-      return withExport(ctx, { controlnet: model(ctx, 'controlnet'), unet: model(ctx, 'unet') },
-        { parts: ['step'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0], residualOutputs: true }, async (open) => {
-          const out = await (await open('step')).run(feeds);
-          const renamed: Record<string, string> = { noise_pred: 'sample_out' };
-          const residuals: Record<string, Tensor> = {};
-          for (const [k, t] of Object.entries(out)) if (k.startsWith('controlnet.')) residuals[k.slice('controlnet.'.length)] = t;
-          return [...compare('step', residuals, cn, ctx.tol), ...compare('step', { noise_pred: out.noise_pred }, un, ctx.tol, renamed)];
-        });
-    },
-  },
-  pipelineCheck('default', onnxPipelineLoader('default')),
-  pipelineCheck('latents_input', onnxPipelineLoader('latents_input')),
-];
+export const onnxChecks: ParityCheck[] = onnxParityChecks();
 
 /** Why the UNet fixture is not the continuation of the ControlNet fixture, or '' when it is. */
 function chainProblem(cn: SafetensorsFile, un: SafetensorsFile): string {
