@@ -2,6 +2,7 @@
 #include "graph.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <sstream>
 
@@ -517,6 +518,20 @@ void Plan::run(const std::atomic<bool>* cancel) {
     for (int i : live_nodes_) {
       if (cancel && cancel->load(std::memory_order_relaxed)) fail(ErrorCode::Cancelled, "cancelled");
       nodes[i].run(ex);
+    }
+  });
+}
+
+void Plan::run_profiled(std::map<std::string, double>& ms_by_op) {
+  const auto& nodes = graph_->nodes();
+  PlanExec& ex = *exec_;
+  Backend& be = graph_->backend();
+  be.execute(this, [&]() {
+    for (int i : live_nodes_) {
+      auto t0 = std::chrono::steady_clock::now();
+      nodes[i].run(ex);
+      be.synchronize();
+      ms_by_op[nodes[i].op] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
   });
 }

@@ -173,6 +173,9 @@ class Plan {
   void set_ids(const std::string& name, const std::vector<int32_t>& ids);
   bool has_input(const std::string& name) const { return inputs_set_.count(name) > 0; }
   void run(const std::atomic<bool>* cancel = nullptr);
+  // run() timing every op (backend synchronised after each; benchmarks): adds each node's wall time in ms
+  // to `ms_by_op` under its op name ("conv2d", "attention", ...).
+  void run_profiled(std::map<std::string, double>& ms_by_op);
   std::vector<float> get_output(const std::string& name) const;
   Dims output_dims(const std::string& name) const;
   std::vector<std::string> output_names() const;

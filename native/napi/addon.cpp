@@ -19,7 +19,8 @@
 
 using namespace xpsr;
 
-Napi::Value ExportOnnx(const Napi::CallbackInfo& info);  // onnx_export.cpp (ONNX export)
+Napi::Value ExportOnnx(const Napi::CallbackInfo& info);       // onnx_export.cpp (ONNX export)
+Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info);  // onnx_export.cpp (ONNX CPU benchmark)
 
 namespace {
 
@@ -460,7 +461,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   exports.Set("listDevices", Napi::Function::New(env, ListDevices));
   exports.Set("timestepFeatures", Napi::Function::New(env, TimestepFeatures));
-  exports.Set("exportOnnx", Napi::Function::New(env, ExportOnnx));  // ONNX export (onnx_export.cpp)
+  exports.Set("exportOnnx", Napi::Function::New(env, ExportOnnx));            // ONNX export (onnx_export.cpp)
+  exports.Set("profileOnnxStep", Napi::Function::New(env, ProfileOnnxStep));  // ONNX CPU benchmark
   return exports;
 }
 

@@ -3,24 +3,27 @@
 // thread; an xpsr::Error rejects with its `.code`.
 #include <napi.h>
 
+#include <functional>
+
 #include "engine/onnx/export.h"
 #include "engine/onnx/load.h"
+#include "engine/onnx/profile.h"
 
 using namespace xpsr;
 
 namespace {
 
-class ExportWorker : public Napi::AsyncWorker {
+// Runs `job` on a worker thread; resolves with the string it returns.
+class StringWorker : public Napi::AsyncWorker {
  public:
-  ExportWorker(Napi::Env env, onnx::ExportSources s, onnx::ExportOptions o)
-      : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), src(std::move(s)), opts(std::move(o)) {}
+  StringWorker(Napi::Env env, std::function<std::string()> job)
+      : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {}
   Napi::Promise::Deferred deferred;
 
  private:
   void Execute() override {
     try {
-      onnx::ExportSession session(src, opts.parts);
-      manifest = onnx::export_models(session.backend(), session.models(), opts);
+      manifest = job_();
     } catch (const Error& e) {
       code = e.code_name();
       SetError(e.what());
@@ -38,8 +41,7 @@ class ExportWorker : public Napi::AsyncWorker {
     err.Set("code", Napi::String::New(Env(), code.empty() ? "ERR_INTERNAL" : code));
     deferred.Reject(err.Value());
   }
-  onnx::ExportSources src;
-  onnx::ExportOptions opts;
+  std::function<std::string()> job_;
   std::string manifest, code;
 };
 
@@ -114,8 +116,39 @@ Napi::Value ExportOnnx(const Napi::CallbackInfo& info) {
   opts.intermediates = get_bool(o, "intermediates");
   opts.residual_outputs = get_bool(o, "residualOutputs");
   opts.producer_version = get_str(o, "producerVersion");
-  auto* w = new ExportWorker(env, std::move(src), std::move(opts));
+  auto* w = new StringWorker(env, [src, opts]() {
+    onnx::ExportSession session(src, opts.parts);
+    return onnx::export_models(session.backend(), session.models(), opts);
+  });
   Napi::Promise p = w->deferred.Promise();
   w->Queue();
+  return p;
+}
+
+// profileOnnxStep({ components: { unet, controlnet }, size: [w, h], batch?, seqLen?, threads?, reps? })
+//   -> Promise<string JSON> (native/engine/onnx/profile.h): the exported step graph on the CPU backend, timed per op.
+Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::Error e = Napi::Error::New(env, "profileOnnxStep(options) needs an options object");
+    e.Set("code", Napi::String::New(env, "ERR_INVALID_ARGUMENT"));
+    throw e;
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  onnx::ExportSources src;
+  if (o.Has("components") && o.Get("components").IsObject()) {
+    Napi::Object c = o.Get("components").As<Napi::Object>();
+    src.unet = component(c, "unet");
+    src.controlnet = component(c, "controlnet");
+  }
+  int w = 512, h = 512;
+  if (o.Has("size") && o.Get("size").IsArray()) {
+    Napi::Array a = o.Get("size").As<Napi::Array>();
+    w = a.Get(0u).ToNumber().Int32Value(), h = a.Get(1u).ToNumber().Int32Value();
+  }
+  int batch = get_int(o, "batch", 2), seq = get_int(o, "seqLen", 77), threads = get_int(o, "threads", 0), reps = get_int(o, "reps", 1);
+  auto* wk = new StringWorker(env, [=]() { return onnx::profile_step_cpu(src, w, h, batch, seq, threads, reps); });
+  Napi::Promise p = wk->deferred.Promise();
+  wk->Queue();
   return p;
 }

@@ -74,9 +74,21 @@ bool wants(const std::vector<std::string>& parts, std::initializer_list<const ch
 
 ExportSession::ExportSession(const ExportSources& src, const std::vector<std::string>& parts)
     : be_(make_host_weight_backend()), m_(std::make_unique<Owned>()) {
+  load(src, parts);
+}
+
+ExportSession::ExportSession(const ExportSources& src, const std::vector<std::string>& parts, std::unique_ptr<Backend> backend)
+    : be_(std::move(backend)), m_(std::make_unique<Owned>()), host_(false) {
+  load(src, parts);
+}
+
+void ExportSession::load(const ExportSources& src, const std::vector<std::string>& parts) {
+  auto set_owner = [&](const char* owner) {
+    if (host_) set_weight_owner(*be_, owner);
+  };
   const std::vector<std::string> model_stems{"diffusion_pytorch_model", "model"};
   if (src.text_encoder.given() && wants(parts, {"text_encoder"})) {
-    set_weight_owner(*be_, "text_encoder/");
+    set_owner("text_encoder/");
     Source s = open_source(*be_, src.text_encoder, "text encoder", {"model", "pytorch_model"});
     m_->text = std::make_unique<ClipText>();
     m_->text->load(*s.ld, parse_clip_text_config(s.cfg, s.where));
@@ -84,21 +96,21 @@ ExportSession::ExportSession(const ExportSources& src, const std::vector<std::st
   }
   const bool enc = wants(parts, {"vae_encoder"}), dec = wants(parts, {"vae_decoder"});
   if (src.vae.given() && (enc || dec)) {
-    set_weight_owner(*be_, "vae/");
+    set_owner("vae/");
     Source s = open_source(*be_, src.vae, "VAE", model_stems);
     m_->vae = std::make_unique<VAE>();
     m_->vae->load(*s.ld, parse_vae_config(s.cfg, s.where), enc, dec);
     s.ld->finish();
   }
   if (src.unet.given() && wants(parts, {"step", "unet"})) {
-    set_weight_owner(*be_, "unet/");
+    set_owner("unet/");
     Source s = open_source(*be_, src.unet, "UNet", model_stems);
     m_->unet = std::make_unique<UNet>();
     m_->unet->load(*s.ld, parse_unet_config(s.cfg, s.where));
     s.ld->finish();
   }
   if (src.controlnet.given() && wants(parts, {"step", "controlnet"})) {
-    set_weight_owner(*be_, "controlnet/");
+    set_owner("controlnet/");
     Source s = open_source(*be_, src.controlnet, "ControlNet", model_stems);
     m_->controlnet = std::make_unique<ControlNet>();
     m_->controlnet->load(*s.ld, parse_controlnet_config(s.cfg, s.where));

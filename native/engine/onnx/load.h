@@ -28,14 +28,18 @@ class ExportSession {
   // Loads what `parts` need (all given components when parts is empty). Errors are the loader's: every
   // missing or mis-shaped tensor at once, with file and key.
   ExportSession(const ExportSources& src, const std::vector<std::string>& parts);
+  // The same models on another backend (the CPU backend for the native side of benchmarks).
+  ExportSession(const ExportSources& src, const std::vector<std::string>& parts, std::unique_ptr<Backend> backend);
   ~ExportSession();
   ExportModels models() const;
   Backend& backend() { return *be_; }
 
  private:
   struct Owned;
+  void load(const ExportSources& src, const std::vector<std::string>& parts);
   std::unique_ptr<Backend> be_;
   std::unique_ptr<Owned> m_;
+  bool host_ = true;
 };
 
 }  // namespace xpsr::onnx

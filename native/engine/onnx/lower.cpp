@@ -35,6 +35,7 @@ class Lowerer {
   std::map<std::string, const void*> weight_owner_;  // initializer name -> (weight, variant) key, for collisions
   std::map<std::string, std::string> scalar_inputs_;  // ONNX input name -> value of type T
   int next_ = 0;
+  std::string cls_ = "io";  // engine op being lowered: ONNX node names are "<engine op>/<onnx op>_<n>" (profiles)
 
   bool cf_mode() const { return s_.layout == Layout::CF; }
   ElemType T() const { return s_.fp16 ? ElemType::F16 : ElemType::F32; }
@@ -48,7 +49,7 @@ class Lowerer {
     n.op = type;
     n.inputs = std::move(in);
     n.outputs = {fresh(type)};
-    n.name = n.outputs[0];
+    n.name = cls_ + "/" + n.outputs[0];
     n.attrs = std::move(attrs);
     m_.nodes.push_back(std::move(n));
     return m_.nodes.back().outputs[0];
@@ -145,6 +146,13 @@ class Lowerer {
   Form flex(int v) const { return cf_mode() ? avail(v) : CL; }
 
   std::string convert(int v, Form from, Form to) {
+    const std::string saved = cls_;
+    cls_ = "layout";
+    std::string r = convert_(v, from, to);
+    cls_ = saved;
+    return r;
+  }
+  std::string convert_(int v, Form from, Form to) {
     const Dims& d = dims(v);
     const std::string& x = names_[v][from];
     if (d.h * d.w == 1 || d.c == 1) return reshape(x, reshape_target(shape4(d, to), d.n, d.n));
@@ -524,7 +532,11 @@ Model Lowerer::run() {
     for (int r : nodes[i].reads) live[g_.root(r)] = 1;
   }
   bind_inputs();
-  for (auto it = keep.rbegin(); it != keep.rend(); ++it) lower_node(*it, nodes[*it]);
+  for (auto it = keep.rbegin(); it != keep.rend(); ++it) {
+    cls_ = nodes[*it].op;
+    lower_node(*it, nodes[*it]);
+  }
+  cls_ = "io";
   bind_outputs();
   return std::move(m_);
 }
