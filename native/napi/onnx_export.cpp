@@ -98,6 +98,11 @@ Napi::Value ExportOnnx(const Napi::CallbackInfo& info) {
     opts.sizes.clear();
     Napi::Array a = o.Get("sizes").As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); ++i) {
+      if (!a.Get(i).IsArray() || a.Get(i).As<Napi::Array>().Length() != 2) {
+        Napi::Error e = Napi::Error::New(env, "exportOnnx: sizes must be [width, height] pairs");
+        e.Set("code", Napi::String::New(env, "ERR_INVALID_ARGUMENT"));
+        throw e;
+      }
       Napi::Array wh = a.Get(i).As<Napi::Array>();
       opts.sizes.push_back({wh.Get(0u).ToNumber().Int32Value(), wh.Get(1u).ToNumber().Int32Value()});
     }
