@@ -15,7 +15,7 @@ Writes ONNX files (opset 17) generated from the engine's own graphs, and out/man
   vae_decoder_<W>x<H>.onnx     latent [N,4,H/8,W/8] (latents / scaling factor) -> image [N,3,H,W]
   step_<W>x<H>.onnx            ControlNet (with SFA) + UNet: sample, timestep, encoder_hidden_states,
                                lowlevel_encoder_hidden_states, controlnet_cond, conditioning_scale -> noise_pred
-Weights go to <part>.onnx_data beside them when a network is over 2 GB (shared by all sizes).
+Weights go to <part>.onnx_data beside them when a network is over ~1.8 GB (shared by all sizes).
 
 Options
   --sd DIR, --xpsr DIR     Stable Diffusion 1.5 folder and XPSR checkpoint folder (or --model DIR: one folder)
@@ -27,8 +27,8 @@ Options
   --dynamic-batch          symbolic batch dimension instead of the static one
   --fp16                   float16 weights and activations (norms and softmax in float32; inputs/outputs float32)
   --parts a,b              text_encoder, vae_encoder, vae_decoder, step (default: all four), controlnet, unet
-  --layout nchw|nhwc       internal layout of feature maps (default nchw: faster in onnxruntime, see docs/onnx.md)
-  --external auto|always|never     external weight file (default auto: when over 2 GB)
+  --layout nchw|nhwc       internal layout of feature maps (default nchw; see docs/onnx.md)
+  --external auto|always|never     external weight file (default auto: above ~1.8 GB, protobuf's 2 GB limit)
 `;
 
 function parseSize(s: string): [number, number] {

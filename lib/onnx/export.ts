@@ -31,7 +31,7 @@ export interface OnnxExportOptions {
   dynamicBatch?: boolean;
   /** float16 weights and activations (norms and softmax in float32); inputs/outputs stay float32. */
   fp16?: boolean;
-  /** Internal layout of feature maps: 'nchw' (default, measured faster in onnxruntime) or 'nhwc'. */
+  /** Internal layout of feature maps: 'nchw' (default; faster in onnxruntime in 2 of 3 runs, docs/benchmarks.md) or 'nhwc'. */
   layout?: 'nchw' | 'nhwc';
   /** External weight file: 'auto' (when a network is over ~1.8 GB), 'always', 'never'. */
   external?: 'auto' | 'always' | 'never';
