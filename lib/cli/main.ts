@@ -14,6 +14,7 @@ Usage:
   xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
   xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
+  xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
 
 Run 'xpsr <command> --help' for the options of a command.
 `;
@@ -33,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./doctor.js')).runDoctorCommand(rest);
     case 'serve':
       return (await import('./serve.js')).runServeCommand(rest);
+    case 'export':
+      return (await import('./export.js')).runExportCommand(rest);
     case undefined:
     case '--help':
     case '-h':

@@ -24,6 +24,8 @@ export interface ParityOptions {
   only?: string[];
   /** Relative tolerance for single networks (default 1e-4, or 2e-2 on a CUDA device: fp16 storage). */
   moduleTolerance?: number;
+  /** 'native' (default) or 'onnxruntime': export the fixture model to ONNX and check the exported networks (lib/onnx). */
+  engine?: 'native' | 'onnxruntime';
 }
 
 export interface ParityReport {
@@ -225,7 +227,8 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
   };
   const report: ParityReport = { passed: 0, failed: 0, lines: [], skipped: [] };
   try {
-    for (const check of [...engineChecks, ...pipelineChecks]) {
+    const checks = options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...pipelineChecks];
+    for (const check of checks) {
       if (options.only && !options.only.includes(check.component)) continue;
       const missing = check.files.filter((f) => !existsSync(path.join(dir, f)));
       if (missing.length) {

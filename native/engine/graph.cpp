@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <chrono>
 #include <cstring>
 #include <sstream>
 
@@ -50,8 +51,10 @@ Val Graph::push(const char* op, std::vector<Val> reads, Dims out, std::function<
   Val y = new_val(out);
   Node n;
   n.op = op;
-  for (auto r : reads)
+  for (auto r : reads) {
     if (r) n.reads.push_back(r.id);
+    n.args.push_back(r ? r.id : -1);
+  }
   n.writes = y.id;
   n.flops = flops;
   n.run = [fn, y](const Exec& e) { fn(e, y); };
@@ -88,6 +91,7 @@ Val Graph::reshape(Val x, Dims d) {
   if (d.numel() != xi.d.numel()) shape_fail("reshape", xi.d.str() + " to " + d.str());
   ValInfo vi;
   vi.d = d;
+  vi.view = View::Reshape;
   vi.base = x.id;
   vi.ld = d.c;
   vals_.push_back(vi);
@@ -101,6 +105,7 @@ Val Graph::cols(Val x, int c0, int width) {
   ValInfo vi;
   vi.d = xi.d;
   vi.d.c = width;
+  vi.view = View::Cols;
   vi.base = x.id;
   vi.col0 = c0;
   vi.ld = xi.ld;
@@ -116,6 +121,8 @@ Val Graph::rows(Val x, int n0, int count) {
   ValInfo vi;
   vi.d = xi.d;
   vi.d.n = count;
+  vi.view = View::Rows;
+  vi.n0 = n0;
   vi.base = x.id;
   vi.row0 = (size_t)n0 * xi.d.h * xi.d.w;
   vi.ld = xi.ld;
@@ -142,7 +149,7 @@ Val Graph::conv2d(Val x, const Weight* w, const Weight* b, int stride, Pad pad, 
     need_dense(residual, "conv2d residual");
     if (!(dims(residual) == yd)) shape_fail("conv2d", "residual " + dims(residual).str() + " vs output " + yd.str());
   }
-  return push("conv2d", {x, residual}, yd, [=](const Exec& e, Val y) {
+  Val out = push("conv2d", {x, residual}, yd, [=](const Exec& e, Val y) {
     Conv2dArgs a;
     a.x = e.ptr(x);
     a.N = xd.n, a.H = xd.h, a.W = xd.w, a.C = xd.c;
@@ -152,6 +159,9 @@ Val Graph::conv2d(Val x, const Weight* w, const Weight* b, int stride, Pad pad, 
     a.y = e.ptr(y), a.P = P, a.Q = Q;
     e.backend().conv2d(a);
   }, 2.0 * xd.n * P * Q * (double)K * C * R * S);
+  OpAttrs& A = attrs_of_last();
+  A.w = w, A.b = b, A.stride = stride, A.pad = pad;
+  return out;
 }
 
 Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
@@ -165,7 +175,7 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
   yd.c = N;
   if (residual && (dims(residual).rows() != yd.rows() || dims(residual).c != N))
     shape_fail("linear", "residual " + dims(residual).str() + " vs output " + yd.str());
-  return push("linear", {x, residual}, yd, [=](const Exec& e, Val y) {
+  Val out = push("linear", {x, residual}, yd, [=](const Exec& e, Val y) {
     LinearArgs a;
     a.x = e.ptr(x), a.M = xd.rows(), a.K = K, a.ldx = e.ld(x);
     a.w = w, a.b = b;
@@ -174,6 +184,9 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
     a.y = e.ptr(y), a.N = N, a.ldy = e.ld(y);
     e.backend().linear(a);
   }, 2.0 * xd.rows() * (double)N * K);
+  OpAttrs& A = attrs_of_last();
+  A.w = w, A.b = b;
+  return out;
 }
 
 Val Graph::group_norm(Val x, const Weight* gamma, const Weight* beta, int groups, float eps, bool silu) {
@@ -182,12 +195,15 @@ Val Graph::group_norm(Val x, const Weight* gamma, const Weight* beta, int groups
   if (groups <= 0 || xd.c % groups) shape_fail("group_norm", std::to_string(xd.c) + " channels in " + std::to_string(groups) + " groups");
   if (gamma->shape[0] != xd.c)
     shape_fail("group_norm", "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " channels");
-  return push("group_norm", {x}, xd, [=](const Exec& e, Val y) {
+  Val out = push("group_norm", {x}, xd, [=](const Exec& e, Val y) {
     GroupNormArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.N = xd.n, a.HW = xd.h * xd.w, a.C = xd.c, a.groups = groups, a.eps = eps;
     a.gamma = gamma, a.beta = beta, a.silu = silu;
     e.backend().group_norm(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.w = gamma, A.b = beta, A.groups = groups, A.eps = eps, A.silu = silu;
+  return out;
 }
 
 Val Graph::layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps) {
@@ -195,11 +211,14 @@ Val Graph::layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps)
   Dims xd = dims(x);
   if (gamma->shape[0] != xd.c)
     shape_fail("layer_norm", "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " features");
-  return push("layer_norm", {x}, xd, [=](const Exec& e, Val y) {
+  Val out = push("layer_norm", {x}, xd, [=](const Exec& e, Val y) {
     LayerNormArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.rows = xd.rows(), a.C = xd.c, a.eps = eps, a.gamma = gamma, a.beta = beta;
     e.backend().layer_norm(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.w = gamma, A.b = beta, A.eps = eps;
+  return out;
 }
 
 Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
@@ -208,13 +227,16 @@ Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
   if (qd.n != kd.n || kd.n != vd.n || kd.w != vd.w || qd.c != kd.c || kd.c != vd.c || qd.c % heads)
     shape_fail("attention", "q " + qd.str() + ", k " + kd.str() + ", v " + vd.str() + ", heads " + std::to_string(heads));
   Dims yd = qd;
-  return push("attention", {q, k, v}, yd, [=](const Exec& e, Val y) {
+  Val out = push("attention", {q, k, v}, yd, [=](const Exec& e, Val y) {
     AttentionArgs a;
     a.q = e.ptr(q), a.ldq = e.ld(q), a.k = e.ptr(k), a.ldk = e.ld(k), a.v = e.ptr(v), a.ldv = e.ld(v);
     a.o = e.ptr(y), a.ldo = e.ld(y);
     a.B = qd.n, a.Lq = qd.w, a.Lk = kd.w, a.heads = heads, a.head_dim = qd.c / heads, a.scale = scale, a.causal = causal;
     e.backend().attention(a);
   }, 4.0 * qd.n * (double)qd.w * kd.w * qd.c);
+  OpAttrs& A = attrs_of_last();
+  A.heads = heads, A.scale = scale, A.causal = causal;
+  return out;
 }
 
 Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale) {
@@ -228,7 +250,7 @@ Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int he
   yd.n *= 2;
   const Val q[2] = {q0, q1}, k[2] = {k0, k1}, v[2] = {v0, v1};
   double flops = 4.0 * qd[0].n * (double)qd[0].w * (kd[0].w + kd[1].w) * qd[0].c;
-  return push("attention_pair", {q0, k0, v0, q1, k1, v1}, yd, [=](const Exec& e, Val y) {
+  Val out = push("attention_pair", {q0, k0, v0, q1, k1, v1}, yd, [=](const Exec& e, Val y) {
     AttentionArgs a[2];
     const size_t elt = dtype_size(e.backend().act_dtype());
     for (int i = 0; i < 2; ++i) {
@@ -240,6 +262,9 @@ Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int he
     }
     e.backend().attention_batched(a, 2);
   }, flops);
+  OpAttrs& A = attrs_of_last();
+  A.heads = heads, A.scale = scale;
+  return out;
 }
 
 Val Graph::geglu(Val x) {
@@ -248,21 +273,25 @@ Val Graph::geglu(Val x) {
   if (xd.c % 2) shape_fail("geglu", "odd width " + std::to_string(xd.c));
   Dims yd = xd;
   yd.c = xd.c / 2;
-  return push("geglu", {x}, yd, [=](const Exec& e, Val y) {
+  Val out = push("geglu", {x}, yd, [=](const Exec& e, Val y) {
     GegluArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.rows = xd.rows(), a.inner = yd.c;
     e.backend().geglu(a);
   });
+  return out;
 }
 
 Val Graph::unary(Val x, UnaryOp op) {
   need_dense(x, "unary");
   Dims xd = dims(x);
-  return push("unary", {x}, xd, [=](const Exec& e, Val y) {
+  Val out = push("unary", {x}, xd, [=](const Exec& e, Val y) {
     UnaryArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.n = xd.numel(), a.op = op;
     e.backend().unary(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.unary = op;
+  return out;
 }
 
 Val Graph::axpby(Val a_, Val b_, float alpha, float beta) {
@@ -272,11 +301,14 @@ Val Graph::axpby(Val a_, Val b_, float alpha, float beta) {
     need_dense(b_, "add");
     if (dims(b_).numel() != ad.numel()) shape_fail("add", dims(a_).str() + " + " + dims(b_).str());
   }
-  return push("axpby", {a_, b_}, ad, [=](const Exec& e, Val y) {
+  Val out = push("axpby", {a_, b_}, ad, [=](const Exec& e, Val y) {
     AxpbyArgs a;
     a.a = e.ptr(a_), a.b = b_ ? e.ptr(b_) : nullptr, a.y = e.ptr(y), a.n = ad.numel(), a.alpha = alpha, a.beta = beta;
     e.backend().axpby(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.alpha = alpha, A.beta = beta;
+  return out;
 }
 
 Val Graph::add(Val a, Val b) { return axpby(a, b, 1.f, 1.f); }
@@ -287,11 +319,12 @@ Val Graph::channel_add(Val x, Val v) {
   need_dense(v, "channel_add");
   Dims xd = dims(x), vd = dims(v);
   if (vd.n != xd.n || vd.c != xd.c || vd.h * vd.w != 1) shape_fail("channel_add", xd.str() + " + " + vd.str());
-  return push("channel_add", {x, v}, xd, [=](const Exec& e, Val y) {
+  Val out = push("channel_add", {x, v}, xd, [=](const Exec& e, Val y) {
     ChannelAddArgs a;
     a.x = e.ptr(x), a.v = e.ptr(v), a.y = e.ptr(y), a.N = xd.n, a.HW = xd.h * xd.w, a.C = xd.c;
     e.backend().channel_add(a);
   });
+  return out;
 }
 
 Val Graph::concat(Val a_, Val b_) {
@@ -301,11 +334,12 @@ Val Graph::concat(Val a_, Val b_) {
   if (ad.n != bd.n || ad.h != bd.h || ad.w != bd.w) shape_fail("concat", ad.str() + " with " + bd.str());
   Dims yd = ad;
   yd.c = ad.c + bd.c;
-  return push("concat", {a_, b_}, yd, [=](const Exec& e, Val y) {
+  Val out = push("concat", {a_, b_}, yd, [=](const Exec& e, Val y) {
     ConcatArgs a;
     a.a = e.ptr(a_), a.Ca = ad.c, a.b = e.ptr(b_), a.Cb = bd.c, a.y = e.ptr(y), a.rows = ad.rows();
     e.backend().concat(a);
   });
+  return out;
 }
 
 Val Graph::slice(Val x, int c0, int ncols) {
@@ -313,22 +347,28 @@ Val Graph::slice(Val x, int c0, int ncols) {
   if (c0 < 0 || ncols <= 0 || c0 + ncols > xd.c) shape_fail("slice", "columns out of range");
   Dims yd = xd;
   yd.c = ncols;
-  return push("slice", {x}, yd, [=](const Exec& e, Val y) {
+  Val out = push("slice", {x}, yd, [=](const Exec& e, Val y) {
     SliceArgs a;
     a.x = e.ptr(x), a.ldx = e.ld(x), a.c0 = c0, a.y = e.ptr(y), a.rows = xd.rows(), a.cols = ncols;
     e.backend().slice(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.c0 = c0, A.cols = ncols;
+  return out;
 }
 
 Val Graph::upsample(Val x, int P, int Q) {
   need_dense(x, "upsample");
   Dims xd = dims(x);
   Dims yd{xd.n, P, Q, xd.c};
-  return push("upsample", {x}, yd, [=](const Exec& e, Val y) {
+  Val out = push("upsample", {x}, yd, [=](const Exec& e, Val y) {
     UpsampleArgs a;
     a.x = e.ptr(x), a.N = xd.n, a.H = xd.h, a.W = xd.w, a.C = xd.c, a.y = e.ptr(y), a.P = P, a.Q = Q;
     e.backend().upsample_nearest(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.P = P, A.Q = Q;
+  return out;
 }
 
 Val Graph::embedding(const Weight* table, Val ids) {
@@ -336,11 +376,14 @@ Val Graph::embedding(const Weight* table, Val ids) {
   if (!vals_[ids.id].is_ids) fail(ErrorCode::Internal, "embedding: ids must be an input_ids value");
   int n = dims(ids).w;
   Dims yd{1, 1, n, (int)table->shape[1]};
-  return push("embedding", {ids}, yd, [=](const Exec& e, Val y) {
+  Val out = push("embedding", {ids}, yd, [=](const Exec& e, Val y) {
     EmbeddingArgs a;
     a.table = table, a.ids = e.ids(ids), a.n = n, a.y = e.ptr(y);
     e.backend().embedding(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.w = table;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -515,6 +558,20 @@ void Plan::run(const std::atomic<bool>* cancel) {
     for (int i : live_nodes_) {
       if (cancel && cancel->load(std::memory_order_relaxed)) fail(ErrorCode::Cancelled, "cancelled");
       nodes[i].run(ex);
+    }
+  });
+}
+
+void Plan::run_profiled(std::map<std::string, double>& ms_by_op) {
+  const auto& nodes = graph_->nodes();
+  PlanExec& ex = *exec_;
+  Backend& be = graph_->backend();
+  be.execute(this, [&]() {
+    for (int i : live_nodes_) {
+      auto t0 = std::chrono::steady_clock::now();
+      nodes[i].run(ex);
+      be.synchronize();
+      ms_by_op[nodes[i].op] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
   });
 }

@@ -95,8 +95,11 @@ class Graph {
   Val rows(Val x, int n0, int count);  // batch entries [n0, n0+count) of a dense value (a dense view)
 
   // ---- internals used by Plan ----
+  enum class View { None, Reshape, Cols, Rows };  // how a view value was made (exporters read it)
   struct ValInfo {
     Dims d;
+    View view = View::None;
+    int n0 = 0;      // Rows: first batch entry of the view
     int base = -1;   // -1: owns storage; else the value whose storage it views
     int col0 = 0;    // column offset into the base's rows
     size_t row0 = 0;  // row offset into the base (rows of the base's width; from rows())
@@ -104,12 +107,32 @@ class Graph {
     bool is_ids = false;
     bool dense() const { return col0 == 0 && ld == d.c; }
   };
+  // The parameters of an op, recorded for exporters (native/engine/onnx walks the node list and emits one
+  // ONNX subgraph per node). Which fields an op sets: see each builder method in graph.cpp.
+  struct OpAttrs {
+    const Weight* w = nullptr;  // conv / linear weight, norm gamma, embedding table
+    const Weight* b = nullptr;  // conv / linear bias, norm beta (may be null)
+    int stride = 1;
+    Pad pad;
+    int groups = 0;
+    float eps = 0.f;
+    bool silu = false;          // group_norm followed by SiLU
+    int heads = 0;
+    float scale = 1.f;          // attention logit scale
+    bool causal = false;
+    UnaryOp unary = UnaryOp::Silu;
+    float alpha = 1.f, beta = 1.f;  // axpby
+    int c0 = 0, cols = 0;           // slice
+    int P = 0, Q = 0;               // upsample output size
+  };
   struct Node {
     std::string op;
     std::vector<int> reads;
     int writes = -1;
     double flops = 0;  // multiply-adds x 2 of GEMM-like work (conv, linear, attention), for benchmarks
     std::function<void(const Exec&)> run;
+    std::vector<int> args;  // operands in the builder's argument order; -1 for an absent optional one
+    OpAttrs attrs;
   };
   const std::vector<ValInfo>& values() const { return vals_; }
   const std::vector<Node>& nodes() const { return nodes_; }
@@ -120,6 +143,7 @@ class Graph {
  private:
   Val new_val(Dims d);
   Val push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn, double flops = 0);
+  OpAttrs& attrs_of_last() { return nodes_.back().attrs; }
   void need_dense(Val v, const char* op) const;
   Backend& be_;
   bool keep_taps_ = false;
@@ -158,6 +182,9 @@ class Plan {
   bool has_input_slot(const std::string& name) const { return input_ids_.count(name) > 0; }
   Dims input_dims(const std::string& name) const;
   void run(const std::atomic<bool>* cancel = nullptr);
+  // run() timing every op (backend synchronised after each; benchmarks): adds each node's wall time in ms
+  // to `ms_by_op` under its op name ("conv2d", "attention", ...).
+  void run_profiled(std::map<std::string, double>& ms_by_op);
   std::vector<float> get_output(const std::string& name) const;
   Dims output_dims(const std::string& name) const;
   std::vector<std::string> output_names() const;

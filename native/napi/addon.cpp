@@ -24,6 +24,9 @@
 
 using namespace xpsr;
 
+Napi::Value ExportOnnx(const Napi::CallbackInfo& info);       // onnx_export.cpp (ONNX export)
+Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info);  // onnx_export.cpp (ONNX CPU benchmark)
+
 namespace {
 
 Napi::Error coded(Napi::Env env, const std::string& code, const std::string& message) {
@@ -740,6 +743,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
     exports.Set("NativeEngine", NativeEngine::Init(env));
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfoJs));
     exports.Set("listDevices", Napi::Function::New(env, ListDevicesJs));
+    exports.Set("exportOnnx", Napi::Function::New(env, ExportOnnx));            // ONNX export (onnx_export.cpp)
+    exports.Set("profileOnnxStep", Napi::Function::New(env, ProfileOnnxStep));  // ONNX CPU benchmark
     return exports;
   });
 }
