@@ -8,7 +8,7 @@
 #include <map>
 #include <sstream>
 
-#include "../models/clip_text.h"
+#include "../models/clip_text_encoder.h"
 #include "../models/controlnet.h"
 #include "../models/unet.h"
 #include "../models/vae.h"
@@ -60,6 +60,12 @@ bool unet_uses_low(const UNet& un) {
   return any;
 }
 
+// Spatial size after `levels` downsamplers: ceil division by 2 per level (odd latents).
+int down_size(int s, int levels) {
+  for (int i = 0; i < levels; ++i) s = (s + 1) / 2;
+  return s;
+}
+
 std::string residual_name(const char* prefix, size_t k) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "%s%02zu", prefix, k);
@@ -70,7 +76,7 @@ std::string residual_name(const char* prefix, size_t k) {
 
 // ---- builders ------------------------------------------------------------------------------------------
 
-ExportGraph build_text_encoder(Backend& be, const ClipText& m, int B, int L, bool taps) {
+ExportGraph build_text_encoder(Backend& be, const ClipTextEncoder& m, int B, int L, bool taps) {
   if (L > m.config.max_position_embeddings)
     fail(ErrorCode::InvalidArgument, "text length ", L, " exceeds the encoder's ", m.config.max_position_embeddings, " positions");
   ExportGraph e = start(be, "text_encoder", taps);
@@ -86,7 +92,7 @@ ExportGraph build_text_encoder(Backend& be, const ClipText& m, int B, int L, boo
   return e;
 }
 
-ExportGraph build_vae_encoder(Backend& be, const VAE& m, int N, int H, int W, bool taps) {
+ExportGraph build_vae_encoder(Backend& be, const Vae& m, int N, int H, int W, bool taps) {
   ExportGraph e = start(be, "vae_encoder", taps);
   Graph& g = *e.graph;
   g.output("moments", m.encode(g, g.input("x", Dims{N, H, W, m.config.in_channels})));
@@ -95,7 +101,7 @@ ExportGraph build_vae_encoder(Backend& be, const VAE& m, int N, int H, int W, bo
   return e;
 }
 
-ExportGraph build_vae_decoder(Backend& be, const VAE& m, int N, int h, int w, bool taps) {
+ExportGraph build_vae_decoder(Backend& be, const Vae& m, int N, int h, int w, bool taps) {
   ExportGraph e = start(be, "vae_decoder", taps);
   Graph& g = *e.graph;
   g.output("image", m.decode(g, g.input("z", Dims{N, h, w, m.config.latent_channels})));
@@ -274,8 +280,8 @@ std::string export_models(Backend& be, const ExportModels& m, const ExportOption
       const int h = H / 8, w = W / 8;
       ExportGraph eg;
       if (part == "text_encoder") need(m.text, "a text encoder"), eg = build_text_encoder(be, *m.text, o.text_batch, o.seq_len, o.intermediates);
-      else if (part == "vae_encoder") need(m.vae && m.vae->has_encoder, "a VAE encoder"), eg = build_vae_encoder(be, *m.vae, o.vae_batch, H, W, o.intermediates);
-      else if (part == "vae_decoder") need(m.vae && m.vae->has_decoder, "a VAE decoder"), eg = build_vae_decoder(be, *m.vae, o.vae_batch, h, w, o.intermediates);
+      else if (part == "vae_encoder") need(m.vae && m.vae->has_encoder, "a Vae encoder"), eg = build_vae_encoder(be, *m.vae, o.vae_batch, H, W, o.intermediates);
+      else if (part == "vae_decoder") need(m.vae && m.vae->has_decoder, "a Vae decoder"), eg = build_vae_decoder(be, *m.vae, o.vae_batch, h, w, o.intermediates);
       else if (part == "step") need(m.controlnet && m.unet, "a ControlNet and a UNet"), eg = build_step(be, *m.controlnet, *m.unet, o.batch, h, w, o.seq_len, o.residual_outputs);
       else if (part == "controlnet") need(m.controlnet, "a ControlNet"), eg = build_controlnet(be, *m.controlnet, o.batch, h, w, o.seq_len, o.intermediates);
       else if (part == "unet") need(m.unet, "a UNet"), eg = build_unet(be, *m.unet, o.batch, h, w, o.seq_len, unet_uses_low(*m.unet), o.intermediates);

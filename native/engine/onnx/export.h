@@ -21,8 +21,8 @@
 #include "lower.h"
 
 namespace xpsr {
-struct ClipText;
-struct VAE;
+struct ClipTextEncoder;
+struct Vae;
 struct UNet;
 struct ControlNet;
 }  // namespace xpsr
@@ -30,8 +30,8 @@ struct ControlNet;
 namespace xpsr::onnx {
 
 struct ExportModels {
-  const ClipText* text = nullptr;
-  const VAE* vae = nullptr;
+  const ClipTextEncoder* text = nullptr;
+  const Vae* vae = nullptr;
   const UNet* unet = nullptr;
   const ControlNet* controlnet = nullptr;
 };
@@ -60,9 +60,9 @@ struct ExportGraph {
   LowerSpec spec;
 };
 
-ExportGraph build_text_encoder(Backend& be, const ClipText& m, int B, int L, bool taps);
-ExportGraph build_vae_encoder(Backend& be, const VAE& m, int N, int H, int W, bool taps);
-ExportGraph build_vae_decoder(Backend& be, const VAE& m, int N, int h, int w, bool taps);
+ExportGraph build_text_encoder(Backend& be, const ClipTextEncoder& m, int B, int L, bool taps);
+ExportGraph build_vae_encoder(Backend& be, const Vae& m, int N, int H, int W, bool taps);
+ExportGraph build_vae_decoder(Backend& be, const Vae& m, int N, int h, int w, bool taps);
 ExportGraph build_step(Backend& be, const ControlNet& cn, const UNet& un, int N, int h, int w, int L, bool residual_outputs);
 ExportGraph build_controlnet(Backend& be, const ControlNet& cn, int N, int h, int w, int L, bool taps);
 ExportGraph build_unet(Backend& be, const UNet& un, int N, int h, int w, int L, bool with_low, bool taps);

@@ -6,7 +6,7 @@
 
 #include "../io/tensor_file.h"
 #include "../json.h"
-#include "../models/clip_text.h"
+#include "../models/clip_text_encoder.h"
 #include "../models/controlnet.h"
 #include "../models/unet.h"
 #include "../models/vae.h"
@@ -16,8 +16,8 @@
 namespace xpsr::onnx {
 
 struct ExportSession::Owned {
-  std::unique_ptr<ClipText> text;
-  std::unique_ptr<VAE> vae;
+  std::unique_ptr<ClipTextEncoder> text;
+  std::unique_ptr<Vae> vae;
   std::unique_ptr<UNet> unet;
   std::unique_ptr<ControlNet> controlnet;
 };
@@ -90,15 +90,15 @@ void ExportSession::load(const ExportSources& src, const std::vector<std::string
   if (src.text_encoder.given() && wants(parts, {"text_encoder"})) {
     set_owner("text_encoder/");
     Source s = open_source(*be_, src.text_encoder, "text encoder", {"model", "pytorch_model"});
-    m_->text = std::make_unique<ClipText>();
-    m_->text->load(*s.ld, parse_clip_text_config(s.cfg, s.where));
+    m_->text = std::make_unique<ClipTextEncoder>();
+    m_->text->load(*s.ld, parse_clip_text_encoder_config(s.cfg, s.where));
     s.ld->finish();
   }
   const bool enc = wants(parts, {"vae_encoder"}), dec = wants(parts, {"vae_decoder"});
   if (src.vae.given() && (enc || dec)) {
     set_owner("vae/");
-    Source s = open_source(*be_, src.vae, "VAE", model_stems);
-    m_->vae = std::make_unique<VAE>();
+    Source s = open_source(*be_, src.vae, "Vae", model_stems);
+    m_->vae = std::make_unique<Vae>();
     m_->vae->load(*s.ld, parse_vae_config(s.cfg, s.where), enc, dec);
     s.ld->finish();
   }
