@@ -12,6 +12,7 @@ Usage:
   xpsr caption <images...> [options]                                  write high/low-level captions
   xpsr demo                                                           installation check on a bundled image
   xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
+  xpsr build [--cuda auto|on|off]                                     build the native addons from source
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
 
 Run 'xpsr <command> --help' for the options of a command.
@@ -30,6 +31,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./demo.js')).runDemoCommand(rest);
     case 'doctor':
       return (await import('./doctor.js')).runDoctorCommand(rest);
+    case 'build':
+      return (await import('./build.js')).runBuildCommand(rest);
     case undefined:
     case '--help':
     case '-h':
