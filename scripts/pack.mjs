@@ -187,13 +187,17 @@ async function main() {
   }
 
   // 3. the main package: npm's own file list (package.json "files") copied to a stage, whose package.json
-  //    names the platform package as an exact optional dependency and keeps only the install script.
+  //    names the platform packages as exact optional dependencies and keeps only the install script. (The
+  //    repository's package.json cannot name them: `npm ci` in a clone would need them published first.)
   const list = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts']))[0].files.map((f) => f.path);
   const mainDir = path.join(stage, 'main');
   for (const f of list) if (f !== 'package.json') copy(path.join(root, f), path.join(mainDir, f));
   const fixtures = list.filter((f) => f.startsWith('test/') || /\.safetensors$|\.node$/.test(f));
   if (fixtures.length) throw new PackError(`the main package would ship test fixtures or binaries: ${fixtures.slice(0, 5).join(', ')}`);
-  const mainPkg = { ...pkg, scripts: { install: pkg.scripts.install }, optionalDependencies: { ...pkg.optionalDependencies, [platPkg.name]: pkg.version } };
+  // every defined platform package, each pinned to this exact version (all must be published with it)
+  const platformDeps = Object.fromEntries(Object.values(PLATFORMS).map((p) =>
+    [JSON.parse(fs.readFileSync(path.join(root, p.dir, 'package.json'), 'utf8')).name, pkg.version]));
+  const mainPkg = { ...pkg, scripts: { install: pkg.scripts.install }, optionalDependencies: { ...pkg.optionalDependencies, ...platformDeps } };
   delete mainPkg.devDependencies;
   delete mainPkg.ava;
   fs.writeFileSync(path.join(mainDir, 'package.json'), JSON.stringify(mainPkg, null, 2) + '\n');
