@@ -158,8 +158,8 @@ function places(spec: AddonSpec, env: NodeJS.ProcessEnv): Place[] {
       const { version } = JSON.parse(readFileSync(pkgJson, 'utf8')) as { version?: string };
       out.push({ where: `package ${spec.prebuiltPackage}@${version}`, origin, file: path.join(path.dirname(pkgJson), spec.prebuiltFolder ?? '', spec.file) });
     } catch {
-      const published = PREBUILT_PLATFORMS.some((p) => spec.prebuiltPackage === `@xpsr-native/${p}`);
-      out.push({ where: `package ${spec.prebuiltPackage}`, origin, reason: published ? 'not installed' : 'not published for this platform' });
+      const unpublished = spec.prebuiltPackage === platformPackage() && !PREBUILT_PLATFORMS.includes(spec.prebuiltPackage.slice('@xpsr-native/'.length));
+      out.push({ where: `package ${spec.prebuiltPackage}`, origin, reason: unpublished ? 'not published for this platform' : 'not installed' });
     }
   }
   return out;

@@ -11,7 +11,8 @@
 //     when present, build-info.json describing the very file);
 //  4. `import { XPSR } from 'xpsr-native'` runs the tiny test model end to end and matches the local build;
 //     `npx xpsr doctor` reports the prebuilt addon; `npx xpsr demo` runs; `npm rebuild xpsr-native` (the
-//     install script) builds nothing; the prebuilt captioner loads next to node-llama-cpp;
+//     install script) builds nothing; the prebuilt captioner loads next to node-llama-cpp; without the
+//     platform package the install script falls back to building from source and doctor explains;
 //  5. a TypeScript consumer type-checks against the shipped types (ESM; node16 and bundler resolution).
 //
 // Prints one line per check and "test-packed: N passed, M failed"; exit 1 on any failure.
@@ -226,6 +227,25 @@ async function main() {
     } catch { /* reported below */ }
     if (!check("the prebuilt captioner (cpu) loads next to the app's node-llama-cpp", c.status === 0 && ci?.origin === 'prebuilt package' &&
       typeof ci.marker === 'string' && ci.file.startsWith(captDir), ci ? `${ci.origin}: ${ci.file}` : '')) process.stdout.write(tail(c.out) + '\n');
+  }
+
+  // without the platform package (unsupported platform, optional dependencies omitted): the install script
+  // falls back to a source build, which fails here (no compiler) with the ways to get binaries; doctor and
+  // the library explain the same
+  const aside = `${plat}.aside`;
+  fs.renameSync(plat, aside);
+  try {
+    const rb = run('npm', ['rebuild', 'xpsr-native', '--foreground-scripts'], { cwd: app, env });
+    if (!check('without the platform package the install script falls back to a source build; with no compiler it fails saying how to get binaries',
+      rb.status !== 0 && /building it from source \(fallback/.test(rb.out) && rb.out.includes(`${platPkg.name}: not installed`) &&
+        /Prebuilt binaries: npm installs/.test(rb.out))) process.stdout.write(tail(rb.out) + '\n');
+    const d = run('npx', ['xpsr', 'doctor'], { cwd: app, env });
+    if (!check('... and xpsr doctor says NOT LOADED, lists every place tried and how to get an addon',
+      d.status === 1 && /engine addon: NOT LOADED/.test(d.stdout) && d.stdout.includes(`package ${platPkg.name}: not installed`) &&
+        /--omit=optional/.test(d.stdout) && /npx xpsr build/.test(d.stdout))) process.stdout.write(tail(d.out) + '\n');
+  } finally {
+    fs.rmSync(path.join(main, 'build'), { recursive: true, force: true });
+    fs.renameSync(aside, plat);
   }
 
   // ---- 6. TypeScript consumers
