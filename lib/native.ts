@@ -1,12 +1,12 @@
 /**
- * Finds and loads the native engine addon (build/Release/xpsr.node, built by `npm install` with
- * cmake-js, or build/Release via node-gyp) and types its surface, which mirrors native/napi/addon.cpp
- * one to one. Nothing else in lib/ touches the addon directly.
+ * Finds and loads the native engine addon (XPSR_NATIVE_ADDON, else a local build in build/Release, else the
+ * prebuilt @xpsr-native/<platform> package; lib/addon-loader.ts) and types its surface, which mirrors
+ * native/napi/addon.cpp one to one. Nothing else in lib/ touches the addon directly.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XpsrError } from './errors.js';
-import { loadAddon } from './addon-loader.js';
+import { loadAddon, platformPackage, prebuiltRemedy } from './addon-loader.js';
 
 /** A float32 tensor in PyTorch layout (NCHW feature maps, [B, L, D] token sequences, [N, C] vectors). */
 export interface NativeTensor {
@@ -214,10 +214,12 @@ export function loadNative(): NativeAddon {
     file: 'xpsr.node',
     envFile: 'XPSR_NATIVE_ADDON',
     folders: ['build/Release', 'build/Debug'],
+    prebuiltPackage: platformPackage(),
     remedies: [
-      'run `npm rebuild xpsr-native` (or `npm run build:native` in a clone) to build it;',
-      'install CMake >= 3.18 and a C++17 compiler (g++ or clang++), then rebuild;',
-      'set XPSR_NATIVE_ADDON to the path of a prebuilt xpsr.node.',
+      prebuiltRemedy(),
+      'build from source: `npx xpsr build` in your app (or `npm run build:native` in a clone); it needs CMake >= 3.18 ' +
+        'and a C++17 compiler (g++ or clang++), and nvcc for the CUDA backend;',
+      'set XPSR_NATIVE_ADDON to the path of an xpsr.node.',
     ],
   }).addon;
   return cached;

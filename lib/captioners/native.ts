@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { addonPackageRoot, loadAddon } from '../addon-loader.js';
+import { addonPackageRoot, loadAddon, platformPackage, prebuiltRemedy, type AddonSpec } from '../addon-loader.js';
 import { XpsrError } from '../errors.js';
 
 export type CaptionerVariant = 'cpu' | 'cuda' | 'vulkan';
@@ -108,7 +108,7 @@ export function installedNodeLlamaCppVersion(): string | undefined {
   return JSON.parse(fs.readFileSync(path.join(d, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
 }
 
-const REBUILD = 'build it with `node scripts/build-captioner.mjs` (part of `npm install`);';
+const REBUILD = 'build it from source with `npx xpsr build` (or `node scripts/build-captioner.mjs` in a clone, part of `npm ci`);';
 
 /**
  * Why the addon at `file` must not be loaded for `variant` (undefined: it may): its folder's manifest.json
@@ -165,18 +165,26 @@ export function loadCaptionerAddon(variant: CaptionerVariant): NativeCaptionerAd
       'the in-process LLaVA captioner is disabled (XPSR_CAPTIONER=off); use the http, sidecar or fixed captioners, or unset it and ' +
       REBUILD.slice(0, -1), { addon: 'captioner' });
   }
-  return loadAddon<NativeCaptionerAddon>({
+  return loadAddon<NativeCaptionerAddon>(captionerAddonSpec(variant)).addon;
+}
+
+/** Where the addon of `variant` is looked for (lib/addon-loader.ts), and how it is checked. */
+export function captionerAddonSpec(variant: CaptionerVariant): AddonSpec {
+  return {
     name: `captioner addon (${variant})`,
     file: `xpsr_captioner.${variant}.node`,
     envDir: 'XPSR_CAPTIONER_ADDON_DIR',
     folders: ['build-captioner/Release'],
+    prebuiltPackage: platformPackage(),
+    prebuiltFolder: 'captioner',
     check: (file) => manifestProblem(file, variant),
     remedies: [
+      prebuiltRemedy(),
       REBUILD,
       `for the ${variant} variant, install node-llama-cpp's ${variant} package (@node-llama-cpp/${process.platform}-${process.arch}` +
         `${variant === 'cpu' ? '' : `-${variant}`}) and rebuild, or run node-llama-cpp on another backend;`,
       "node-llama-cpp must be loaded first, with the same variant (getLlama({ build: 'never' }));",
       'or set XPSR_CAPTIONER_ADDON_DIR to a folder holding a built xpsr_captioner.<variant>.node and its manifest.json.',
     ],
-  }).addon;
+  };
 }
