@@ -102,7 +102,7 @@ export function resolveComponents(o: LoadOptions): Components {
 /** @internal The loaded networks, tokenizer and scheduler config (XPSR.loadFrom). */
 export interface LoadedComponents {
   tokenizer: ClipTokenizer;
-  textEncoder: TextEncoder;
+  textEncoder: ClipTextEncoder;
   vae: Vae;
   unet: UNet;
   controlnet: ControlNet;
