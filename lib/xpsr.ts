@@ -222,7 +222,7 @@ export class XPSR {
    * time; a call waiting for its turn rejects with ERR_CANCELLED as soon as its signal aborts.
    */
   async upscale(input: ImageInput, options: UpscaleOptions = {}): Promise<UpscaleResult> {
-    this.#ensure();
+    const models = this.#ensure(); // a call accepted before dispose() still runs; dispose() waits for it
     const opts = resolveUpscaleOptions(options);
     const prev = this.#queue;
     let release!: () => void;
@@ -232,7 +232,7 @@ export class XPSR {
     try {
       await waitTurn(prev, options.signal);
       if (options.signal?.aborted) throw new XpsrError('ERR_CANCELLED', 'cancelled');
-      return await this.#upscaleOne(input, options, opts);
+      return await this.#upscaleOne(models, input, options, opts);
     } finally {
       release();
     }
@@ -262,8 +262,7 @@ export class XPSR {
     return out;
   }
 
-  async #upscaleOne(input: ImageInput, options: UpscaleOptions, opts: ResolvedUpscaleOptions): Promise<UpscaleResult> {
-    const models = this.#ensure();
+  async #upscaleOne(models: PipelineModels, input: ImageInput, options: UpscaleOptions, opts: ResolvedUpscaleOptions): Promise<UpscaleResult> {
     const t0 = performance.now();
     const name = options.name ?? (typeof input === 'string' ? path.parse(input).name : undefined);
     const what = describeInput(input, typeof input === 'string' ? input : name);
@@ -371,7 +370,10 @@ export class XPSR {
     };
   }
 
-  /** Frees every network, plan and device buffer. Idempotent; a running call finishes first. */
+  /**
+   * Frees every network, plan and device buffer once the calls already accepted have finished; later calls
+   * reject with ERR_DISPOSED. Idempotent.
+   */
   async dispose(): Promise<void> {
     const m = this.#models;
     if (!m) return;

@@ -143,6 +143,7 @@ function makePlan(v: Values, positionals: string[]): Plan {
   const formatWord = choiceFlag('--format', v.format, FORMAT_WORDS);
   const folderFormat = formatWord ? formatFromPath(`x.${formatWord}`) : 'png';
   let format: OutputFormat = folderFormat;
+  let outputFolder: string | undefined;
   let target: (input: string) => string;
   if (v.output === STDIO) {
     if (inputs.length !== 1) throw new UsageError(`-o - (stdout) takes exactly one input, got ${inputs.length}`);
@@ -158,12 +159,9 @@ function makePlan(v: Values, positionals: string[]): Plan {
     if (!statSafe(dir)?.isDirectory()) throw new UsageError(`the folder of -o ${v.output} does not exist`, 'ERR_IO');
     target = () => v.output!;
   } else {
-    try {
-      mkdirSync(v.output, { recursive: true });
-      accessSync(v.output, constants.W_OK);
-    } catch (e) {
-      throw new UsageError(`cannot write to the output folder ${v.output} (${(e as NodeJS.ErrnoException).code ?? String(e)})`, 'ERR_IO');
-    }
+    const existing = statSafe(v.output);
+    if (existing && !existing.isDirectory()) throw new UsageError(`-o ${v.output} exists and is not a folder`, 'ERR_IO');
+    outputFolder = v.output;
     const ext = formatWord ?? 'png';
     target = (input) => path.join(v.output!, `${input === STDIO ? 'stdin' : path.parse(input).name}.${ext}`);
   }
@@ -218,6 +216,15 @@ function makePlan(v: Values, positionals: string[]): Plan {
     resolveComponents(load); // folders present (nothing is read yet)
   });
   const captioner = asUsage(() => captionerOptionsFromArgs(v));
+  // Last, once everything else is known to be right: the output folder is created and must be writable.
+  if (outputFolder !== undefined) {
+    try {
+      mkdirSync(outputFolder, { recursive: true });
+      accessSync(outputFolder, constants.W_OK);
+    } catch (e) {
+      throw new UsageError(`cannot write to the output folder ${outputFolder} (${(e as NodeJS.ErrnoException).code ?? String(e)})`, 'ERR_IO');
+    }
+  }
   return { jobs, format, load, upscale, captioner, metadata: !v['no-metadata'] };
 }
 

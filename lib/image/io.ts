@@ -141,7 +141,7 @@ function depthBits(depth: string | undefined, bitsPerSample: number | undefined)
 
 function sharpMessage(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
-  return m.replace(/\s+$/, '');
+  return m.replace(/\s+/g, ' ').trim(); // libvips messages span lines; ours are one line
 }
 
 /** Advice for an input of `pixels` over `limit`: a value of 'maxInputPixels' the validator accepts, or none. */
@@ -208,6 +208,8 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
       throw new XpsrError(ERR_IMAGE_UNREADABLE, `Cannot read image ${what}: ${reason}`, { input: what, reason: code ?? reason }, { cause: e });
     }
     if (st.isDirectory()) throw new XpsrError(ERR_IMAGE_UNREADABLE, `Cannot read image ${what}: it is a directory`, { input: what });
+    // a device or a FIFO would block or never end (/dev/zero, a named pipe)
+    if (!st.isFile()) throw new XpsrError(ERR_IMAGE_UNREADABLE, `Cannot read image ${what}: not a regular file`, { input: what });
     if (st.size === 0) throw new XpsrError(ERR_IMAGE_EMPTY, `Image ${what} is empty (0 bytes)`, { input: what });
     base = sharp(input, ctorOptions);
     probe = sharp(input, probeOptions);
