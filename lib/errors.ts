@@ -86,7 +86,3 @@ export function invalidOption(name: string, expected: string, actual: unknown): 
     { option: name, expected },
   );
 }
-
-export function isXpsrError(e: unknown, code?: XpsrErrorCode): e is XpsrError {
-  return e instanceof XpsrError && (code === undefined || e.code === code);
-}

@@ -226,13 +226,6 @@ export class TileBlender {
   }
 }
 
-/** One-shot blend of tiles given with their offsets (added in array order). */
-export function blendTiles(tiles: ReadonlyArray<{ data: Float32Array; x: number; y: number }>, shape: BlendShape): Float32Array {
-  const b = new TileBlender(shape);
-  for (const t of tiles) b.add(t.data, t.x, t.y);
-  return b.result();
-}
-
 // ------------------------------------------------------------------------------------------------
 // (b) Tiled VAE (§7.9): when to tile and the official split parameters. The split itself (core boxes,
 // padding, tile size rounding) lives in one place, the engine: native/engine/models/vae_tiled.cpp.

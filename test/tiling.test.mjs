@@ -5,12 +5,18 @@ import {
   latentTilingNeeded,
   gaussianWeights,
   TileBlender,
-  blendTiles,
   vaeTilingNeeded,
   VAE_ENCODER_TILING,
   VAE_DECODER_TILING,
   chooseTiling,
 } from '../dist/lib/tiling.js';
+
+/** Blends tiles given with their offsets, in array order. */
+function blendTiles(tiles, shape) {
+  const b = new TileBlender(shape);
+  for (const t of tiles) b.add(t.data, t.x, t.y);
+  return b.result();
+}
 
 const golden = JSON.parse(fs.readFileSync(new URL('./fixtures/tiling/gaussian_weights.json', import.meta.url), 'utf8'));
 

@@ -30,12 +30,6 @@ export interface CfgTexts {
   low: string[];
 }
 
-/** test.py: the first line of a caption file, left-stripped. */
-export function firstLineLstrip(text: string): string {
-  const line = text.split(/\r?\n/)[0] ?? '';
-  return line.replace(/^\s+/, '');
-}
-
 /** test.py builds `caption + " " + added_prompt` (a leading space is harmless to CLIP). */
 export function highLevelPrompt(caption: string, addedPrompt: string): string {
   return addedPrompt ? `${caption} ${addedPrompt}` : caption;

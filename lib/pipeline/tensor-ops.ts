@@ -5,10 +5,6 @@
 import type { Tensor } from '../engine/engine.js';
 import { XpsrError } from '../errors.js';
 
-export function numel(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 /** Stacks tensors of equal shape [1, ...] along the batch axis. */
 export function catBatch(parts: Tensor[]): Tensor {
   const per = parts[0].data.length;
