@@ -4,7 +4,7 @@
  * the same codes (native/common/error.h) and are wrapped into XpsrErrors (lib/native.ts).
  *
  * Messages name options in single quotes ('processSize'); the CLI swaps those names for its flags
- * (--process-size) so that every caller reads the advice in its own terms (lib/cli/flags.ts).
+ * (--process-size) so that every caller reads the advice in its own terms (lib/cli/common.ts).
  */
 
 /** Every code the library throws, with when it happens (the README's table is generated from the same text). */

@@ -1,6 +1,6 @@
 /**
  * Tensor comparison for parity reports: max_abs, max_rel (= max_abs / max|ref|), the tolerance and the
- * verdict. Tolerances follow the fixtures README: single modules max_abs <= 1e-4 * max(1, max|ref|)
+ * verdict. Tolerances (the parity method of docs/architecture.md §10): single modules max_abs <= 1e-4 * max(1, max|ref|)
  * in float32; pipelines 1e-3; uint8 images off by at most 1 in a small fraction of values.
  */
 export interface ParityLine {

@@ -1,5 +1,5 @@
 /**
- * The prompts of the official run (xpsr-architecture.md §7.2, §7.4) and how the classifier-free-guidance
+ * The prompts of the official run (docs/architecture.md §7.2, §7.4) and how the classifier-free-guidance
  * rows are formed. Row order everywhere: [unconditional, conditional].
  */
 
