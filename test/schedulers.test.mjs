@@ -35,7 +35,7 @@ test('betas and alphas_cumprod match the fixture bit-exactly (torch float32 lins
   const s = createScheduler('ddpm', cfg);
   t.deepEqual(s.betas, D('betas'));
   t.deepEqual(s.alphasCumprod, D('alphas_cumprod'));
-  // spec §7.5 reference values
+  // docs/architecture.md §7.5 reference values
   t.is(s.alphasCumprod[0], Math.fround(0.99915));
   t.is(s.alphasCumprod[999], Math.fround(0.00466009602));
   t.is(s.alphasCumprod[800], Math.fround(0.036869593));
