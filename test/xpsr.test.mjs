@@ -2,7 +2,7 @@
 // cancellation, bad images and disposal. Every failure is an error value; the instance keeps serving.
 import test from 'ava';
 import path from 'node:path';
-import { writeFileSync, mkdtempSync, mkdirSync, readdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import sharp from 'sharp';
 import { XPSR, NoiseSource, readImageMetadata } from '../dist/lib/index.js';

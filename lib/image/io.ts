@@ -199,7 +199,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
   let base: Sharp;
   let probe: Sharp;
   if (typeof input === 'string') {
-    let st;
+    let st: Awaited<ReturnType<typeof stat>>;
     try {
       st = await stat(input);
     } catch (e) {
@@ -438,8 +438,8 @@ export async function readImageMetadata(input: string | Uint8Array): Promise<Rec
   }
   const out: Record<string, string> = {};
   if (!xmp) return out;
-  const unescape = (v: string) => v.replace(/&(amp|lt|gt|quot);/g, (_m, n: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"' })[n]!);
-  for (const m of xmp.toString('utf8').matchAll(/<xpsr:([A-Za-z][A-Za-z0-9_-]*)>([\s\S]*?)<\/xpsr:\1>/g)) out[m[1]!] = unescape(m[2]!);
+  const unxml = (v: string) => v.replace(/&(amp|lt|gt|quot);/g, (_m, n: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"' })[n]!);
+  for (const m of xmp.toString('utf8').matchAll(/<xpsr:([A-Za-z][A-Za-z0-9_-]*)>([\s\S]*?)<\/xpsr:\1>/g)) out[m[1]!] = unxml(m[2]!);
   return out;
 }
 
