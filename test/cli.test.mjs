@@ -156,6 +156,21 @@ test('plain progress lines when stderr is not a terminal; a summary; skipped out
   t.regex(r.stderr, /^xpsr: 0 written, 1 skipped, 0 failed$/m);
 });
 
+test('"image too large" advice is given in flags, with a value the validator accepts', async (t) => {
+  const dir = tmp();
+  let r = xpsr(['upscale', img('coffee_32x24.png'), '-o', path.join(dir, 'a.png'), ...quick, '--max-input-pixels', '100']);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /more than --max-input-pixels \(100\); raise --max-input-pixels to at least 1000000 to process it \[ERR_IMAGE_TOO_LARGE\]/);
+  t.notRegex(r.stderr, /maxInputPixels/);
+  const strip = path.join(dir, 'strip.png');
+  await sharp({ create: { width: 200, height: 2, channels: 3, background: 'gray' } }).png().toFile(strip);
+  r = xpsr(['upscale', strip, '-o', path.join(dir, 'b.png'), ...quick]);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /aspect ratio of 100:1, more than --max-aspect-ratio \(16\).*(raise --max-aspect-ratio to at least 100|crop it)/i);
+  t.notRegex(r.stderr, /maxAspectRatio/);
+  t.deepEqual(readdirSync(dir).sort(), ['strip.png']);
+});
+
 test('--help lists every API option as a flag', (t) => {
   const r = xpsr(['upscale', '--help']);
   t.is(r.status, 0);
