@@ -25,6 +25,7 @@ import { TextConditioner } from './pipeline/text.js';
 import type { Prompts } from './pipeline/prompts.js';
 import { SD15_SCHEDULER_CONFIG, loadSchedulerConfig } from './schedulers/index.js';
 import { captionXpsr } from './captioners/factory.js';
+import { CaptionError } from './captioners/errors.js';
 import { packageRoot } from './native.js';
 
 /** Whether and what to embed in a written image: `true` = the result's `metadata`, or your own fields. */
@@ -116,7 +117,7 @@ export function resolveComponents(o: LoadOptions): Components {
 /** One entry of upscaleMany(): the result of an image, or the error that stopped it (input order). */
 export type UpscaleOutcome =
   | { ok: true; input: ImageInput; result: UpscaleResult }
-  | { ok: false; input: ImageInput; error: XpsrError };
+  | { ok: false; input: ImageInput; error: XpsrError | CaptionError };
 
 let version: string | undefined;
 function softwareName(): string {
@@ -255,7 +256,8 @@ export class XPSR {
         const result = await this.upscale(input, { ...options, onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })) });
         out.push({ ok: true, input, result });
       } catch (e) {
-        const error = e instanceof XpsrError ? e : new XpsrError('ERR_INTERNAL', (e as Error)?.message ?? String(e), undefined, { cause: e });
+        const error = e instanceof XpsrError || e instanceof CaptionError ? e
+          : new XpsrError('ERR_INTERNAL', (e as Error)?.message ?? String(e), undefined, { cause: e });
         out.push({ ok: false, input, error });
       }
     }

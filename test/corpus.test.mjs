@@ -22,7 +22,7 @@ const quickFlags = ['--steps', '1', '--process-size', '64', '--seed', '1'];
 const tmp = (p) => mkdtempSync(path.join(tmpdir(), `xpsr-corpus-${p}-`));
 /** The environment of a child: no XPSR_* variable of the caller leaks in. */
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('XPSR_')));
-const cli = (args, opts = {}) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 90_000, env, ...opts });
+const cli = (args, opts = {}) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL', env, ...opts });
 const files = (dir) => (existsSync(dir) ? readdirSync(dir).sort() : []);
 /** A child ended on its own with one of the documented statuses (not killed by a signal: no crash). */
 const noCrash = (t, r, label) => {
@@ -87,7 +87,7 @@ test.serial('image batch through the CLI: exit 1, only the good image written, s
 
 const weightDirs = new Map(weightCases.map((c) => [c.label, brokenModel(c.label, c.mutate)]));
 const runProbe = (dirs) => {
-  const r = spawnSync(process.execPath, [probe, ...dirs], { encoding: 'utf8', timeout: 90_000 + 10_000 * dirs.length, env });
+  const r = spawnSync(process.execPath, [probe, ...dirs], { encoding: 'utf8', timeout: 60_000 + 10_000 * dirs.length, killSignal: 'SIGKILL', env });
   const lines = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
   return { r, lines };
 };
