@@ -64,7 +64,9 @@ if (!nativeOnly) {
     const f = /(\d+) tests? failed/.exec(out);
     const k = /(\d+) known failure/.exec(out);
     if (!p && !f) return null;
-    return { passed: p ? Number(p[1]) : 0, failed: (f ? Number(f[1]) : 0) + (k ? Number(k[1]) : 0) };
+    // with failures ava prints no "N tests passed" line: count its ✔ lines instead
+    const passedLines = (out.match(/^\s*✔ /gm) ?? []).length;
+    return { passed: p ? Number(p[1]) : passedLines, failed: (f ? Number(f[1]) : 0) + (k ? Number(k[1]) : 0) };
   });
 }
 
