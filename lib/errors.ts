@@ -1,8 +1,54 @@
 /**
  * The one error type of the TypeScript side. Every failure a user can act on is an XpsrError with a
- * stable `code` (string constant below) and optional structured `details`.
- * Native (N-API) errors carry the same codes (native/common/error.h).
+ * stable `code` (one of ERROR_CODES below) and optional structured `details`. Native (N-API) errors carry
+ * the same codes (native/common/error.h) and are wrapped into XpsrErrors (lib/native.ts).
+ *
+ * Messages name options in single quotes ('processSize'); the CLI swaps those names for its flags
+ * (--process-size) so that every caller reads the advice in its own terms (lib/cli/common.ts).
  */
+
+/** Every code the library throws, with when it happens (the README's table is generated from the same text). */
+export const ERROR_CODES = {
+  ERR_INVALID_OPTION: 'an option (API) or flag (CLI) has the wrong type or is out of range; the message names it',
+  ERR_INVALID_ARGUMENT: 'a lower-level call got a malformed argument (tensor shape, input type, tile size)',
+  ERR_IMAGE_EMPTY: 'the input has zero bytes or zero pixels',
+  ERR_IMAGE_UNREADABLE: 'the input is missing, not an image, truncated or corrupt',
+  ERR_IMAGE_TOO_LARGE: "the input exceeds 'maxInputPixels', its aspect ratio exceeds 'maxAspectRatio', or its processed size would not fit in memory",
+  ERR_WEIGHTS_MISSING: 'a weights folder, file or tensor is missing',
+  ERR_WEIGHTS_INVALID: 'a weights or config file is corrupt, truncated, hostile, has NaN/Inf or out-of-range values',
+  ERR_SHAPE_MISMATCH: 'a tensor has the wrong shape (weights that do not match their config, wrong input sizes)',
+  ERR_UNSUPPORTED: 'a format, config value or feature this build does not implement (e.g. an unknown output extension)',
+  ERR_IO: 'a file could not be written or read (output folder missing, permission denied, disk full)',
+  ERR_DEVICE_UNAVAILABLE: "the requested device cannot be used (no CUDA build, driver or GPU for 'cuda')",
+  ERR_OUT_OF_MEMORY: 'host or device memory is insufficient for this size; the instance keeps serving',
+  ERR_CANCELLED: 'the AbortSignal fired (API) or the command was interrupted (CLI, exit status 130)',
+  ERR_DISPOSED: 'the XPSR instance or engine was disposed',
+  ERR_NATIVE_MISSING: 'the native engine addon could not be loaded (not built, or built for another Node)',
+  ERR_CAPTION_MISSING: 'a sidecar or fixed caption is missing for an image (docs/captioning.md)',
+  ERR_CAPTION_UNREACHABLE: 'the caption server cannot be reached',
+  ERR_CAPTION_TIMEOUT: 'the caption server did not answer in time (after retries)',
+  ERR_CAPTION_AUTH: 'the caption server refused the credentials',
+  ERR_CAPTION_SERVER: 'the caption server answered with an error or with something that is not a chat completion',
+  // The HTTP server and the job queue (docs/serving.md; each maps to an HTTP status in lib/server/errors.ts).
+  ERR_BAD_REQUEST: 'server: the request is malformed (garbage body, truncated multipart, duplicated or unknown field)',
+  ERR_IMAGE_MISSING: 'server: the request carries no image',
+  ERR_UNAUTHORIZED: 'server: the API key is missing or wrong',
+  ERR_NOT_FOUND: 'server: no such route',
+  ERR_JOB_NOT_FOUND: 'server: no such job (never existed, or its result expired)',
+  ERR_JOB_NOT_FINISHED: 'server: the job has no result yet',
+  ERR_JOB_FINISHED: 'server: the job already finished and cannot be cancelled',
+  ERR_BODY_TOO_LARGE: 'server: the request body exceeds the size limit',
+  ERR_UNSUPPORTED_MEDIA_TYPE: 'server: the content type is neither an image nor multipart form data',
+  ERR_QUEUE_FULL: 'server: the job queue is full (retry after the Retry-After delay)',
+  ERR_NOT_READY: 'server: the weights are still loading or no device is usable',
+  ERR_DRAINING: 'server: the server is shutting down and accepts no new work',
+  ERR_TIMEOUT: 'server: the job exceeded the per-job time limit and was cancelled',
+  ERR_SHUTDOWN: 'server: the job was cancelled because the drain timeout expired at shutdown',
+  ERR_CLIENT_GONE: 'server: the client of a synchronous request disconnected, so its job was cancelled',
+  ERR_INTERNAL: 'a bug in xpsr-native (please report it with the message)',
+} as const;
+
+export type XpsrErrorCode = keyof typeof ERROR_CODES;
 
 export const ERR_IMAGE_UNREADABLE = 'ERR_IMAGE_UNREADABLE';
 export const ERR_IMAGE_TOO_LARGE = 'ERR_IMAGE_TOO_LARGE';
@@ -18,43 +64,22 @@ export const ERR_DEVICE_UNAVAILABLE = 'ERR_DEVICE_UNAVAILABLE';
 export const ERR_OUT_OF_MEMORY = 'ERR_OUT_OF_MEMORY';
 export const ERR_INTERNAL = 'ERR_INTERNAL';
 export const ERR_UNSUPPORTED = 'ERR_UNSUPPORTED';
-// Captioning (docs/captioning.md): a sidecar caption file is missing; the caption server cannot be reached,
-// does not answer in time, refuses the credentials, or answers with an error / not a chat completion.
-export const ERR_CAPTION_MISSING = 'ERR_CAPTION_MISSING';
-export const ERR_CAPTION_UNREACHABLE = 'ERR_CAPTION_UNREACHABLE';
-export const ERR_CAPTION_TIMEOUT = 'ERR_CAPTION_TIMEOUT';
-export const ERR_CAPTION_AUTH = 'ERR_CAPTION_AUTH';
-export const ERR_CAPTION_SERVER = 'ERR_CAPTION_SERVER';
+export const ERR_DISPOSED = 'ERR_DISPOSED';
+export const ERR_NATIVE_MISSING = 'ERR_NATIVE_MISSING';
 
-export type XpsrErrorCode =
-  | typeof ERR_IMAGE_UNREADABLE
-  | typeof ERR_IMAGE_TOO_LARGE
-  | typeof ERR_IMAGE_EMPTY
-  | typeof ERR_INVALID_OPTION
-  | typeof ERR_INVALID_ARGUMENT
-  | typeof ERR_CANCELLED
-  | typeof ERR_WEIGHTS_MISSING
-  | typeof ERR_WEIGHTS_INVALID
-  | typeof ERR_SHAPE_MISMATCH
-  | typeof ERR_IO
-  | typeof ERR_DEVICE_UNAVAILABLE
-  | typeof ERR_OUT_OF_MEMORY
-  | typeof ERR_INTERNAL
-  | typeof ERR_UNSUPPORTED
-  | typeof ERR_CAPTION_MISSING
-  | typeof ERR_CAPTION_UNREACHABLE
-  | typeof ERR_CAPTION_TIMEOUT
-  | typeof ERR_CAPTION_AUTH
-  | typeof ERR_CAPTION_SERVER;
+export function isXpsrErrorCode(code: unknown): code is XpsrErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+}
 
 export class XpsrError extends Error {
-  readonly code: string;
+  readonly code: XpsrErrorCode;
   readonly details?: object;
 
-  constructor(code: string, message: string, details?: object, options?: { cause?: unknown }) {
+  /** An unknown `code` (e.g. from a foreign native error) becomes ERR_INTERNAL. */
+  constructor(code: XpsrErrorCode, message: string, details?: object, options?: { cause?: unknown }) {
     super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = 'XpsrError';
-    this.code = code;
+    this.code = isXpsrErrorCode(code) ? code : 'ERR_INTERNAL';
     if (details !== undefined) this.details = details;
   }
 }
@@ -81,8 +106,4 @@ export function invalidOption(name: string, expected: string, actual: unknown): 
     `Invalid option '${name}': expected ${expected}, got ${describeValue(actual)}`,
     { option: name, expected },
   );
-}
-
-export function isXpsrError(e: unknown, code?: string): e is XpsrError {
-  return e instanceof XpsrError && (code === undefined || e.code === code);
 }

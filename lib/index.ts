@@ -2,9 +2,10 @@
  * xpsr-native: XPSR diffusion super-resolution in Node.js (C++/CUDA engine, no Python).
  * Public exports only; see README.md for the guide.
  */
-export { XPSR, type UpscaleResult } from './xpsr.js';
+export { XPSR, type UpscaleResult, type UpscaleOutcome, type WriteOptions } from './xpsr.js';
 export type { LoadOptions, UpscaleOptions } from './options.js';
-export { XpsrError } from './errors.js';
+export { XpsrError, ERROR_CODES, type XpsrErrorCode } from './errors.js';
+export { readImageMetadata } from './image/io.js';
 export {
   Engine, Model, ClipTextEncoder, Vae, UNet, ControlNet,
   type Tensor, type EngineOptions, type RunOptions, type VaeTileRunOptions, type ModelKind, type ModelInfo, type RunStats,

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { XpsrError } from './errors.js';
+import { XpsrError, type XpsrErrorCode } from './errors.js';
 import { loadAddon, platformPackage, prebuiltRemedy } from './addon-loader.js';
 
 /** A float32 tensor in PyTorch layout (NCHW feature maps, [B, L, D] token sequences, [N, C] vectors). */
@@ -228,7 +228,7 @@ export function loadNative(): NativeAddon {
 /** Wraps a native rejection into an XpsrError that keeps the caller's stack (created before the call). */
 export function nativeError(e: unknown, callerStack: Error): XpsrError {
   const err = e as { code?: string; message?: string };
-  const x = new XpsrError(err?.code ?? 'ERR_INTERNAL', err?.message ?? String(e));
+  const x = new XpsrError((err?.code ?? 'ERR_INTERNAL') as XpsrErrorCode, err?.message ?? String(e));
   if (callerStack.stack) x.stack = `${x.name}: ${x.message}\n${callerStack.stack.split('\n').slice(1).join('\n')}`;
   return x;
 }

@@ -1,7 +1,8 @@
 /**
- * Options of XPSR.load() and xpsr.upscale(), their defaults (the official run's settings, §7 of the
- * architecture notes) and their validation: every bad option gets one message naming the option, what
- * was expected and what arrived.
+ * Options of XPSR.load() and xpsr.upscale(), their defaults (the official run's settings,
+ * docs/architecture.md §7) and their validation: every bad option gets one message naming the option, what
+ * was expected and what arrived. The bounds below are the only ones; messages that advise a value stay
+ * within them.
  */
 import { XpsrError, invalidOption } from './errors.js';
 import type { ColorFixKind } from './colorfix.js';
@@ -77,21 +78,41 @@ export interface UpscaleOptions {
    */
   vaeTiling?: 'auto' | 'on' | 'off';
   /**
-   * Largest accepted input in pixels (width*height). Defaults to 1048576 (1 MP, a 16 MP output at x4: the
-   * tiled VAE then holds about 32 GiB of host activations; raise it on machines with the memory).
+   * Largest accepted input in pixels (width*height, 1..2^32). Defaults to 1048576 (1 MP, a 16 MP output at
+   * x4: the tiled VAE then holds about 32 GiB of host memory; raise it on machines with the memory).
    */
   maxInputPixels?: number;
-  /** Cancels between steps; the promise rejects with code ERR_CANCELLED and everything is freed. */
+  /**
+   * Largest accepted aspect ratio (long side / short side, 1..1024) of the input. Defaults to 16. A thin strip
+   * is enlarged until its short side reaches `processSize`, so its processed size grows with the ratio.
+   */
+  maxAspectRatio?: number;
+  /**
+   * Cancels the call, also while it waits behind other calls on the same instance; the promise rejects with
+   * code ERR_CANCELLED and everything is freed.
+   */
   signal?: AbortSignal;
-  /** Progress of each stage (text, encode, denoise steps, decode, colorfix). */
-  onProgress?: (e: ProgressEvent & { image?: number; images?: number }) => void;
-  /** Advanced: supply the Gaussian draws (e.g. ReplayNoise for parity runs). Overrides `seed`. */
+  /**
+   * Progress of each stage (text, encode, denoise steps, decode, colorfix). An observer: if it throws or
+   * returns a rejecting promise, the run still completes and the error is passed to the `onNotice` of
+   * XPSR.load once per call (never an unhandled rejection).
+   */
+  onProgress?: (e: ProgressEvent & { image?: number; images?: number }) => unknown;
+  /** Advanced: supply the Gaussian draws (e.g. ReplayNoise for parity runs). Replaces `seed` (the result's seed is then null). */
   noise?: NoiseProvider;
   /** Name of the image for sidecar captions and messages (defaults to the file stem). */
   name?: string;
 }
 
 export const DEFAULT_TILING: TilingOptions = { mode: 'auto', tileSize: 320, overlap: 8, maxLatentPixels: 320 * 320 };
+
+/** Validator bounds that messages elsewhere refer to. */
+export const LIMITS = Object.freeze({
+  maxInputPixels: { min: 1, max: 2 ** 32, default: 1_048_576 },
+  maxAspectRatio: { min: 1, max: 1024, default: 16 },
+  processSize: { min: 64, max: 8192, default: 512 },
+  scale: { min: 1, max: 16, default: 4 },
+});
 
 /** The options after defaults and checks: the pipeline's own settings plus the image-level ones. */
 export type ResolvedUpscaleOptions = Pick<CoreOptions, 'steps' | 'guidanceScale' | 'conditioningScale' | 'scheduler' | 'addedPrompt' |
@@ -100,6 +121,7 @@ export type ResolvedUpscaleOptions = Pick<CoreOptions, 'steps' | 'guidanceScale'
   processSize: number;
   seed: number;
   maxInputPixels: number;
+  maxAspectRatio: number;
 };
 
 function int(name: string, v: unknown, min: number, max: number, def: number): number {
@@ -151,12 +173,15 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
     str('prompts.low', o.prompts.low, '');
   }
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidOption('signal', 'an AbortSignal', o.signal);
+  if (o.noise !== undefined && (o.noise === null || typeof (o.noise as { normal?: unknown }).normal !== 'function'))
+    throw invalidOption('noise', 'an object with a normal(n) method (NoiseSource, ReplayNoise)', o.noise);
+  if (o.name !== undefined) str('name', o.name, '');
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidOption('onProgress', 'a function', o.onProgress);
   const scheduler = str('scheduler', o.scheduler, 'ddpm');
   if (!SCHEDULER_NAMES.includes(scheduler)) throw invalidOption('scheduler', `one of ${SCHEDULER_NAMES.join(', ')}`, scheduler);
   return {
-    scale: int('scale', o.scale, 1, 16, 4),
-    processSize: int('processSize', o.processSize, 64, 8192, 512),
+    scale: int('scale', o.scale, LIMITS.scale.min, LIMITS.scale.max, LIMITS.scale.default),
+    processSize: int('processSize', o.processSize, LIMITS.processSize.min, LIMITS.processSize.max, LIMITS.processSize.default),
     steps: int('steps', o.steps, 1, 1000, 20),
     guidanceScale: num('guidanceScale', o.guidanceScale, 0, 100, 4.5),
     conditioningScale: num('conditioningScale', o.conditioningScale, 0, 10, 1),
@@ -171,16 +196,21 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
     colorFix: oneOf('colorFix', o.colorFix, ['adain', 'wavelet', 'none'] as const, 'adain'),
     tiling,
     vaeTiling: oneOf('vaeTiling', o.vaeTiling, ['auto', 'on', 'off'] as const, 'auto'),
-    maxInputPixels: int('maxInputPixels', o.maxInputPixels, 1, 2 ** 32, 1_048_576),
+    maxInputPixels: int('maxInputPixels', o.maxInputPixels, LIMITS.maxInputPixels.min, LIMITS.maxInputPixels.max, LIMITS.maxInputPixels.default),
+    maxAspectRatio: num('maxAspectRatio', o.maxAspectRatio, LIMITS.maxAspectRatio.min, LIMITS.maxAspectRatio.max, LIMITS.maxAspectRatio.default),
   };
 }
+
+/** Accepted `device` values. */
+export const DEVICE_PATTERN = /^(auto|cpu|cuda(:\d{1,3})?)$/;
 
 export function checkLoadOptions(o: LoadOptions): void {
   if (o === null || typeof o !== 'object') throw invalidOption('options', 'an object', o);
   for (const k of ['sd', 'xpsr', 'model', 'device'] as const)
     if (o[k] !== undefined && typeof o[k] !== 'string') throw invalidOption(k, 'a string', o[k]);
+  if (o.device !== undefined && !DEVICE_PATTERN.test(o.device)) throw invalidOption('device', "'auto', 'cpu', 'cuda' or 'cuda:N'", o.device);
+  if (o.onNotice !== undefined && typeof o.onNotice !== 'function') throw invalidOption('onNotice', 'a function', o.onNotice);
   if (!o.model && !(o.sd && o.xpsr))
     throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } folders (or { model } holding all components)");
-  if (o.threads !== undefined && (typeof o.threads !== 'number' || !Number.isInteger(o.threads) || o.threads < 0))
-    throw invalidOption('threads', 'a non-negative integer', o.threads);
+  if (o.threads !== undefined) int('threads', o.threads, 0, 1024, 0);
 }

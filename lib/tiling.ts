@@ -1,5 +1,5 @@
 /**
- * Pure tiling geometry and blend weights (architecture doc §7.8 latent tiling, §7.9 tiled VAE), plus a
+ * Pure tiling geometry and blend weights (docs/architecture.md §7.8 latent tiling, §7.9 tiled VAE), plus a
  * memory-budget helper. No pixels, no I/O: everything here is deterministic integer / float64 math that
  * the engine (TS or native) can follow.
  */
@@ -226,152 +226,25 @@ export class TileBlender {
   }
 }
 
-/** One-shot blend of tiles given with their offsets (added in array order). */
-export function blendTiles(tiles: ReadonlyArray<{ data: Float32Array; x: number; y: number }>, shape: BlendShape): Float32Array {
-  const b = new TileBlender(shape);
-  for (const t of tiles) b.add(t.data, t.x, t.y);
-  return b.result();
-}
-
 // ------------------------------------------------------------------------------------------------
-// (b) Tiled VAE (§7.9, myutils/vaehook.py)
+// (b) Tiled VAE (§7.9): when to tile and the official split parameters. The split itself (core boxes,
+// padding, tile size rounding) lives in one place, the engine: native/engine/models/vae_tiled.cpp.
 // ------------------------------------------------------------------------------------------------
 
-/** Half-open box [x0, x1) × [y0, y1). */
-export interface Box {
-  x0: number;
-  x1: number;
-  y0: number;
-  y1: number;
-}
-
+/** The official split of the tiled VAE: nominal tile size and padding. */
 export interface VaeTileOptions {
   /** Nominal tile size: 1024 (encoder, image px) / 224 (decoder, latent px). */
   tile: number;
   /** Padding: 32 (encoder) / 11 (decoder). */
   pad: number;
-  isDecoder: boolean;
 }
 
-export const VAE_ENCODER_TILING: Readonly<VaeTileOptions> = Object.freeze({ tile: 1024, pad: 32, isDecoder: false });
-export const VAE_DECODER_TILING: Readonly<VaeTileOptions> = Object.freeze({ tile: 224, pad: 11, isDecoder: true });
-
-export interface VaeTile {
-  /** Row (y) and column (x) index. */
-  i: number;
-  j: number;
-  /** Core box (the official `input_bbox` before padding): [P + j·tw, min(P + (j+1)·tw, W)). */
-  core: Box;
-  /** Core box with edges within P of the border extended to the border (official `output_bbox` before scaling). */
-  extended: Box;
-  /** Region of the input the tile reads: core grown by P on each side, clamped. */
-  input: Box;
-  /** Region of the result it writes: extended × 8 (decoder) or ⌊÷ 8⌋ (encoder). */
-  output: Box;
-  /** Size of the tile's raw network output: input × 8 (decoder) or ⌊input / 8⌋ (encoder: 3 stride-2 convs, pad (0,1)). */
-  tileOutWidth: number;
-  tileOutHeight: number;
-  /** Slice of the tile's raw output copied to `output` (official crop_valid_region). */
-  crop: Box;
-}
-
-export interface VaeTiling {
-  height: number;
-  width: number;
-  /** Whether the official hook tiles at all: max(H, W) > 2·pad + tile. */
-  needed: boolean;
-  ny: number;
-  nx: number;
-  /** Tile sizes after the rounding rule (may be ≤ 0 for degenerate thin inputs, as in the official code). */
-  tileHeight: number;
-  tileWidth: number;
-  /** Row-major (i over y, then j over x), the official order. */
-  tiles: VaeTile[];
-  /** Output size: H×8 / W×8 (decoder) or ⌊H/8⌋ / ⌊W/8⌋ (encoder). */
-  outHeight: number;
-  outWidth: number;
-}
-
-/** Python's floor modulo. */
-function pyMod(a: number, b: number): number {
-  return ((a % b) + b) % b;
-}
-
-/** vaehook get_best_tile_size: prefer a multiple of 32, 16, 8, 4, 2 not above the upper bound. */
-export function bestTileSize(lowerbound: number, upperbound: number): number {
-  for (let divider = 32; divider >= 2; divider = Math.floor(divider / 2)) {
-    const rem = pyMod(lowerbound, divider);
-    if (rem === 0) return lowerbound;
-    const candidate = lowerbound - rem + divider;
-    if (candidate <= upperbound) return candidate;
-  }
-  return lowerbound;
-}
+export const VAE_ENCODER_TILING: Readonly<VaeTileOptions> = Object.freeze({ tile: 1024, pad: 32 });
+export const VAE_DECODER_TILING: Readonly<VaeTileOptions> = Object.freeze({ tile: 224, pad: 11 });
 
 /** Whether the official VAE hook tiles an input of H×W (image px for the encoder, latent px for the decoder). */
-export function vaeTilingNeeded(h: number, w: number, options: Pick<VaeTileOptions, 'tile' | 'pad'>): boolean {
+export function vaeTilingNeeded(h: number, w: number, options: VaeTileOptions): boolean {
   return Math.max(h, w) > options.pad * 2 + options.tile;
-}
-
-/** The official vaehook split_tiles geometry for an input of H×W. */
-export function vaeTiles(h: number, w: number, options: VaeTileOptions): VaeTiling {
-  posInt('height', h);
-  posInt('width', w);
-  const tile = posInt('tile', options.tile);
-  const pad = posInt('pad', options.pad, 0);
-  const dec = options.isDecoder === true;
-  const ny = Math.max(Math.ceil((h - 2 * pad) / tile), 1);
-  const nx = Math.max(Math.ceil((w - 2 * pad) / tile), 1);
-  const th = bestTileSize(Math.ceil((h - 2 * pad) / ny), tile);
-  const tw = bestTileSize(Math.ceil((w - 2 * pad) / nx), tile);
-  const scale = (v: number): number => (dec ? v * 8 : Math.floor(v / 8));
-  const netOut = (n: number): number => (dec ? n * 8 : Math.floor(n / 8));
-  const tiles: VaeTile[] = [];
-  for (let i = 0; i < ny; i++) {
-    for (let j = 0; j < nx; j++) {
-      const core: Box = {
-        x0: pad + j * tw,
-        x1: Math.min(pad + (j + 1) * tw, w),
-        y0: pad + i * th,
-        y1: Math.min(pad + (i + 1) * th, h),
-      };
-      const extended: Box = {
-        x0: core.x0 > pad ? core.x0 : 0,
-        x1: core.x1 < w - pad ? core.x1 : w,
-        y0: core.y0 > pad ? core.y0 : 0,
-        y1: core.y1 < h - pad ? core.y1 : h,
-      };
-      const output: Box = { x0: scale(extended.x0), x1: scale(extended.x1), y0: scale(extended.y0), y1: scale(extended.y1) };
-      const input: Box = {
-        x0: Math.max(0, core.x0 - pad),
-        x1: Math.min(w, core.x1 + pad),
-        y0: Math.max(0, core.y0 - pad),
-        y1: Math.min(h, core.y1 + pad),
-      };
-      const tileOutWidth = netOut(input.x1 - input.x0);
-      const tileOutHeight = netOut(input.y1 - input.y0);
-      // crop_valid_region: margin = target − scaled(input box); slice [m0, size + m1)
-      const crop: Box = {
-        x0: output.x0 - scale(input.x0),
-        x1: tileOutWidth + (output.x1 - scale(input.x1)),
-        y0: output.y0 - scale(input.y0),
-        y1: tileOutHeight + (output.y1 - scale(input.y1)),
-      };
-      tiles.push({ i, j, core, extended, input, output, tileOutWidth, tileOutHeight, crop });
-    }
-  }
-  return {
-    height: h,
-    width: w,
-    needed: vaeTilingNeeded(h, w, { tile, pad }),
-    ny,
-    nx,
-    tileHeight: th,
-    tileWidth: tw,
-    tiles,
-    outHeight: scale(h),
-    outWidth: scale(w),
-  };
 }
 
 // ------------------------------------------------------------------------------------------------

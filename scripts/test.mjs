@@ -2,6 +2,8 @@
 // `npm test`: type-checks and compiles the TypeScript (tsc), runs the native test runner
 // (build/xpsr_tests: kernels, weight readers, parity of every network on the CPU backend and, when built
 // with CUDA and a GPU is present, on the CUDA backend), then the ava suite (test/**/*.test.mjs).
+// then the formatter and linter check (`npm run lint`: Biome for TS/JS, clang-format for C++/CUDA; set
+// XPSR_TEST_LINT=off to skip it while the tree is not formatted yet).
 // Ends with one summary line "test: N passed, M failed". Exit code 1 on any failure.
 //   node scripts/test.mjs [--native-only | --js-only] [ava args...]
 import { spawnSync } from 'node:child_process';
@@ -62,8 +64,19 @@ if (!nativeOnly) {
     const f = /(\d+) tests? failed/.exec(out);
     const k = /(\d+) known failure/.exec(out);
     if (!p && !f) return null;
-    return { passed: p ? Number(p[1]) : 0, failed: (f ? Number(f[1]) : 0) + (k ? Number(k[1]) : 0) };
+    // with failures ava prints no "N tests passed" line: count its ✔ lines instead
+    const passedLines = (out.match(/^\s*✔ /gm) ?? []).length;
+    return { passed: p ? Number(p[1]) : passedLines, failed: (f ? Number(f[1]) : 0) + (k ? Number(k[1]) : 0) };
   });
+}
+
+// 4. Formatting and lint (one check).
+if (!nativeOnly) {
+  if (/^(off|0|false|no)$/i.test(process.env.XPSR_TEST_LINT ?? '')) {
+    process.stderr.write('\n== lint: skipped (XPSR_TEST_LINT=off)\n');
+  } else if (run('lint', process.execPath, [path.join(root, 'scripts', 'format.mjs'), '--check'])) {
+    passed += 1;
+  }
 }
 
 process.stdout.write(`\ntest: ${passed} passed, ${failed} failed\n`);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { readSafetensors, toNumbers } from '../dist/lib/io/safetensors.js';
 import {
   createScheduler, loadSchedulerConfig, SCHEDULER_NAMES, makeNoiseSchedule, torchLinspaceF32, fma32,
+  parseSchedulerConfig, parsePythonJson, checkSchedulerConfig, SD15_SCHEDULER_CONFIG,
   DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler,
 } from '../dist/lib/schedulers/index.js';
 import { torchExpF32 } from '../dist/lib/schedulers/torchmath.js';
@@ -34,7 +35,7 @@ test('betas and alphas_cumprod match the fixture bit-exactly (torch float32 lins
   const s = createScheduler('ddpm', cfg);
   t.deepEqual(s.betas, D('betas'));
   t.deepEqual(s.alphasCumprod, D('alphas_cumprod'));
-  // spec §7.5 reference values
+  // docs/architecture.md §7.5 reference values
   t.is(s.alphasCumprod[0], Math.fround(0.99915));
   t.is(s.alphasCumprod[999], Math.fround(0.00466009602));
   t.is(s.alphasCumprod[800], Math.fround(0.036869593));
@@ -306,4 +307,39 @@ test('registry, aliases and config loading', (t) => {
   t.deepEqual(createScheduler('unipc', { ...fromModel, _use_default_values: ['timestep_spacing'] }).setTimesteps(4), [999, 749, 500, 250]);
   const miss = t.throws(() => loadSchedulerConfig(join(FIX, 'nope')));
   t.is(miss.code, 'ERR_IO');
+});
+
+test('one config reader: NaN, infinities and absurd values are refused with the file and the key', (t) => {
+  const src = 'scheduler_config.json';
+  const bad = (text) => t.throws(() => checkSchedulerConfig(parseSchedulerConfig(text, src), src));
+  for (const [text, msg] of [
+    ['{"beta_start": NaN}', /'beta_start' holds NaN or Infinity/],
+    ['{"beta_end": Infinity}', /'beta_end' holds NaN or Infinity/],
+    ['{"trained_betas": [0.1, NaN]}', /'trained_betas' holds NaN/],
+    ['{"beta_start": 2, "beta_end": 3}', /beta_start must be a number between 0 and 1/],
+    ['{"beta_start": "0.1"}', /beta_start must be a number between 0 and 1/],
+    ['{"num_train_timesteps": 1e12}', /num_train_timesteps must be an integer between 2 and 100000/],
+    ['{"num_train_timesteps": 0}', /num_train_timesteps/],
+    ['{"steps_offset": -5}', /steps_offset/],
+    ['{"steps_offset": 5000}', /steps_offset/],
+    ['{"clip_sample_range": 0}', /clip_sample_range/],
+    ['{"trained_betas": "x"}', /trained_betas must be an array/],
+    ['[1, 2]', /not a JSON object/],
+    ['{"beta_start": 0.1,', /not valid JSON/],
+  ]) {
+    const e = bad(text);
+    t.is(e.code, 'ERR_WEIGHTS_INVALID', text);
+    t.regex(e.message, msg, text);
+    t.true(e.message.startsWith(src), text);
+  }
+  // -Infinity is what diffusers writes for DPM-Solver's lambda_min_clipped: accepted there only
+  const ok = parseSchedulerConfig('{"lambda_min_clipped": -Infinity, "beta_schedule": "scaled_linear"}', src);
+  t.is(ok.lambda_min_clipped, -Infinity);
+  t.notThrows(() => checkSchedulerConfig(ok, src));
+  t.is(parsePythonJson('{"a": [NaN, -Infinity]}').a[1], -Infinity);
+});
+
+test('the SD-1.5 default config passes the same checks as a file', (t) => {
+  t.notThrows(() => checkSchedulerConfig({ ...SD15_SCHEDULER_CONFIG }, 'built-in'));
+  t.deepEqual(createScheduler('ddpm', { ...SD15_SCHEDULER_CONFIG }).setTimesteps(20).slice(0, 2), [951, 901]);
 });

@@ -2,11 +2,13 @@
 // cancellation, bad images and disposal. Every failure is an error value; the instance keeps serving.
 import test from 'ava';
 import path from 'node:path';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import sharp from 'sharp';
-import { XPSR } from '../dist/lib/index.js';
+import { XPSR, NoiseSource, readImageMetadata } from '../dist/lib/index.js';
+import { checkProcessingSize } from '../dist/lib/pipeline/memory.js';
 import { fixtures, model } from './helpers/fixtures.mjs';
+import { pngHeader } from './corpus/images.mjs';
 
 const img = (name) => path.join(fixtures, 'images', name);
 const quick = { steps: 2, processSize: 64, seed: 7, prompts: { high: 'a cup of coffee', low: 'blurry' } };
@@ -106,8 +108,159 @@ test('a cancelled call rejects with ERR_CANCELLED and frees the instance for the
 test('upscaleMany keeps input order and reports the image index', async (t) => {
   const seen = new Set();
   const rs = await xpsr.upscaleMany([img('coffee_32x24.png'), img('noise_32x24.png')], { ...quick, onProgress: (e) => seen.add(e.image) });
-  t.is(rs.length, 2);
+  t.deepEqual(rs.map((r) => r.ok), [true, true]);
+  t.is(rs[1].input, img('noise_32x24.png'));
+  t.is(rs[1].result.width, 128);
   t.deepEqual([...seen].sort(), [1, 2]);
+});
+
+test('upscaleMany keeps the finished images when a later one fails, and after a cancellation', async (t) => {
+  const rs = await xpsr.upscaleMany([img('coffee_32x24.png'), Buffer.from('not an image'), img('noise_32x24.png')], quick);
+  t.deepEqual(rs.map((r) => r.ok), [true, false, true]);
+  t.is(rs[0].result.width, 128);
+  t.is(rs[1].error.code, 'ERR_IMAGE_UNREADABLE');
+  t.true(rs[2].result.image.length > 0);
+  const ctl = new AbortController();
+  const cancelled = await xpsr.upscaleMany([img('coffee_32x24.png'), img('noise_32x24.png'), img('coffee_32x24.png')], {
+    ...quick, signal: ctl.signal, onProgress: (e) => e.image === 1 && e.stage === 'colorfix' && ctl.abort(),
+  });
+  t.deepEqual(cancelled.map((r) => r.ok), [true, false, false]);
+  t.deepEqual(cancelled.slice(1).map((r) => r.error.code), ['ERR_CANCELLED', 'ERR_CANCELLED']);
+  // invalid options are refused for the whole batch, before any image
+  t.is((await t.throwsAsync(xpsr.upscaleMany([img('coffee_32x24.png')], { steps: -1 }))).code, 'ERR_INVALID_OPTION');
+});
+
+test('a queued call whose signal aborts rejects at once and never runs', async (t) => {
+  const order = [];
+  const first = xpsr.upscale(img('coffee_32x24.png'), { ...quick, steps: 12 }).then(() => order.push('first done'));
+  const ctl = new AbortController();
+  let secondRan = false;
+  const second = xpsr.upscale(img('coffee_32x24.png'), { ...quick, signal: ctl.signal, onProgress: () => (secondRan = true) })
+    .catch((e) => {
+      order.push('second rejected');
+      return e;
+    });
+  const third = xpsr.upscale(img('coffee_32x24.png'), quick).then((r) => (order.push('third done'), r));
+  setTimeout(() => ctl.abort(), 20);
+  const e = await second;
+  t.is(e.code, 'ERR_CANCELLED');
+  await Promise.all([first, third]);
+  t.deepEqual(order, ['second rejected', 'first done', 'third done']); // the third still waited for the first
+  t.false(secondRan);
+});
+
+test('an onProgress that throws or rejects never causes an unhandled rejection; the run completes', async (t) => {
+  const unhandled = [];
+  const onUnhandled = (e) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  const notices = [];
+  const x = await XPSR.load({ model, device: 'cpu', onNotice: (m) => notices.push(m) });
+  try {
+    let calls = 0;
+    const r = await x.upscale(img('coffee_32x24.png'), { ...quick, steps: 3, onProgress: async () => {
+      calls++;
+      throw new Error('observer bug');
+    } });
+    t.is(r.width, 128);
+    t.true(calls >= 5);
+    const r2 = await x.upscale(img('coffee_32x24.png'), { ...quick, onProgress: () => {
+      throw new Error('sync observer bug');
+    } });
+    t.is(r2.width, 128);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.deepEqual(unhandled, []);
+    const failures = notices.filter((m) => /onProgress failed/.test(m));
+    t.is(failures.length, 2, 'one notice per call');
+    t.regex(failures[0], /observer bug/);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+    await x.dispose();
+  }
+});
+
+test('the reported seed is null when the call supplies its own noise', async (t) => {
+  const r = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, noise: new NoiseSource(7) });
+  t.is(r.seed, null);
+  const s = await xpsr.upscale(img('coffee_32x24.png'), quick);
+  t.is(s.seed, 7);
+  t.true(r.image.equals(s.image), 'the same draws as seed 7');
+  t.is((await t.throwsAsync(xpsr.upscale(img('coffee_32x24.png'), { ...quick, noise: {} }))).code, 'ERR_INVALID_OPTION');
+});
+
+test('toFile writes atomically and fails with coded errors, never a partial file', async (t) => {
+  const r = await xpsr.upscale(img('coffee_32x24.png'), quick);
+  const dir = mkdtempSync(path.join(tmpdir(), 'xpsr-tofile-'));
+  let e = await t.throwsAsync(r.toFile(path.join(dir, 'missing', 'x.png')));
+  t.is(e.code, 'ERR_IO');
+  t.regex(e.message, /folder does not exist/);
+  e = await t.throwsAsync(r.toFile(path.join(dir, 'x.bmp')));
+  t.is(e.code, 'ERR_UNSUPPORTED');
+  mkdirSync(path.join(dir, 'taken.png'));
+  e = await t.throwsAsync(r.toFile(path.join(dir, 'taken.png')));
+  t.is(e.code, 'ERR_IO');
+  t.deepEqual(readdirSync(dir).sort(), ['taken.png'], 'no temporary or partial file is left');
+  await r.toFile(path.join(dir, 'ok.png'));
+  t.deepEqual(readdirSync(dir).sort(), ['ok.png', 'taken.png']);
+  t.is((await sharp(path.join(dir, 'ok.png')).metadata()).width, 128);
+});
+
+test('seed, prompts, model and device are embedded on request and read back', async (t) => {
+  const r = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, prompts: { high: 'un café <noir> & "chaud"', low: 'flou' } });
+  const dir = mkdtempSync(path.join(tmpdir(), 'xpsr-meta-'));
+  for (const f of ['m.png', 'm.jpg', 'm.webp', 'm.tif']) {
+    await r.toFile(path.join(dir, f), { metadata: true });
+    const m = await readImageMetadata(path.join(dir, f));
+    t.is(m.seed, '7', f);
+    t.is(m['prompt-high'], 'un café <noir> & "chaud"', f);
+    t.is(m['prompt-low'], 'flou');
+    t.is(m.model, 'model');
+    t.is(m.device, 'cpu');
+    t.is(m.steps, '2');
+    t.regex(m.software, /^xpsr-native /);
+  }
+  await r.toFile(path.join(dir, 'plain.png'));
+  t.deepEqual(await readImageMetadata(path.join(dir, 'plain.png')), {}, 'nothing embedded by default');
+  const own = await readImageMetadata(await r.toBuffer('png', { metadata: { note: 'mine' } }));
+  t.deepEqual(own, { note: 'mine' });
+});
+
+test('a thin strip is refused before decoding, with the limit in API terms', async (t) => {
+  const strip = await sharp({ create: { width: 1000, height: 1, channels: 3, background: 'gray' } }).png().toBuffer();
+  let e = await t.throwsAsync(xpsr.upscale(strip, { ...quick, processSize: 512 }));
+  t.is(e.code, 'ERR_IMAGE_TOO_LARGE');
+  t.regex(e.message, /1000x1, an aspect ratio of 1000:1, more than 'maxAspectRatio' \(16\)/);
+  t.regex(e.message, /would be processed at 512000x512/);
+  // allowed by the ratio, it still cannot fit in memory: said so, with the options to change
+  e = await t.throwsAsync(xpsr.upscale(strip, { ...quick, processSize: 512, maxAspectRatio: 1000 }));
+  t.is(e.code, 'ERR_IMAGE_TOO_LARGE');
+  t.regex(e.message, /GiB of host memory.*'scale' or 'processSize'/);
+  t.is((await t.throwsAsync(xpsr.upscale(strip, { ...quick, maxAspectRatio: 2000 }))).code, 'ERR_INVALID_OPTION');
+  const ok = await xpsr.upscale(img('coffee_32x24.png'), quick);
+  t.is(ok.width, 128);
+});
+
+test('size advice never suggests a value the validator rejects', (t) => {
+  const base = { what: "'x'", width: 40, height: 1, processedWidth: 20480, processedHeight: 512, maxAspectRatio: 16, maxAspectRatioLimit: 1024 };
+  let e = t.throws(() => checkProcessingSize({ ...base, hostBytes: 1e9, hostBudget: 2e9 }));
+  t.regex(e.message, /raise 'maxAspectRatio' to at least 40 to process it/i);
+  e = t.throws(() => checkProcessingSize({ ...base, width: 5000, hostBytes: 1e9, hostBudget: 2e9 }));
+  t.regex(e.message, /largest accepted 'maxAspectRatio' is 1024; crop it/i);
+  t.notRegex(e.message, /at least 5000/);
+  e = t.throws(() => checkProcessingSize({ ...base, hostBytes: 4e9, hostBudget: 2e9 }));
+  t.regex(e.message, /would need about 3\.7 GiB/i);
+  t.notThrows(() => checkProcessingSize({ ...base, width: 16, hostBytes: 1e9, hostBudget: 2e9 }));
+  e = t.throws(() => checkProcessingSize({ ...base, width: 16, hostBytes: 4e9, hostBudget: 2e9 }));
+  t.is(e.code, 'ERR_IMAGE_TOO_LARGE');
+});
+
+test('an input over maxInputPixels gets advice within the validator bounds', async (t) => {
+  let e = await t.throwsAsync(xpsr.upscale(img('coffee_32x24.png'), { ...quick, maxInputPixels: 100 }));
+  t.regex(e.message, /raise 'maxInputPixels' to at least 1000000/);
+  // a header declaring 100000 x 100000 pixels (1e10 > the largest accepted limit, 2^32)
+  const huge = pngHeader(100000, 100000);
+  e = await t.throwsAsync(xpsr.upscale(huge, quick));
+  t.is(e.code, 'ERR_IMAGE_TOO_LARGE');
+  t.regex(e.message, /more than the largest accepted 'maxInputPixels' \(4294967296\)/);
 });
 
 test('latent tiling path runs and blends (tiles smaller than the latent)', async (t) => {

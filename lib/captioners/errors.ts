@@ -1,12 +1,12 @@
 // Captioners fail with the library's one error type, XpsrError. This file maps the captioner addon's
 // internal codes onto the library's codes and holds the cancellation helpers.
-import { XpsrError } from '../errors.js';
+import { XpsrError, type XpsrErrorCode } from '../errors.js';
 
 /**
  * Library code for each code the captioner addon (native/captioner/src/addon.cpp) rejects with.
  * Codes the JS side cannot provoke (a second call while one runs, caption before load) are internal.
  */
-const NATIVE_CODES: Record<string, string> = {
+const NATIVE_CODES: Record<string, XpsrErrorCode> = {
   ERR_INVALID_ARGUMENT: 'ERR_INVALID_ARGUMENT',
   ERR_CANCELLED: 'ERR_CANCELLED',
   ERR_DISPOSED: 'ERR_DISPOSED',

@@ -1,5 +1,5 @@
 // XPSR's MLLM instructions, the LLaVA-1.5 prompt format and the caption post-processing
-// (docs/xpsr-architecture.md section 8).
+// (docs/architecture.md §8).
 
 /** High-level (semantic) instruction of the paper and the official captioning code (llava-1.5-7b). */
 export const XPSR_HIGH_LEVEL_INSTRUCTION = 'Please provide a descriptive summary of the content of this image.';

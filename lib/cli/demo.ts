@@ -5,21 +5,22 @@
  * end; it is not a restoration (the tiny model is untrained).
  */
 import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { demoDataDir, demoImage, makeDemoComponents } from '../demo/model.js';
 import { XPSR } from '../xpsr.js';
+import { XpsrError } from '../errors.js';
+import { EXIT, numberFlag, parseFlags } from './common.js';
 
 export async function runDemoCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: { output: { type: 'string', short: 'o' }, device: { type: 'string' }, steps: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  const { values: v } = parseFlags('demo', argv, {
+    output: { type: 'string', short: 'o' }, device: { type: 'string' }, steps: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write('Usage: xpsr demo [-o xpsr-demo.png] [--device auto|cpu|cuda] [--steps N]\n');
-    return 0;
+    return EXIT.OK;
   }
+  const steps = numberFlag('--steps', v.steps, true) ?? 10;
   const image = demoImage;
-  if (!existsSync(image)) throw new Error(`the bundled demo data is missing (${demoDataDir})`);
+  if (!existsSync(image)) throw new XpsrError('ERR_WEIGHTS_MISSING', `the bundled demo data is missing (${demoDataDir})`);
   const output = v.output ?? 'xpsr-demo.png';
   const say = (s: string) => process.stdout.write(s + '\n');
   say('xpsr demo: INSTALLATION CHECK ONLY. It runs every stage of the pipeline with a tiny model whose');
@@ -28,7 +29,6 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const xpsr = await XPSR.loadFrom({ device: v.device ?? 'auto', onNotice: (m) => say(m) }, makeDemoComponents);
   try {
     say(`models loaded on ${xpsr.device} (${xpsr.deviceDescription})`);
-    const steps = v.steps ? Number(v.steps) : 10;
     const r = await xpsr.upscale(image, {
       steps, seed: 1, processSize: 256,
       prompts: { high: 'a cup of coffee on a saucer', low: 'the image is small and blurry' },
@@ -45,5 +45,5 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   } finally {
     await xpsr.dispose();
   }
-  return 0;
+  return EXIT.OK;
 }

@@ -1,86 +1,151 @@
 /**
- * `xpsr doctor [--sd DIR --xpsr DIR | --model DIR | --weights DIR]`: prints the build, the backends, the
- * CPU features and the GPUs, and (with weights) checks every component tensor by tensor — names,
- * shapes, dtypes, NaN/Inf — without running anything.
+ * `xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR] [--device D]`: prints the build (compiler, glibc,
+ * compiled CUDA architectures), the backends, the CPU features, the GPUs and the device a run would use;
+ * then, for the weights it is given (flags, else XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL), checks every
+ * component tensor by tensor (names, shapes, dtypes, NaN/Inf), the tokenizer and the scheduler config,
+ * without running anything. Exit status 0 when every check passed, 1 otherwise, 2 for a usage error.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadNative, packageRoot } from '../native.js';
 import { describeBuildInfo, describeOrigin, findAddon, loadedAddons } from '../addon-loader.js';
 import { captionerAddonSpec, captionerDisabledByEnv } from '../captioners/native.js';
 import { Engine } from '../engine/engine.js';
-import { resolveComponents } from '../xpsr.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
+import { loadSchedulerConfig } from '../schedulers/index.js';
+import { checkLoadOptions } from '../options.js';
+import { EXIT, asUsage, describeError, parseFlags } from './common.js';
+
+const HELP = `Usage: xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR] [--device auto|cpu|cuda|cuda:N]
+
+Prints the build, backends, CPU features, GPUs and the device a run would use. With weights, checks
+every component without running anything: SD-1.5 (--sd: text_encoder, tokenizer, vae, scheduler),
+the XPSR checkpoint (--xpsr: unet, controlnet), or one folder holding all (--model). Weights default
+to the env variables XPSR_SD, XPSR_WEIGHTS and XPSR_MODEL, as for xpsr upscale.
+Exit status: 0 all checks passed, 1 a problem was found, 2 usage error.
+`;
+
+type Kind = 'text_encoder' | 'vae' | 'unet' | 'controlnet';
+/** Each component, the root it belongs to ('sd' or 'xpsr') and how it is checked. */
+const COMPONENTS: { name: string; home: 'sd' | 'xpsr'; kind?: Kind }[] = [
+  { name: 'text_encoder', home: 'sd', kind: 'text_encoder' },
+  { name: 'tokenizer', home: 'sd' },
+  { name: 'vae', home: 'sd', kind: 'vae' },
+  { name: 'scheduler', home: 'sd' },
+  { name: 'unet', home: 'xpsr', kind: 'unet' },
+  { name: 'controlnet', home: 'xpsr', kind: 'controlnet' },
+];
+
+const isDir = (p: string) => {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+};
 
 export async function runDoctorCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: { sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, weights: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  const { values: v } = parseFlags('doctor', argv, {
+    sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, weights: { type: 'string' },
+    device: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
-    process.stdout.write('Usage: xpsr doctor [--sd DIR --xpsr DIR | --model DIR | --weights DIR]\n');
-    return 0;
+    process.stdout.write(HELP);
+    return EXIT.OK;
   }
+  const roots = {
+    sd: v.sd ?? (v.xpsr || v.model || v.weights ? undefined : process.env.XPSR_SD),
+    xpsr: v.xpsr ?? (v.sd || v.model || v.weights ? undefined : process.env.XPSR_WEIGHTS),
+    model: v.model ?? v.weights ?? (v.sd || v.xpsr ? undefined : process.env.XPSR_MODEL),
+  };
+  const device = v.device ?? 'auto';
+  asUsage(() => checkLoadOptions({ device, model: 'unused' }));
+
   const out = (s: string) => process.stdout.write(s + '\n');
   let problems = 0;
+  const fail = (line: string) => {
+    problems++;
+    out(line);
+  };
   const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
   out(`xpsr-native ${pkg.version}  (Node ${process.version}, ${process.platform}-${process.arch})`);
+  const env = ['XPSR_SD', 'XPSR_WEIGHTS', 'XPSR_MODEL', 'XPSR_NATIVE_ADDON', 'XPSR_CAPTIONER', 'XPSR_CAPTIONER_ADDON_DIR']
+    .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`);
+  out(`environment: ${env.length ? env.join(' ') : 'no XPSR_* variables set'}`);
   try {
     const addon = loadNative();
     const info = addon.systemInfo();
     const from = loadedAddons().find((a) => path.basename(a.file) === 'xpsr.node');
     out(`engine addon: OK, ${from ? describeOrigin(from) : 'loaded'}`);
     out(`built with: ${from?.buildInfo ? describeBuildInfo(from.buildInfo) : 'unknown (no build-info.json next to the addon)'}`);
+    out(`build: compiler ${info.compiler || 'unknown'}, glibc ${info.glibc || 'unknown'}`);
     out(`backends built: ${info.backends.join(', ')}`);
+    const archs = info.cudaArchitectures;
+    out(`CUDA architectures: ${!info.cudaBuilt ? 'none (built without CUDA)' : archs?.length ? archs.join(', ') : 'unknown'}`);
     out(`CPU: ${info.hardwareThreads} hardware threads; features: ${info.cpuFeatures.join(' ') || 'none detected'}; ${info.cpuBackend}`);
     const devs = addon.listDevices();
     if (devs.cuda.length === 0) out(`GPUs: none usable (${devs.reason})`);
     for (const d of devs.cuda)
       out(`GPU ${d.index}: ${d.name}, compute capability ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB (${(d.freeMemory / 2 ** 30).toFixed(1)} free)`);
+    // the device a run would use: created exactly as XPSR.load does, then released
+    const notes: string[] = [];
+    try {
+      const engine = await Engine.create({ device, onNotice: (m) => notes.push(m.replace(/^xpsr: /, '')) });
+      out(`device: ${device} -> ${engine.device} (${engine.description})${notes.length ? `; ${notes.join('; ')}` : ''}`);
+      engine.dispose();
+    } catch (e) {
+      fail(`device: ${device} -> FAIL ${describeError(e)}`);
+    }
   } catch (e) {
-    problems++;
-    out(`engine addon: NOT LOADED\n${(e as Error).message}`);
+    fail(`engine addon: NOT LOADED\n${(e as Error).message}`);
   }
   const captioner = captionerDisabledByEnv() ? undefined : findAddon(captionerAddonSpec('cpu'));
   out(`captioner addon: ${captioner ? describeOrigin({ ...captioner, file: path.dirname(captioner.file) }) : 'not available (XPSR_CAPTIONER=off, not built, or built for another node-llama-cpp)'}`);
 
-  const model = v.model ?? v.weights;
-  if (!v.sd && !v.xpsr && !model) return problems ? 1 : 0;
-  out('\nweights check (tensor by tensor, nothing is run):');
-  let comps;
-  try {
-    comps = resolveComponents({ sd: v.sd, xpsr: v.xpsr, model });
-  } catch (e) {
-    out(`  FAIL ${(e as Error).message}`);
-    return 1;
+  if (!roots.sd && !roots.xpsr && !roots.model) {
+    out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed (no weights given: --sd / --xpsr / --model)');
+    return problems ? EXIT.FAILED : EXIT.OK;
   }
-  const engine = await Engine.create({ device: 'cpu' });
+
+  out('\nweights check (tensor by tensor, nothing is run):');
+  const flagOf = { sd: '--sd', xpsr: '--xpsr', model: '--model' } as const;
+  for (const [k, dir] of Object.entries(roots) as [keyof typeof roots, string | undefined][])
+    if (dir && !isDir(dir)) fail(`  FAIL ${flagOf[k]} folder not found: ${dir}`);
+  const given = (home: 'sd' | 'xpsr') => [roots[home], roots.model].filter((d): d is string => !!d && isDir(d));
+  const all = [roots.sd, roots.xpsr, roots.model].filter((d): d is string => !!d && isDir(d));
+  let engine: Engine | undefined;
   try {
-    const checks: [string, 'text_encoder' | 'vae' | 'unet' | 'controlnet', string][] = [
-      ['text_encoder', 'text_encoder', comps.textEncoder], ['vae', 'vae', comps.vae], ['unet', 'unet', comps.unet], ['controlnet', 'controlnet', comps.controlnet],
-    ];
-    for (const [name, kind, dir] of checks) {
+    for (const c of COMPONENTS) {
+      const home = given(c.home);
+      // found in its own root first, else in any root given (one folder may hold everything)
+      const dir = [...home, ...all].map((r) => path.join(r, c.name)).find(isDir);
+      if (!dir) {
+        if (c.name === 'scheduler' && all.length) out(`  NOTE ${c.name.padEnd(13)} absent: the SD-1.5 DDPM settings will be used`);
+        else if (home.length) fail(`  FAIL ${c.name.padEnd(13)} ${c.name}/ not found in ${home.join(' or ')}`);
+        else out(`  --   ${c.name.padEnd(13)} not checked (give ${c.home === 'sd' ? '--sd' : '--xpsr'} DIR)`);
+        continue;
+      }
       const t0 = performance.now();
+      const took = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
       try {
-        const info = await engine.checkWeights(kind, dir);
-        out(`  OK   ${name.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${((performance.now() - t0) / 1000).toFixed(1)} s)  ${dir}`);
+        if (c.kind) {
+          engine ??= await Engine.create({ device: 'cpu' });
+          const info = await engine.checkWeights(c.kind, dir);
+          out(`  OK   ${c.name.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${took()})  ${dir}`);
+        } else if (c.name === 'tokenizer') {
+          const tok = await ClipTokenizer.fromDirectory(dir);
+          out(`  OK   ${c.name.padEnd(13)} ${tok.vocabSize} tokens  ${dir}`);
+        } else {
+          const cfg = loadSchedulerConfig(dir);
+          out(`  OK   ${c.name.padEnd(13)} ${String(cfg._class_name ?? 'scheduler')} config, usable by ddpm, dpmpp and unipc  ${dir}`);
+        }
       } catch (e) {
-        problems++;
-        out(`  FAIL ${name.padEnd(13)} ${(e as Error).message.replace(/\n/g, '\n       ')}`);
+        fail(`  FAIL ${c.name.padEnd(13)} ${describeError(e).replace(/\n/g, '\n       ')}`);
       }
     }
-    try {
-      const tok = await ClipTokenizer.fromDirectory(comps.tokenizer);
-      out(`  OK   tokenizer     ${tok.vocabSize} tokens  ${comps.tokenizer}`);
-    } catch (e) {
-      problems++;
-      out(`  FAIL tokenizer     ${(e as Error).message}`);
-    }
-    out(`  ${comps.scheduler ? 'OK  ' : 'NOTE'} scheduler     ${comps.scheduler ?? 'absent: the SD-1.5 DDPM settings will be used'}`);
   } finally {
-    engine.dispose();
+    engine?.dispose();
   }
   out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed');
-  return problems ? 1 : 0;
+  return problems ? EXIT.FAILED : EXIT.OK;
 }

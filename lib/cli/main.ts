@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
  * The `xpsr` command: upscale, caption, demo, doctor, parity. Each subcommand lives in its own module;
- * this file only dispatches and turns errors into a message and a non-zero exit code.
+ * this file only dispatches and turns an error that ends a command into a message and an exit status
+ * (lib/cli/common.ts EXIT: 0 ok, 1 failed, 2 usage error, 130 interrupted).
  */
-import { runParityCommand } from './parity.js';
+import { EXIT, describeError, exitStatusFor } from './common.js';
 
 const HELP = `xpsr — XPSR diffusion super-resolution (native, no Python)
 
@@ -11,20 +12,21 @@ Usage:
   xpsr upscale <files or folders...> -o <file or folder> [options]   restore and upscale images
   xpsr caption <images...> [options]                                  write high/low-level captions
   xpsr demo                                                           installation check on a bundled image
-  xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
+  xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR]                   build, backends, devices, weights check
   xpsr build [--cuda auto|on|off]                                     build the native addons from source
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
   xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
   xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
 
 Run 'xpsr <command> --help' for the options of a command.
+Exit status: 0 ok, 1 something failed, 2 usage error (nothing was run), 130 interrupted (143 terminated).
 `;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'parity':
-      return runParityCommand(rest);
+      return (await import('./parity.js')).runParityCommand(rest);
     case 'upscale':
       return (await import('./upscale.js')).runUpscaleCommand(rest);
     case 'caption':
@@ -39,23 +41,25 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./export.js')).runExportCommand(rest);
     case 'build':
       return (await import('./build.js')).runBuildCommand(rest);
-    case undefined:
     case '--help':
     case '-h':
     case 'help':
       process.stdout.write(HELP);
-      return cmd === undefined ? 1 : 0;
+      return EXIT.OK;
+    case undefined:
+      process.stderr.write(HELP);
+      return EXIT.USAGE;
     case '--version':
     case '-v': {
       const { readFileSync } = await import('node:fs');
       const { packageRoot } = await import('../native.js');
       const pkg = JSON.parse(readFileSync(`${packageRoot}/package.json`, 'utf8')) as { version: string };
       process.stdout.write(`${pkg.version}\n`);
-      return 0;
+      return EXIT.OK;
     }
     default:
       process.stderr.write(`xpsr: unknown command '${cmd}'\n\n${HELP}`);
-      return 2;
+      return EXIT.USAGE;
   }
 }
 
@@ -64,8 +68,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    const err = e as { code?: string; message?: string };
-    process.stderr.write(`xpsr: ${err?.message ?? String(e)}${err?.code ? ` [${err.code}]` : ''}\n`);
-    process.exitCode = 1;
+    process.stderr.write(`xpsr: ${describeError(e)}\n`);
+    process.exitCode = exitStatusFor(e);
   },
 );

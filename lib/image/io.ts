@@ -13,8 +13,8 @@
  * formula), and only the first frame of animations is read (PIL too).
  */
 
-import { stat } from 'node:fs/promises';
-import { writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
@@ -31,8 +31,16 @@ import {
 
 export type ImageInput = string | Buffer | Uint8Array | Sharp;
 
+/**
+ * File extensions taken when a folder is expanded: the raster formats this build of sharp decodes (BMP is
+ * not one of them; SVG is decoded when given by name, but is not picked up from folders).
+ */
+export const INPUT_EXTENSIONS: readonly string[] = Object.freeze(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif']);
+
 /** Default limit on input pixels (width × height of the first frame): 64 megapixels. */
 export const DEFAULT_MAX_INPUT_PIXELS = 64_000_000;
+/** The largest `maxInputPixels` the XPSR options accept (lib/options.ts LIMITS); advice never goes above it. */
+export const MAX_INPUT_PIXELS_LIMIT = 2 ** 32;
 
 export interface DecodeOptions {
   /** Refuse inputs with more pixels than this (default 64,000,000). `Infinity` disables the check. */
@@ -45,6 +53,11 @@ export interface DecodeOptions {
    * always converted to sRGB (with its embedded profile, else a generic CMYK profile).
    */
   applyIccProfile?: boolean;
+  /**
+   * Called with the size (EXIF orientation applied) as soon as the header is read, before any pixel is
+   * decoded: throw to refuse the image without allocating it.
+   */
+  checkSize?: (width: number, height: number) => void;
 }
 
 export interface DecodedImage {
@@ -82,9 +95,14 @@ export interface EncodeOptions {
   lossless?: boolean;
   /** PNG zlib compression level 0..9 (default 6). */
   compressionLevel?: number;
+  /**
+   * Text fields embedded in the file as XMP (every format; PNG stores it in an iTXt chunk), in the
+   * namespace https://github.com/xpsr-native/ns/1.0/ (prefix `xpsr`). Read back with readImageMetadata().
+   */
+  metadata?: Record<string, string>;
 }
 
-function describeInput(input: unknown, name?: string): string {
+export function describeInput(input: unknown, name?: string): string {
   if (name) return `'${name}'`;
   if (typeof input === 'string') return `'${input}'`;
   if (input instanceof Uint8Array) return `<buffer of ${input.length} bytes>`;
@@ -123,7 +141,15 @@ function depthBits(depth: string | undefined, bitsPerSample: number | undefined)
 
 function sharpMessage(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
-  return m.replace(/\s+$/, '');
+  return m.replace(/\s+/g, ' ').trim(); // libvips messages span lines; ours are one line
+}
+
+/** Advice for an input of `pixels` over `limit`: a value of 'maxInputPixels' the validator accepts, or none. */
+function raiseLimitAdvice(pixels: number): string {
+  const need = Math.min(Math.ceil(pixels / 1e6) * 1e6, MAX_INPUT_PIXELS_LIMIT);
+  return pixels <= MAX_INPUT_PIXELS_LIMIT
+    ? `raise 'maxInputPixels' to at least ${need} to process it`
+    : `that is more than the largest accepted 'maxInputPixels' (${MAX_INPUT_PIXELS_LIMIT}); downscale or crop it first`;
 }
 
 function mapSharpError(e: unknown, what: string, limit: number): XpsrError {
@@ -131,8 +157,8 @@ function mapSharpError(e: unknown, what: string, limit: number): XpsrError {
   if (/pixel limit/i.test(msg)) {
     return new XpsrError(
       ERR_IMAGE_TOO_LARGE,
-      `Image ${what} exceeds the input pixel limit of ${fmtInt(limit)} pixels; raise the 'maxInputPixels' option to process it (${msg})`,
-      { input: what, maxInputPixels: limit },
+      `Image ${what} exceeds the input pixel limit of ${fmtInt(limit)} pixels ('maxInputPixels') (${msg})`,
+      { input: what, maxInputPixels: limit, option: 'maxInputPixels' },
       { cause: e },
     );
   }
@@ -173,7 +199,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
   let base: Sharp;
   let probe: Sharp;
   if (typeof input === 'string') {
-    let st;
+    let st: Awaited<ReturnType<typeof stat>>;
     try {
       st = await stat(input);
     } catch (e) {
@@ -182,6 +208,8 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
       throw new XpsrError(ERR_IMAGE_UNREADABLE, `Cannot read image ${what}: ${reason}`, { input: what, reason: code ?? reason }, { cause: e });
     }
     if (st.isDirectory()) throw new XpsrError(ERR_IMAGE_UNREADABLE, `Cannot read image ${what}: it is a directory`, { input: what });
+    // a device or a FIFO would block or never end (/dev/zero, a named pipe)
+    if (!st.isFile()) throw new XpsrError(ERR_IMAGE_UNREADABLE, `Cannot read image ${what}: not a regular file`, { input: what });
     if (st.size === 0) throw new XpsrError(ERR_IMAGE_EMPTY, `Image ${what} is empty (0 bytes)`, { input: what });
     base = sharp(input, ctorOptions);
     probe = sharp(input, probeOptions);
@@ -213,11 +241,14 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
   if (mw * mh > limit) {
     throw new XpsrError(
       ERR_IMAGE_TOO_LARGE,
-      `Image ${what} is ${mw}x${mh} = ${fmtInt(mw * mh)} pixels, more than the limit of ${fmtInt(limit)} pixels; ` +
-        `raise the 'maxInputPixels' option (e.g. { maxInputPixels: ${Math.ceil((mw * mh) / 1e6) * 1e6} }) to process it`,
-      { input: what, width: mw, height: mh, pixels: mw * mh, maxInputPixels: limit },
+      `Image ${what} is ${mw}x${mh} = ${fmtInt(mw * mh)} pixels, more than 'maxInputPixels' (${fmtInt(limit)}); ` +
+        raiseLimitAdvice(mw * mh),
+      { input: what, width: mw, height: mh, pixels: mw * mh, maxInputPixels: limit, option: 'maxInputPixels' },
     );
   }
+  // EXIF orientations 5..8 swap the sides (autoOrient below)
+  const swapped = (meta.orientation ?? 1) >= 5;
+  options.checkSize?.(swapped ? mh : mw, swapped ? mw : mh);
 
   const hadAlpha = meta.hasAlpha === true;
   let data: Buffer;
@@ -370,6 +401,7 @@ export async function encodeImage(img: RgbImage, formatOrPath: string, options: 
       s = s.tiff({ compression: 'lzw' });
       break;
   }
+  if (options.metadata && Object.keys(options.metadata).length) s = s.withXmp(toXmp(options.metadata));
   try {
     return await s.toBuffer();
   } catch (e) {
@@ -377,12 +409,61 @@ export async function encodeImage(img: RgbImage, formatOrPath: string, options: 
   }
 }
 
-/** Encode (format from the extension) and write to `file`. */
+/** Namespace of the fields written by encodeImage({ metadata }). */
+export const XMP_NAMESPACE = 'https://github.com/xpsr-native/ns/1.0/';
+
+const xmlEscape = (v: string) =>
+  v.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!)
+    // XML 1.0 cannot hold most control characters even escaped: keep tab/newline/CR, drop the rest
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '');
+
+function toXmp(fields: Record<string, string>): string {
+  const props = Object.entries(fields).map(([k, v]) => {
+    if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(k)) throw new XpsrError(ERR_INVALID_ARGUMENT, `metadata key '${k}' is not a valid XML name`);
+    return `<xpsr:${k}>${xmlEscape(String(v))}</xpsr:${k}>`;
+  });
+  return '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">' +
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">' +
+    `<rdf:Description rdf:about="" xmlns:xpsr="${XMP_NAMESPACE}">${props.join('')}</rdf:Description>` +
+    '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>';
+}
+
+/** The `xpsr:` fields of an image written with encodeImage({ metadata }) (an empty object if none). */
+export async function readImageMetadata(input: string | Uint8Array): Promise<Record<string, string>> {
+  let xmp: Buffer | undefined;
+  try {
+    xmp = (await sharp(input).metadata()).xmp;
+  } catch (e) {
+    throw mapSharpError(e, describeInput(input), Infinity);
+  }
+  const out: Record<string, string> = {};
+  if (!xmp) return out;
+  const unxml = (v: string) => v.replace(/&(amp|lt|gt|quot);/g, (_m, n: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"' })[n]!);
+  for (const m of xmp.toString('utf8').matchAll(/<xpsr:([A-Za-z][A-Za-z0-9_-]*)>([\s\S]*?)<\/xpsr:\1>/g)) out[m[1]!] = unxml(m[2]!);
+  return out;
+}
+
+/**
+ * Encode (format from the extension) and write to `file` atomically: the bytes go to a temporary file in
+ * the same folder, renamed over `file` only when complete, so a failure or an interruption never leaves a
+ * partial output. Throws XpsrError ERR_UNSUPPORTED (unknown extension) or ERR_IO (cannot write).
+ */
 export async function writeImage(img: RgbImage, file: string, options: EncodeOptions = {}): Promise<void> {
   const buf = await encodeImage(img, formatFromPath(file), options);
+  await writeFileAtomic(file, buf);
+}
+
+/** Writes `data` to `file` through a temporary sibling and a rename; ERR_IO (with the OS reason) on failure. */
+export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    await writeFile(file, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength));
+    await writeFile(tmp, data, { flag: 'wx' });
+    await rename(tmp, file);
   } catch (e) {
-    throw new XpsrError(ERR_IO, `Cannot write image '${file}': ${sharpMessage(e)}`, { path: file }, { cause: e });
+    await unlink(tmp).catch(() => undefined);
+    const code = (e as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'the folder does not exist' : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+      : code === 'ENOSPC' ? 'no space left on the device' : code === 'EISDIR' ? 'it is a folder' : sharpMessage(e);
+    throw new XpsrError(ERR_IO, `Cannot write image '${file}': ${reason}`, { path: file, reason: code ?? reason }, { cause: e });
   }
 }

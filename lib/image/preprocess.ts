@@ -1,5 +1,5 @@
 /**
- * The official XPSR input preprocessing (architecture doc §7.1), output resize (§7.11), alpha handling,
+ * The official XPSR input preprocessing (docs/architecture.md §7.1), output resize (§7.11), alpha handling,
  * and the float conversions between uint8 images and the model tensors.
  *
  * Chain for an LR image w×h (all resizes are Pillow-exact, see resample.ts):

@@ -1,6 +1,6 @@
 /**
  * Tensor comparison for parity reports: max_abs, max_rel (= max_abs / max|ref|), the tolerance and the
- * verdict. Tolerances follow the fixtures README: single modules max_abs <= 1e-4 * max(1, max|ref|)
+ * verdict. Tolerances (the parity method of docs/architecture.md §10): single modules max_abs <= 1e-4 * max(1, max|ref|)
  * in float32; pipelines 1e-3; uint8 images off by at most 1 in a small fraction of values.
  */
 export interface ParityLine {
@@ -10,6 +10,8 @@ export interface ParityLine {
   maxRel: number;
   tol: number;
   pass: boolean;
+  /** A reference tensor knowingly not computed (training-only heads): printed as SKIP, counted apart. */
+  skipped?: boolean;
   note?: string;
 }
 
@@ -62,5 +64,6 @@ export function exactInts(component: string, tensor: string, got: ArrayLike<numb
 
 export function formatLine(l: ParityLine): string {
   const f = (x: number) => (Number.isFinite(x) ? x.toExponential(2) : String(x));
+  if (l.skipped) return `SKIP  ${l.component.padEnd(22)} ${l.tensor.padEnd(52)} ${l.note ?? 'not computed'}`;
   return `${l.pass ? 'PASS' : 'FAIL'}  ${l.component.padEnd(22)} ${l.tensor.padEnd(52)} max_abs=${f(l.maxAbs)}  max_rel=${f(l.maxRel)}  tol=${f(l.tol)}${l.note ? `  (${l.note})` : ''}`;
 }

@@ -4,6 +4,7 @@
  * inputs and expected outputs) and reports one line per compared tensor. Every component whose files are
  * present is checked; the rest are listed as absent. Works for any config in that format.
  */
+import { XpsrError } from '../errors.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { readSafetensors, toFloat32, type SafetensorsFile, type Tensor as StTensor } from '../io/safetensors.js';
@@ -31,6 +32,8 @@ export interface ParityOptions {
 export interface ParityReport {
   passed: number;
   failed: number;
+  /** Reference tensors knowingly not computed (training-only heads), listed as SKIP lines. */
+  notComputed: number;
   lines: ParityLine[];
   skipped: { component: string; reason: string }[];
 }
@@ -50,13 +53,13 @@ export interface ParityContext {
 }
 
 export function asTensor(t: StTensor | undefined, name = 'tensor'): Tensor {
-  if (!t) throw new Error(`fixture tensor '${name}' is missing`);
+  if (!t) throw new XpsrError('ERR_WEIGHTS_MISSING', `fixture tensor '${name}' is missing`);
   return { shape: t.shape, data: toFloat32(t) };
 }
 
 function get(f: SafetensorsFile, key: string): StTensor {
   const t = f.tensors.get(key);
-  if (!t) throw new Error(`fixture tensor '${key}' is missing`);
+  if (!t) throw new XpsrError('ERR_WEIGHTS_MISSING', `fixture tensor '${key}' is missing`);
   return t;
 }
 
@@ -75,7 +78,8 @@ function compareOutputs(component: string, outputs: Record<string, Tensor>, ref:
 function notComputed(component: string, ref: SafetensorsFile, prefixes: string[]): ParityLine[] {
   return [...ref.tensors.keys()]
     .filter((k) => prefixes.some((p) => k.startsWith(p)))
-    .map((k) => ({ component, tensor: k, maxAbs: 0, maxRel: 0, tol: 0, pass: true, note: 'training-only head, not computed (spec §5bis)' }));
+    .map((k) => ({ component, tensor: k, maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, skipped: true,
+      note: 'training-only head, not computed (docs/architecture.md §5bis)' }));
 }
 
 const TRAINING_ONLY = ['degradation_rgb', 'controlnet_cond_rgbs.', 'inter.controlnet_cond_embedding.1.'];
@@ -211,7 +215,7 @@ export const engineChecks: ParityCheck[] = [
 
 /** Runs every check whose files are present in `dir`. */
 export async function runParity(dir: string, options: ParityOptions = {}): Promise<ParityReport> {
-  if (!existsSync(dir)) throw new Error(`fixtures folder not found: ${dir}`);
+  if (!existsSync(dir)) throw new XpsrError('ERR_INVALID_OPTION', `fixtures folder not found: ${dir}`, { option: 'fixtures' });
   const device = options.device ?? 'cpu';
   let engine: Engine | undefined;
   const cache = new Map<string, SafetensorsFile>();
@@ -225,7 +229,7 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
       return f;
     },
   };
-  const report: ParityReport = { passed: 0, failed: 0, lines: [], skipped: [] };
+  const report: ParityReport = { passed: 0, failed: 0, notComputed: 0, lines: [], skipped: [] };
   try {
     const checks = options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...pipelineChecks];
     for (const check of checks) {
@@ -240,14 +244,15 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
       let lines: ParityLine[];
       try {
         lines = await check.run(ctx);
-        if (lines.length === 0)
-          lines = [{ component: check.component, tensor: '(nothing compared)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: 'no reference tensors matched' }];
+        if (!lines.some((l) => !l.skipped))
+          lines = [...lines, { component: check.component, tensor: '(nothing compared)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: 'no reference tensors matched' }];
       } catch (e) {
         lines = [{ component: check.component, tensor: '(error)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: (e as Error).message }];
       }
       for (const l of lines) {
         report.lines.push(l);
-        if (l.pass) report.passed++;
+        if (l.skipped) report.notComputed++;
+        else if (l.pass) report.passed++;
         else report.failed++;
         options.onLine?.(l);
       }

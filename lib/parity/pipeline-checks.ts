@@ -2,10 +2,10 @@
  * Parity checks of the TypeScript half of the pipeline: schedulers and colour fix (and, in
  * pipeline-run.ts, the tokenizer and the full pipeline runs). Same line format as the engine checks.
  */
+import { XpsrError } from '../errors.js';
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
 import { toFloat32, type SafetensorsFile } from '../io/safetensors.js';
-import { createScheduler, type Scheduler } from '../schedulers/index.js';
+import { createScheduler, loadSchedulerConfig, parsePythonJson, schedulerConfigFrom, type Scheduler } from '../schedulers/index.js';
 import { adainColorFixFloat, colorFix, waveletColorFixFloat } from '../colorfix.js';
 import { compareFloat, compareU8, exactInts, type ParityLine } from './compare.js';
 import type { ParityCheck } from './index.js';
@@ -13,23 +13,25 @@ import { tokenizerCheck, pipelineRunChecks } from './pipeline-run.js';
 
 function tensor(f: SafetensorsFile, key: string) {
   const t = f.tensors.get(key);
-  if (!t) throw new Error(`fixture tensor '${key}' is missing`);
+  if (!t) throw new XpsrError('ERR_WEIGHTS_MISSING', `fixture tensor '${key}' is missing`);
   return t;
 }
 const f32 = (f: SafetensorsFile, key: string) => toFloat32(tensor(f, key));
 const ints = (f: SafetensorsFile, key: string) => Array.from(tensor(f, key).data as BigInt64Array, Number);
 
 function schedulerConfig(dir: string): Record<string, unknown> {
-  return JSON.parse(readFileSync(path.join(dir, 'model', 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<string, unknown>;
+  return loadSchedulerConfig(path.join(dir, 'model', 'scheduler', 'scheduler_config.json'));
+}
+
+/** The `info` metadata of a fixture (JSON written by Python: may hold -Infinity). */
+function fixtureInfo(f: SafetensorsFile): Record<string, unknown> {
+  return (parsePythonJson(f.metadata.info ?? '{}') ?? {}) as Record<string, unknown>;
 }
 
 /** The scheduler config a fixture was generated with (metadata info.config), else the model folder's. */
 function fixtureConfig(f: SafetensorsFile, dir: string): Record<string, unknown> {
-  const info = JSON.parse((f.metadata.info ?? '{}').replace(/-Infinity/g, 'null')) as { config?: Record<string, unknown> };
-  if (!info.config) return schedulerConfig(dir);
-  const c = { ...info.config };
-  if (c.lambda_min_clipped === null) delete c.lambda_min_clipped;  // -inf in the file (not JSON)
-  return c;
+  const config = fixtureInfo(f).config;
+  return config === undefined ? schedulerConfig(dir) : schedulerConfigFrom(config, 'fixture metadata info.config');
 }
 
 /** Chained multistep fixture (DPM-Solver++ / UniPC): timesteps and 5 steps of a 20-step run. */
@@ -57,9 +59,7 @@ export const schedulerChecks: ParityCheck[] = [
         compareFloat(c, 'alphas_cumprod', s.alphasCumprod, f32(f, 'alphas_cumprod'), 1e-6),
       ];
       for (const n of [4, 5, 20, 50]) lines.push(exactInts(c, `timesteps_${n}`, s.setTimesteps(n), ints(f, `timesteps_${n}`)));
-      const info = JSON.parse((f.metadata.info ?? '{}').replace(/-Infinity/g, 'null')) as {
-        step_cases?: { index: number; timestep: number; num_inference_steps: number }[];
-      };
+      const info = fixtureInfo(f) as { step_cases?: { index: number; timestep: number; num_inference_steps: number }[] };
       for (const sc of info.step_cases ?? []) {
         s.setTimesteps(sc.num_inference_steps);
         const r = s.step(f32(f, `step${sc.index}.model_output`), sc.timestep, f32(f, `step${sc.index}.sample`), f32(f, `step${sc.index}.noise`));

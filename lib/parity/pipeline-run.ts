@@ -4,11 +4,13 @@
  * image and the colour-fixed image are compared. Pipeline tolerance: max_abs <= 1e-3 * max(1, max|ref|)
  * for float tensors; uint8 images off by at most 1 in at most 0.1% of the values.
  */
+import { XpsrError } from '../errors.js';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { toFloat32, type SafetensorsFile } from '../io/safetensors.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { ReplayNoise } from '../noise.js';
+import { loadSchedulerConfig } from '../schedulers/index.js';
 import type { Tensor } from '../engine/engine.js';
 import { runCore, type PipelineModels, type PipelineNetworks } from '../pipeline/core.js';
 import { TextConditioner } from '../pipeline/text.js';
@@ -45,7 +47,7 @@ async function loadModels(ctx: ParityContext): Promise<PipelineModels> {
     vae: await engine.loadVae(m('vae')),
     unet: await engine.loadUNet(m('unet')),
     controlnet: await engine.loadControlNet(m('controlnet')),
-    schedulerConfig: JSON.parse(readFileSync(path.join(m('scheduler'), 'scheduler_config.json'), 'utf8')) as Record<string, unknown>,
+    schedulerConfig: loadSchedulerConfig(path.join(m('scheduler'), 'scheduler_config.json')),
   };
 }
 
@@ -71,7 +73,7 @@ export function pipelineCheck(variant: string, load: PipelineLoader = nativeLoad
       };
       const { models, release } = await load(ctx);
       const lr = f.tensors.get('input.lr_image_u8');
-      if (!lr) throw new Error('input.lr_image_u8 missing');
+      if (!lr) throw new XpsrError('ERR_WEIGHTS_MISSING', "fixture tensor 'input.lr_image_u8' is missing");
       const [H, W] = lr.shape;
       const noises = [...f.tensors.keys()].filter((k) => /^noise\.\d+$/.test(k)).sort().map((k) => toFloat32(f.tensors.get(k)!));
       const recorded = new Map<string, Tensor>();

@@ -1,5 +1,5 @@
 /**
- * The XPSR pipeline on an already preprocessed image X (xpsr-architecture.md §1, §7.4–§7.10), top-down:
+ * The XPSR pipeline on an already preprocessed image X (docs/architecture.md §1, §7.4–§7.10), top-down:
  *   texts -> CFG contexts; X -> ControlNet condition (once) and VAE latent (once);
  *   latent init (posterior sample, noised at timesteps[0] and again at 800, or pure noise);
  *   for each timestep: CFG step (ControlNet + UNet, tiled when large), guidance, scheduler step;
@@ -7,7 +7,6 @@
  * All randomness comes from one NoiseProvider, drawn in the official order (VAE sample, two add_noise
  * draws, one per scheduler step), so recorded noise replays the official run exactly.
  */
-import { totalmem } from 'node:os';
 import type { ControlNet, Engine, RunOptions, Tensor, UNet, Vae, VaeTileRunOptions } from '../engine/engine.js';
 import { XpsrError } from '../errors.js';
 import type { NoiseProvider } from '../noise.js';
@@ -19,6 +18,7 @@ import { TileBlender, VAE_DECODER_TILING, VAE_ENCODER_TILING, chooseTiling, late
 import { cfgTexts, type LowLevelGuidance, type Prompts } from './prompts.js';
 import type { LongPromptMode, TextConditioner } from './text.js';
 import { cropNCHW, divF32, repeatBatch, scaleF32, assertFinite } from './tensor-ops.js';
+import { stepBytesPerLatentPixel, vaeActivationBytes } from './memory.js';
 
 /**
  * What the core calls on the networks. The native engine's objects satisfy it (PipelineModels); so do
@@ -75,15 +75,6 @@ export interface TilingOptions {
    * when a whole-latent step would not fit, with the largest tile that fits (lib/tiling.ts chooseTiling).
    */
   memoryBudgetBytes?: number;
-}
-
-/**
- * Activation bytes per latent pixel of one CFG step (ControlNet + UNet, batch 2), from the planned arena
- * sizes (RunStats.arenaBytes): about 53 KB in float32 on the CPU (13 MiB at 16x16), half that in fp16.
- * Attention is flash-style, so there is no quadratic term.
- */
-export function stepBytesPerLatentPixel(device: string): number {
-  return device.startsWith('cuda') ? 28 * 1024 : 56 * 1024;
 }
 
 export interface CoreOptions {
@@ -282,13 +273,8 @@ export async function runCore<C, U>(
   progress('decode', 0, 1);
   const z = { shape: [1, 4, h, w], data: divF32(latents, models.vae.scalingFactor) };
   rec?.('vae_decode.z', z);
+  // (Host memory of this decode was checked before the image was decoded: lib/pipeline/memory.ts.)
   const tiledDecode = useTiledVae(o, h, w, true, models.engine.device);
-  // Refuse, with a clear error, a decode whose host memory (tiled: whole-image maps between segments;
-  // CPU untiled: the activation arena) would exceed this machine's RAM instead of being killed by the OS.
-  const hostBytes = tiledDecode ? 64 * h * w * 2048 : models.engine.device.startsWith('cuda') ? 0 : 64 * h * w * 2560;
-  if (hostBytes > totalmem() * 0.85)
-    throw new XpsrError('ERR_OUT_OF_MEMORY', `decoding a ${8 * w}x${8 * h} image needs about ${(hostBytes / 2 ** 30).toFixed(1)} GiB of ` +
-      `host memory, more than this machine has (${(totalmem() / 2 ** 30).toFixed(1)} GiB); use a smaller input or scale`);
   if (tiledDecode) models.engine.clearPlans(); // the cached step plans would hold their activation memory
   const { image: decodedPt } = tiledDecode
     ? await models.vae.decodeTiled(z, { tile: VAE_DECODER_TILING.tile, pad: VAE_DECODER_TILING.pad, signal: o.signal })
@@ -318,17 +304,14 @@ export async function runCore<C, U>(
 }
 
 /**
- * Whether the VAE runs tiled. Sizes: encoder input H x W pixels, decoder latent h x w. The untiled
- * activation memory is about 2560 bytes (f32) per output pixel for the decoder and 1536 for the encoder
- * (planned arenas of the SD-1.5 VAE: 10 GiB / 6 GiB at 2048x2048); fp16 halves it.
+ * Whether the VAE runs tiled. Sizes: encoder input H x W pixels, decoder latent h x w. 'auto' tiles above
+ * the official sizes, or when the untiled activations (lib/pipeline/memory.ts) exceed the memory budget.
  */
 export function useTiledVae(o: Pick<CoreOptions, 'vaeTiling' | 'tiling'>, h: number, w: number, decoder: boolean, device = 'cpu'): boolean {
   if (o.vaeTiling !== 'auto') return o.vaeTiling === 'on';
   if (vaeTilingNeeded(h, w, decoder ? VAE_DECODER_TILING : VAE_ENCODER_TILING)) return true;
   if (o.tiling.memoryBudgetBytes === undefined) return false;
-  const pixels = decoder ? 64 * h * w : h * w;
-  const bytes = pixels * (decoder ? 2560 : 1536) * (device.startsWith('cuda') ? 0.5 : 1);
-  return bytes > o.tiling.memoryBudgetBytes;
+  return vaeActivationBytes(decoder ? 64 * h * w : h * w, decoder, device) > o.tiling.memoryBudgetBytes;
 }
 
 /** Latent tiling plan, or null when the whole latent is processed at once. */

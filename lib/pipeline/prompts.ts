@@ -1,5 +1,5 @@
 /**
- * The prompts of the official run (xpsr-architecture.md §7.2, §7.4) and how the classifier-free-guidance
+ * The prompts of the official run (docs/architecture.md §7.2, §7.4) and how the classifier-free-guidance
  * rows are formed. Row order everywhere: [unconditional, conditional].
  */
 
@@ -28,12 +28,6 @@ export interface CfgTexts {
   high: string[];
   /** Texts for the low-level context, one per row. */
   low: string[];
-}
-
-/** test.py: the first line of a caption file, left-stripped. */
-export function firstLineLstrip(text: string): string {
-  const line = text.split(/\r?\n/)[0] ?? '';
-  return line.replace(/^\s+/, '');
 }
 
 /** test.py builds `caption + " " + added_prompt` (a leading space is harmless to CLIP). */

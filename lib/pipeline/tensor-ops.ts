@@ -3,17 +3,14 @@
  * elementwise result is rounded to float32 (Math.fround) so the TS side matches the official code.
  */
 import type { Tensor } from '../engine/engine.js';
-
-export function numel(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
+import { XpsrError } from '../errors.js';
 
 /** Stacks tensors of equal shape [1, ...] along the batch axis. */
 export function catBatch(parts: Tensor[]): Tensor {
   const per = parts[0].data.length;
   const out = new Float32Array(per * parts.length);
   parts.forEach((p, i) => {
-    if (p.data.length !== per) throw new Error('catBatch: parts differ in size');
+    if (p.data.length !== per) throw new XpsrError('ERR_SHAPE_MISMATCH', 'catBatch: parts differ in size');
     out.set(p.data, i * per);
   });
   return { shape: [parts.length, ...parts[0].shape.slice(1)], data: out };
@@ -57,5 +54,6 @@ export function divF32(x: Float32Array, s: number): Float32Array {
 
 export function assertFinite(x: Float32Array, what: string): void {
   for (let i = 0; i < x.length; i++)
-    if (!Number.isFinite(x[i])) throw new Error(`${what} contains NaN or Inf (element ${i})`);
+    if (!Number.isFinite(x[i]))
+      throw new XpsrError('ERR_WEIGHTS_INVALID', `${what} contains NaN or Inf (element ${i}): the weights hold non-finite or out-of-range values`);
 }

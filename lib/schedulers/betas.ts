@@ -99,6 +99,17 @@ function betasForAlphaBar(n: number, maxBeta = 0.999): Float32Array {
   return out;
 }
 
+/** Largest accepted num_train_timesteps (diffusers models use 1000; the tables are allocated up front). */
+export const MAX_TRAIN_TIMESTEPS = 100_000;
+
+/** A β must be a number strictly between 0 and 1 (α = 1 − β must stay positive). */
+function checkBeta(key: string, v: unknown): number {
+  if (typeof v !== 'number' || !(v > 0 && v < 1)) {
+    throw new XpsrError(ERR_INVALID_OPTION, `scheduler config: ${key} must be a number between 0 and 1 (exclusive), got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
 /**
  * Builds betas / alphas / alphas_cumprod from a diffusers config (defaults: 1000 steps, linear, 1e-4 … 0.02,
  * i.e. the diffusers class defaults; SD-1.5 configs give scaled_linear 0.00085 … 0.012).
@@ -106,17 +117,18 @@ function betasForAlphaBar(n: number, maxBeta = 0.999): Float32Array {
  */
 export function makeNoiseSchedule(cfg: BetaScheduleConfig): NoiseSchedule {
   const n = cfg.num_train_timesteps ?? 1000;
-  if (!Number.isSafeInteger(n) || n < 2) {
-    throw new XpsrError(ERR_INVALID_OPTION, `scheduler config: num_train_timesteps must be an integer >= 2, got ${String(n)}`);
+  if (!Number.isSafeInteger(n) || n < 2 || n > MAX_TRAIN_TIMESTEPS) {
+    throw new XpsrError(ERR_INVALID_OPTION, `scheduler config: num_train_timesteps must be an integer between 2 and ${MAX_TRAIN_TIMESTEPS}, got ${String(n)}`);
   }
   if (cfg.rescale_betas_zero_snr) {
     throw new XpsrError(ERR_UNSUPPORTED, 'scheduler config: rescale_betas_zero_snr is not supported');
   }
-  const b0 = cfg.beta_start ?? 0.0001;
-  const b1 = cfg.beta_end ?? 0.02;
+  const b0 = checkBeta('beta_start', cfg.beta_start ?? 0.0001);
+  const b1 = checkBeta('beta_end', cfg.beta_end ?? 0.02);
   let betas: Float32Array;
   if (cfg.trained_betas != null) {
-    betas = Float32Array.from(cfg.trained_betas as ArrayLike<number>);
+    if (!Array.isArray(cfg.trained_betas)) throw new XpsrError(ERR_INVALID_OPTION, 'scheduler config: trained_betas must be an array of numbers or null');
+    betas = Float32Array.from(cfg.trained_betas as ArrayLike<number>, (v, i) => checkBeta(`trained_betas[${i}]`, v));
     if (betas.length !== n) {
       throw new XpsrError(ERR_INVALID_OPTION, `scheduler config: trained_betas has ${betas.length} values, expected num_train_timesteps = ${n}`);
     }

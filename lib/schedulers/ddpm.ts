@@ -86,12 +86,13 @@ export class DDPMScheduler implements Scheduler {
       throw new XpsrError(ERR_UNSUPPORTED, 'DDPM: thresholding=true (dynamic thresholding) is not supported');
     }
     this.clipSample = opt(cfg, 'clip_sample', true, isBool, 'a boolean');
-    this.clipRange = opt(cfg, 'clip_sample_range', 1.0, isNum, 'a number');
+    this.clipRange = opt(cfg, 'clip_sample_range', 1.0, (v) => isNum(v) && (v as number) > 0, 'a positive number');
     this.spacing = opt(cfg, 'timestep_spacing', 'leading', isStr, 'a string');
     if (!SPACINGS.includes(this.spacing)) {
       throw new XpsrError(ERR_UNSUPPORTED, `DDPM: timestep_spacing ${JSON.stringify(this.spacing)} is not supported (${SPACINGS.join(', ')})`);
     }
-    this.stepsOffset = opt(cfg, 'steps_offset', 0, isInt, 'an integer');
+    this.stepsOffset = opt(cfg, 'steps_offset', 0, (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
+      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`);
     this.config = Object.freeze({
       ...cfg,
       num_train_timesteps: this.sched.numTrainTimesteps,

@@ -149,7 +149,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const lmc = cfg['lambda_min_clipped'];
     this.lambdaMinClipped = lmc === undefined || lmc === null || lmc === '-Infinity' ? -Infinity : opt(cfg, 'lambda_min_clipped', -Infinity, (v) => typeof v === 'number', 'a number');
     this.spacing = opt(cfg, 'timestep_spacing', 'linspace', isStr, 'a string');
-    this.stepsOffset = opt(cfg, 'steps_offset', 0, isInt, 'an integer');
+    this.stepsOffset = opt(cfg, 'steps_offset', 0, (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
+      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`);
     this.config = Object.freeze({
       ...cfg,
       num_train_timesteps: this.sched.numTrainTimesteps,

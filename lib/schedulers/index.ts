@@ -13,9 +13,8 @@
  * 999, 949, … schedules of their class default need `timestep_spacing: 'linspace'`.
  */
 
-import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { ERR_INVALID_OPTION, ERR_IO, ERR_WEIGHTS_INVALID, XpsrError } from '../errors.js';
+import { ERR_INVALID_OPTION, XpsrError } from '../errors.js';
+import type { SchedulerConfig } from './config.js';
 import { DDPMScheduler } from './ddpm.js';
 import { DPMSolverMultistepScheduler } from './dpmpp.js';
 import { UniPCMultistepScheduler } from './unipc.js';
@@ -28,8 +27,9 @@ export { makeNoiseSchedule, torchLinspaceF32, fma32, type NoiseSchedule, type Be
 
 import type { Scheduler } from './common.js';
 
-/** A diffusers scheduler config (snake_case keys as in scheduler_config.json). */
-export type SchedulerConfig = Record<string, unknown>;
+export {
+  loadSchedulerConfig, parseSchedulerConfig, parsePythonJson, schedulerConfigFrom, checkSchedulerConfig, SD15_SCHEDULER_CONFIG, type SchedulerConfig,
+} from './config.js';
 
 const REGISTRY: Record<string, (cfg: SchedulerConfig) => Scheduler> = {
   ddpm: (c) => new DDPMScheduler(c),
@@ -54,41 +54,4 @@ export function createScheduler(name: string, config: SchedulerConfig = {}): Sch
       { option: 'scheduler' });
   }
   return make(config);
-}
-
-/**
- * Reads a diffusers scheduler config. `path` may be a model folder (reads `scheduler/scheduler_config.json`),
- * a `scheduler` folder (reads `scheduler_config.json`) or the JSON file itself.
- */
-export function loadSchedulerConfig(path: string): SchedulerConfig {
-  let file = path;
-  try {
-    if (statSync(path).isDirectory()) {
-      const nested = join(path, 'scheduler', 'scheduler_config.json');
-      const direct = join(path, 'scheduler_config.json');
-      file = exists(nested) ? nested : direct;
-    }
-  } catch { /* reported below */ }
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new XpsrError(ERR_IO, `${file}: cannot read scheduler config (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
-      { path: file }, { cause: e });
-  }
-  let cfg: unknown;
-  try {
-    // Python's json writes non-finite floats as bare NaN / Infinity tokens.
-    cfg = JSON.parse(text.replace(/(?<=[:\[,]\s*)-?Infinity\b|(?<=[:\[,]\s*)NaN\b/g, 'null'));
-  } catch (e) {
-    throw new XpsrError(ERR_WEIGHTS_INVALID, `${file}: scheduler config is not valid JSON (${(e as Error).message})`, { path: file });
-  }
-  if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) {
-    throw new XpsrError(ERR_WEIGHTS_INVALID, `${file}: scheduler config is not a JSON object`, { path: file });
-  }
-  return cfg as SchedulerConfig;
-}
-
-function exists(p: string): boolean {
-  try { statSync(p); return true; } catch { return false; }
 }

@@ -153,7 +153,8 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.lowerOrderFinal = opt(cfg, 'lower_order_final', true, isBool, 'a boolean');
     this.disableCorrector = opt(cfg, 'disable_corrector', [] as number[], (v) => Array.isArray(v) && v.every(isInt), 'an array of step indices');
     this.spacing = opt(cfg, 'timestep_spacing', 'linspace', isStr, 'a string');
-    this.stepsOffset = opt(cfg, 'steps_offset', 0, isInt, 'an integer');
+    this.stepsOffset = opt(cfg, 'steps_offset', 0, (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
+      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`);
     this.config = Object.freeze({
       ...cfg,
       num_train_timesteps: this.sched.numTrainTimesteps,

@@ -3,7 +3,7 @@
  * captioner, fastify, multipart) to an HTTP status and the JSON body `{ code, message }`. Nothing else
  * ever reaches a client: no stack traces, no internal messages of unexpected exceptions.
  */
-import { XpsrError } from '../errors.js';
+import { XpsrError, type XpsrErrorCode } from '../errors.js';
 
 export const ERR_BAD_REQUEST = 'ERR_BAD_REQUEST';
 export const ERR_IMAGE_MISSING = 'ERR_IMAGE_MISSING';
@@ -40,17 +40,18 @@ const STATUS: Record<string, number> = {
   ERR_UNSUPPORTED_MEDIA_TYPE: 415,
   ERR_IMAGE_UNREADABLE: 422,
   ERR_IMAGE_EMPTY: 422,
-  ERR_IMAGE_DECODE: 422,
   ERR_UNSUPPORTED: 422,
-  ERR_CONTEXT_FULL: 422,
   ERR_QUEUE_FULL: 429,
   ERR_NOT_READY: 503,
   ERR_DRAINING: 503,
   ERR_DEVICE_UNAVAILABLE: 503,
   ERR_TIMEOUT: 503,
   ERR_SHUTDOWN: 503,
-  ERR_CAPTION_HTTP_UNREACHABLE: 503,
-  ERR_CAPTION_HTTP_TIMEOUT: 503,
+  ERR_CAPTION_UNREACHABLE: 503,
+  ERR_CAPTION_TIMEOUT: 503,
+  ERR_CAPTION_SERVER: 502,
+  ERR_CAPTION_AUTH: 502,
+  ERR_CAPTION_MISSING: 422,
 };
 
 export function statusOf(code: string): number {
@@ -106,6 +107,6 @@ export function toHttpError(e: unknown): HttpError {
 }
 
 /** An XpsrError with one of the server's codes. */
-export function serverError(code: string, message: string, details?: object): XpsrError {
+export function serverError(code: XpsrErrorCode, message: string, details?: object): XpsrError {
   return new XpsrError(code, message, details);
 }

@@ -43,7 +43,7 @@ export interface JobResultInfo {
   bytes: number;
   width: number;
   height: number;
-  seed: number;
+  seed: number | null; // null only when the caller supplied its own noise (never through the server)
   prompts: Prompts;
   /** Wall time per stage in ms (caption, preprocess, text, encode, denoise, decode, colorfix, total...). */
   timingsMs: Record<string, number>;

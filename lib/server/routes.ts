@@ -3,7 +3,7 @@
  * answer; they never touch an engine.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { XpsrError } from '../errors.js';
+import { XpsrError, type XpsrErrorCode } from '../errors.js';
 import type { ApiKeys } from './auth.js';
 import { ERR_CLIENT_GONE, ERR_JOB_FINISHED, ERR_JOB_NOT_FINISHED, ERR_JOB_NOT_FOUND, ERR_DRAINING, ERR_NOT_READY, statusOf } from './errors.js';
 import { readJobRequest, type InputLimits } from './input.js';
@@ -52,7 +52,7 @@ function sendResult(reply: FastifyReply, r: JobResult, id: string): FastifyReply
 
 function jobError(status: JobStatus): XpsrError {
   const e = status.error ?? { code: 'ERR_INTERNAL', message: `job ${status.state}` };
-  return new XpsrError(e.code, e.message);
+  return new XpsrError(e.code as XpsrErrorCode, e.message); // an unknown code becomes ERR_INTERNAL
 }
 
 export function registerRoutes(app: FastifyInstance, ctx: RouteContext): void {
