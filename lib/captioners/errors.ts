@@ -35,6 +35,12 @@ export function fromNativeError(e: unknown): XpsrError {
   return new XpsrError(code, message, details, { cause: e });
 }
 
+/** Which GGUF file a load rejection of the addon is about: the language model, the projector, or neither. */
+export function refusedFile(e: unknown): 'model' | 'mmproj' | undefined {
+  const code = (e as { code?: unknown })?.code;
+  return code === 'ERR_MODEL_LOAD' ? 'model' : code === 'ERR_MMPROJ_LOAD' ? 'mmproj' : undefined;
+}
+
 export function cancelledError(reason?: unknown): XpsrError {
   const why = reason instanceof Error ? `: ${reason.message}` : typeof reason === 'string' ? `: ${reason}` : '';
   return new XpsrError('ERR_CANCELLED', `captioning was cancelled${why}`, undefined, { cause: reason });

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Llama, LlamaModel } from 'node-llama-cpp';
 
 import { invalidOption, XpsrError } from '../errors.js';
-import { cancelledError, fromNativeError, throwIfAborted } from './errors.js';
+import { cancelledError, fromNativeError, refusedFile, throwIfAborted } from './errors.js';
 import { describeGgufProblem } from './gguf-check.js';
 import { asBuffer, prepareImage } from './image.js';
 import { LLAVA15_PROMPT_TEMPLATE, postprocessCaption, splitPromptTemplate } from './instructions.js';
@@ -247,8 +247,7 @@ export class LlavaCaptioner implements Captioner {
       handles.forEach((h) => h.dispose());
       const err = fromNativeError(e);
       // name the file llama.cpp refused, and say what is wrong with it when its structure shows it
-      const nativeCode = (e as { code?: unknown })?.code;
-      const role = nativeCode === 'ERR_MODEL_LOAD' ? 'model' : nativeCode === 'ERR_MMPROJ_LOAD' ? 'mmproj' : undefined;
+      const role = refusedFile(e);
       if (role) {
         const file = role === 'model' ? options.model! : options.mmproj;
         const why = describeGgufProblem(file);
