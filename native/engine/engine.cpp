@@ -26,6 +26,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "models/vae_tiled.h"  // tiled VAE (vae_tiled.cpp)
+#include "sources.h"
 #include "weights.h"
 
 namespace xpsr {
@@ -69,39 +70,13 @@ Engine::~Engine() {
   models_.clear();  // then weights
 }
 
-static std::string read_text(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) fail(ErrorCode::WeightsMissing, "config not found: ", path);
-  std::string s;
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-    s.append(buf, n);
-    if (s.size() > (8u << 20)) {
-      std::fclose(f);
-      fail(ErrorCode::WeightsInvalid, path, ": config file larger than 8 MB");
-    }
-  }
-  std::fclose(f);
-  return s;
-}
-
 ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
-  std::string cfg_text = o.config_json;
-  std::string cfg_where = "config.json (given)";
-  std::vector<std::string> files;
-  if (!o.synthetic) {
-    if (cfg_text.empty()) {
-      cfg_where = o.path + "/config.json";
-      cfg_text = read_text(cfg_where);
-    }
-    std::vector<std::string> stems = kind == ModelKind::TextEncoder
-                                         ? std::vector<std::string>{"model", "pytorch_model"}
-                                         : std::vector<std::string>{"diffusion_pytorch_model", "model"};
-    files = find_weight_files(o.path, stems);
-  } else if (cfg_text.empty()) {
-    fail(ErrorCode::InvalidArgument, "synthetic weights need a config");
-  }
+  // Folder, weights file or single-file SD checkpoint; variant; config (sources.h).
+  ComponentSource src;
+  if (!o.synthetic) src = resolve_component(kind_name(kind), o.path, o.config_json, o.variant);
+  else if (o.config_json.empty()) fail(ErrorCode::InvalidArgument, "synthetic weights need a config");
+  const std::string cfg_text = o.synthetic ? o.config_json : src.config_json;
+  const std::string cfg_where = o.synthetic ? "config.json (given)" : src.config_where;
   Json cfg = Json::parse(cfg_text, cfg_where);
 
   auto m = std::make_unique<Model>();
@@ -112,9 +87,7 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
   if (o.synthetic) {
     ld = std::make_unique<WeightLoader>(*backend_, what, o.seed);
   } else {
-    std::vector<std::unique_ptr<TensorFile>> tf;
-    for (auto& f : files) tf.push_back(TensorFile::open(f));
-    ld = std::make_unique<WeightLoader>(*backend_, what, std::move(tf));
+    ld = std::make_unique<WeightLoader>(*backend_, what, std::move(src.files));
   }
   ld->set_check_only(o.check_only);
   std::ostringstream desc;

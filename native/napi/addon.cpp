@@ -19,6 +19,8 @@
 
 using namespace xpsr;
 
+void register_weights_info(Napi::Env env, Napi::Object exports);  // weights_info.cpp
+
 namespace {
 
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
@@ -267,6 +269,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     };
     str("path", opts.path);
     str("configJson", opts.config_json);
+    str("variant", opts.variant);
     boolean("synthetic", opts.synthetic);
     boolean("vaeEncoder", opts.vae_encoder);
     boolean("vaeDecoder", opts.vae_decoder);
@@ -458,6 +461,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
   exports.Set("listDevices", Napi::Function::New(env, ListDevices));
   exports.Set("timestepFeatures", Napi::Function::New(env, TimestepFeatures));
+  register_weights_info(env, exports);  // inspectWeights, findWeightFiles (weights_info.cpp)
   return exports;
 }
 
