@@ -14,10 +14,20 @@ import type { LongPromptMode } from './pipeline/text.js';
 import { SCHEDULER_NAMES } from './schedulers/index.js';
 
 export interface LoadOptions {
-  /** Stable Diffusion 1.5 folder (diffusers layout): text_encoder/, tokenizer/, vae/, scheduler/. */
+  /**
+   * Stable Diffusion 1.5: a diffusers folder (text_encoder/, tokenizer/, vae/, scheduler/), one original-layout
+   * checkpoint file (.safetensors fp32/fp16/bf16 or .ckpt), or a Hugging Face repo id found in the local cache.
+   */
   sd?: string;
-  /** XPSR checkpoint folder: unet/ and controlnet/ (config.json + safetensors or .bin each). */
+  /** XPSR checkpoint folder (or repo id in the local Hugging Face cache): unet/ and controlnet/. */
   xpsr?: string;
+  /** Prefer this diffusers weights variant in every folder ('fp16': model.fp16.safetensors). */
+  variant?: string;
+  /**
+   * For a single-file `sd`: a folder with tokenizer/ and scheduler/ to use instead of the bundled SD-1.5 ones,
+   * and text_encoder/config.json, vae/config.json for files whose sizes are not SD-1.5's.
+   */
+  sdConfig?: string;
   /** One folder holding all six components (used for `sd` and `xpsr` when they are not given). */
   model?: string;
   /** 'auto' (default: CUDA if usable, else CPU with a notice), 'cpu', 'cuda', 'cuda:N'. */
@@ -177,10 +187,12 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
 
 export function checkLoadOptions(o: LoadOptions): void {
   if (o === null || typeof o !== 'object') throw invalidOption('options', 'an object', o);
-  for (const k of ['sd', 'xpsr', 'model', 'device'] as const)
+  for (const k of ['sd', 'xpsr', 'model', 'device', 'sdConfig'] as const)
     if (o[k] !== undefined && typeof o[k] !== 'string') throw invalidOption(k, 'a string', o[k]);
+  if (o.variant !== undefined && (typeof o.variant !== 'string' || !/^[A-Za-z0-9_-]+$/.test(o.variant)))
+    throw invalidOption('variant', "a variant name such as 'fp16'", o.variant);
   if (!o.model && !(o.sd && o.xpsr))
-    throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } folders (or { model } holding all components)");
+    throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } (or { model } holding all components)");
   if (o.threads !== undefined && (typeof o.threads !== 'number' || !Number.isInteger(o.threads) || o.threads < 0))
     throw invalidOption('threads', 'a non-negative integer', o.threads);
 }

@@ -9,7 +9,7 @@
  * Image in -> decode (sharp) -> official preprocessing -> captions -> pipeline (lib/pipeline/core) ->
  * output resize -> alpha recombined. One call at a time runs on the engine; concurrent calls queue.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Sharp } from 'sharp';
 import { Engine, type ControlNet, type TextEncoder, type UNet, type Vae } from './engine/engine.js';
@@ -17,15 +17,15 @@ import { XpsrError } from './errors.js';
 import { checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type UpscaleOptions } from './options.js';
 import { decodeImage, encodeImage, toSharp, type ImageInput } from './image/io.js';
 import { preprocess, resizeToOutput, upscaleAlpha } from './image/preprocess.js';
-import { ClipTokenizer } from './tokenizer/index.js';
+import { loadTokenizer, resolveWeights } from './weights/index.js';
 import { NoiseSource } from './noise.js';
 import { runCore, type PipelineModels, type Stage } from './pipeline/core.js';
 import { TextConditioner } from './pipeline/text.js';
 import type { Prompts } from './pipeline/prompts.js';
 import { captionXpsr } from './captioners/factory.js';
 
-/** SD-1.5's scheduler_config.json (used when the SD folder has no scheduler/). */
-const SD15_SCHEDULER = {
+/** SD-1.5's scheduler_config.json (used when the SD folder has no scheduler/, and for single files). */
+export const SD15_SCHEDULER = {
   _class_name: 'PNDMScheduler', num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012,
   beta_schedule: 'scaled_linear', trained_betas: null, clip_sample: false, set_alpha_to_one: false,
   skip_prk_steps: true, steps_offset: 1, prediction_type: 'epsilon',
@@ -54,51 +54,6 @@ export interface UpscaleResult {
   tiled: { tiles: number; tileSize: number } | null;
 }
 
-interface Components {
-  textEncoder: string;
-  tokenizer: string;
-  vae: string;
-  scheduler?: string;
-  unet: string;
-  controlnet: string;
-}
-
-function isDir(p: string): boolean {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** Finds each component folder in the SD / XPSR roots (either root may hold any component). */
-export function resolveComponents(o: LoadOptions): Components {
-  const sd = o.sd ?? o.model!;
-  const xp = o.xpsr ?? o.model!;
-  for (const [name, root] of [['sd', sd], ['xpsr', xp]] as const)
-    if (!isDir(root)) throw new XpsrError('ERR_WEIGHTS_MISSING', `${name === 'sd' && !o.sd ? 'model' : name} folder not found: ${root}`);
-  const find = (sub: string, first: string, second: string): string | undefined =>
-    [first, second].map((r) => path.join(r, sub)).find((p) => isDir(p));
-  const missing: string[] = [];
-  const need = (sub: string, first: string, second: string) => {
-    const p = find(sub, first, second);
-    if (!p) missing.push(`${sub}/ (looked in ${[...new Set([first, second])].join(' and ')})`);
-    return p ?? '';
-  };
-  const c: Components = {
-    textEncoder: need('text_encoder', sd, xp),
-    tokenizer: need('tokenizer', sd, xp),
-    vae: need('vae', sd, xp),
-    scheduler: find('scheduler', sd, xp),
-    unet: need('unet', xp, sd),
-    controlnet: need('controlnet', xp, sd),
-  };
-  if (missing.length)
-    throw new XpsrError('ERR_WEIGHTS_MISSING', `XPSR.load: missing component folder${missing.length > 1 ? 's' : ''}:\n  ${missing.join('\n  ')}\n` +
-      'Expected Stable Diffusion 1.5 in diffusers layout (text_encoder/, tokenizer/, vae/, scheduler/) and the XPSR checkpoint (unet/, controlnet/).');
-  return c;
-}
-
 export class XPSR {
   #models: PipelineModels | undefined;
   readonly #options: LoadOptions;
@@ -112,15 +67,16 @@ export class XPSR {
   /** Loads every component on a device. Errors name the missing or malformed file, key and shape. */
   static async load(options: LoadOptions): Promise<XPSR> {
     checkLoadOptions(options);
-    const c = resolveComponents(options);
+    const c = resolveWeights(options);  // lib/weights: folders, single files, variants, the HF cache
     const notice = options.onNotice ?? ((m: string) => console.warn(m));
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
-      const tokenizer = await ClipTokenizer.fromDirectory(c.tokenizer);
-      const textEncoder: TextEncoder = await engine.loadTextEncoder(c.textEncoder);
-      const vae: Vae = await engine.loadVae(c.vae);
-      const unet: UNet = await engine.loadUNet(c.unet);
-      const controlnet: ControlNet = await engine.loadControlNet(c.controlnet);
+      const tokenizer = await loadTokenizer(c.tokenizer);
+      const source = (s: { configJson?: string }) => ({ variant: c.variant, config: s.configJson });
+      const textEncoder: TextEncoder = await engine.loadTextEncoder(c.textEncoder.path, source(c.textEncoder));
+      const vae: Vae = await engine.loadVae(c.vae.path, source(c.vae));
+      const unet: UNet = await engine.loadUNet(c.unet.path, source(c.unet));
+      const controlnet: ControlNet = await engine.loadControlNet(c.controlnet.path, source(c.controlnet));
       let schedulerConfig: Record<string, unknown> = SD15_SCHEDULER;
       const sc = c.scheduler && path.join(c.scheduler, 'scheduler_config.json');
       if (sc && existsSync(sc)) {
@@ -129,7 +85,7 @@ export class XPSR {
         } catch (e) {
           throw new XpsrError('ERR_WEIGHTS_INVALID', `${sc}: not valid JSON (${(e as Error).message})`);
         }
-      } else {
+      } else if (c.sdLayout === 'diffusers folder') {
         notice('xpsr: no scheduler/scheduler_config.json found; using the SD-1.5 DDPM settings');
       }
       return new XPSR({ engine, text: new TextConditioner(tokenizer, textEncoder), vae, unet, controlnet, schedulerConfig }, options);

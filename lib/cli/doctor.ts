@@ -1,23 +1,22 @@
 /**
- * `xpsr doctor [--sd DIR --xpsr DIR | --model DIR | --weights DIR]`: prints the build, the backends, the
- * CPU features and the GPUs, and (with weights) checks every component tensor by tensor — names,
- * shapes, dtypes, NaN/Inf — without running anything.
+ * `xpsr doctor [--sd DIR|FILE|REPO_ID --xpsr DIR | --model DIR | --weights DIR]`: prints the build, the
+ * backends, the CPU features and the GPUs, and (with weights) what each component is read from and every
+ * tensor checked — names, shapes, dtypes, NaN/Inf — without running anything (lib/weights/describe.ts).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadNative, packageRoot } from '../native.js';
-import { Engine } from '../engine/engine.js';
-import { resolveComponents } from '../xpsr.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
+import { checkWeightsReport } from '../weights/index.js';
 
 export async function runDoctorCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv,
-    options: { sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, weights: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, weights: { type: 'string' },
+      variant: { type: 'string' }, 'sd-config': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (v.help) {
-    process.stdout.write('Usage: xpsr doctor [--sd DIR --xpsr DIR | --model DIR | --weights DIR]\n');
+    process.stdout.write('Usage: xpsr doctor [--sd DIR|FILE|REPO_ID] [--xpsr DIR|REPO_ID] [--model DIR] [--variant fp16] [--sd-config DIR]\n');
     return 0;
   }
   const out = (s: string) => process.stdout.write(s + '\n');
@@ -43,40 +42,7 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
 
   const model = v.model ?? v.weights;
   if (!v.sd && !v.xpsr && !model) return problems ? 1 : 0;
-  out('\nweights check (tensor by tensor, nothing is run):');
-  let comps;
-  try {
-    comps = resolveComponents({ sd: v.sd, xpsr: v.xpsr, model });
-  } catch (e) {
-    out(`  FAIL ${(e as Error).message}`);
-    return 1;
-  }
-  const engine = await Engine.create({ device: 'cpu' });
-  try {
-    const checks: [string, 'text_encoder' | 'vae' | 'unet' | 'controlnet', string][] = [
-      ['text_encoder', 'text_encoder', comps.textEncoder], ['vae', 'vae', comps.vae], ['unet', 'unet', comps.unet], ['controlnet', 'controlnet', comps.controlnet],
-    ];
-    for (const [name, kind, dir] of checks) {
-      const t0 = performance.now();
-      try {
-        const info = await engine.checkWeights(kind, dir);
-        out(`  OK   ${name.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${((performance.now() - t0) / 1000).toFixed(1)} s)  ${dir}`);
-      } catch (e) {
-        problems++;
-        out(`  FAIL ${name.padEnd(13)} ${(e as Error).message.replace(/\n/g, '\n       ')}`);
-      }
-    }
-    try {
-      const tok = await ClipTokenizer.fromDirectory(comps.tokenizer);
-      out(`  OK   tokenizer     ${tok.vocabSize} tokens  ${comps.tokenizer}`);
-    } catch (e) {
-      problems++;
-      out(`  FAIL tokenizer     ${(e as Error).message}`);
-    }
-    out(`  ${comps.scheduler ? 'OK  ' : 'NOTE'} scheduler     ${comps.scheduler ?? 'absent: the SD-1.5 DDPM settings will be used'}`);
-  } finally {
-    engine.dispose();
-  }
+  problems += await checkWeightsReport({ sd: v.sd, xpsr: v.xpsr, model, variant: v.variant, sdConfig: v['sd-config'] }, out);
   out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed');
   return problems ? 1 : 0;
 }

@@ -14,9 +14,12 @@ import type { ProgressEvent } from '../pipeline/core.js';
 export const UPSCALE_HELP = `Usage: xpsr upscale <files or folders...> -o <file or folder> [options]
 
 Weights (or env XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL)
-  --sd DIR                 Stable Diffusion 1.5 folder (text_encoder/, tokenizer/, vae/, scheduler/)
-  --xpsr DIR               XPSR checkpoint folder (unet/, controlnet/)
+  --sd DIR|FILE|REPO_ID    Stable Diffusion 1.5: diffusers folder, single checkpoint file (.safetensors, .ckpt)
+                           or a repo id in the local Hugging Face cache
+  --xpsr DIR|REPO_ID       XPSR checkpoint folder (unet/, controlnet/)
   --model DIR              one folder holding all of the above
+  --variant fp16           prefer the *.fp16.safetensors weights of a diffusers folder
+  --sd-config DIR          tokenizer/, scheduler/ (and configs) for a single-file --sd
   --device auto|cpu|cuda|cuda:N   (default auto: CUDA when usable, else CPU)
   --threads N              CPU threads
 
@@ -78,6 +81,7 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       output: { type: 'string', short: 'o' }, sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' },
+      variant: { type: 'string' }, 'sd-config': { type: 'string' },
       device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, 'process-size': { type: 'string' }, steps: { type: 'string' },
       guidance: { type: 'string' }, 'conditioning-scale': { type: 'string' }, seed: { type: 'string' }, scheduler: { type: 'string' },
       'color-fix': { type: 'string' }, init: { type: 'string' }, tiling: { type: 'string' }, 'tile-size': { type: 'string' },
@@ -121,6 +125,7 @@ export async function runUpscaleCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
   const xpsr = await XPSR.load({
     sd: v.sd ?? process.env.XPSR_SD, xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS, model: v.model ?? process.env.XPSR_MODEL,
+    variant: v.variant, sdConfig: v['sd-config'],
     device: v.device, threads: num('threads', v.threads), captioner, onNotice: (m) => log(m + '\n'),
   });
   log(`xpsr: models loaded on ${xpsr.device} (${xpsr.deviceDescription}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
