@@ -56,7 +56,7 @@ function zipIndex(buf) {
 }
 
 /** float32 bits -> float16 bits, round to nearest even (as torch's .half()). */
-function f32ToF16(x) {
+export function f32ToF16(x) {
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
