@@ -125,6 +125,30 @@ test('the tensors a single file holds besides the text encoder and VAE are never
   }
 });
 
+test('a bfloat16 single file loads too (converted tensor by tensor)', async (t) => {
+  const f = readSafetensors(FP32);
+  const bf = new Map();
+  for (const [k, v] of f.tensors) {
+    if (!k.startsWith('cond_stage_model.')) continue;
+    const bits = new Uint32Array(v.data.buffer, v.data.byteOffset, v.data.length);
+    bf.set(k, { dtype: 'BF16', shape: v.shape, data: Uint16Array.from(bits, (x) => ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff) });
+  }
+  const p = path.join(tmp(), 'bf16.safetensors');
+  writeSafetensors(p, bf);
+  const golden = readSafetensors(path.join(fixtures, 'text_encoder.safetensors'));
+  const ids = golden.tensors.get('input_ids');
+  const ref = toFloat32(golden.tensors.get('last_hidden_state'));
+  const engine = await Engine.create({ device: 'cpu' });
+  try {
+    const te = await engine.loadTextEncoder(p, { config: readFileSync(path.join(model, 'text_encoder', 'config.json'), 'utf8') });
+    const out = (await te.encode(ids.data, ids.shape)).lastHiddenState.data;
+    const scale = ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    t.true(maxDiff(out, ref) < 0.05 * scale, `bf16 weights: max difference ${maxDiff(out, ref)} (|ref| up to ${scale})`);
+  } finally {
+    engine.dispose();
+  }
+});
+
 // ---- bundled tokenizer ---------------------------------------------------------------------------------
 
 test('the bundled tokenizer is the SD-1.5 CLIP vocabulary (fixture tokenizer byte for byte), with its MIT license', async (t) => {

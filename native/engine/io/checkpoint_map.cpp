@@ -14,6 +14,7 @@ namespace {
 constexpr const char* kTextPrefix = "cond_stage_model.transformer.";
 constexpr const char* kTextLevel = "text_model.";
 constexpr const char* kVaePrefix = "first_stage_model.";
+constexpr const char* kVaeLossPrefix = "first_stage_model.loss.";  // training-only (LPIPS, discriminator)
 
 // ---- THE table ----------------------------------------------------------------------------------------
 // Module names below the part's prefix (text encoder: "cond_stage_model.transformer." plus "text_model."
@@ -192,7 +193,7 @@ class SdPartView : public TensorFile {
     up_blocks_ = count_up_blocks(*file_);
     for (auto& name : file_->names()) {
       std::string pre = part == SdPart::Vae ? (starts_with(name, kVaePrefix) ? kVaePrefix : "") : text_prefix_of(name);
-      if (pre.empty() || (part == SdPart::TextEncoder && is_position_ids(name))) continue;
+      if (pre.empty() || (part == SdPart::TextEncoder && is_position_ids(name)) || starts_with(name, kVaeLossPrefix)) continue;
       if (part == SdPart::TextEncoder) text_level_ = pre.size() > std::strlen(kTextPrefix);  // for missing keys
       const TensorView* t = file_->find(name);
       TensorView v = *t;
@@ -277,12 +278,13 @@ SdFileLayout inspect_sd_file(const TensorFile& f) {
   };
   static const G kGroups[] = {
       {"cond_stage_model.transformer.", "text encoder (CLIP)", true},
+      {"first_stage_model.loss.", "VAE training loss (LPIPS, discriminator)", false},
       {"first_stage_model.", "VAE", true},
       {"model.diffusion_model.", "UNet (SD-1.5's; XPSR brings its own)", false},
       {"model_ema.", "EMA copy of the UNet", false},
       {"cond_stage_model.", "text encoder of another family", false},
       {"conditioner.", "SDXL text encoders", false},
-      {"", "other", false},
+      {"", "other (noise schedule buffers, ...)", false},
   };
   std::map<std::string, SdFileGroup> groups;
   bool has_level = false, lacks_level = false;

@@ -3,7 +3,8 @@
 //
 //   cond_stage_model.transformer.[text_model.]<CLIP name>  ->  text encoder, "text_model.<CLIP name>"
 //   first_stage_model.<LDM VAE name>                        ->  VAE, diffusers AutoencoderKL names
-//   anything else (model.diffusion_model.*, model_ema.*, ...)  ignored: listed from the header, never read
+//   anything else (model.diffusion_model.*, model_ema.*, first_stage_model.loss.*, schedule buffers, ...)
+//   is ignored: listed from the header, never read
 //
 // The mapping is ONE table, kSdKeyTable in checkpoint_map.cpp: one row per module, original name on the
 // left, diffusers name on the right; the parameter name (weight / bias) carries over. Placeholders: {a}

@@ -172,14 +172,17 @@ TEST(single_file_ignored_tensors_are_never_read_safetensors) {
   // The ignored tensors are the file's largest (F64: laid out first in the data section), full of garbage.
   const size_t big = 1 << 18;
   auto ts = single_file_tensors(true, {{"model.diffusion_model.input_blocks.0.0.weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
-                                       {"model_ema.diffusion_modelout2weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)}});
+                                       {"model_ema.diffusion_modelout2weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
+                                       {"first_stage_model.loss.discriminator.main.0.weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
+                                       {"alphas_cumprod", DType::F32, {1000}, nan_bytes(4000)}});
   TempDir tmp;
   std::string p = tmp.path("single.safetensors");
   write_safetensors(p, ts);
   auto mapped = MappedFile::open(p);
   CHECK(mapped->mapped());
   std::shared_ptr<const TensorFile> file(open_tensor_file(mapped));
-  for (const char* n : {"model.diffusion_model.input_blocks.0.0.weight", "model_ema.diffusion_modelout2weight"}) {
+  for (const char* n : {"model.diffusion_model.input_blocks.0.0.weight", "model_ema.diffusion_modelout2weight",
+                        "first_stage_model.loss.discriminator.main.0.weight"}) {
     const TensorView* t = file->find(n);
     CHECK(t && t->nbytes == big);
     protect(t->data, t->nbytes);
