@@ -25,7 +25,7 @@ import type { Prompts } from './pipeline/prompts.js';
 import { captionXpsr } from './captioners/factory.js';
 
 /** SD-1.5's scheduler_config.json (used when the SD folder has no scheduler/, and for single files). */
-export const SD15_SCHEDULER = {
+const SD15_SCHEDULER = {
   _class_name: 'PNDMScheduler', num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012,
   beta_schedule: 'scaled_linear', trained_betas: null, clip_sample: false, set_alpha_to_one: false,
   skip_prk_steps: true, steps_offset: 1, prediction_type: 'epsilon',
