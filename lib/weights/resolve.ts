@@ -130,6 +130,8 @@ export function missingParts(root: string, parts: string[], variant?: string): s
  * every missing component is listed in one ERR_WEIGHTS_MISSING.
  */
 export function resolveWeights(o: WeightsOptions, need: { sd: boolean; xpsr: boolean } = { sd: true, xpsr: true }): ResolvedWeights {
+  if (o.variant !== undefined && !/^[A-Za-z0-9_-]+$/.test(o.variant))
+    throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'variant': expected a variant name such as 'fp16', got ${JSON.stringify(o.variant)}`);
   const snapshots: ResolvedWeights['snapshots'] = [];
   // A root option as a local path: folders and (for sd) files as given; repo ids through the cache.
   const local = (option: string, value: string | undefined, parts: string[], fileOk: boolean): string | undefined => {
