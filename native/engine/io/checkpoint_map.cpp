@@ -170,19 +170,23 @@ bool is_position_ids(const std::string& name) {
   return !p.empty() && name.compare(p.size(), std::string::npos, "embeddings.position_ids") == 0;
 }
 
-int count_up_blocks(const TensorFile& f) {
-  int n = 0, down = 0;
-  const std::string up = std::string(kVaePrefix) + "decoder.up.", dn = std::string(kVaePrefix) + "encoder.down.";
+// 1 + the largest N of "<prefix>N." among the names (0 if none).
+int count_blocks(const TensorFile& f, const std::string& prefix) {
+  int n = 0;
   for (auto& name : f.names()) {
-    for (auto* pre : {&up, &dn}) {
-      if (!starts_with(name, *pre)) continue;
-      size_t e = name.find('.', pre->size());
-      int v;
-      if (e != std::string::npos && parse_index(name.substr(pre->size(), e - pre->size()), &v))
-        (pre == &up ? n : down) = std::max(pre == &up ? n : down, v + 1);
-    }
+    if (!starts_with(name, prefix)) continue;
+    size_t e = name.find('.', prefix.size());
+    int v;
+    if (e != std::string::npos && parse_index(name.substr(prefix.size(), e - prefix.size()), &v)) n = std::max(n, v + 1);
   }
-  return n ? n : down;  // a file without decoder still names missing decoder keys sensibly
+  return n;
+}
+
+// Decoder up blocks (for the reversed numbering); a file without a decoder counts its encoder's blocks,
+// so the names of the missing decoder tensors are still right.
+int count_up_blocks(const TensorFile& f) {
+  int up = count_blocks(f, std::string(kVaePrefix) + "decoder.up.");
+  return up ? up : count_blocks(f, std::string(kVaePrefix) + "encoder.down.");
 }
 
 // ---- the view ----------------------------------------------------------------------------------------
