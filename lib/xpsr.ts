@@ -12,7 +12,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Sharp } from 'sharp';
-import { Engine, type ControlNet, type TextEncoder, type UNet, type Vae } from './engine/engine.js';
+import { Engine, type ControlNet, type ClipTextEncoder, type UNet, type Vae } from './engine/engine.js';
 import { XpsrError } from './errors.js';
 import { checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type UpscaleOptions } from './options.js';
 import { decodeImage, encodeImage, toSharp, type ImageInput } from './image/io.js';
@@ -73,7 +73,7 @@ export class XPSR {
     try {
       const tokenizer = await loadTokenizer(c.tokenizer);
       const source = (s: { configJson?: string }) => ({ variant: c.variant, config: s.configJson });
-      const textEncoder: TextEncoder = await engine.loadTextEncoder(c.textEncoder.path, source(c.textEncoder));
+      const textEncoder: ClipTextEncoder = await engine.loadTextEncoder(c.textEncoder.path, source(c.textEncoder));
       const vae: Vae = await engine.loadVae(c.vae.path, source(c.vae));
       const unet: UNet = await engine.loadUNet(c.unet.path, source(c.unet));
       const controlnet: ControlNet = await engine.loadControlNet(c.controlnet.path, source(c.controlnet));

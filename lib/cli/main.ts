@@ -25,7 +25,7 @@ async function main(argv: string[]): Promise<number> {
     case 'upscale':
       return (await import('./upscale.js')).runUpscaleCommand(rest);
     case 'caption':
-      return (await import('../captioners/cli.js')).runCaptionCommand(rest);
+      return (await import('./caption.js')).runCaptionCommand(rest);
     case 'demo':
       return (await import('./demo.js')).runDemoCommand(rest);
     case 'doctor':

@@ -95,7 +95,9 @@ async function controlnetOutputs(ctx: ParityContext, inputs: SafetensorsFile) {
       },
       { intermediates: true },
     );
-    return r.outputs;
+    const outputs: Record<string, Tensor> = { ...r.intermediates, mid_block_res_sample: r.mid };
+    r.down.forEach((t, k) => (outputs[`down_block_res_samples.${String(k).padStart(2, '0')}`] = t));
+    return outputs;
   } finally {
     cn.unload();
   }
@@ -120,7 +122,7 @@ async function unetOutputs(ctx: ParityContext, modelDir: string, inputs: Safeten
       },
       { intermediates: true },
     );
-    return r.outputs;
+    return { ...r.intermediates, sample_out: r.sample };
   } finally {
     unet.unload();
   }
@@ -136,7 +138,7 @@ export const engineChecks: ParityCheck[] = [
       const te = await (await ctx.engine()).loadTextEncoder(path.join(ctx.dir, 'model', 'text_encoder'));
       try {
         const r = await te.encode(ids.data as BigInt64Array, [ids.shape[0], ids.shape[1]], { intermediates: true });
-        return compareOutputs('text_encoder', r.outputs, f, ctx.tol);
+        return compareOutputs('text_encoder', { ...r.intermediates, last_hidden_state: r.lastHiddenState }, f, ctx.tol);
       } finally {
         te.unload();
       }
@@ -150,7 +152,7 @@ export const engineChecks: ParityCheck[] = [
       const vae = await (await ctx.engine()).loadVae(path.join(ctx.dir, 'model', 'vae'), { decoder: false });
       try {
         const r = await vae.encode(asTensor(get(f, 'x')), { intermediates: true });
-        return compareOutputs('vae_encoder', r.outputs, f, ctx.tol);
+        return compareOutputs('vae_encoder', { ...r.intermediates, moments: r.moments }, f, ctx.tol);
       } finally {
         vae.unload();
       }
@@ -164,7 +166,7 @@ export const engineChecks: ParityCheck[] = [
       const vae = await (await ctx.engine()).loadVae(path.join(ctx.dir, 'model', 'vae'), { encoder: false });
       try {
         const r = await vae.decode(asTensor(get(f, 'z')), { intermediates: true });
-        return compareOutputs('vae_decoder', r.outputs, f, ctx.tol);
+        return compareOutputs('vae_decoder', { ...r.intermediates, image: r.image }, f, ctx.tol);
       } finally {
         vae.unload();
       }

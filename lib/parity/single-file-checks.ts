@@ -35,16 +35,18 @@ async function run(ctx: ParityContext, component: string, file: string, goldens:
     const ids = f.tensors.get('input_ids');
     if (!ids) throw new Error(`${goldens}text_encoder.safetensors has no input_ids`);
     const r = await te.encode(ids.data as BigInt64Array, [ids.shape[0], ids.shape[1]], { intermediates: true });
-    lines.push(...compare(`${component}/text_encoder`, r.outputs, f, ctx.tol));
+    lines.push(...compare(`${component}/text_encoder`, { ...r.intermediates, last_hidden_state: r.lastHiddenState }, f, ctx.tol));
   } finally {
     te.unload();
   }
   const vae = await engine.loadVae(weights, { config: config('vae') });
   try {
     const enc = ctx.read(`${goldens}vae_encoder.safetensors`);
-    lines.push(...compare(`${component}/vae_encoder`, (await vae.encode(asTensor(enc.tensors.get('x'), 'x'), { intermediates: true })).outputs, enc, ctx.tol));
+    const e = await vae.encode(asTensor(enc.tensors.get('x'), 'x'), { intermediates: true });
+    lines.push(...compare(`${component}/vae_encoder`, { ...e.intermediates, moments: e.moments }, enc, ctx.tol));
     const dec = ctx.read(`${goldens}vae_decoder.safetensors`);
-    lines.push(...compare(`${component}/vae_decoder`, (await vae.decode(asTensor(dec.tensors.get('z'), 'z'), { intermediates: true })).outputs, dec, ctx.tol));
+    const d = await vae.decode(asTensor(dec.tensors.get('z'), 'z'), { intermediates: true });
+    lines.push(...compare(`${component}/vae_decoder`, { ...d.intermediates, image: d.image }, dec, ctx.tol));
   } finally {
     vae.unload();
   }

@@ -3,7 +3,7 @@
  * low-level negative text are the same for every image). Each text is encoded on its own (batch 1, as
  * the official pipeline does) and rows are stacked into the CFG batch.
  */
-import type { Tensor, TextEncoder } from '../engine/engine.js';
+import type { ClipTextEncoder, Tensor } from '../engine/engine.js';
 import type { ClipTokenizer } from '../tokenizer/index.js';
 import { catBatch } from './tensor-ops.js';
 
@@ -15,7 +15,7 @@ export class TextConditioner {
 
   constructor(
     readonly tokenizer: ClipTokenizer,
-    readonly encoder: TextEncoder,
+    readonly encoder: ClipTextEncoder,
     maxEntries = 64,
   ) {
     this.#maxEntries = maxEntries;

@@ -2,6 +2,7 @@
 #include "graph.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <sstream>
 
@@ -20,6 +21,9 @@ static void shape_fail(const char* op, const std::string& what) { fail(ErrorCode
 
 Val Graph::new_val(Dims d) {
   if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0) fail(ErrorCode::InvalidArgument, "empty tensor ", d.str());
+  // Row counts are ints in the ops (n*h*w); element counts stay far below what size_t arithmetic allows.
+  if ((int64_t)d.n * d.h * d.w > INT32_MAX || (int64_t)d.n * d.h * d.w * d.c > (int64_t(1) << 40))
+    fail(ErrorCode::ShapeMismatch, "tensor ", d.str(), " is too large");
   ValInfo vi;
   vi.d = d;
   vi.ld = d.c;
@@ -361,40 +365,49 @@ class Plan::PlanExec : public Exec {
 
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
-  const auto& vals = graph_->values();
-  const auto& all_nodes = graph_->nodes();
-  Backend& be = graph_->backend();
-  const size_t elt = dtype_size(be.act_dtype());
+namespace {
+
+// Where every value of a graph lives in its plan's arena.
+struct Layout {
+  std::vector<int> live_nodes;  // indices of the nodes that reach an output, in order
+  std::vector<std::pair<int, size_t>> slots;  // (storage root, byte offset)
+  size_t arena_bytes = 0, naive_bytes = 0;
+};
+
+Layout lay_out(const Graph& graph) {
+  Layout L;
+  const auto& vals = graph.values();
+  const auto& all_nodes = graph.nodes();
+  const size_t elt = dtype_size(graph.backend().act_dtype());
   const int nv = (int)vals.size();
 
   // Dead-code elimination: keep only nodes whose result (or a view of it) reaches an output.
   std::vector<char> live(nv, 0);
-  for (auto& out : graph_->outputs()) live[graph_->root(out.second)] = 1;
+  for (auto& out : graph.outputs()) live[graph.root(out.second)] = 1;
   std::vector<int> keep;
   for (int i = (int)all_nodes.size() - 1; i >= 0; --i) {
-    if (!live[graph_->root(all_nodes[i].writes)]) continue;
+    if (!live[graph.root(all_nodes[i].writes)]) continue;
     keep.push_back(i);
-    for (int r : all_nodes[i].reads) live[graph_->root(r)] = 1;
+    for (int r : all_nodes[i].reads) live[graph.root(r)] = 1;
   }
   std::reverse(keep.begin(), keep.end());
-  live_nodes_ = keep;
+  L.live_nodes = keep;
   const int nn = (int)keep.size();
 
   // Lifetime of each storage root: [first op that writes it, last op that reads it or a view of it].
   std::vector<int> first(nv, nn), last(nv, -1);
-  for (auto& in : graph_->inputs()) first[graph_->root(in.second)] = -1;
+  for (auto& in : graph.inputs()) first[graph.root(in.second)] = -1;
   for (int i = 0; i < nn; ++i) {
     const auto& node = all_nodes[keep[i]];
-    int w = graph_->root(node.writes);
+    int w = graph.root(node.writes);
     first[w] = std::min(first[w], i);
     last[w] = std::max(last[w], i);
-    for (int r : node.reads) last[graph_->root(r)] = std::max(last[graph_->root(r)], i);
+    for (int r : node.reads) last[graph.root(r)] = std::max(last[graph.root(r)], i);
   }
-  for (auto& out : graph_->outputs()) last[graph_->root(out.second)] = nn;
+  for (auto& out : graph.outputs()) last[graph.root(out.second)] = nn;
   // Inputs live for the whole run and between runs: a caller may keep an input (e.g. the text contexts)
   // on the device across steps, so no intermediate may take its slot.
-  for (auto& in : graph_->inputs()) last[graph_->root(in.second)] = nn;
+  for (auto& in : graph.inputs()) last[graph.root(in.second)] = nn;
 
   // Greedy placement, largest first: each buffer goes to the lowest offset that does not overlap any
   // already placed buffer alive at the same time.
@@ -407,7 +420,7 @@ Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
     if (vals[v].base >= 0 || vals[v].is_ids || last[v] < 0) continue;
     size_t bytes = align_up(vals[v].d.numel() * elt, 256);
     slots.push_back({v, bytes, 0});
-    naive_bytes_ += bytes;
+    L.naive_bytes += bytes;
   }
   std::sort(slots.begin(), slots.end(), [](const Slot& a, const Slot& b) { return a.size > b.size; });
   std::vector<Slot> placed;
@@ -422,20 +435,41 @@ Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
       off = std::max(off, b.second);
     }
     s.off = off;
-    arena_bytes_ = std::max(arena_bytes_, off + s.size);
+    L.arena_bytes = std::max(L.arena_bytes, off + s.size);
     placed.push_back(s);
   }
+  for (auto& s : placed) L.slots.push_back({s.id, s.off});
+  return L;
+}
+
+}  // namespace
+
+PlanSize plan_size(const Graph& g) {
+  Layout L = lay_out(g);
+  PlanSize s;
+  s.arena_bytes = L.arena_bytes, s.naive_bytes = L.naive_bytes, s.ops = L.live_nodes.size();
+  for (int i : L.live_nodes) s.flops += g.nodes()[i].flops;
+  return s;
+}
+
+Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
+  const auto& vals = graph_->values();
+  Backend& be = graph_->backend();
+  const size_t elt = dtype_size(be.act_dtype());
+  const int nv = (int)vals.size();
+  Layout L = lay_out(*graph_);
+  live_nodes_ = std::move(L.live_nodes);
+  arena_bytes_ = L.arena_bytes, naive_bytes_ = L.naive_bytes;
   arena_ = arena_bytes_ ? be.alloc(arena_bytes_) : nullptr;
 
   exec_ = std::make_unique<PlanExec>(*this);
   exec_->ptrs.assign(nv, nullptr);
-  std::vector<size_t> off(nv, 0);
-  for (auto& s : placed) off[s.id] = s.off, exec_->ptrs[s.id] = (char*)arena_ + s.off;
+  for (auto& s : L.slots) exec_->ptrs[s.first] = (char*)arena_ + s.second;
   for (int v = 0; v < nv; ++v) {
     if (vals[v].base < 0) continue;
     int r = graph_->root(v);
-    // Column offsets accumulate along view chains.
-    size_t off = 0;  // elements: column offsets plus row offsets (row0 counts rows of the view's stride)
+    // Column and row offsets accumulate along view chains (elements; row0 counts rows of the view's stride).
+    size_t off = 0;
     for (int u = v; vals[u].base >= 0; u = vals[u].base) off += vals[u].col0 + vals[u].row0 * vals[u].ld;
     exec_->ptrs[v] = exec_->ptrs[r] ? (char*)exec_->ptrs[r] + off * elt : nullptr;
   }
@@ -457,6 +491,12 @@ void Plan::set_input(const std::string& name, const float* nhwc, size_t n) {
     fail(ErrorCode::ShapeMismatch, "input '", name, "' expects ", vi.d.numel(), " values ", vi.d.str(), ", got ", n);
   graph_->backend().upload_act(exec_->ptrs[it->second], nhwc, n);
   inputs_set_.insert(name);
+}
+
+Dims Plan::input_dims(const std::string& name) const {
+  auto it = input_ids_.find(name);
+  if (it == input_ids_.end()) fail(ErrorCode::Internal, "plan has no input '", name, "'");
+  return graph_->values()[it->second].d;
 }
 
 void Plan::set_ids(const std::string& name, const std::vector<int32_t>& ids) {

@@ -134,6 +134,13 @@ struct HostTensor {
   std::vector<float> data;
 };
 
+// What a Plan of a graph would use, computed without allocating anything.
+struct PlanSize {
+  size_t arena_bytes = 0, naive_bytes = 0, ops = 0;
+  double flops = 0;
+};
+PlanSize plan_size(const Graph& g);
+
 class Plan {
  public:
   // Assigns arena slots and allocates the arena on the graph's backend.
@@ -147,7 +154,9 @@ class Plan {
   // raised between ops.
   void set_input(const std::string& name, const float* nhwc, size_t n);
   void set_ids(const std::string& name, const std::vector<int32_t>& ids);
-  bool has_input(const std::string& name) const { return inputs_set_.count(name) > 0; }
+  bool has_input(const std::string& name) const { return inputs_set_.count(name) > 0; }  // uploaded at least once
+  bool has_input_slot(const std::string& name) const { return input_ids_.count(name) > 0; }
+  Dims input_dims(const std::string& name) const;
   void run(const std::atomic<bool>* cancel = nullptr);
   std::vector<float> get_output(const std::string& name) const;
   Dims output_dims(const std::string& name) const;
@@ -167,8 +176,8 @@ class Plan {
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
   std::map<std::string, int> input_ids_, output_ids_;
   std::map<int, std::vector<int32_t>> host_ids_;
-  std::vector<int> live_nodes_;
-  std::set<std::string> inputs_set_;  // inputs uploaded at least once (their arena slots are never reused)  // indices of the nodes that reach an output, in order
+  std::vector<int> live_nodes_;       // indices of the nodes that reach an output, in order
+  std::set<std::string> inputs_set_;  // inputs uploaded at least once (their arena slots are never reused)
 };
 
 // NCHW <-> NHWC conversion for the engine boundary.

@@ -110,10 +110,10 @@ const char* kSd15VaeConfig = R"({"_class_name": "AutoencoderKL", "in_channels": 
 // The same sizes as a given config says them.
 std::vector<int64_t> config_values(const Json& cfg, const std::string& component, const std::string& where) {
   if (component == "text_encoder") {
-    ClipTextConfig c = parse_clip_text_config(cfg, where);
+    ClipTextEncoderConfig c = parse_clip_text_encoder_config(cfg, where);
     return {c.vocab_size, c.hidden_size, c.max_position_embeddings, c.num_layers, c.intermediate_size};
   }
-  VAEConfig c = parse_vae_config(cfg, where);
+  VaeConfig c = parse_vae_config(cfg, where);
   std::vector<int64_t> r = {c.in_channels, c.out_channels, c.latent_channels, c.layers_per_block,
                             (int64_t)c.block_out_channels.size()};
   for (size_t i = 0; i < c.block_out_channels.size() && i < 4; ++i) r.push_back(c.block_out_channels[i]);
@@ -138,6 +138,13 @@ void check_given_config(const TensorFile& view, const std::string& component, co
 }
 
 }  // namespace
+
+std::vector<std::unique_ptr<TensorFile>> ComponentSource::take_files() {
+  std::vector<std::unique_ptr<TensorFile>> out = std::move(files);
+  for (auto& p : weight_paths) out.push_back(TensorFile::open(p));
+  weight_paths.clear();
+  return out;
+}
 
 std::vector<std::string> weight_file_stems(const std::string& component) {
   if (component == "text_encoder") return {"model", "pytorch_model"};
@@ -174,7 +181,7 @@ ComponentSource resolve_component(const std::string& component, const std::strin
     s.layout = "diffusers folder";
     s.config_where = config_json.empty() ? path + "/config.json" : "config.json (given)";
     s.config_json = config_json.empty() ? read_text(s.config_where) : config_json;
-    for (auto& f : find_weight_files(path, weight_file_stems(component), variant)) s.files.push_back(TensorFile::open(f));
+    s.weight_paths = find_weight_files(path, weight_file_stems(component), variant);
     return s;
   }
   if (!is_file(path)) fail(ErrorCode::WeightsMissing, "weights folder or file not found: ", path);

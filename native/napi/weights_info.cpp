@@ -7,6 +7,7 @@
 #include <napi.h>
 
 #include <cstdio>
+#include <new>
 
 #include "engine/io/checkpoint_map.h"
 #include "engine/io/tensor_file.h"
@@ -75,6 +76,10 @@ Napi::Value InspectWeights(const Napi::CallbackInfo& info) {
     return o;
   } catch (const Error& e) {
     throw coded(env, e);
+  } catch (const std::bad_alloc&) {
+    throw coded(env, Error(ErrorCode::OutOfMemory, "inspectWeights: out of memory reading " + path));
+  } catch (const std::exception& e) {
+    throw coded(env, Error(ErrorCode::Internal, std::string("inspectWeights: ") + e.what()));
   }
 }
 
@@ -94,6 +99,10 @@ Napi::Value FindWeightFiles(const Napi::CallbackInfo& info) {
     return a;
   } catch (const Error& e) {
     throw coded(env, e);
+  } catch (const std::bad_alloc&) {
+    throw coded(env, Error(ErrorCode::OutOfMemory, "findWeightFiles: out of memory"));
+  } catch (const std::exception& e) {  // e.g. a filesystem error listing the folder
+    throw coded(env, Error(ErrorCode::Io, std::string("findWeightFiles: ") + e.what()));
   }
 }
 

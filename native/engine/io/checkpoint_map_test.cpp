@@ -13,7 +13,7 @@
 #include "../../test/test.h"
 #include "../config.h"
 #include "../json.h"
-#include "../models/clip_text.h"
+#include "../models/clip_text_encoder.h"
 #include "../models/vae.h"
 #include "../sources.h"
 #include "../weights.h"
@@ -65,10 +65,10 @@ Bytes nan_bytes(size_t n) {
   return b;
 }
 
-ClipTextConfig fixture_text_config() {
-  return parse_clip_text_config(Json::parse_file(model_file("text_encoder/config.json")), "text_encoder/config.json");
+ClipTextEncoderConfig fixture_text_config() {
+  return parse_clip_text_encoder_config(Json::parse_file(model_file("text_encoder/config.json")), "text_encoder/config.json");
 }
-VAEConfig fixture_vae_config() {
+VaeConfig fixture_vae_config() {
   return parse_vae_config(Json::parse_file(model_file("vae/config.json")), "vae/config.json");
 }
 
@@ -80,7 +80,7 @@ size_t load_both(const std::shared_ptr<const TensorFile>& file) {
     std::vector<std::unique_ptr<TensorFile>> fs;
     fs.push_back(sd_part_view(file, SdPart::TextEncoder));
     WeightLoader ld(*be, "text encoder", std::move(fs));
-    ClipText clip;
+    ClipTextEncoder clip;
     clip.load(ld, fixture_text_config());
     ld.finish();
     tensors += ld.tensors_checked();
@@ -89,7 +89,7 @@ size_t load_both(const std::shared_ptr<const TensorFile>& file) {
     std::vector<std::unique_ptr<TensorFile>> fs;
     fs.push_back(sd_part_view(file, SdPart::Vae));
     WeightLoader ld(*be, "VAE", std::move(fs));
-    VAE vae;
+    Vae vae;
     vae.load(ld, fixture_vae_config(), true, true);
     ld.finish();
     tensors += ld.tensors_checked();
@@ -254,7 +254,7 @@ TEST(single_file_problems_name_both_names) {
   std::vector<std::unique_ptr<TensorFile>> fs;
   fs.push_back(sd_part_view(file, SdPart::Vae));
   WeightLoader ld(*be, "VAE", std::move(fs));
-  VAE vae;
+  Vae vae;
   vae.load(ld, fixture_vae_config(), true, true);
   std::string msg = error_of([&] { ld.finish(); });
   CHECK_MSG(msg.find("ERR_SHAPE_MISMATCH") == 0, msg);
@@ -323,7 +323,7 @@ TEST(single_file_configs_are_derived_for_sd15_sizes_only) {
     te.add("text_model.encoder.layers." + std::to_string(i) + ".self_attn.q_proj.weight", {768, 768});
     te.add("text_model.encoder.layers." + std::to_string(i) + ".mlp.fc1.weight", {3072, 768});
   }
-  ClipTextConfig c = parse_clip_text_config(Json::parse(derive_single_file_config(te, "text_encoder")), "derived");
+  ClipTextEncoderConfig c = parse_clip_text_encoder_config(Json::parse(derive_single_file_config(te, "text_encoder")), "derived");
   CHECK(c.vocab_size == 49408 && c.hidden_size == 768 && c.num_heads == 12 && c.num_layers == 12 &&
         c.intermediate_size == 3072 && c.max_position_embeddings == 77 && c.quick_gelu);
 
@@ -336,7 +336,7 @@ TEST(single_file_configs_are_derived_for_sd15_sizes_only) {
               {ch[i], j ? ch[i] : ch[i > 0 ? i - 1 : 0], 3, 3});
   vae.add("post_quant_conv.weight", {4, 4});
   vae.add("decoder.conv_out.weight", {3, 128, 3, 3});
-  VAEConfig v = parse_vae_config(Json::parse(derive_single_file_config(vae, "vae")), "derived");
+  VaeConfig v = parse_vae_config(Json::parse(derive_single_file_config(vae, "vae")), "derived");
   CHECK(v.block_out_channels == std::vector<int>({128, 256, 512, 512}) && v.layers_per_block == 2 &&
         v.norm_num_groups == 32 && v.latent_channels == 4 && std::fabs(v.scaling_factor - 0.18215f) < 1e-7f);
 
@@ -361,7 +361,7 @@ TEST(single_file_given_config_is_checked_and_unet_refused) {
   Bytes raw = read_all(model_file("text_encoder/config.json"));
   const std::string cfg(raw.begin(), raw.end());
   ComponentSource ok = resolve_component("text_encoder", p, cfg, "");
-  CHECK(ok.layout == "SD single file" && ok.files.size() == 1);
+  CHECK(ok.layout == "SD single file" && ok.take_files().size() == 1);
   std::string wrong = cfg;
   const std::string from = "\"intermediate_size\": 128";
   CHECK(wrong.find(from) != std::string::npos);
