@@ -32,6 +32,8 @@ export interface NativeModelInfo {
 export interface NativeLoadOptions {
   path?: string;
   configJson?: string;
+  /** Prefer this diffusers weights variant in a folder ('fp16'). */
+  variant?: string;
   synthetic?: boolean;
   seed?: number;
   vaeEncoder?: boolean;
@@ -195,11 +197,28 @@ export interface NativeDeviceList {
   cuda: { index: number; name: string; computeCapability: string; totalMemory: number; freeMemory: number }[];
   reason: string;
 }
+/** A weights file described from its header (native/napi/weights_info.cpp). */
+export interface NativeWeightsInfo {
+  path: string;
+  format: 'safetensors' | 'pytorch zip';
+  tensors: number;
+  bytes: number;
+  dtypes: Record<string, number>;
+  /** Original-layout Stable Diffusion single file (cond_stage_model / first_stage_model tensors). */
+  singleFile: boolean;
+  /** Non-empty: another model family (SDXL, SD 2.x) and why it is refused. */
+  foreign: string;
+  textModelLevel: boolean;
+  positionIds: string;
+  groups: { prefix: string; role: string; used: boolean; tensors: number; bytes: number; dtypes: Record<string, number> }[];
+}
 export interface NativeAddon {
   NativeEngine: new (options: { device: string; threads?: number }) => NativeEngineHandle;
   CancelFlag: new () => NativeCancelFlag;
   systemInfo(): NativeSystemInfo;
   listDevices(): NativeDeviceList;
+  inspectWeights(path: string): NativeWeightsInfo;
+  findWeightFiles(dir: string, component: string, variant?: string): string[];
 }
 
 /** Root of the installed package (the folder holding package.json). */

@@ -15,10 +15,20 @@ import type { LongPromptMode } from './pipeline/text.js';
 import { SCHEDULER_NAMES } from './schedulers/index.js';
 
 export interface LoadOptions {
-  /** Stable Diffusion 1.5 folder (diffusers layout): text_encoder/, tokenizer/, vae/, scheduler/. */
+  /**
+   * Stable Diffusion 1.5: a diffusers folder (text_encoder/, tokenizer/, vae/, scheduler/), one original-layout
+   * checkpoint file (.safetensors fp32/fp16/bf16 or .ckpt), or a Hugging Face repo id found in the local cache.
+   */
   sd?: string;
-  /** XPSR checkpoint folder: unet/ and controlnet/ (config.json + safetensors or .bin each). */
+  /** XPSR checkpoint folder (or repo id in the local Hugging Face cache): unet/ and controlnet/. */
   xpsr?: string;
+  /** Prefer this diffusers weights variant in every folder ('fp16': model.fp16.safetensors). */
+  variant?: string;
+  /**
+   * For a single-file `sd`: a folder with tokenizer/ and scheduler/ to use instead of the bundled SD-1.5 ones,
+   * and text_encoder/config.json, vae/config.json for files whose sizes are not SD-1.5's.
+   */
+  sdConfig?: string;
   /** One folder holding all six components (used for `sd` and `xpsr` when they are not given). */
   model?: string;
   /** 'auto' (default: CUDA if usable, else CPU with a notice), 'cpu', 'cuda', 'cuda:N'. */
@@ -206,11 +216,13 @@ export const DEVICE_PATTERN = /^(auto|cpu|cuda(:\d{1,3})?)$/;
 
 export function checkLoadOptions(o: LoadOptions): void {
   if (o === null || typeof o !== 'object') throw invalidOption('options', 'an object', o);
-  for (const k of ['sd', 'xpsr', 'model', 'device'] as const)
+  for (const k of ['sd', 'xpsr', 'model', 'device', 'sdConfig'] as const)
     if (o[k] !== undefined && typeof o[k] !== 'string') throw invalidOption(k, 'a string', o[k]);
   if (o.device !== undefined && !DEVICE_PATTERN.test(o.device)) throw invalidOption('device', "'auto', 'cpu', 'cuda' or 'cuda:N'", o.device);
   if (o.onNotice !== undefined && typeof o.onNotice !== 'function') throw invalidOption('onNotice', 'a function', o.onNotice);
+  if (o.variant !== undefined && (typeof o.variant !== 'string' || !/^[A-Za-z0-9_-]+$/.test(o.variant)))
+    throw invalidOption('variant', "a variant name such as 'fp16'", o.variant);
   if (!o.model && !(o.sd && o.xpsr))
-    throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } folders (or { model } holding all components)");
+    throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } (or { model } holding all components)");
   if (o.threads !== undefined) int('threads', o.threads, 0, 1024, 0);
 }

@@ -9,7 +9,7 @@
  * Image in -> decode (sharp) -> official preprocessing -> captions -> pipeline (lib/pipeline/core) ->
  * output resize -> alpha recombined. One call at a time runs on the engine; concurrent calls queue.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Sharp } from 'sharp';
 import { Engine, type ControlNet, type ClipTextEncoder, type UNet, type Vae } from './engine/engine.js';
@@ -18,6 +18,7 @@ import { LIMITS, checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type
 import { decodeImage, describeInput, encodeImage, toSharp, writeImage, type ImageInput, type RgbImage } from './image/io.js';
 import { preprocess, preprocessGeometry, resizeToOutput, upscaleAlpha } from './image/preprocess.js';
 import { ClipTokenizer } from './tokenizer/index.js';
+import { loadTokenizer, resolveWeights } from './weights/index.js';
 import { NoiseSource } from './noise.js';
 import { runCore, useTiledVae, type PipelineModels, type ProgressEvent, type Stage } from './pipeline/core.js';
 import { checkProcessingSize, decodeHostBytes } from './pipeline/memory.js';
@@ -62,55 +63,6 @@ export interface UpscaleResult {
   /** Per-stage wall time in milliseconds (caption, preprocess, text, encode, denoise, decode, colorfix, total). */
   timingsMs: Record<Stage | 'caption' | 'preprocess' | 'postprocess' | 'total', number>;
   tiled: { tiles: number; tileSize: number } | null;
-}
-
-interface Components {
-  textEncoder: string;
-  tokenizer: string;
-  vae: string;
-  scheduler?: string;
-  unet: string;
-  controlnet: string;
-}
-
-function isDir(p: string): boolean {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** Finds each component folder in the SD / XPSR roots (either root may hold any component). */
-export function resolveComponents(o: LoadOptions): Components {
-  const sd = o.sd ?? o.model;
-  const xp = o.xpsr ?? o.model;
-  if (sd === undefined || xp === undefined)
-    throw new XpsrError('ERR_INVALID_OPTION', "the weights are needed: { sd, xpsr } folders or { model } holding all components", { option: 'model' });
-  for (const [name, root] of [['sd', sd], ['xpsr', xp]] as const)
-    if (!isDir(root))
-      throw new XpsrError('ERR_WEIGHTS_MISSING', `'${(name === 'sd' ? o.sd : o.xpsr) === undefined ? 'model' : name}' folder not found: ${root}`,
-        { path: root });
-  const find = (sub: string, first: string, second: string): string | undefined =>
-    [first, second].map((r) => path.join(r, sub)).find((p) => isDir(p));
-  const missing: string[] = [];
-  const need = (sub: string, first: string, second: string) => {
-    const p = find(sub, first, second);
-    if (!p) missing.push(`${sub}/ (looked in ${[...new Set([first, second])].join(' and ')})`);
-    return p ?? '';
-  };
-  const c: Components = {
-    textEncoder: need('text_encoder', sd, xp),
-    tokenizer: need('tokenizer', sd, xp),
-    vae: need('vae', sd, xp),
-    scheduler: find('scheduler', sd, xp),
-    unet: need('unet', xp, sd),
-    controlnet: need('controlnet', xp, sd),
-  };
-  if (missing.length)
-    throw new XpsrError('ERR_WEIGHTS_MISSING', `XPSR.load: missing component folder${missing.length > 1 ? 's' : ''}:\n  ${missing.join('\n  ')}\n` +
-      'Expected Stable Diffusion 1.5 in diffusers layout (text_encoder/, tokenizer/, vae/, scheduler/) and the XPSR checkpoint (unet/, controlnet/).');
-  return c;
 }
 
 /** @internal The loaded networks, tokenizer and scheduler config (XPSR.loadFrom). */
@@ -193,16 +145,18 @@ export class XPSR {
   /** Loads every component on a device. Errors name the missing or malformed file, key and shape. */
   static async load(options: LoadOptions): Promise<XPSR> {
     checkLoadOptions(options);
-    const c = resolveComponents(options);
+    const c = resolveWeights(options);  // lib/weights: folders, single files, variants, the HF cache
     const notice = options.onNotice ?? ((m: string) => console.warn(m));
-    const schedulerConfig = loadSchedulerOrDefault(c.scheduler, notice); // a bad config fails before any weights load
+    // a bad config fails before any weights load; a single file carries none: SD-1.5's, without a notice
+    const schedulerConfig = loadSchedulerOrDefault(c.scheduler, c.sdLayout === 'diffusers folder' ? notice : () => undefined);
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
-      const tokenizer = await ClipTokenizer.fromDirectory(c.tokenizer);
-      const textEncoder: ClipTextEncoder = await engine.loadTextEncoder(c.textEncoder);
-      const vae: Vae = await engine.loadVae(c.vae);
-      const unet: UNet = await engine.loadUNet(c.unet);
-      const controlnet: ControlNet = await engine.loadControlNet(c.controlnet);
+      const tokenizer = await loadTokenizer(c.tokenizer);
+      const source = (s: { configJson?: string }) => ({ variant: c.variant, config: s.configJson });
+      const textEncoder: ClipTextEncoder = await engine.loadTextEncoder(c.textEncoder.path, source(c.textEncoder));
+      const vae: Vae = await engine.loadVae(c.vae.path, source(c.vae));
+      const unet: UNet = await engine.loadUNet(c.unet.path, source(c.unet));
+      const controlnet: ControlNet = await engine.loadControlNet(c.controlnet.path, source(c.controlnet));
       return new XPSR({ engine, text: new TextConditioner(tokenizer, textEncoder), vae, unet, controlnet, schedulerConfig }, options, notice);
     } catch (e) {
       engine.dispose();

@@ -3,13 +3,17 @@
 import test from 'ava';
 import { formatLine, runParity } from '../dist/lib/parity/index.js';
 import { fixtures } from './helpers/fixtures.mjs';
+import { ensureSingleFileFixtures } from './helpers/single-file-fixtures.mjs';
 
+ensureSingleFileFixtures();  // single_file/*: assembled from recipes (see its README)
 const report = runParity(fixtures, { device: 'cpu' });
 
 const expected = {
   text_encoder: 4, vae_encoder: 8, vae_decoder: 6, controlnet: 54 /* + 6 training-only heads, SKIP */, unet: 54, unet_lowlevel_variant: 74,
   tokenizer: 46, scheduler_ddpm: 20, scheduler_dpmsolver: 7, scheduler_unipc: 7, colorfix: 4,
   pipeline_default: 45, pipeline_latents_input: 40,
+  ...Object.fromEntries(['single_file_fp32', 'single_file_ckpt', 'single_file_fp16'].flatMap((f) =>
+    [['text_encoder', 4], ['vae_encoder', 8], ['vae_decoder', 6]].map(([n, min]) => [`${f}/${n}`, min]))),
 };
 
 for (const [component, min] of Object.entries(expected)) {

@@ -1,53 +1,36 @@
 /**
  * `xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR] [--device D]`: prints the build (compiler, glibc,
  * compiled CUDA architectures), the backends, the CPU features, the GPUs and the device a run would use;
- * then, for the weights it is given (flags, else XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL), checks every
- * component tensor by tensor (names, shapes, dtypes, NaN/Inf), the tokenizer and the scheduler config,
- * without running anything. Exit status 0 when every check passed, 1 otherwise, 2 for a usage error.
+ * then, for the weights it is given (flags, else XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL), checks what
+ * each component is read from (folder, single file, cached repo id; lib/weights/describe.ts) and every
+ * tensor (names, shapes, dtypes, NaN/Inf), the tokenizer and the scheduler config, without running anything. Exit status 0 when every check passed, 1 otherwise, 2 for a usage error.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadNative, packageRoot } from '../native.js';
 import { describeBuildInfo, describeOrigin, findAddon, loadedAddons } from '../addon-loader.js';
 import { captionerAddonSpec, captionerDisabledByEnv } from '../captioners/native.js';
 import { Engine } from '../engine/engine.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
-import { loadSchedulerConfig } from '../schedulers/index.js';
+import { checkWeightsReport } from '../weights/index.js';
 import { checkLoadOptions } from '../options.js';
 import { EXIT, asUsage, describeError, parseFlags } from './common.js';
 
-const HELP = `Usage: xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR] [--device auto|cpu|cuda|cuda:N]
+const HELP = `Usage: xpsr doctor [--sd DIR|FILE|REPO_ID] [--xpsr DIR|REPO_ID] [--model DIR] [--variant fp16] [--sd-config DIR]
+                   [--device auto|cpu|cuda|cuda:N]
 
 Prints the build, backends, CPU features, GPUs and the device a run would use. With weights, checks
-every component without running anything: SD-1.5 (--sd: text_encoder, tokenizer, vae, scheduler),
+every component without running anything: SD-1.5 (--sd: a diffusers folder with text_encoder, tokenizer,
+vae, scheduler; an original-layout single file; or a repo id in the local Hugging Face cache),
 the XPSR checkpoint (--xpsr: unet, controlnet), or one folder holding all (--model). Weights default
 to the env variables XPSR_SD, XPSR_WEIGHTS and XPSR_MODEL, as for xpsr upscale.
 Exit status: 0 all checks passed, 1 a problem was found, 2 usage error.
 `;
 
-type Kind = 'text_encoder' | 'vae' | 'unet' | 'controlnet';
-/** Each component, the root it belongs to ('sd' or 'xpsr') and how it is checked. */
-const COMPONENTS: { name: string; home: 'sd' | 'xpsr'; kind?: Kind }[] = [
-  { name: 'text_encoder', home: 'sd', kind: 'text_encoder' },
-  { name: 'tokenizer', home: 'sd' },
-  { name: 'vae', home: 'sd', kind: 'vae' },
-  { name: 'scheduler', home: 'sd' },
-  { name: 'unet', home: 'xpsr', kind: 'unet' },
-  { name: 'controlnet', home: 'xpsr', kind: 'controlnet' },
-];
-
-const isDir = (p: string) => {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-};
 
 export async function runDoctorCommand(argv: string[]): Promise<number> {
   const { values: v } = parseFlags('doctor', argv, {
     sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, weights: { type: 'string' },
-    device: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    variant: { type: 'string' }, 'sd-config': { type: 'string' }, device: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write(HELP);
@@ -106,46 +89,7 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed (no weights given: --sd / --xpsr / --model)');
     return problems ? EXIT.FAILED : EXIT.OK;
   }
-
-  out('\nweights check (tensor by tensor, nothing is run):');
-  const flagOf = { sd: '--sd', xpsr: '--xpsr', model: '--model' } as const;
-  for (const [k, dir] of Object.entries(roots) as [keyof typeof roots, string | undefined][])
-    if (dir && !isDir(dir)) fail(`  FAIL ${flagOf[k]} folder not found: ${dir}`);
-  const given = (home: 'sd' | 'xpsr') => [roots[home], roots.model].filter((d): d is string => !!d && isDir(d));
-  const all = [roots.sd, roots.xpsr, roots.model].filter((d): d is string => !!d && isDir(d));
-  let engine: Engine | undefined;
-  try {
-    for (const c of COMPONENTS) {
-      const home = given(c.home);
-      // found in its own root first, else in any root given (one folder may hold everything)
-      const dir = [...home, ...all].map((r) => path.join(r, c.name)).find(isDir);
-      if (!dir) {
-        if (c.name === 'scheduler' && all.length) out(`  NOTE ${c.name.padEnd(13)} absent: the SD-1.5 DDPM settings will be used`);
-        else if (home.length) fail(`  FAIL ${c.name.padEnd(13)} ${c.name}/ not found in ${home.join(' or ')}`);
-        else out(`  --   ${c.name.padEnd(13)} not checked (give ${c.home === 'sd' ? '--sd' : '--xpsr'} DIR)`);
-        continue;
-      }
-      const t0 = performance.now();
-      const took = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
-      try {
-        if (c.kind) {
-          engine ??= await Engine.create({ device: 'cpu' });
-          const info = await engine.checkWeights(c.kind, dir);
-          out(`  OK   ${c.name.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${took()})  ${dir}`);
-        } else if (c.name === 'tokenizer') {
-          const tok = await ClipTokenizer.fromDirectory(dir);
-          out(`  OK   ${c.name.padEnd(13)} ${tok.vocabSize} tokens  ${dir}`);
-        } else {
-          const cfg = loadSchedulerConfig(dir);
-          out(`  OK   ${c.name.padEnd(13)} ${String(cfg._class_name ?? 'scheduler')} config, usable by ddpm, dpmpp and unipc  ${dir}`);
-        }
-      } catch (e) {
-        fail(`  FAIL ${c.name.padEnd(13)} ${describeError(e).replace(/\n/g, '\n       ')}`);
-      }
-    }
-  } finally {
-    engine?.dispose();
-  }
+  problems += await checkWeightsReport({ ...roots, variant: v.variant, sdConfig: v['sd-config'] }, out);
   out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed');
   return problems ? EXIT.FAILED : EXIT.OK;
 }

@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { XpsrError } from '../errors.js';
 import { exportOnnx, type OnnxPart } from '../onnx/export.js';
-import { resolveComponents } from '../xpsr.js';
+import { resolveWeights } from '../weights/index.js';
 
 export const EXPORT_HELP = `Usage: xpsr export onnx --sd DIR --xpsr DIR --out DIR [options]
 
@@ -18,7 +18,10 @@ Writes ONNX files (opset 17) generated from the engine's own graphs, and out/man
 Weights go to <part>.onnx_data beside them when a network is over ~1.8 GB (shared by all sizes).
 
 Options
-  --sd DIR, --xpsr DIR     Stable Diffusion 1.5 folder and XPSR checkpoint folder (or --model DIR: one folder)
+  --sd DIR|FILE|REPO_ID, --xpsr DIR|REPO_ID
+                           Stable Diffusion 1.5 (diffusers folder, single checkpoint file or cached repo id) and
+                           the XPSR checkpoint folder (or --model DIR: one folder), as for xpsr upscale
+  --variant fp16, --sd-config DIR   as for xpsr upscale
   --out DIR                output folder (created if missing)
   --size S                 image size in pixels: 512 or 768x512 (width x height); repeat or comma-separate
                            for several (one file per size for the sized parts). Default 512
@@ -57,7 +60,8 @@ export async function runExportCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: rest,
     options: {
-      sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' },
+      sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, variant: { type: 'string' }, 'sd-config': { type: 'string' },
+      out: { type: 'string' },
       size: { type: 'string', multiple: true }, batch: { type: 'string' }, 'text-batch': { type: 'string' }, 'vae-batch': { type: 'string' },
       'dynamic-batch': { type: 'boolean' }, fp16: { type: 'boolean' }, parts: { type: 'string' }, layout: { type: 'string' },
       external: { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -70,7 +74,8 @@ export async function runExportCommand(argv: string[]): Promise<number> {
   }
   if (!values.out) throw new XpsrError('ERR_INVALID_OPTION', 'xpsr export onnx needs --out DIR');
   if (!values.model && !(values.sd && values.xpsr)) throw new XpsrError('ERR_INVALID_OPTION', 'xpsr export onnx needs --sd DIR and --xpsr DIR (or --model DIR)');
-  const c = resolveComponents({ sd: values.sd, xpsr: values.xpsr, model: values.model });
+  const c = resolveWeights({ sd: values.sd, xpsr: values.xpsr, model: values.model, variant: values.variant, sdConfig: values['sd-config'] });
+  const src = (x: { path: string; configJson?: string }) => ({ path: x.path, configJson: x.configJson, variant: c.variant });
   if (values.layout !== undefined && values.layout !== 'nchw' && values.layout !== 'nhwc')
     throw new XpsrError('ERR_INVALID_OPTION', `--layout must be nchw or nhwc, got '${values.layout}'`);
   if (values.external !== undefined && !['auto', 'always', 'never'].includes(values.external))
@@ -78,7 +83,7 @@ export async function runExportCommand(argv: string[]): Promise<number> {
   const sizes = (values.size ?? ['512']).flatMap((s) => s.split(',')).map(parseSize);
   const t0 = performance.now();
   const manifest = await exportOnnx({
-    components: { textEncoder: { path: c.textEncoder }, vae: { path: c.vae }, unet: { path: c.unet }, controlnet: { path: c.controlnet } },
+    components: { textEncoder: src(c.textEncoder), vae: src(c.vae), unet: src(c.unet), controlnet: src(c.controlnet) },
     out: values.out,
     parts: values.parts?.split(',').map((p) => p.trim()) as OnnxPart[] | undefined,
     sizes,

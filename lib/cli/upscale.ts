@@ -8,7 +8,8 @@
  */
 import { accessSync, constants, mkdirSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { XPSR, resolveComponents, type UpscaleResult } from '../xpsr.js';
+import { XPSR, type UpscaleResult } from '../xpsr.js';
+import { resolveWeights } from '../weights/index.js';
 import { XpsrError } from '../errors.js';
 import { checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type UpscaleOptions } from '../options.js';
 import { INPUT_EXTENSIONS, formatFromPath, type OutputFormat } from '../image/io.js';
@@ -22,9 +23,12 @@ export const UPSCALE_HELP = `Usage: xpsr upscale <files or folders...> -o <file 
        xpsr upscale - -o - [options] < in.png > out.png      (stdin to stdout)
 
 Weights (or env XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL)
-  --sd DIR                 Stable Diffusion 1.5 folder (text_encoder/, tokenizer/, vae/, scheduler/)
-  --xpsr DIR               XPSR checkpoint folder (unet/, controlnet/)
+  --sd DIR|FILE|REPO_ID    Stable Diffusion 1.5: diffusers folder, single checkpoint file (.safetensors, .ckpt)
+                           or a repo id in the local Hugging Face cache
+  --xpsr DIR|REPO_ID       XPSR checkpoint folder (unet/, controlnet/)
   --model DIR              one folder holding all of the above
+  --variant fp16           prefer the *.fp16.safetensors weights of a diffusers folder
+  --sd-config DIR          tokenizer/, scheduler/ (and configs) for a single-file --sd
   --device auto|cpu|cuda|cuda:N   (default auto: CUDA when usable, else CPU)
   --threads N              CPU threads (default: all)
 
@@ -75,7 +79,7 @@ failed (the other images are still processed), 2 usage error (nothing was run), 
 
 const OPTIONS = {
   output: { type: 'string', short: 'o' }, sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' },
-  device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, 'process-size': { type: 'string' },
+  variant: { type: 'string' }, 'sd-config': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, 'process-size': { type: 'string' },
   steps: { type: 'string' }, guidance: { type: 'string' }, 'conditioning-scale': { type: 'string' }, seed: { type: 'string' },
   scheduler: { type: 'string' }, 'color-fix': { type: 'string' }, init: { type: 'string' }, 'added-noise-level': { type: 'string' },
   'added-prompt': { type: 'string' }, 'negative-prompt': { type: 'string' },
@@ -204,7 +208,7 @@ function makePlan(v: Values, positionals: string[]): Plan {
   asUsage(() => resolveUpscaleOptions(upscale));
   const load: LoadOptions = {
     sd: v.sd ?? process.env.XPSR_SD, xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS, model: v.model ?? process.env.XPSR_MODEL,
-    device: v.device, threads: n('--threads', v.threads),
+    variant: v.variant, sdConfig: v['sd-config'], device: v.device, threads: n('--threads', v.threads),
   };
   asUsage(() => {
     try {
@@ -213,7 +217,7 @@ function makePlan(v: Values, positionals: string[]): Plan {
       if (!load.model && !(load.sd && load.xpsr)) throw new UsageError('the weights are needed: --sd DIR --xpsr DIR, or --model DIR (or env XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL)');
       throw e;
     }
-    resolveComponents(load); // folders present (nothing is read yet)
+    resolveWeights(load); // folders, files or cached repo ids present (nothing is read yet)
   });
   const captioner = asUsage(() => captionerOptionsFromArgs(v));
   // Last, once everything else is known to be right: the output folder is created and must be writable.

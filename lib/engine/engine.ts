@@ -43,6 +43,21 @@ export interface RunOptions {
 
 export type ModelKind = NativeModelKind;
 export type ModelInfo = NativeModelInfo;
+
+/** Where a network's files come from, beyond the path (lib/weights resolves these for XPSR.load). */
+export interface WeightSourceOptions {
+  /** Prefer this diffusers variant in a folder ('fp16': model.fp16.safetensors). */
+  variant?: string;
+  /** The config (JSON text or object) instead of the folder's config.json or a single file's derived one. */
+  config?: string | object;
+}
+
+function source(o: WeightSourceOptions): { variant?: string; configJson?: string } {
+  const r: { variant?: string; configJson?: string } = {};
+  if (o.variant !== undefined) r.variant = o.variant;
+  if (o.config !== undefined) r.configJson = typeof o.config === 'string' ? o.config : JSON.stringify(o.config);
+  return r;
+}
 export type RunStats = NativeRunStats;
 /** A cached plan, or the sizes a step plan would have ({@link Engine.planStep}). */
 export type PlanInfo = NativePlanInfo;
@@ -171,28 +186,31 @@ export class Engine {
     return this.call({}, (native) => native.load(kind, options));
   }
 
-  /** CLIP text encoder from a folder with config.json + model.safetensors (or pytorch_model.bin). */
-  async loadTextEncoder(path: string): Promise<ClipTextEncoder> {
-    return new ClipTextEncoder(this, await this.#load('text_encoder', { path }));
+  /**
+   * CLIP text encoder from a folder with config.json + model.safetensors (or pytorch_model.bin), or from an
+   * original-layout SD-1.5 single file (see {@link WeightSourceOptions}).
+   */
+  async loadTextEncoder(path: string, options: WeightSourceOptions = {}): Promise<ClipTextEncoder> {
+    return new ClipTextEncoder(this, await this.#load('text_encoder', { path, ...source(options) }));
   }
-  /** AutoencoderKL from a folder; `encoder`/`decoder` false skips loading that half. */
-  async loadVae(path: string, options: { encoder?: boolean; decoder?: boolean } = {}): Promise<Vae> {
-    return new Vae(this, await this.#load('vae', { path, vaeEncoder: options.encoder ?? true, vaeDecoder: options.decoder ?? true }));
+  /** AutoencoderKL from a folder or an SD-1.5 single file; `encoder`/`decoder` false skips loading that half. */
+  async loadVae(path: string, options: { encoder?: boolean; decoder?: boolean } & WeightSourceOptions = {}): Promise<Vae> {
+    return new Vae(this, await this.#load('vae', { path, vaeEncoder: options.encoder ?? true, vaeDecoder: options.decoder ?? true, ...source(options) }));
   }
   /** XPSR UNet (config.json + diffusion_pytorch_model.safetensors / .bin). */
-  async loadUNet(path: string): Promise<UNet> {
-    return new UNet(this, await this.#load('unet', { path }));
+  async loadUNet(path: string, options: WeightSourceOptions = {}): Promise<UNet> {
+    return new UNet(this, await this.#load('unet', { path, ...source(options) }));
   }
   /** XPSR ControlNet (config.json + diffusion_pytorch_model.safetensors / .bin). */
-  async loadControlNet(path: string): Promise<ControlNet> {
-    return new ControlNet(this, await this.#load('controlnet', { path }));
+  async loadControlNet(path: string, options: WeightSourceOptions = {}): Promise<ControlNet> {
+    return new ControlNet(this, await this.#load('controlnet', { path, ...source(options) }));
   }
   /**
    * Reads and validates every tensor of a component folder (config, key names, shapes, dtypes, NaN/Inf)
    * without uploading or running anything. Rejects with one error listing every problem.
    */
-  async checkWeights(kind: ModelKind, path: string): Promise<ModelInfo> {
-    return this.#load(kind, { path, checkOnly: true });
+  async checkWeights(kind: ModelKind, path: string, options: WeightSourceOptions = {}): Promise<ModelInfo> {
+    return this.#load(kind, { path, checkOnly: true, ...source(options) });
   }
 
   /** A network with random weights sized from `config` (benchmarks and tests; no files read). */

@@ -8,7 +8,8 @@ import { loadNative, nativeError } from '../native.js';
 import { XpsrError } from '../errors.js';
 
 /** Where a component comes from: a diffusers folder, or random weights of a config (tests, benchmarks). */
-export type ComponentSource = { path: string } | { config: object; synthetic: true; seed?: number };
+/** A component as XPSR.load reads it (folder, weights file or SD single file; `configJson` / `variant` as there), or synthetic. */
+export type ComponentSource = { path: string; configJson?: string; variant?: string } | { config: object; synthetic: true; seed?: number };
 
 export type OnnxPart = 'text_encoder' | 'vae_encoder' | 'vae_decoder' | 'step' | 'controlnet' | 'unet';
 
@@ -74,6 +75,7 @@ export interface OnnxManifest {
 interface NativeSource {
   path?: string;
   configJson?: string;
+  variant?: string;
   synthetic?: boolean;
   seed?: number;
 }
@@ -84,7 +86,7 @@ const PARTS = new Set<OnnxPart>(['text_encoder', 'vae_encoder', 'vae_decoder', '
 
 function source(name: string, s: ComponentSource | undefined): NativeSource | undefined {
   if (s === undefined) return undefined;
-  if ('path' in s && typeof s.path === 'string') return { path: s.path };
+  if ('path' in s && typeof s.path === 'string') return { path: s.path, configJson: s.configJson, variant: s.variant };
   if ('synthetic' in s && s.synthetic && typeof s.config === 'object') return { configJson: JSON.stringify(s.config), synthetic: true, seed: s.seed ?? 1 };
   throw new XpsrError('ERR_INVALID_OPTION', `components.${name} must be { path } or { config, synthetic: true }`);
 }

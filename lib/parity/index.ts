@@ -11,6 +11,7 @@ import { readSafetensors, toFloat32, type SafetensorsFile, type Tensor as StTens
 import { Engine, type Tensor } from '../engine/engine.js';
 import { compareFloat, type ParityLine } from './compare.js';
 import { pipelineChecks } from './pipeline-checks.js';
+import { singleFileChecks } from './single-file-checks.js';
 
 export { formatLine, type ParityLine } from './compare.js';
 
@@ -231,7 +232,7 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
   };
   const report: ParityReport = { passed: 0, failed: 0, notComputed: 0, lines: [], skipped: [] };
   try {
-    const checks = options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...pipelineChecks];
+    const checks = options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...singleFileChecks, ...pipelineChecks];
     for (const check of checks) {
       if (options.only && !options.only.includes(check.component)) continue;
       const missing = check.files.filter((f) => !existsSync(path.join(dir, f)));

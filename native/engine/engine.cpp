@@ -20,6 +20,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "models/vae_tiled.h"
+#include "sources.h"
 #include "weights.h"
 
 namespace xpsr {
@@ -66,32 +67,15 @@ Engine::~Engine() {
 
 // ---- loading --------------------------------------------------------------------------------------
 
-static std::string read_text(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) fail(ErrorCode::WeightsMissing, "config not found: ", path);
-  std::string s;
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-    s.append(buf, n);
-    if (s.size() > (8u << 20)) {
-      std::fclose(f);
-      fail(ErrorCode::WeightsInvalid, path, ": config file larger than 8 MB");
-    }
-  }
-  std::fclose(f);
-  return s;
-}
-
 ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
-  // The config first: every value is range-checked (config.cpp) before a file is opened or a byte allocated.
-  std::string cfg_text = o.config_json;
-  std::string cfg_where = "config.json (given)";
-  if (cfg_text.empty()) {
-    if (o.synthetic) fail(ErrorCode::InvalidArgument, "synthetic weights need a config");
-    cfg_where = o.path + "/config.json";
-    cfg_text = read_text(cfg_where);
-  }
+  // The config first: every value is range-checked (config.cpp) before a weights folder's files are opened or
+  // a byte allocated. Where it comes from (sources.h): the folder's config.json, the caller, or the header of
+  // an SD single file (derived from its shapes; no tensor data is read).
+  ComponentSource src;
+  if (!o.synthetic) src = resolve_component(model_kind_name(kind), o.path, o.config_json, o.variant);
+  else if (o.config_json.empty()) fail(ErrorCode::InvalidArgument, "synthetic weights need a config");
+  const std::string cfg_text = o.synthetic ? o.config_json : src.config_json;
+  const std::string cfg_where = o.synthetic ? "config.json (given)" : src.config_where;
   Json cfg;
   try {
     cfg = Json::parse(cfg_text, cfg_where);
@@ -139,12 +123,7 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
   if (o.synthetic) {
     ld = std::make_unique<WeightLoader>(*backend_, what, o.seed);
   } else {
-    std::vector<std::string> stems = kind == ModelKind::TextEncoder
-                                         ? std::vector<std::string>{"model", "pytorch_model"}
-                                         : std::vector<std::string>{"diffusion_pytorch_model", "model"};
-    std::vector<std::unique_ptr<TensorFile>> tf;
-    for (auto& f : find_weight_files(o.path, stems)) tf.push_back(TensorFile::open(f));
-    ld = std::make_unique<WeightLoader>(*backend_, what, std::move(tf));
+    ld = std::make_unique<WeightLoader>(*backend_, what, src.take_files());
   }
   ld->set_check_only(o.check_only);
   switch (kind) {

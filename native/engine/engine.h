@@ -28,8 +28,9 @@ ModelKind parse_model_kind(const std::string& s);  // "text_encoder" | "vae" | "
 const char* model_kind_name(ModelKind k);
 
 struct LoadOptions {
-  std::string path;         // component folder (config.json + weights) or a weights file (with config_json)
-  std::string config_json;  // overrides <path>/config.json when non-empty
+  std::string path;         // component folder, weights file or SD single-file checkpoint (engine/sources.h)
+  std::string config_json;  // overrides <path>/config.json (or a single file's derived config) when non-empty
+  std::string variant;      // e.g. "fp16": prefer <stem>.fp16.safetensors in a folder (sources.h)
   bool synthetic = false;   // random weights of the config's shapes (benchmarks); path may be empty
   uint64_t seed = 1;
   bool vae_encoder = true, vae_decoder = true;

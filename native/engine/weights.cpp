@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <filesystem>
+#include <set>
 #include <sstream>
 
 #include "json.h"
@@ -27,6 +30,15 @@ const TensorView* WeightLoader::find(const std::string& key, const TensorFile** 
     }
   }
   return nullptr;
+}
+
+// 'key', or 'key' (original name 'orig') when the files are renaming views (single-file checkpoints).
+std::string WeightLoader::key_name(const std::string& key) const {
+  for (auto& f : files_) {
+    std::string o = f->original_name(key);
+    if (!o.empty() && o != key) return "'" + key + "' (in the file: '" + o + "')";
+  }
+  return "'" + key + "'";
 }
 
 bool WeightLoader::has(const std::string& key) const { return synthetic_ ? false : find(key, nullptr) != nullptr; }
@@ -72,25 +84,27 @@ std::vector<float> WeightLoader::fetch(const std::string& key, const std::vector
   const TensorFile* file = nullptr;
   const TensorView* t = find(key, &file);
   if (!t) {
-    missing_.push_back("missing tensor '" + key + "' (expected " + shape_str(shape) + ")");
+    missing_.push_back("missing tensor " + key_name(key) + " (expected " + shape_str(shape) + ")");
     return std::vector<float>((size_t)n);
   }
   if (!shape_compatible(shape, t->shape)) {
-    mismatched_.push_back("tensor '" + key + "' in " + file->path() + ": expected " + shape_str(shape) + ", found " +
-                          shape_str(t->shape));
+    mismatched_.push_back("tensor " + key_name(key) + " in " + file->path() + ": expected " + shape_str(shape) +
+                          ", found " + shape_str(t->shape));
     return std::vector<float>((size_t)n);
   }
   if (!dtype_is_float(t->dtype)) {
-    mismatched_.push_back("tensor '" + key + "' in " + file->path() + ": expected a float tensor, found " +
+    mismatched_.push_back("tensor " + key_name(key) + " in " + file->path() + ": expected a float tensor, found " +
                           dtype_name(t->dtype));
     return std::vector<float>((size_t)n);
   }
+  // One tensor at a time: converted (f16/bf16 -> f32 when needed), then its file pages are let go.
   std::vector<float> v = to_f32(*t);
+  file->release(*t);
   ++tensors_checked_;
   size_t bad = 0;
   for (float x : v) bad += !std::isfinite(x);
   if (bad)
-    nonfinite_.push_back("tensor '" + key + "' in " + file->path() + ": " + std::to_string(bad) + " of " +
+    nonfinite_.push_back("tensor " + key_name(key) + " in " + file->path() + ": " + std::to_string(bad) + " of " +
                          std::to_string(v.size()) + " values are NaN or Inf");
   return v;
 }
@@ -151,32 +165,81 @@ static bool is_dir(const std::string& p) {
   return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-std::vector<std::string> find_weight_files(const std::string& dir, const std::vector<std::string>& stems) {
+// Shards listed by a sharded checkpoint's index file ("weight_map": key -> shard file).
+static std::vector<std::string> read_shard_index(const std::string& dir, const std::string& idx) {
+  Json j = Json::parse_file(idx);
+  std::vector<std::string> shards;
+  if (const Json* wm = j.find("weight_map"))
+    for (auto& kv : wm->as_object()) {
+      if (!kv.second.is_string()) fail(ErrorCode::WeightsInvalid, idx, ": weight_map entry '", kv.first, "' is not a file name");
+      std::string s = dir + "/" + kv.second.as_string();
+      if (std::find(shards.begin(), shards.end(), s) == shards.end()) shards.push_back(s);
+    }
+  if (shards.empty()) fail(ErrorCode::WeightsInvalid, idx, ": no weight_map entries");
+  return shards;
+}
+
+// Variant names (the X of <stem>.X.safetensors, <stem>.safetensors.index.X.json) present in `dir`.
+static std::set<std::string> variants_in(const std::string& dir, const std::vector<std::string>& stems) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    const std::string f = it->path().filename().string();
+    for (auto& stem : stems)
+      for (const std::string ext : {".safetensors", ".bin"}) {
+        std::string mid;
+        if (f.size() > stem.size() + ext.size() + 1 && f.compare(0, stem.size() + 1, stem + ".") == 0 &&
+            f.compare(f.size() - ext.size(), ext.size(), ext) == 0)
+          mid = f.substr(stem.size() + 1, f.size() - stem.size() - 1 - ext.size());
+        const std::string ip = stem + ext + ".index.";
+        if (f.size() > ip.size() + 5 && f.compare(0, ip.size(), ip) == 0 && f.compare(f.size() - 5, 5, ".json") == 0)
+          mid = f.substr(ip.size(), f.size() - ip.size() - 5);
+        bool plain = !mid.empty() && mid.find('.') == std::string::npos;
+        for (char c : mid) plain = plain && (std::isalnum((unsigned char)c) || c == '_' || c == '-');
+        if (plain) out.insert(mid);
+      }
+  }
+  return out;
+}
+
+std::vector<std::string> find_weight_files(const std::string& dir, const std::vector<std::string>& stems,
+                                           const std::string& variant) {
   if (is_file(dir)) return {dir};  // a file given directly
   if (!is_dir(dir)) fail(ErrorCode::WeightsMissing, "weights folder not found: ", dir);
   std::vector<std::string> tried;
-  for (const char* ext : {".safetensors", ".bin"}) {
-    for (auto& stem : stems) {
-      std::string p = dir + "/" + stem + ext;
-      tried.push_back(stem + ext);
-      if (is_file(p)) return {p};
-      // Sharded checkpoints: <stem><ext>.index.json lists the shard files in "weight_map".
-      std::string idx = p + ".index.json";
-      if (is_file(idx)) {
-        Json j = Json::parse_file(idx);
-        std::vector<std::string> shards;
-        if (const Json* wm = j.find("weight_map"))
-          for (auto& kv : wm->as_object()) {
-            std::string s = dir + "/" + kv.second.as_string();
-            if (std::find(shards.begin(), shards.end(), s) == shards.end()) shards.push_back(s);
+  // Names of variant `v` ("" = none), as diffusers / transformers write them.
+  auto search = [&](const std::string& v, std::vector<std::string>* found) {
+    for (const char* ext : {".safetensors", ".bin"})
+      for (auto& stem : stems) {
+        const std::string file = v.empty() ? stem + ext : stem + "." + v + ext;
+        tried.push_back(file);
+        if (is_file(dir + "/" + file)) {
+          *found = {dir + "/" + file};
+          return true;
+        }
+        for (const std::string idx : {file + ".index.json", v.empty() ? std::string() : stem + ext + ".index." + v + ".json"})
+          if (!idx.empty() && is_file(dir + "/" + idx)) {
+            *found = read_shard_index(dir, dir + "/" + idx);
+            return true;
           }
-        if (shards.empty()) fail(ErrorCode::WeightsInvalid, idx, ": no weight_map entries");
-        return shards;
       }
-    }
-  }
+    return false;
+  };
+  std::vector<std::string> found;
+  if (!variant.empty() && search(variant, &found)) return found;
+  if (search("", &found)) return found;
+  // No plain file: a folder holding only one variant (e.g. model.fp16.safetensors) uses it.
+  std::set<std::string> vs = variants_in(dir, stems);
+  if (vs.size() == 1 && search(*vs.begin(), &found)) return found;
   std::ostringstream o;
   for (size_t i = 0; i < tried.size(); ++i) o << (i ? ", " : "") << tried[i];
+  if (vs.size() > 1) {
+    std::string l;
+    for (auto& v : vs) l += (l.empty() ? "" : ", ") + v;
+    fail(ErrorCode::WeightsMissing, "no weights file without a variant in ", dir, " and several variants (", l,
+         "): choose one with the variant option (--variant)");
+  }
   fail(ErrorCode::WeightsMissing, "no weights file in ", dir, " (looked for ", o.str(), ")");
 }
 

@@ -48,6 +48,7 @@ class WeightLoader {
 
  private:
   const TensorView* find(const std::string& key, const TensorFile** file) const;
+  std::string key_name(const std::string& key) const;
   Backend& be_;
   std::string what_;
   std::vector<std::unique_ptr<TensorFile>> files_;
@@ -60,8 +61,12 @@ class WeightLoader {
   size_t uploaded_bytes_ = 0;
 };
 
-// Lists the weight files of a diffusers component folder (safetensors preferred, then .bin; sharded
-// `*.index.json` files are followed). Throws WeightsMissing naming the folder and the names tried.
-std::vector<std::string> find_weight_files(const std::string& dir, const std::vector<std::string>& stems);
+// Lists the weight files of a diffusers component folder: safetensors before .bin; with `variant` (e.g.
+// "fp16") <stem>.fp16.safetensors before <stem>.safetensors; without, <stem>.safetensors, else the one
+// variant the folder holds (a folder with only model.fp16.safetensors just works). Sharded checkpoints
+// (<file>.index.json, <stem>.safetensors.index.<variant>.json) are followed. A path to a file returns it.
+// Throws WeightsMissing naming the folder and the names tried.
+std::vector<std::string> find_weight_files(const std::string& dir, const std::vector<std::string>& stems,
+                                           const std::string& variant = "");
 
 }  // namespace xpsr

@@ -5,7 +5,7 @@
 //                 controlnetForward, unetForward, step), planStep, load; unload / clearPlans / plans return
 //                 at once (the engine defers what must wait for a running call)
 //   CancelFlag    an atomic flag a call polls between ops (fed from an AbortSignal in lib/)
-//   systemInfo(), listDevices()
+//   systemInfo(), listDevices(); inspectWeights(), findWeightFiles() (weights_info.cpp)
 // JS values are copied into plain C++ structs on the main thread; workers never touch N-API. Every
 // method body is guarded: a C++ exception becomes a JS error with `.code` (xpsr::Error's code,
 // ERR_OUT_OF_MEMORY, ERR_INTERNAL); nothing reaches std::terminate. State is per environment (instance
@@ -26,6 +26,7 @@ using namespace xpsr;
 
 Napi::Value ExportOnnx(const Napi::CallbackInfo& info);       // onnx_export.cpp (ONNX export)
 Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info);  // onnx_export.cpp (ONNX CPU benchmark)
+void register_weights_info(Napi::Env env, Napi::Object exports);  // weights_info.cpp
 
 namespace {
 
@@ -395,7 +396,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     return Napi::String::New(info.Env(), holder_ ? holder_->description : "disposed");
   }
 
-  // load(kind, { path?, configJson?, synthetic?, seed?, vaeEncoder?, vaeDecoder?, checkOnly? })
+  // load(kind, { path?, configJson?, variant?, synthetic?, seed?, vaeEncoder?, vaeDecoder?, checkOnly? })
   Napi::Value Load(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
@@ -406,6 +407,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       LoadOptions o;
       o.path = f.string("path");
       o.config_json = f.string("configJson");
+      o.variant = f.string("variant");
       o.synthetic = f.flag("synthetic");
       o.check_only = f.flag("checkOnly");
       if (f.has("vaeEncoder")) o.vae_encoder = f.flag("vaeEncoder");
@@ -745,6 +747,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
     exports.Set("listDevices", Napi::Function::New(env, ListDevicesJs));
     exports.Set("exportOnnx", Napi::Function::New(env, ExportOnnx));            // ONNX export (onnx_export.cpp)
     exports.Set("profileOnnxStep", Napi::Function::New(env, ProfileOnnxStep));  // ONNX CPU benchmark
+    register_weights_info(env, exports);  // inspectWeights, findWeightFiles (weights_info.cpp)
     return exports;
   });
 }

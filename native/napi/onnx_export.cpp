@@ -61,6 +61,7 @@ onnx::ComponentSource component(const Napi::Object& o, const char* k) {
   Napi::Object s = o.Get(k).As<Napi::Object>();
   c.path = get_str(s, "path");
   c.config_json = get_str(s, "configJson");
+  c.variant = get_str(s, "variant");
   c.synthetic = get_bool(s, "synthetic");
   if (s.Has("seed") && s.Get("seed").IsNumber()) c.seed = (uint64_t)s.Get("seed").As<Napi::Number>().Int64Value();
   return c;

@@ -22,6 +22,7 @@ class BasicTensorFile : public TensorFile {
     return it == index_.end() ? nullptr : &views_[it->second];
   }
   const std::map<std::string, std::string>& metadata() const override { return metadata_; }
+  void release(const TensorView& t) const override { file_->release_pages(t.data, t.nbytes); }
 
   // Returns false if the name is already present.
   bool add(TensorView v) {

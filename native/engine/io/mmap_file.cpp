@@ -33,6 +33,17 @@ MappedFile::~MappedFile() {
 #endif
 }
 
+void MappedFile::release_pages(const uint8_t* p, size_t n) const {
+#if XPSR_HAVE_MMAP
+  if (!map_ || !p || p < data_ || n == 0 || (size_t)(p - data_) > size_ || n > size_ - (size_t)(p - data_)) return;
+  static const uintptr_t page = (uintptr_t)::sysconf(_SC_PAGESIZE);
+  uintptr_t b = ((uintptr_t)p + page - 1) / page * page, e = ((uintptr_t)p + n) / page * page;
+  if (e > b) ::madvise((void*)b, e - b, MADV_DONTNEED);  // a failure only means the pages stay resident
+#else
+  (void)p, (void)n;
+#endif
+}
+
 std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& path, std::vector<uint8_t> bytes) {
   std::shared_ptr<MappedFile> f(new MappedFile());
   f->path_ = path;

@@ -25,6 +25,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   bool mapped() const { return map_ != nullptr; }
+  // Drops the mapped pages lying wholly inside [p, p + n) from this process (madvise DONTNEED); the
+  // mapping stays valid and re-reads them from the file if touched. No-op when the file is not mapped.
+  void release_pages(const uint8_t* p, size_t n) const;
 
  private:
   MappedFile() = default;

@@ -46,6 +46,13 @@ class TensorFile {
   virtual const TensorView* find(const std::string& name) const = 0;  // nullptr if absent
   // Free-form metadata (safetensors "__metadata__"); empty for .bin.
   virtual const std::map<std::string, std::string>& metadata() const = 0;
+  // The name `name` has in the file when this is a renaming view (io/checkpoint_map.h), for messages;
+  // "" when names are the file's own.
+  virtual std::string original_name(const std::string& name) const { return {}; }
+  // Hint that `t`'s bytes have been consumed: their memory-mapped pages are dropped from this process
+  // (they are re-read from disk if touched again), so loading holds about one tensor of the file in
+  // memory at a time instead of every page it has read. No-op for files read into memory.
+  virtual void release(const TensorView& t) const {}
 };
 
 // Converts any float dtype (F32, F16, BF16, F64) to f32. Integer dtypes are converted too (I64, I32,

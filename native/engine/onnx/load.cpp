@@ -10,6 +10,7 @@
 #include "../models/controlnet.h"
 #include "../models/unet.h"
 #include "../models/vae.h"
+#include "../sources.h"
 #include "../weights.h"
 #include "host_backend.h"
 
@@ -24,18 +25,6 @@ struct ExportSession::Owned {
 
 namespace {
 
-std::string read_config(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) fail(ErrorCode::WeightsMissing, "config not found: ", path);
-  std::string s;
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && s.size() <= (8u << 20)) s.append(buf, n);
-  std::fclose(f);
-  if (s.size() > (8u << 20)) fail(ErrorCode::WeightsInvalid, path, ": config file larger than 8 MB");
-  return s;
-}
-
 // Config and loader of one component, as Engine::load builds them.
 struct Source {
   Json cfg;
@@ -43,23 +32,24 @@ struct Source {
   std::unique_ptr<WeightLoader> ld;
 };
 
-Source open_source(Backend& be, const ComponentSource& c, const char* what, std::vector<std::string> stems) {
+Source open_source(Backend& be, const ComponentSource& c, const char* component, const char* what) {
   Source s;
-  std::string text = c.config_json;
-  s.where = "config.json (given)";
-  if (!c.synthetic && text.empty()) {
-    s.where = c.path + "/config.json";
-    text = read_config(s.where);
-  }
-  if (text.empty()) fail(ErrorCode::InvalidArgument, "synthetic weights need a config");
-  s.cfg = Json::parse(text, s.where);
+  std::string text;
+  std::vector<std::unique_ptr<TensorFile>> files;
   if (c.synthetic) {
-    s.ld = std::make_unique<WeightLoader>(be, what, c.seed);
+    if (c.config_json.empty()) fail(ErrorCode::InvalidArgument, "synthetic weights need a config");
+    text = c.config_json, s.where = "config.json (given)";
   } else {
-    std::vector<std::unique_ptr<TensorFile>> files;
-    for (auto& f : find_weight_files(c.path, stems)) files.push_back(TensorFile::open(f));
-    s.ld = std::make_unique<WeightLoader>(be, what, std::move(files));
+    xpsr::ComponentSource src = resolve_component(component, c.path, c.config_json, c.variant);
+    text = src.config_json, s.where = src.config_where;
+    files = src.take_files();
   }
+  try {
+    s.cfg = Json::parse(text, s.where);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::WeightsInvalid, e.what());
+  }
+  s.ld = c.synthetic ? std::make_unique<WeightLoader>(be, what, c.seed) : std::make_unique<WeightLoader>(be, what, std::move(files));
   return s;
 }
 
@@ -86,10 +76,9 @@ void ExportSession::load(const ExportSources& src, const std::vector<std::string
   auto set_owner = [&](const char* owner) {
     if (host_) set_weight_owner(*be_, owner);
   };
-  const std::vector<std::string> model_stems{"diffusion_pytorch_model", "model"};
   if (src.text_encoder.given() && wants(parts, {"text_encoder"})) {
     set_owner("text_encoder/");
-    Source s = open_source(*be_, src.text_encoder, "text encoder", {"model", "pytorch_model"});
+    Source s = open_source(*be_, src.text_encoder, "text_encoder", "text encoder");
     m_->text = std::make_unique<ClipTextEncoder>();
     m_->text->load(*s.ld, parse_clip_text_encoder_config(s.cfg, s.where));
     s.ld->finish();
@@ -104,14 +93,14 @@ void ExportSession::load(const ExportSources& src, const std::vector<std::string
   }
   if (src.unet.given() && wants(parts, {"step", "unet"})) {
     set_owner("unet/");
-    Source s = open_source(*be_, src.unet, "UNet", model_stems);
+    Source s = open_source(*be_, src.unet, "unet", "UNet");
     m_->unet = std::make_unique<UNet>();
     m_->unet->load(*s.ld, parse_unet_config(s.cfg, s.where));
     s.ld->finish();
   }
   if (src.controlnet.given() && wants(parts, {"step", "controlnet"})) {
     set_owner("controlnet/");
-    Source s = open_source(*be_, src.controlnet, "ControlNet", model_stems);
+    Source s = open_source(*be_, src.controlnet, "controlnet", "ControlNet");
     m_->controlnet = std::make_unique<ControlNet>();
     m_->controlnet->load(*s.ld, parse_controlnet_config(s.cfg, s.where));
     s.ld->finish();

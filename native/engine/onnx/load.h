@@ -1,5 +1,6 @@
-// Loading the networks for ONNX export: the same config parsers, weight-file discovery and WeightLoader
-// as Engine::load (so every configuration the engine reads exports the same way), onto the host-weight
+// Loading the networks for ONNX export: the same source resolution (sources.h: folders, variants, SD single
+// files), config parsers and WeightLoader as Engine::load (so every configuration and every file layout the
+// engine reads exports the same way), onto the host-weight
 // backend, without an Engine (the exporter walks graphs, it never plans or runs them).
 #pragma once
 #include <memory>
@@ -11,8 +12,9 @@
 namespace xpsr::onnx {
 
 struct ComponentSource {
-  std::string path;         // component folder (config.json + weights); empty = absent
-  std::string config_json;  // overrides <path>/config.json; with `synthetic`, the config
+  std::string path;         // as Engine::load takes it (sources.h): a folder, a weights file or an SD single file
+  std::string config_json;  // overrides the folder's / derived config; with `synthetic`, the config
+  std::string variant;      // diffusers weights variant to prefer ("fp16"), as Engine::load
   bool synthetic = false;   // random weights of the config's shapes (tests, benchmarks)
   uint64_t seed = 1;
   bool given() const { return !path.empty() || synthetic; }
