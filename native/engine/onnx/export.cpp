@@ -280,8 +280,8 @@ std::string export_models(Backend& be, const ExportModels& m, const ExportOption
       const int h = H / 8, w = W / 8;
       ExportGraph eg;
       if (part == "text_encoder") need(m.text, "a text encoder"), eg = build_text_encoder(be, *m.text, o.text_batch, o.seq_len, o.intermediates);
-      else if (part == "vae_encoder") need(m.vae && m.vae->has_encoder, "a Vae encoder"), eg = build_vae_encoder(be, *m.vae, o.vae_batch, H, W, o.intermediates);
-      else if (part == "vae_decoder") need(m.vae && m.vae->has_decoder, "a Vae decoder"), eg = build_vae_decoder(be, *m.vae, o.vae_batch, h, w, o.intermediates);
+      else if (part == "vae_encoder") need(m.vae && m.vae->has_encoder, "a VAE encoder"), eg = build_vae_encoder(be, *m.vae, o.vae_batch, H, W, o.intermediates);
+      else if (part == "vae_decoder") need(m.vae && m.vae->has_decoder, "a VAE decoder"), eg = build_vae_decoder(be, *m.vae, o.vae_batch, h, w, o.intermediates);
       else if (part == "step") need(m.controlnet && m.unet, "a ControlNet and a UNet"), eg = build_step(be, *m.controlnet, *m.unet, o.batch, h, w, o.seq_len, o.residual_outputs);
       else if (part == "controlnet") need(m.controlnet, "a ControlNet"), eg = build_controlnet(be, *m.controlnet, o.batch, h, w, o.seq_len, o.intermediates);
       else if (part == "unet") need(m.unet, "a UNet"), eg = build_unet(be, *m.unet, o.batch, h, w, o.seq_len, unet_uses_low(*m.unet), o.intermediates);

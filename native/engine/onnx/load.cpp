@@ -86,7 +86,7 @@ void ExportSession::load(const ExportSources& src, const std::vector<std::string
   const bool enc = wants(parts, {"vae_encoder"}), dec = wants(parts, {"vae_decoder"});
   if (src.vae.given() && (enc || dec)) {
     set_owner("vae/");
-    Source s = open_source(*be_, src.vae, "Vae", model_stems);
+    Source s = open_source(*be_, src.vae, "vae", "VAE");
     m_->vae = std::make_unique<Vae>();
     m_->vae->load(*s.ld, parse_vae_config(s.cfg, s.where), enc, dec);
     s.ld->finish();
