@@ -214,8 +214,8 @@ test('doctor: build, CUDA architectures, the device a run would use, env variabl
   r = xpsr(['doctor', '--sd', tmp()]);
   t.is(r.status, 1);
   t.notRegex(r.stdout, /undefined/);
-  t.regex(r.stdout, /FAIL text_encoder +text_encoder\/ not found in /);
-  t.regex(r.stdout, /-- {3}unet +not checked \(give --xpsr DIR\)/);
+  t.regex(r.stdout, /FAIL .*\n.*text_encoder\/ \(looked in /);
+  t.regex(r.stdout, /-- {3}unet, controlnet not checked \(give --xpsr\)/);
   r = xpsr(['doctor', '--sd', '/nonexistent/sd']);
   t.regex(r.stdout, /FAIL --sd folder not found: \/nonexistent\/sd/);
 });

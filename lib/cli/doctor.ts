@@ -89,7 +89,7 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed (no weights given: --sd / --xpsr / --model)');
     return problems ? EXIT.FAILED : EXIT.OK;
   }
-  problems += await checkWeightsReport({ ...roots, variant: v.variant, sdConfig: v['sd-config'] }, out);
+  problems += await checkWeightsReport({ ...roots, variant: v.variant, sdConfig: v['sd-config'] }, out, describeError);
   out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed');
   return problems ? EXIT.FAILED : EXIT.OK;
 }

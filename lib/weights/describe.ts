@@ -64,15 +64,25 @@ function filesOf(kind: string, dir: string, variant?: string): string {
  * Prints the weights report and checks every network; returns the number of problems. Only the parts the
  * options name are checked (`--sd` alone: text encoder, VAE, tokenizer, scheduler).
  */
-export async function checkWeightsReport(o: WeightsOptions, out: (line: string) => void): Promise<number> {
+/**
+ * `describe` renders an error for a FAIL line (default: message and [code]); the CLI passes its own, which
+ * names flags instead of option names.
+ */
+export async function checkWeightsReport(
+  o: WeightsOptions,
+  out: (line: string) => void,
+  describe: (e: unknown) => string = (e) => `${(e as Error).message} [${(e as { code?: string }).code ?? 'ERR_INTERNAL'}]`,
+): Promise<number> {
   out('\nweights check (tensor by tensor, nothing is run):');
   const need = { sd: o.sd !== undefined || o.model !== undefined, xpsr: o.xpsr !== undefined || o.model !== undefined };
+  if (!need.sd) out('  --   text_encoder, tokenizer, vae, scheduler not checked (give --sd)');
+  if (!need.xpsr) out('  --   unet, controlnet not checked (give --xpsr)');
   let r: ResolvedWeights;
   try {
     r = resolveWeights(o, need);
     for (const l of need.sd ? sdLines(r) : r.snapshots.map((s) => `${s.option}: ${s.repoId} = Hugging Face cache snapshot ${s.dir}`)) out(`  ${l}`);
   } catch (e) {
-    out(`  FAIL ${(e as Error).message.replace(/\n/g, '\n       ')}`);
+    out(`  FAIL ${describe(e).replace(/\n/g, '\n       ')}`);
     return 1;
   }
   let problems = 0;
@@ -89,7 +99,7 @@ export async function checkWeightsReport(o: WeightsOptions, out: (line: string) 
         out(`  OK   ${kind.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${((performance.now() - t0) / 1000).toFixed(1)} s)  ${c.path}${files ? ` [${files}]` : ''}`);
       } catch (e) {
         problems++;
-        out(`  FAIL ${kind.padEnd(13)} ${(e as Error).message.replace(/\n/g, '\n       ')}`);
+        out(`  FAIL ${kind.padEnd(13)} ${describe(e).replace(/\n/g, '\n       ')}`);
       }
     }
     if (need.sd) {
@@ -98,7 +108,7 @@ export async function checkWeightsReport(o: WeightsOptions, out: (line: string) 
         out(`  OK   tokenizer     ${tok.vocabSize} tokens  ${r.tokenizer ?? `bundled (${BUNDLED_TOKENIZER_DIR})`}`);
       } catch (e) {
         problems++;
-        out(`  FAIL tokenizer     ${(e as Error).message}`);
+        out(`  FAIL tokenizer     ${describe(e)}`);
       }
       const sc = r.scheduler && path.join(r.scheduler, 'scheduler_config.json');
       if (!sc || !existsSync(sc)) out('  NOTE scheduler     absent: the SD-1.5 DDPM settings will be used');
@@ -108,7 +118,7 @@ export async function checkWeightsReport(o: WeightsOptions, out: (line: string) 
           out(`  OK   scheduler     ${String(cfg._class_name ?? 'scheduler')} config, usable by ddpm, dpmpp and unipc  ${r.scheduler}`);
         } catch (e) {
           problems++;
-          out(`  FAIL scheduler     ${(e as Error).message}`);
+          out(`  FAIL scheduler     ${describe(e)}`);
         }
       }
     }

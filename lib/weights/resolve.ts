@@ -138,13 +138,13 @@ export function resolveWeights(o: WeightsOptions, need: { sd: boolean; xpsr: boo
     if (value === undefined) return undefined;
     if (isDir(value) || (fileOk && isFile(value))) return value;
     if (isFile(value))
-      throw new XpsrError('ERR_INVALID_OPTION', `${option} must be a folder (${parts.join('/, ')}/), got the file ${value}`);
+      throw new XpsrError('ERR_INVALID_OPTION', `'${option}' must be a folder (${parts.join('/, ')}/), got the file ${value}`);
     if (isRepoId(value)) {
       const s = resolveRepoSnapshot(value, (d) => missingParts(d, parts, o.variant), process.env, `for ${option}`);
       snapshots.push({ option, repoId: value, dir: s.dir, revision: s.revision });
       return s.dir;
     }
-    throw new XpsrError('ERR_WEIGHTS_MISSING', `${option} folder not found: ${value}`);
+    throw new XpsrError('ERR_WEIGHTS_MISSING', `'${option}' folder not found: ${value}`);
   };
   const sdOption = o.sd !== undefined ? 'sd' : 'model';
   const sd = need.sd ? local(sdOption, o.sd ?? o.model, o.sd !== undefined ? SD_PARTS : [...SD_PARTS, ...XPSR_PARTS], o.sd !== undefined) : undefined;
