@@ -1,6 +1,6 @@
 /**
  * Colour correction of the super-resolved image, as XPSR's test.py (myutils/wavelet_color_fix.py) does it
- * (architecture spec §7.10). Images are RGB uint8, interleaved H×W×3 ({@link RgbImage}).
+ * (docs/architecture.md §7.10). Images are RGB uint8, interleaved H×W×3 ({@link RgbImage}).
  *
  * Reference semantics, reproduced in float32 (each element-wise op rounded to float32 like torch):
  * - ToTensor: `x = f32(u8 / 255)`, planar (3, H, W).

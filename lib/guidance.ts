@@ -1,5 +1,5 @@
 /**
- * Classifier-free guidance as the XPSR pipeline applies it (architecture spec §7.4):
+ * Classifier-free guidance as the XPSR pipeline applies it (docs/architecture.md §7.4):
  * `ε = ε_u + g·(ε_c − ε_u)` where row 0 of the CFG batch is the unconditional (negative-prompt) prediction
  * and row 1 the conditional one.
  *

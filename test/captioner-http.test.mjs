@@ -155,13 +155,11 @@ test('malformed bodies are ERR_CAPTION_SERVER', async (t) => {
 test('timeouts are retried, then ERR_CAPTION_TIMEOUT', async (t) => {
   const s = await server(() => { /* never answers */ });
   try {
-    const started = Date.now();
-    const e = await t.throwsAsync(new HttpCaptioner({ url: s.base, timeoutMs: 150, retries: 1, retryDelayMs: 1 }).caption(img, [HIGH]));
+    const e = await t.throwsAsync(new HttpCaptioner({ url: s.base, timeoutMs: 300, retries: 1, retryDelayMs: 1 }).caption(img, [HIGH]));
     t.is(e.code, 'ERR_CAPTION_TIMEOUT');
-    t.regex(e.message, /within 150 ms.*after 2 attempts/);
+    t.regex(e.message, /within 300 ms.*after 2 attempts/);
     // the second attempt may be aborted before the server has read its body (a loaded machine)
     t.true(s.requests.length >= 1 && s.requests.length <= 2, `${s.requests.length} requests`);
-    t.true(Date.now() - started < 5000);
   } finally {
     await s.close();
   }

@@ -29,12 +29,11 @@ async function tempDirWith(files) {
 
 // ---- loading -------------------------------------------------------------------------------------
 
-test('loads the SD-1.5 tokenizer folder quickly', async (t) => {
+// Load time is reported, not asserted (speed belongs to benchmarks, not tests).
+test('loads the SD-1.5 tokenizer folder', async (t) => {
   const t0 = performance.now();
   const tok = await ClipTokenizer.fromDirectory(TOKENIZER_DIR);
-  const ms = performance.now() - t0;
-  t.log(`load: ${ms.toFixed(0)} ms`);
-  t.true(ms < 2000, `loading took ${ms.toFixed(0)} ms`);
+  t.log(`load: ${(performance.now() - t0).toFixed(0)} ms`);
   t.is(tok.maxLength, 77);
   t.is(tok.vocabSize, 49408);
   t.is(tok.bosTokenId, BOS);

@@ -1,5 +1,5 @@
 // Full-size Stable Diffusion 1.5 + XPSR configs and a Gaussian input helper (config.json values of the released model per
-// xpsr-architecture.md §2), for benchmarks and full-size CUDA-vs-CPU tests with synthetic weights.
+// docs/architecture.md §2), for benchmarks and full-size CUDA-vs-CPU tests with synthetic weights.
 #pragma once
 #include <random>
 #include <vector>

@@ -1,5 +1,5 @@
 // Building blocks shared by the UNet, the ControlNet and the VAE, each loaded from its exact checkpoint
-// prefix and applied to a Graph. Math: xpsr-architecture.md §3. Shapes in comments are PyTorch order
+// prefix and applied to a Graph. Math: docs/architecture.md §3. Shapes in comments are PyTorch order
 // [N,C,H,W] / [B,L,D]; the graph stores them channels-last (see graph.h).
 #pragma once
 #include <memory>

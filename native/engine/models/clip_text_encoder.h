@@ -1,4 +1,4 @@
-// CLIP text encoder (HF CLIPTextModel, xpsr-architecture.md §2.1, §3.8): token + position embeddings,
+// CLIP text encoder (HF CLIPTextModel, docs/architecture.md §2.1, §3.8): token + position embeddings,
 // pre-LN blocks with causal multi-head self-attention (biases, scale 1/sqrt(d)) and a quick_gelu MLP,
 // final LayerNorm -> last_hidden_state [B, 77, D]. Padding tokens are not masked (SD-1.5 behaviour).
 #pragma once

@@ -1,4 +1,4 @@
-// XPSR ControlNet (xpsr-architecture.md §4): conditioning embedding of the [0,1] LR image (once per
+// XPSR ControlNet (docs/architecture.md §4): conditioning embedding of the [0,1] LR image (once per
 // image), the UNet trunk with Semantic-Fusion Attention in its cross-attention blocks, and the zero
 // convs whose outputs times conditioning_scale are the residuals for the UNet. Training-only heads
 // (to_rgbs, conv_degradation*) are loaded (accepted) and not computed.

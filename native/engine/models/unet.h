@@ -1,4 +1,4 @@
-// XPSR UNet (xpsr-architecture.md §5): the trunk, ControlNet residuals added to the skips and after the
+// XPSR UNet (docs/architecture.md §5): the trunk, ControlNet residuals added to the skips and after the
 // mid block, up blocks whose every resnet is followed by (text attention or SFA, then) the pixel
 // ("conditional") attention whose keys/values are the raw scaled ControlNet residual of that layer,
 // upsamplers resizing to the next skip's size (odd latents), and the output head.

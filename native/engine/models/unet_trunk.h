@@ -1,4 +1,4 @@
-// The down half shared by the XPSR UNet and the XPSR ControlNet (xpsr-architecture.md §4.1, §5.1):
+// The down half shared by the XPSR UNet and the XPSR ControlNet (docs/architecture.md §4.1, §5.1):
 // conv_in, time embedding, down blocks (resnets + text cross-attention or SFA, downsamplers) and the
 // mid block. Built once from a UNetConfig; the ControlNet reuses it with SFA switched on.
 #pragma once

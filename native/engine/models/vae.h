@@ -1,4 +1,4 @@
-// SD AutoencoderKL (xpsr-architecture.md §2.2, §3.7): encoder -> quant_conv -> moments (mean | logvar),
+// SD AutoencoderKL (docs/architecture.md §2.2, §3.7): encoder -> quant_conv -> moments (mean | logvar),
 // and post_quant_conv -> decoder. GroupNorm eps 1e-6 everywhere; single-head mid-block attention; both
 // the current (to_q/to_k/to_v/to_out.0) and the legacy (query/key/value/proj_attn) key names load.
 #pragma once

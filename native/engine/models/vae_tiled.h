@@ -1,5 +1,5 @@
 // Tiled VAE encoder/decoder: any image size with bounded backend (GPU) memory, computing the SAME function
-// as the untiled VAE (docs/tiling.md; the official vaehook, xpsr-architecture.md §7.9, computes a different
+// as the untiled VAE (docs/tiling.md; the official vaehook, docs/architecture.md §7.9, computes a different
 // one: per-tile-averaged GroupNorm variances, per-tile attention, a double GroupNorm in the attention).
 //
 // How: the network is cut at every GroupNorm (and at every resolution change) into segments, each with
