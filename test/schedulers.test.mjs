@@ -343,3 +343,13 @@ test('the SD-1.5 default config passes the same checks as a file', (t) => {
   t.notThrows(() => checkSchedulerConfig({ ...SD15_SCHEDULER_CONFIG }, 'built-in'));
   t.deepEqual(createScheduler('ddpm', { ...SD15_SCHEDULER_CONFIG }).setTimesteps(20).slice(0, 2), [951, 901]);
 });
+
+test('DDPM with SD-1.5 settings refuses a step count that would reach past the last timestep, naming steps', (t) => {
+  const s = createScheduler('ddpm', { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', steps_offset: 1 });
+  const e = t.throws(() => s.setTimesteps(1000));
+  t.is(e.code, 'ERR_INVALID_OPTION');
+  t.regex(e.message, /'steps': expected at most 999/);
+  const ts = s.setTimesteps(999);
+  t.is(ts[0], 999);
+  t.is(ts.at(-1), 1);
+});

@@ -21,7 +21,7 @@
  * a replayed noise stream stays aligned with diffusers (one draw per step).
  */
 
-import { ERR_INVALID_ARGUMENT, ERR_UNSUPPORTED, XpsrError } from '../errors.js';
+import { ERR_INVALID_ARGUMENT, ERR_INVALID_OPTION, ERR_UNSUPPORTED, XpsrError } from '../errors.js';
 import { f32, makeNoiseSchedule, type NoiseSchedule } from './betas.js';
 import {
   addNoiseImpl, checkSameLength, checkSteps, checkTimestep, cleanConfig, drawNoise, isBool, isInt, isNum, isStr,
@@ -117,6 +117,14 @@ export class DDPMScheduler implements Scheduler {
       ts = npLinspace(0, N - 1, n).map(roundHalfEven).reverse();
     } else if (this.spacing === 'leading') {
       const ratio = Math.floor(N / n);
+      const last = (k: number) => (k - 1) * Math.floor(N / k) + this.stepsOffset;
+      if (last(n) > N - 1) {
+        // diffusers would index past the schedule here (SD-1.5: 1000 steps + steps_offset 1 reach t = 1000)
+        let most = n;
+        while (most > 1 && last(most) > N - 1) most--;
+        throw new XpsrError(ERR_INVALID_OPTION, `Invalid option 'steps': expected at most ${most} with this scheduler ` +
+          `(${N} training timesteps, steps_offset ${this.stepsOffset}), got ${n}`, { option: 'steps' });
+      }
       ts = [];
       for (let i = n - 1; i >= 0; i--) ts.push(i * ratio + this.stepsOffset);
     } else {
