@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "bench/sd15_configs.h"
+#include "cpu/profile.h"
 #include "engine/engine.h"
 #ifdef XPSR_HAVE_CUDA
 #include "cuda/cuda_backend.h"
@@ -65,6 +66,7 @@ Result measure(Engine& e, const std::string& name, const RunRequest& req, int re
   std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s", name.c_str(), r.ms,
                 r.ms_first, r.gflop, r.gflop / (r.ms / 1e3));
   log(buf);
+  cpu::profile_report(name.c_str());  // per-op table on stderr with XPSR_CPU_PROFILE=1
   return r;
 }
 
@@ -139,6 +141,7 @@ int main(int argc, char** argv) {
       b.free(x);
       b.free(y);
       gemm_gflops = 2.0 * M * N * K / 1e9 / (best / 1e3);
+      cpu::profile_report("baseline GEMM");
       log("baseline GEMM 8192x1280x1280: " + std::to_string(gemm_gflops) + " GFLOP/s");
     }
     const int h = latent, w = latent, H = 8 * h, W = 8 * w;

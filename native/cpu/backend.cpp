@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "gemm.h"
 #include "ops.h"
+#include "profile.h"
 
 namespace xpsr {
 namespace cpu {
@@ -62,6 +63,35 @@ void check_positive(T v, const char* op, const char* what) {
 template <typename T>
 void check_ld(T ld, T need, const char* op, const char* what) {
   XPSR_CHECK(ld >= need, ErrorCode::InvalidArgument, op, ": row stride ", what, " = ", ld, " is below ", need);
+}
+
+// Profile labels (profile.h); built only when profiling is on.
+std::string conv_label(const Conv2dArgs& a) {
+  if (!profile_enabled()) return {};
+  std::ostringstream o;
+  o << "conv" << a.R << "x" << a.S << (a.stride > 1 ? " s2" : "") << " C=" << a.C << " K=" << a.K;
+  return o.str();
+}
+std::string linear_label(const LinearArgs& a) {
+  if (!profile_enabled()) return {};
+  std::ostringstream o;
+  o << "linear M=" << a.M << " K=" << a.K << " N=" << a.N;
+  return o.str();
+}
+std::string attention_label(const AttentionArgs& a) {
+  if (!profile_enabled()) return {};
+  std::ostringstream o;
+  o << "attention d=" << a.head_dim << " Lq=" << a.Lq << " Lk=" << a.Lk;
+  return o.str();
+}
+const char* unary_label(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Silu: return "unary silu";
+    case UnaryOp::QuickGelu: return "unary quick_gelu";
+    case UnaryOp::GeluErf: return "unary gelu_erf";
+    case UnaryOp::LeakyRelu: return "unary leaky_relu";
+  }
+  return "unary";
 }
 
 class CpuBackend final : public Backend {
@@ -166,6 +196,7 @@ void CpuBackend::conv2d(const Conv2dArgs& a) {
   const CpuWeight& w = weight(a.w, WeightKind::Conv, {a.K, a.C, a.R, a.S}, op, "w");
   const float* b = optional_vector(a.b, a.K, op, "bias");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(conv_label(a), 2.0 * a.N * a.P * a.Q * (double)a.K * a.C * a.R * a.S);
   conv2d_op(ctx_, a, w.data, b);
 }
 
@@ -183,6 +214,7 @@ void CpuBackend::linear(const LinearArgs& a) {
   check_ptr(a.x, op, "x");
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(linear_label(a), 2.0 * a.M * (double)a.N * a.K);
   linear_op(ctx_, a, w.data, b);
 }
 
@@ -199,6 +231,7 @@ void CpuBackend::group_norm(const GroupNormArgs& a) {
   const float* g = weight(a.gamma, WeightKind::Vector, {a.C}, op, "gamma").data;
   const float* b = weight(a.beta, WeightKind::Vector, {a.C}, op, "beta").data;
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(a.silu ? "group_norm+silu" : "group_norm");
   group_norm_op(ctx_, a, g, b);
 }
 
@@ -212,6 +245,7 @@ void CpuBackend::layer_norm(const LayerNormArgs& a) {
   check_ptr(a.x, op, "x");
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("layer_norm");
   layer_norm_op(ctx_, a, g, b);
 }
 
@@ -232,6 +266,7 @@ void CpuBackend::attention(const AttentionArgs& a) {
   check_ld(a.ldv, width, op, "ldv");
   check_ld(a.ldo, width, op, "ldo");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(attention_label(a), 4.0 * a.B * a.Lq * (double)a.Lk * a.heads * a.head_dim);
   attention_op(ctx_, a);
 }
 
@@ -241,6 +276,7 @@ void CpuBackend::geglu(const GegluArgs& a) {
   check_ptr(a.x, "geglu", "x");
   check_ptr(a.y, "geglu", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("geglu");
   geglu_op(ctx_, a);
 }
 
@@ -249,6 +285,7 @@ void CpuBackend::unary(const UnaryArgs& a) {
   check_ptr(a.x, "unary", "x");
   check_ptr(a.y, "unary", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(unary_label(a.op));
   unary_op(ctx_, a);
 }
 
@@ -257,6 +294,7 @@ void CpuBackend::axpby(const AxpbyArgs& a) {
   check_ptr(a.a, "axpby", "a");
   check_ptr(a.y, "axpby", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("axpby");
   axpby_op(ctx_, a);
 }
 
@@ -267,6 +305,7 @@ void CpuBackend::channel_add(const ChannelAddArgs& a) {
   check_ptr(a.v, "channel_add", "v");
   check_ptr(a.y, "channel_add", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("channel_add");
   channel_add_op(ctx_, a);
 }
 
@@ -277,6 +316,7 @@ void CpuBackend::concat(const ConcatArgs& a) {
   if (a.Cb) check_ptr(a.b, "concat", "b");
   check_ptr(a.y, "concat", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("concat");
   concat_op(ctx_, a);
 }
 
@@ -287,6 +327,7 @@ void CpuBackend::slice(const SliceArgs& a) {
   check_ptr(a.x, "slice", "x");
   check_ptr(a.y, "slice", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("slice");
   slice_op(ctx_, a);
 }
 
@@ -301,6 +342,7 @@ void CpuBackend::upsample_nearest(const UpsampleArgs& a) {
   check_ptr(a.x, op, "x");
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("upsample_nearest");
   upsample_nearest_op(ctx_, a);
 }
 
@@ -319,6 +361,7 @@ void CpuBackend::embedding(const EmbeddingArgs& a) {
     XPSR_CHECK(a.ids[i] >= 0 && a.ids[i] < rows, ErrorCode::InvalidArgument, op, ": id ", a.ids[i], " at ", i,
                " is outside table '", t->name, "' with ", rows, " rows");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("embedding");
   embedding_op(ctx_, a, t->data, rows, t->shape[1]);
 }
 

@@ -187,27 +187,4 @@ void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const P
   });
 }
 
-void gemm_block(const Kernels& kr, int64_t Mp, int64_t np, int64_t K, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  // K steps of 128 keep the B micro-panel (128 x NR) in L1 while the MR-row tiles stream past it.
-  constexpr int64_t kStep = 128;
-  UkrArgs u;
-  u.lda = lda;
-  u.ldb = ldb;
-  u.ldc = ldc;
-  for (int64_t p = 0; p < np; p += kr.max_panels) {
-    u.np = (int)std::min<int64_t>(kr.max_panels, np - p);
-    for (int64_t k0 = 0; k0 < K; k0 += kStep) {
-      u.kc = std::min(kStep, K - k0);
-      u.b = B + p * ldb + k0 * kPanel;
-      u.accumulate = accumulate || k0 > 0;
-      for (int64_t i = 0; i < Mp; i += kr.mr) {
-        u.a = A + i * lda + k0;
-        u.c = C + i * ldc + p * kPanel;
-        kr.ukr(u);
-      }
-    }
-  }
-}
-
 }  // namespace xpsr::cpu

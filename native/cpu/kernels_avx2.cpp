@@ -37,6 +37,7 @@ struct V8 {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
+  static R scale2n(R p, R n) { return _mm256_mul_ps(p, pow2n(n)); }  // p * 2^n, n integral in [-127, 127]
   static R ge0_select(R x, R a, R b) {
     return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
   }
@@ -66,8 +67,13 @@ namespace {
 inline void store_row(const UkrArgs& p, int i, __m256 lo, __m256 hi) {
   float* c = p.c + i * p.ldc;
   if (p.accumulate) {
-    lo = _mm256_add_ps(lo, _mm256_loadu_ps(c));
-    hi = _mm256_add_ps(hi, _mm256_loadu_ps(c + 8));
+    if (p.cscale) {
+      lo = _mm256_fmadd_ps(_mm256_loadu_ps(c), _mm256_loadu_ps(p.cscale), lo);
+      hi = _mm256_fmadd_ps(_mm256_loadu_ps(c + 8), _mm256_loadu_ps(p.cscale + 8), hi);
+    } else {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(c));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(c + 8));
+    }
   } else {
     if (p.bias) {
       lo = _mm256_add_ps(lo, _mm256_loadu_ps(p.bias));
@@ -131,9 +137,10 @@ void ukr(const UkrArgs& p) {
   }
   for (int pn = 0; pn < p.np; ++pn) {
     UkrArgs q = p;
-    q.c += 16 * pn;
+    q.c += pn * p.cpan;
     if (q.bias) q.bias += 16 * pn;
     if (q.res) q.res += 16 * pn;
+    if (q.cscale) q.cscale += 16 * pn;
     ukr_panel(q, p.b + pn * p.ldb);
   }
 }
@@ -150,9 +157,7 @@ const Kernels kAvx2 = {Isa::Avx2,
                        norm_apply_impl<V8>,
                        geglu_impl<V8>,
                        channel_stats,
-                       max_impl<V8>,
-                       exp_sum_impl<V8>,
-                       scale_impl<V8>};
+                       softmax_panel_impl<V8>};
 
 }  // namespace
 

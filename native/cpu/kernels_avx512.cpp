@@ -38,6 +38,7 @@ struct V16 {
     const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
   }
+  static R scale2n(R p, R n) { return _mm512_scalef_ps(p, n); }  // p * 2^n, n integral
   static R ge0_select(R x, R a, R b) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
   }
@@ -53,8 +54,11 @@ namespace xpsr::cpu {
 namespace {
 
 inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
-  const float* c = p.c + i * p.ldc + col;
-  if (p.accumulate) return _mm512_add_ps(v, _mm512_loadu_ps(c));
+  const float* c = p.c + i * p.ldc + (col ? p.cpan : 0);
+  if (p.accumulate) {
+    if (p.cscale) return _mm512_fmadd_ps(_mm512_loadu_ps(c), _mm512_loadu_ps(p.cscale + col), v);
+    return _mm512_add_ps(v, _mm512_loadu_ps(c));
+  }
   if (p.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p.bias + col));
   if (p.res) v = _mm512_add_ps(v, _mm512_loadu_ps(p.res + i * p.ldr + col));
   return v;
@@ -69,7 +73,7 @@ inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
   }
 #define XPSR_ROW_STORE(i)                                                                      \
   _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0));                               \
-  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + 16, epilogue(p, i, 16, c##i##1));
+  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1));
 
 template <int NP>
 void ukr_t(const UkrArgs& p) {
@@ -124,9 +128,7 @@ const Kernels kAvx512 = {Isa::Avx512,
                          norm_apply_impl<V16>,
                          geglu_impl<V16>,
                          channel_stats,
-                         max_impl<V16>,
-                         exp_sum_impl<V16>,
-                         scale_impl<V16>};
+                         softmax_panel_impl<V16>};
 
 }  // namespace
 
