@@ -1,18 +1,22 @@
-// GEMM driver (see gemm.h). Loop nest per task (one MC row block x a range of B panels):
-//   for each NC column block (512 columns): for each KC block: pack A[MC x KC] (row-major, MR-padded)
-//     for each panel group (1 or 2 panels = the micro-kernel's NR): for each MR rows: micro-kernel.
-// The B micro-panel (KC x NR) stays in L1 across the MC/MR calls, the A block and the MC x NC block of
-// C in L2 (A is re-packed per NC block: a memcpy, negligible next to MC*KC*NC FMAs). bias + residual
-// are added by the first K block (so y may alias the residual); later blocks accumulate. Edge tiles
-// (M or N tails) go through a small tile buffer. Tasks: M blocks x N splits (N is split only when there
-// are fewer than 8 M blocks per thread), statically chunked.
-// Lab notes (AMD EPYC Zen 4 VM, 2 threads, g++ 12 -O2, XPSR_BENCH=1 xpsr_tests bench_gemm, quiet moment):
-//   8192x320x320 205 GFLOP/s AVX2 / 201 AVX-512; 2048x640x2560 196 / 191; 4096x1280x320 177 / 195;
-//   154x768x640 ~175; 3x3 conv 64x64x320->320 213 / 208. About 85% of the 2-core FMA peak (2 x 32
-//   flop/cycle at ~3.7 GHz); AVX-512 (double-pumped on Zen 4) is no faster here, it is for Intel.
-//   Tried: no NC blocking (KC loop outermost per M block): 2048x640x2560 fell to 123-143 GFLOP/s because
-//   the MC x N block of C no longer stayed in L2 across K blocks. The shared 2-core box is noisy:
-//   under load the same runs read 50-100 GFLOP/s.
+// GEMM driver (see gemm.h). Each thread gets one contiguous share of the work: a range of rows (all
+// panels) when M is large, or a range of B panels (all rows) when M is small and the weight dominates
+// (so every weight byte is read from memory once, by one thread). Loop nest of a share, GotoBLAS-like:
+//   for each super-block of rows (<= kSuperRows, so its C block stays in L2/L3 across the K blocks):
+//     for each NC column block (kNcPanels panels): for each KC block (the KC x NC block of B is read
+//       from memory once per super-block and then served from L2):
+//         for each MC row block: pack A[MC x KC] (row-major, MR-padded), then
+//           for each panel group (1 or 2 panels = the micro-kernel's NR): for each MR rows: micro-kernel.
+// The B micro-panel (KC x NR) stays in L1 across the MC/MR calls. bias + residual are added by the
+// first K block (so y may alias the residual); later blocks accumulate. Edge tiles (M or N tails) go
+// through a small tile buffer.
+// Lab notes (2 vCPUs of a shared AMD EPYC VM, g++ 12 -O2; rates per CPU-second of the process, which
+// other tenants barely move, see docs/benchmarks.md):
+//   The previous driver (one task per 96-row M block, every task streaming all of B) was fine for the
+//   level-0 GEMMs but read a 1280-channel weight once per 96 rows: inside a real CFG step, where every
+//   weight is cold, the 16x16 / 8x8 levels ran at 35-80 GFLOP/CPU-s against ~160 for the same shapes
+//   with a warm weight. Reading each weight once (panel split) and huge pages for weights (context.cpp)
+//   brought them to ~the GEMM rate. Tried before: no NC blocking (KC loop outermost per M block):
+//   2048x640x2560 fell to 123-143 GFLOP/s because the C block no longer stayed in L2 across K blocks.
 #include "gemm.h"
 
 #include <algorithm>
@@ -43,7 +47,8 @@ void pack_b_conv(const float* w, int64_t Ko, int64_t C, int64_t R, int64_t S, fl
 
 namespace {
 
-constexpr int64_t kNcPanels = 32;  // 512 columns: C block of MC x 512 floats stays in L2
+constexpr int64_t kNcPanels = 16;   // 256 columns per NC block: the KC x NC block of B is 192-256 KB
+constexpr int64_t kSuperRows = 384;  // rows per super-block: its C block (384 x 256 floats) is 384 KB
 
 // Copies columns [k0, k0+kc) of the im2col row m into dst.
 void im2col_row(const ConvGeom& g, int64_t m, int64_t k0, int64_t kc, float* dst) {
@@ -135,17 +140,25 @@ void run_panels(const Job& j, int64_t m0, int64_t rows, int64_t p, int64_t np, i
   }
 }
 
-// One task: rows [m0, m0+rows) x panels [p0, p1), in column blocks of kNcPanels panels so the C block
-// (MC x NC) stays in L2 across the K blocks; A is re-packed per column block (a cheap memcpy).
-void run_task(const Job& j, int64_t m0, int64_t rows, int64_t p0, int64_t p1, float* apack, float* tmp) {
+// Rows [r0, r1) x panels [p0, p1) of the product (one thread's share), in the loop nest above.
+void run_share(const Job& j, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float* apack, float* tmp) {
   const Kernels& kr = *j.kr;
-  const int64_t mr = kr.mr, padded = round_up(rows, mr);
-  for (int64_t pb = p0; pb < p1; pb += kNcPanels) {
-    const int64_t pe = std::min(p1, pb + kNcPanels);
-    for (int64_t k0 = 0; k0 < j.K; k0 += j.kc) {
-      const int64_t kc = std::min(j.kc, j.K - k0);
-      pack_a(*j.a, m0, rows, padded, k0, kc, apack);
-      for (int64_t p = pb; p < pe; p += kr.max_panels) run_panels(j, m0, rows, p, std::min<int64_t>(kr.max_panels, pe - p), k0, kc, apack, tmp);
+  const int64_t mr = kr.mr;
+  const int64_t nsb = ceil_div(r1 - r0, kSuperRows), sbrows = round_up(ceil_div(r1 - r0, nsb), mr);
+  for (int64_t sb = r0; sb < r1; sb += sbrows) {
+    const int64_t se = std::min(r1, sb + sbrows);
+    const int64_t nmb = ceil_div(se - sb, j.mc), mbrows = round_up(ceil_div(se - sb, nmb), mr);
+    for (int64_t pb = p0; pb < p1; pb += kNcPanels) {
+      const int64_t pe = std::min(p1, pb + kNcPanels);
+      for (int64_t k0 = 0; k0 < j.K; k0 += j.kc) {
+        const int64_t kc = std::min(j.kc, j.K - k0);
+        for (int64_t m0 = sb; m0 < se; m0 += mbrows) {
+          const int64_t rows = std::min(mbrows, se - m0);
+          pack_a(*j.a, m0, rows, round_up(rows, mr), k0, kc, apack);
+          for (int64_t p = pb; p < pe; p += kr.max_panels)
+            run_panels(j, m0, rows, p, std::min<int64_t>(kr.max_panels, pe - p), k0, kc, apack, tmp);
+        }
+      }
     }
   }
 }
@@ -165,24 +178,26 @@ void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const P
   if (K <= 0) return epilogue_only(M, N, ep, y, ldy);
   const Kernels& kr = kernels();
   Job j{&kr, M, N, K, std::min<int64_t>(kr.kc, K), kr.mc, &a, &b, &ep, y, ldy};
-  // Work split: M blocks first; when they are too few for the threads, also split the panels.
+  // Shares: with fewer than kSuperRows rows per thread the weight dominates the memory traffic, so the
+  // threads split the panels (each reads its half of B once); otherwise they split the rows.
   const int64_t T = ctx.pool.size();
-  const int64_t units = ceil_div(ceil_div(N, kPanel), kr.max_panels);  // micro-kernel column groups
-  const int64_t mblocks = ceil_div(M, j.mc);
-  int64_t nsplit = mblocks >= 8 * T ? 1 : std::min(units, ceil_div(8 * T, mblocks));
-  const int64_t units_per = ceil_div(units, nsplit);
-  nsplit = ceil_div(units, units_per);
-  const int64_t panels_per = units_per * kr.max_panels, npanels = ceil_div(N, kPanel);
-
+  const int64_t npanels = ceil_div(N, kPanel), units = ceil_div(npanels, kr.max_panels);
+  const int64_t mr = kr.mr, mrows = ceil_div(M, mr);
+  const bool split_panels = M < T * kSuperRows;
+  const int64_t shares = std::max<int64_t>(1, std::min(T, split_panels ? units : mrows));
   const int64_t per_thread = round_up(j.mc * j.kc + (int64_t)kr.mr * kPanel * kr.max_panels, 16);
   float* base = static_cast<float*>(ctx.scratch.get(sizeof(float) * (size_t)(per_thread * T)));
-  ctx.pool.parallel_for(mblocks * nsplit, [&](int64_t t0, int64_t t1, int tid) {
+  ctx.pool.parallel_for(shares, [&](int64_t t0, int64_t t1, int tid) {
     float* apack = base + tid * per_thread;
     float* tmp = apack + j.mc * j.kc;
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t mb = t / nsplit, nb = t % nsplit;
-      const int64_t m0 = mb * j.mc, p0 = nb * panels_per;
-      run_task(j, m0, std::min(j.mc, M - m0), p0, std::min(npanels, p0 + panels_per), apack, tmp);
+      if (split_panels) {
+        const int64_t u0 = units * t / shares, u1 = units * (t + 1) / shares;
+        run_share(j, 0, M, u0 * kr.max_panels, std::min(npanels, u1 * kr.max_panels), apack, tmp);
+      } else {
+        const int64_t r0 = mr * (mrows * t / shares), r1 = std::min(M, mr * (mrows * (t + 1) / shares));
+        run_share(j, r0, r1, 0, npanels, apack, tmp);
+      }
     }
   });
 }
