@@ -36,6 +36,7 @@ double now_ms() {
 struct Result {
   std::string name;
   double ms_first = 0, ms = 0, gflop = 0;
+  double cpu_s = 0;  // process CPU time of the best run (all threads; CPU backend only)
   size_t arena = 0;
   int runs = 0;
 };
@@ -50,24 +51,61 @@ Result measure(Engine& e, const std::string& name, const RunRequest& req, int re
   Result r;
   r.name = name;
   RunStats st;
-  double t0 = now_ms();
+  double t0 = now_ms(), c0 = cpu::process_cpu_seconds();
   e.run(req, nullptr, &st);
   r.ms_first = now_ms() - t0;
+  r.cpu_s = cpu::process_cpu_seconds() - c0;
   r.ms = st.compute_ms;
   r.gflop = st.flops / 1e9;
   r.arena = st.arena_bytes;
   r.runs = 1;
   for (int i = 0; i < repeat; ++i) {
+    c0 = cpu::process_cpu_seconds();
     e.run(req, nullptr, &st);
+    const double c = cpu::process_cpu_seconds() - c0;
     r.ms = i == 0 ? st.compute_ms : std::min(r.ms, st.compute_ms);
+    r.cpu_s = i == 0 ? c : std::min(r.cpu_s, c);
     ++r.runs;
   }
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s", name.c_str(), r.ms,
-                r.ms_first, r.gflop, r.gflop / (r.ms / 1e3));
+  std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s, %.1f GFLOP/CPU-s",
+                name.c_str(), r.ms, r.ms_first, r.gflop, r.gflop / (r.ms / 1e3), r.gflop / r.cpu_s);
   log(buf);
   cpu::profile_report(name.c_str());  // per-op table on stderr with XPSR_CPU_PROFILE=1
   return r;
+}
+
+struct Rate {
+  double wall = 0, cpu = 0;  // GFLOP/s and GFLOP per CPU-second of the process
+};
+
+// The same-run baseline: y[8192 x 1280] = x[8192 x 1280] W^T through backend.linear, one warm-up call
+// (first-touch page faults) and then the best of 3 (CPU) / 20 (CUDA) calls.
+Rate gemm_baseline(Backend& b, bool cuda) {
+  const int M = 8192, K = 1280, N = 1280;
+  TensorIn wt = randn({N, K}, 11, 0.03f), xt = randn({M, K}, 12);
+  auto wgt = b.upload("bench.gemm", WeightKind::Linear, {N, K}, wt.f32.data());
+  size_t es = dtype_size(b.act_dtype());
+  void* x = b.alloc((size_t)M * K * es);
+  void* y = b.alloc((size_t)M * N * es);
+  b.upload_act(x, xt.f32.data(), xt.f32.size());
+  LinearArgs a;
+  a.x = x, a.M = M, a.K = K, a.ldx = K, a.w = wgt.get(), a.y = y, a.N = N, a.ldy = N;
+  b.linear(a);
+  b.synchronize();
+  double best = 1e30, best_cpu = 1e30;
+  for (int i = 0; i < (cuda ? 20 : 3); ++i) {
+    const double t = now_ms(), c = cpu::process_cpu_seconds();
+    b.linear(a);
+    b.synchronize();
+    best = std::min(best, now_ms() - t);
+    best_cpu = std::min(best_cpu, cpu::process_cpu_seconds() - c);
+  }
+  b.free(x);
+  b.free(y);
+  cpu::profile_report("baseline GEMM");
+  const double gflop = 2.0 * M * N * K / 1e9;
+  return {gflop / (best / 1e3), gflop / best_cpu};
 }
 
 }  // namespace
@@ -119,31 +157,10 @@ int main(int argc, char** argv) {
     std::vector<Result> results;
 
     // Baseline: a large GEMM through the same backend op (M x K by K x N), best of a few runs.
-    double gemm_gflops = 0;
-    {
-      const int M = 8192, K = 1280, N = 1280;
-      Backend& b = e.backend();
-      TensorIn wt = randn({N, K}, 11, 0.03f), xt = randn({M, K}, 12);
-      auto wgt = b.upload("bench.gemm", WeightKind::Linear, {N, K}, wt.f32.data());
-      size_t es = dtype_size(b.act_dtype());
-      void* x = b.alloc((size_t)M * K * es);
-      void* y = b.alloc((size_t)M * N * es);
-      b.upload_act(x, xt.f32.data(), xt.f32.size());
-      LinearArgs a;
-      a.x = x, a.M = M, a.K = K, a.ldx = K, a.w = wgt.get(), a.y = y, a.N = N, a.ldy = N;
-      double best = 1e30;
-      for (int i = 0; i < (cuda ? 20 : 3); ++i) {
-        double t = now_ms();
-        b.linear(a);
-        b.synchronize();
-        best = std::min(best, now_ms() - t);
-      }
-      b.free(x);
-      b.free(y);
-      gemm_gflops = 2.0 * M * N * K / 1e9 / (best / 1e3);
-      cpu::profile_report("baseline GEMM");
-      log("baseline GEMM 8192x1280x1280: " + std::to_string(gemm_gflops) + " GFLOP/s");
-    }
+    const Rate gemm = gemm_baseline(e.backend(), cuda);
+    const double gemm_gflops = gemm.wall;
+    log("baseline GEMM 8192x1280x1280: " + std::to_string(gemm.wall) + " GFLOP/s" +
+        (cuda ? "" : ", " + std::to_string(gemm.cpu) + " GFLOP/CPU-s"));
     const int h = latent, w = latent, H = 8 * h, W = 8 * w;
     double t0;
     if (want("step")) {
@@ -179,6 +196,7 @@ int main(int argc, char** argv) {
       results.push_back(measure(e, "cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w), req, repeat));
       if (steps > 0) {
         t0 = now_ms();
+        const double c0 = cpu::process_cpu_seconds();
         for (int s = 0; s < steps; ++s) {
           req.params["timestep"] = 951 - 50 * s;
           e.run(req);
@@ -186,6 +204,7 @@ int main(int argc, char** argv) {
         Result r;
         r.name = "denoise_loop_" + std::to_string(steps) + "_steps";
         r.ms = r.ms_first = now_ms() - t0;
+        r.cpu_s = cpu::process_cpu_seconds() - c0;
         r.gflop = results.back().gflop * steps;
         r.runs = 1;
         log(r.name + ": " + std::to_string(r.ms) + " ms");
@@ -232,13 +251,19 @@ int main(int argc, char** argv) {
     std::ostringstream js;
     js << "{\n  \"device\": \"" << device << "\",\n  \"description\": \"" << desc << "\",\n  \"latent\": [" << h << ", " << w
        << "],\n  \"hardware_threads\": " << std::thread::hardware_concurrency()
-       << ",\n  \"baseline_gemm_gflops_per_s\": " << gemm_gflops << ",\n  \"components\": {";
+       << ",\n  \"baseline_gemm_gflops_per_s\": " << gemm_gflops;
+    if (!cuda) js << ",\n  \"baseline_gemm_gflops_per_cpu_s\": " << gemm.cpu;
+    js << ",\n  \"components\": {";
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       js << (i ? "," : "") << "\n    \"" << r.name << "\": {\"ms\": " << r.ms << ", \"first_call_ms\": " << r.ms_first
          << ", \"gflop\": " << r.gflop << ", \"gflops_per_s\": " << (r.ms > 0 ? r.gflop / (r.ms / 1e3) : 0)
          << ", \"ratio_to_gemm\": " << (r.ms > 0 && gemm_gflops > 0 ? r.gflop / (r.ms / 1e3) / gemm_gflops : 0)
-         << ", \"arena_mib\": " << (r.arena >> 20) << ", \"runs\": " << r.runs << "}";
+         << ", \"arena_mib\": " << (r.arena >> 20) << ", \"runs\": " << r.runs;
+      if (!cuda && r.cpu_s > 0)
+        js << ", \"cpu_s\": " << r.cpu_s << ", \"gflops_per_cpu_s\": " << r.gflop / r.cpu_s
+           << ", \"cpu_ratio_to_gemm\": " << r.gflop / r.cpu_s / gemm.cpu;
+      js << "}";
     }
     js << "\n  }\n}\n";
     std::printf("%s", js.str().c_str());

@@ -57,6 +57,11 @@ struct Kernels {
   void (*geglu)(const float* x, float* y, size_t inner) = nullptr;
   // s[c] += x[c] - shift[c]; ss[c] += (x[c] - shift[c])^2, in double (GroupNorm statistics of one row).
   void (*channel_stats)(const float* x, size_t n, const double* shift, double* s, double* ss) = nullptr;
+  // LayerNorm of one row: y = (x - mean) / sqrt(var + eps) * gamma + beta (biased variance). Sums of
+  // x - x[0] and its square are accumulated in double (no cancellation when |mean| >> std); the apply
+  // pass is f32. y may equal x.
+  void (*layer_norm_row)(const float* x, float* y, size_t n, const float* gamma, const float* beta,
+                         float eps) = nullptr;
   // Online softmax (base 2) over the keys of one 16-query panel of attention scores: s[r*16 + q] for
   // key rows r < nk holds log2-scaled logits; m, l, corr hold 16 floats (running max, running sum,
   // and the rescale this block applies to earlier sums). Keys r > delta + q are masked (causal; pass a

@@ -7,6 +7,8 @@
 #if defined(XPSR_X86)
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace {
@@ -130,6 +132,31 @@ void channel_stats(const float* x, size_t n, const double* shift, double* s, dou
   }
 }
 
+void layer_norm_row(const float* x, float* y, size_t n, const float* g, const float* b, float eps) {
+  const __m256 vs = _mm256_set1_ps(x[0]);
+  __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+  for (size_t i = 0; i < n; i += 8) {
+    const int t = i + 8 <= n ? 8 : (int)(n - i);
+    const __m256 d = V8::keep_n(_mm256_sub_ps(V8::load_n(x + i, t), vs), t);
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
+    s0 = _mm256_add_pd(s0, lo);
+    s1 = _mm256_add_pd(s1, hi);
+    q0 = _mm256_fmadd_pd(lo, lo, q0);
+    q1 = _mm256_fmadd_pd(hi, hi, q1);
+  }
+  alignas(32) double sv[4], qv[4];
+  _mm256_store_pd(sv, _mm256_add_pd(s0, s1));
+  _mm256_store_pd(qv, _mm256_add_pd(q0, q1));
+  const double md = (sv[0] + sv[1] + sv[2] + sv[3]) / (double)n;
+  const double var = std::max((qv[0] + qv[1] + qv[2] + qv[3]) / (double)n - md * md, 0.0);
+  const __m256 vmd = _mm256_set1_ps((float)md), vr = _mm256_set1_ps((float)(1.0 / std::sqrt(var + (double)eps)));
+  for (size_t i = 0; i < n; i += 8) {
+    const int t = i + 8 <= n ? 8 : (int)(n - i);
+    const __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(V8::load_n(x + i, t), vs), vmd), vr);
+    V8::store_n(y + i, _mm256_fmadd_ps(v, V8::load_n(g + i, t), V8::load_n(b + i, t)), t);
+  }
+}
+
 void ukr(const UkrArgs& p) {
   if (p.np == 1) {
     ukr_panel(p, p.b);
@@ -157,6 +184,7 @@ const Kernels kAvx2 = {Isa::Avx2,
                        norm_apply_impl<V8>,
                        geglu_impl<V8>,
                        channel_stats,
+                       layer_norm_row,
                        softmax_panel_impl<V8>};
 
 }  // namespace

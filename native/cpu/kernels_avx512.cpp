@@ -13,6 +13,9 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 namespace {
 
 struct V16 {
@@ -111,6 +114,28 @@ void channel_stats(const float* x, size_t n, const double* shift, double* s, dou
   }
 }
 
+void layer_norm_row(const float* x, float* y, size_t n, const float* g, const float* b, float eps) {
+  const __m512 vs = _mm512_set1_ps(x[0]);
+  __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = i + 16 <= n ? (__mmask16)0xffff : V16::mask((int)(n - i));
+    const __m512 d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + i), vs);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d)), hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
+    s0 = _mm512_add_pd(s0, lo);
+    s1 = _mm512_add_pd(s1, hi);
+    q0 = _mm512_fmadd_pd(lo, lo, q0);
+    q1 = _mm512_fmadd_pd(hi, hi, q1);
+  }
+  const double md = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / (double)n;
+  const double var = std::max(_mm512_reduce_add_pd(_mm512_add_pd(q0, q1)) / (double)n - md * md, 0.0);
+  const __m512 vmd = _mm512_set1_ps((float)md), vr = _mm512_set1_ps((float)(1.0 / std::sqrt(var + (double)eps)));
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = i + 16 <= n ? (__mmask16)0xffff : V16::mask((int)(n - i));
+    const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs), vmd), vr);
+    _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(t, _mm512_maskz_loadu_ps(k, g + i), _mm512_maskz_loadu_ps(k, b + i)));
+  }
+}
+
 void ukr(const UkrArgs& p) {
   if (p.np == 2) ukr_t<2>(p);
   else ukr_t<1>(p);
@@ -128,6 +153,7 @@ const Kernels kAvx512 = {Isa::Avx512,
                          norm_apply_impl<V16>,
                          geglu_impl<V16>,
                          channel_stats,
+                         layer_norm_row,
                          softmax_panel_impl<V16>};
 
 }  // namespace

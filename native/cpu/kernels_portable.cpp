@@ -121,6 +121,19 @@ void channel_stats(const float* x, size_t n, const double* shift, double* s, dou
   }
 }
 
+void layer_norm_row(const float* x, float* y, size_t n, const float* g, const float* b, float eps) {
+  const double sh = x[0];
+  double s = 0, ss = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = (double)x[i] - sh;
+    s += d;
+    ss += d * d;
+  }
+  const double md = s / (double)n, var = std::max(ss / (double)n - md * md, 0.0);
+  const double rstd = 1.0 / std::sqrt(var + (double)eps);
+  for (size_t i = 0; i < n; ++i) y[i] = (float)(((double)x[i] - sh - md) * rstd * g[i] + b[i]);
+}
+
 void softmax_panel(float* s, int64_t nk, int64_t delta, float* m, float* l, float* corr) {
   for (int64_t q = 0; q < 16; ++q) {
     const int64_t vis = std::min(nk, std::max<int64_t>(0, delta + q + 1));  // keys r <= delta + q
@@ -137,7 +150,8 @@ void softmax_panel(float* s, int64_t nk, int64_t delta, float* m, float* l, floa
 }
 
 const Kernels kPortable = {Isa::Portable, "portable", kMr,   1,     256,          64,
-                           ukr,          unary,      axpby, norm_apply, geglu, channel_stats, softmax_panel};
+                           ukr,          unary,      axpby, norm_apply, geglu, channel_stats, layer_norm_row,
+                           softmax_panel};
 
 }  // namespace
 
