@@ -21,6 +21,7 @@ namespace {
 struct V16 {
   using R = __m512;
   static constexpr int W = 16;
+  static constexpr float kExp2Min = -150.0f;  // scalef(p, -150) underflows to exactly 0
   static __mmask16 mask(int n) { return (__mmask16)((1u << n) - 1u); }
   static R load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
@@ -31,7 +32,10 @@ struct V16 {
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-  static R div(R a, R b) { return _mm512_div_ps(a, b); }
+  static R rcp(R a) {
+    const R r = _mm512_rcp14_ps(a);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(1.0f)), r);
+  }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R max(R a, R b) { return _mm512_max_ps(a, b); }
   static R min(R a, R b) { return _mm512_min_ps(a, b); }

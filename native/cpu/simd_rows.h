@@ -2,9 +2,10 @@
 // kernels_avx2.cpp / kernels_avx512.cpp (everything here has internal linkage so the AVX builds of these
 // functions can never be merged with, or picked instead of, code that runs on any CPU).
 // V provides: R (register type), W (lanes), load/store (unaligned), load_n/store_n (first n < W lanes,
-// masked: no access past n, zero fill), keep_n (zero lanes >= n), set1, add, sub, mul, div, fma
+// masked: no access past n, zero fill), keep_n (zero lanes >= n), set1, add, sub, mul, rcp (1/a to ~1
+// ulp for finite a: the hardware estimate plus one Newton step, a fraction of a divide's cost), fma
 // (a*b+c), max, min, abs, round (to nearest), pow2n (2^n for integral n in [-126, 127]), scale2n
-// (p * 2^n for integral n; 2^-127 may flush to 0), ge0_select, hsum, hmax. Tails use the masked forms
+// (p * 2^n for integral n >= kExp2Min, exactly 0 at kExp2Min), ge0_select, hsum, hmax. Tails use the masked forms
 // (a stack buffer costs a store-forwarding stall per call, which dominated short rows). Accuracy: vexp
 // and vexp2 <= 2 ulp (degree-6 minimax polynomials); vgelu's erfc uses Abramowitz & Stegun 7.1.26,
 // absolute error <= 1.5e-7. Tests: dispatch_test.cpp and the per-element bounds of elementwise_test.cpp.
@@ -38,14 +39,15 @@ inline typename V::R vexp(typename V::R x) {
   return V::scale2n(p, n);
 }
 
-// 2^x for x <= 127 (the softmax calls it with x <= 0): inputs below -127 (and -inf) are clamped to -127,
-// whose result (<= 6e-39) is as good as 0 next to the 2^0 = 1 of each softmax row's maximum.
-// x = n + r, |r| <= 1/2, degree-6 minimax polynomial for 2^r (relative error 2e-9 exact, ~1.3 ulp in
-// f32), p * 2^n: 10 vector ops. Bound tested in elementwise_test.cpp (cpu_exp_kernels).
+// 2^x for x <= 127 (the softmax calls it with x <= 0). Inputs below V::kExp2Min (and -inf) are clamped
+// to it, where p * 2^n is exactly 0 (AVX-512's scalef underflows 2^-150 to 0; AVX2's pow2n(-127) is the
+// bit pattern 0), so masked scores give exact zeros. x = n + r, |r| <= 1/2, degree-6 minimax polynomial
+// for 2^r (relative error 2e-9 exact, ~1.3 ulp in f32), p * 2^n: 10 vector ops. Bound tested in
+// attention_test.cpp (cpu_softmax_panel_kernel).
 template <class V>
 inline typename V::R vexp2(typename V::R x) {
   using R = typename V::R;
-  x = V::max(x, V::set1(-127.0f));
+  x = V::max(x, V::set1(V::kExp2Min));
   const R n = V::round(x);
   const R r = V::sub(x, n);
   R p = V::set1(0.00015353362f);
@@ -62,7 +64,7 @@ inline typename V::R vexp2(typename V::R x) {
 template <class V>
 inline typename V::R vsilu(typename V::R x, float k) {
   const typename V::R e = vexp<V>(V::mul(x, V::set1(-k)));
-  return V::div(x, V::add(V::set1(1.0f), e));
+  return V::mul(x, V::rcp(V::add(V::set1(1.0f), e)));
 }
 
 // 0.5 x (1 + erf(x / sqrt2)) computed as 0.5 x (2 - erfc(z)) for x >= 0 and 0.5 x erfc(z) for x < 0,
@@ -71,7 +73,7 @@ template <class V>
 inline typename V::R vgelu(typename V::R x) {
   using R = typename V::R;
   const R z = V::mul(V::abs(x), V::set1(0.70710678118654752f));
-  const R t = V::div(V::set1(1.0f), V::fma(z, V::set1(0.3275911f), V::set1(1.0f)));
+  const R t = V::rcp(V::fma(z, V::set1(0.3275911f), V::set1(1.0f)));
   R p = V::set1(1.061405429f);
   p = V::fma(p, t, V::set1(-1.453152027f));
   p = V::fma(p, t, V::set1(1.421413741f));
