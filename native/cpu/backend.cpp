@@ -106,7 +106,13 @@ class CpuBackend final : public Backend {
   }
   DType act_dtype() const override { return DType::F32; }
 
-  void* alloc(size_t bytes) override { return aligned_alloc_bytes(bytes, "activations"); }
+  // Large blocks (a plan's activation arena) are touched here, at plan creation, so the first run of a
+  // plan does not pay the page faults inside its ops.
+  void* alloc(size_t bytes) override {
+    void* p = aligned_alloc_bytes(bytes, "activations");
+    if (bytes >= (1u << 20)) std::memset(p, 0, bytes);
+    return p;
+  }
   void free(void* p) override { aligned_free(p); }
   void upload_act(void* dst, const float* src, size_t n) override { copy(dst, src, n); }
   void download_act(float* dst, const void* src, size_t n) override { copy(dst, src, n); }
