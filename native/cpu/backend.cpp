@@ -1,13 +1,16 @@
-// CpuBackend: the fp32, channels-last CPU implementation of native/engine/backend.h. It owns the thread
+// CpuBackend: the f32, channels-last CPU implementation of native/engine/backend.h. It owns the thread
 // pool and scratch (context.h), keeps weights in 64-byte aligned host memory (Linear / Conv packed into
-// GEMM panels at upload, see gemm.h), checks every op's arguments (Error with the op and the values) and
-// hands the op to ops.h. Ops are serialised by a mutex: one op, hence one plan, runs at a time.
+// GEMM panels at upload, see gemm.h; as bf16 pairs in the bf16 compute mode of cpu_backend.h), checks
+// every op's arguments (Error with the op and the values) and hands the op to ops.h. Ops are serialised
+// by a mutex: one op, hence one plan, runs at a time.
 // Test: backend_test.cpp (memory, weights, errors); the op tests exercise the rest.
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
 
 #include "../engine/backend.h"
+#include "cpu_backend.h"
 #include "dispatch.h"
 #include "gemm.h"
 #include "ops.h"
@@ -18,9 +21,10 @@ namespace cpu {
 namespace {
 
 struct CpuWeight : Weight {
-  float* data = nullptr;
-  size_t floats = 0;
-  ~CpuWeight() override { aligned_free(data); }
+  float* data = nullptr;      // f32 storage (vectors, embeddings, f32-packed Linear / Conv)
+  uint32_t* bf16 = nullptr;   // bf16-pair packed Linear / Conv (bf16 compute mode); data is null then
+  size_t bytes = 0;
+  ~CpuWeight() override { aligned_free(data ? static_cast<void*>(data) : static_cast<void*>(bf16)); }
 };
 
 const char* kind_name(WeightKind k) {
@@ -96,12 +100,17 @@ const char* unary_label(UnaryOp op) {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : ctx_(threads) {}
+  CpuBackend(int threads, CpuPrecision precision) : ctx_(threads), precision_(precision) {
+    XPSR_CHECK(precision != CpuPrecision::BF16 || bf16_available(), ErrorCode::Unsupported,
+               "CPU backend: bf16 compute needs a CPU with AVX512_BF16 and the AVX-512 kernel set (this CPU/build: ",
+               isa_name(best_isa()), ", AVX512_BF16 ", bf16_available() ? "yes" : "no", ")");
+  }
 
   std::string name() const override { return "cpu"; }
   std::string description() const override {
     std::ostringstream o;
-    o << "CPU (" << kernels().name << ", " << ctx_.pool.size() << (ctx_.pool.size() == 1 ? " thread)" : " threads)");
+    o << "CPU (" << kernels().name << ", " << ctx_.pool.size() << (ctx_.pool.size() == 1 ? " thread" : " threads")
+      << (precision_ == CpuPrecision::BF16 ? ", bf16 compute)" : ")");
     return o.str();
   }
   DType act_dtype() const override { return DType::F32; }
@@ -147,6 +156,7 @@ class CpuBackend final : public Backend {
   }
 
   mutable Context ctx_;
+  CpuPrecision precision_;
   std::mutex op_mutex_;
   std::mutex weight_mutex_;
   size_t weight_bytes_ = 0;
@@ -167,16 +177,22 @@ std::shared_ptr<Weight> CpuBackend::upload(const std::string& name, WeightKind k
   w->kind = kind;
   w->shape = shape;
   w->name = name;
-  int64_t floats = count;
-  if (kind == WeightKind::Linear) floats = packed_b_floats(shape[1], shape[0]);
-  if (kind == WeightKind::Conv) floats = packed_b_floats(shape[1] * shape[2] * shape[3], shape[0]);
-  w->floats = (size_t)floats;
-  w->data = static_cast<float*>(aligned_alloc_bytes(w->floats * sizeof(float), name.c_str()));
-  if (kind == WeightKind::Linear) pack_b_linear(data, shape[0], shape[1], w->data);
-  else if (kind == WeightKind::Conv) pack_b_conv(data, shape[0], shape[1], shape[2], shape[3], w->data);
-  else std::memcpy(w->data, data, w->floats * sizeof(float));
+  const bool gemm = kind == WeightKind::Linear || kind == WeightKind::Conv;
+  const int64_t K = kind == WeightKind::Linear ? shape[1] : kind == WeightKind::Conv ? shape[1] * shape[2] * shape[3] : 0;
+  if (gemm && precision_ == CpuPrecision::BF16) {
+    w->bytes = sizeof(uint32_t) * (size_t)packed_b_words_bf16(K, shape[0]);
+    w->bf16 = static_cast<uint32_t*>(aligned_alloc_bytes(w->bytes, name.c_str()));
+    if (kind == WeightKind::Linear) pack_b_linear_bf16(data, shape[0], shape[1], w->bf16);
+    else pack_b_conv_bf16(data, shape[0], shape[1], shape[2], shape[3], w->bf16);
+  } else {
+    w->bytes = sizeof(float) * (size_t)(gemm ? packed_b_floats(K, shape[0]) : count);
+    w->data = static_cast<float*>(aligned_alloc_bytes(w->bytes, name.c_str()));
+    if (kind == WeightKind::Linear) pack_b_linear(data, shape[0], shape[1], w->data);
+    else if (kind == WeightKind::Conv) pack_b_conv(data, shape[0], shape[1], shape[2], shape[3], w->data);
+    else std::memcpy(w->data, data, w->bytes);
+  }
   std::lock_guard<std::mutex> lock(weight_mutex_);
-  weight_bytes_ += w->floats * sizeof(float);
+  weight_bytes_ += w->bytes;
   return w;
 }
 
@@ -203,7 +219,7 @@ void CpuBackend::conv2d(const Conv2dArgs& a) {
   const float* b = optional_vector(a.b, a.K, op, "bias");
   std::lock_guard<std::mutex> lock(op_mutex_);
   ProfileScope prof(conv_label(a), 2.0 * a.N * a.P * a.Q * (double)a.K * a.C * a.R * a.S);
-  conv2d_op(ctx_, a, w.data, b);
+  conv2d_op(ctx_, a, w.data, w.bf16, b);
 }
 
 void CpuBackend::linear(const LinearArgs& a) {
@@ -221,7 +237,7 @@ void CpuBackend::linear(const LinearArgs& a) {
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
   ProfileScope prof(linear_label(a), 2.0 * a.M * (double)a.N * a.K);
-  linear_op(ctx_, a, w.data, b);
+  linear_op(ctx_, a, w.data, w.bf16, b);
 }
 
 void CpuBackend::group_norm(const GroupNormArgs& a) {
@@ -374,6 +390,23 @@ void CpuBackend::embedding(const EmbeddingArgs& a) {
 }  // namespace
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<cpu::CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return make_cpu_backend(CpuBackendOptions{threads, cpu_precision_from_env()});
+}
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& o) {
+  return std::make_unique<cpu::CpuBackend>(o.threads, o.precision);
+}
+
+CpuPrecision cpu_precision_from_env() {
+  const char* e = std::getenv("XPSR_CPU_PRECISION");
+  if (!e || !*e || !std::strcmp(e, "fp32") || !std::strcmp(e, "f32")) return CpuPrecision::F32;
+  if (!std::strcmp(e, "bf16")) return CpuPrecision::BF16;
+  fail(ErrorCode::InvalidArgument, "XPSR_CPU_PRECISION must be fp32 or bf16, got '", e, "'");
+}
+
+bool cpu_bf16_available() { return cpu::bf16_available(); }
+
+const char* cpu_precision_name(CpuPrecision p) { return p == CpuPrecision::BF16 ? "bf16" : "fp32"; }
 
 }  // namespace xpsr

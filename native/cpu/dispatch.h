@@ -33,6 +33,10 @@ struct UkrArgs {
   int64_t ldr = 0;
   int64_t cpan = 16;
   const float* cscale = nullptr;
+  // bf16 operands (Kernels::ukr_bf16 only; a / b unused): rows of k-pairs, two bf16 in each 32-bit word
+  // (low half = the even k). kc counts pairs; lda and ldb are in words.
+  const uint32_t* a2 = nullptr;
+  const uint32_t* b2 = nullptr;
 };
 
 enum class Unary { Silu = 0, QuickGelu = 1, GeluErf = 2, LeakyRelu = 3 };  // LeakyRelu slope 0.2
@@ -68,6 +72,11 @@ struct Kernels {
   // huge delta for none). On return s holds 2^(s - m_new) (0 where masked), corr = 2^(m_old - m_new),
   // l = l * corr + sum_r s, m = m_new (never -inf, so fully masked lanes give 0, not NaN).
   void (*softmax_panel)(float* s, int64_t nk, int64_t delta, float* m, float* l, float* corr) = nullptr;
+  // bf16 compute mode (AVX-512 set only, and only called on CPUs with AVX512_BF16, see bf16_available):
+  // the micro-kernel on bf16 pairs (vdpbf16ps, f32 accumulation) and the f32 -> bf16 rounding (nearest
+  // even) used to pack A. Null in the other sets.
+  void (*ukr_bf16)(const UkrArgs&) = nullptr;
+  void (*to_bf16)(const float* x, uint16_t* y, size_t n) = nullptr;
 };
 
 const Kernels& kernels();          // the active set
@@ -75,6 +84,9 @@ Isa best_isa();                    // best set compiled in, supported by this CP
 bool isa_available(Isa isa);       // compiled in and supported by this CPU
 void set_isa(Isa isa);             // switch the active set (tests); throws Error(Unsupported) if unavailable
 const char* isa_name(Isa isa);
+// bf16 compute mode usable: the CPU has AVX512_BF16 and the AVX-512 set is the best allowed
+// (XPSR_CPU_ISA=avx2 turns it off).
+bool bf16_available();
 
 // Per-set tables (defined in kernels_*.cpp; the SIMD ones return nullptr when built without XPSR_X86
 // and are only referenced on x86).

@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../common/error.h"
+
 namespace xpsr::cpu {
 
 void pack_b_linear(const float* w, int64_t N, int64_t K, float* dst) {
@@ -43,6 +45,51 @@ void pack_b_conv(const float* w, int64_t Ko, int64_t C, int64_t R, int64_t S, fl
       for (int64_t r = 0; r < R; ++r)
         for (int64_t s = 0; s < S; ++s) d[((r * S + s) * C + c) * kPanel] = w[((o * C + c) * R + r) * S + s];
   }
+}
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+float from_bf16(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+namespace {
+
+// Packs B given as a reduction-index accessor w(n, k) into the bf16 pair layout of PackedB.
+template <typename W>
+void pack_b_bf16(int64_t N, int64_t K, uint32_t* dst, W w) {
+  const int64_t K2 = ceil_div(K, 2);
+  std::memset(dst, 0, sizeof(uint32_t) * (size_t)packed_b_words_bf16(K, N));
+  for (int64_t n = 0; n < N; ++n) {
+    uint32_t* d = dst + (n / kPanel) * K2 * kPanel + n % kPanel;
+    for (int64_t k = 0; k < K; k += 2) {
+      const uint32_t lo = to_bf16(w(n, k)), hi = k + 1 < K ? to_bf16(w(n, k + 1)) : 0u;
+      d[(k / 2) * kPanel] = lo | hi << 16;
+    }
+  }
+}
+
+}  // namespace
+
+void pack_b_linear_bf16(const float* w, int64_t N, int64_t K, uint32_t* dst) {
+  pack_b_bf16(N, K, dst, [&](int64_t n, int64_t k) { return w[n * K + k]; });
+}
+
+void pack_b_conv_bf16(const float* w, int64_t Ko, int64_t C, int64_t R, int64_t S, uint32_t* dst) {
+  // reduction index k = (r * S + s) * C + c, as in pack_b_conv
+  pack_b_bf16(Ko, R * S * C, dst, [&](int64_t o, int64_t k) {
+    const int64_t tap = k / C, c = k % C;
+    return w[((o * C + c) * R + tap / S) * S + tap % S];
+  });
 }
 
 namespace {
@@ -98,6 +145,7 @@ void pack_a(const GemmA& a, int64_t m0, int64_t rows, int64_t padded, int64_t k0
 struct Job {
   const Kernels* kr;
   int64_t M, N, K, kc, mc;
+  bool bf16;  // B is bf16-packed: A blocks are rounded to bf16 pairs, Kernels::ukr_bf16 multiplies
   const GemmA* a;
   const PackedB* b;
   const Epilogue* ep;
@@ -127,20 +175,30 @@ void merge_tile(const Job& j, bool first, int64_t m, int64_t n0, int64_t rows, i
 }
 
 // Panels [p, p+np) (one micro-kernel column group) for K block [k0, k0+kc) of a packed A block.
+// apack: the packed A block (f32 rows of kc floats, or bf16 pair rows of ceil(kc / 2) words).
 void run_panels(const Job& j, int64_t m0, int64_t rows, int64_t p, int64_t np, int64_t k0, int64_t kc,
-                const float* apack, float* tmp) {
+                const void* apack, float* tmp) {
   const Kernels& kr = *j.kr;
   const int64_t mr = kr.mr, n0 = p * kPanel, cols = std::min(np * kPanel, j.N - n0);
   const bool first = k0 == 0;
+  void (*ukr)(const UkrArgs&) = j.bf16 ? kr.ukr_bf16 : kr.ukr;
   UkrArgs u;
-  u.kc = kc;
-  u.lda = kc;
-  u.b = j.b->data + p * j.K * kPanel + k0 * kPanel;
-  u.ldb = j.K * kPanel;
+  const int64_t lda = j.bf16 ? ceil_div(kc, 2) : kc;  // in elements of A: floats or bf16 pairs
+  u.kc = lda;
+  u.lda = lda;
+  if (j.bf16) {
+    const int64_t K2 = ceil_div(j.K, 2);
+    u.b2 = j.b->bf16 + p * K2 * kPanel + (k0 / 2) * kPanel;
+    u.ldb = K2 * kPanel;
+  } else {
+    u.b = j.b->data + p * j.K * kPanel + k0 * kPanel;
+    u.ldb = j.K * kPanel;
+  }
   u.np = (int)np;
   for (int64_t i = 0; i < rows; i += mr) {
     const int64_t m = m0 + i, rr = std::min(mr, rows - i);
-    u.a = apack + i * kc;
+    if (j.bf16) u.a2 = static_cast<const uint32_t*>(apack) + i * lda;
+    else u.a = static_cast<const float*>(apack) + i * lda;
     if (rr == mr && cols == np * kPanel) {
       u.c = j.y + m * j.ldy + n0;
       u.ldc = j.ldy;
@@ -148,20 +206,21 @@ void run_panels(const Job& j, int64_t m0, int64_t rows, int64_t p, int64_t np, i
       u.bias = (first && j.ep->bias) ? j.ep->bias + n0 : nullptr;
       u.res = (first && j.ep->res) ? j.ep->res + m * j.ep->ldr + n0 : nullptr;
       u.ldr = j.ep->ldr;
-      kr.ukr(u);
+      ukr(u);
     } else {
       u.c = tmp;
       u.ldc = np * kPanel;
       u.accumulate = false;
       u.bias = u.res = nullptr;
-      kr.ukr(u);
+      ukr(u);
       merge_tile(j, first, m, n0, rr, cols, tmp, np * kPanel);
     }
   }
 }
 
 // Rows [r0, r1) x panels [p0, p1) of the product (one thread's share), in the loop nest above.
-void run_share(const Job& j, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float* apack, float* tmp) {
+void run_share(const Job& j, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float* apack, uint32_t* apack2,
+               float* tmp) {
   const Kernels& kr = *j.kr;
   const int64_t mr = kr.mr;
   const int64_t nsb = ceil_div(r1 - r0, kSuperRows), sbrows = round_up(ceil_div(r1 - r0, nsb), mr);
@@ -174,9 +233,24 @@ void run_share(const Job& j, int64_t r0, int64_t r1, int64_t p0, int64_t p1, flo
         const int64_t kc = std::min(j.kc, j.K - k0);
         for (int64_t m0 = sb; m0 < se; m0 += mbrows) {
           const int64_t rows = std::min(mbrows, se - m0);
-          pack_a(*j.a, m0, rows, round_up(rows, mr), k0, kc, apack);
+          const int64_t padded = round_up(rows, mr);
+          pack_a(*j.a, m0, rows, padded, k0, kc, apack);
+          const void* ablock = apack;
+          if (j.bf16) {  // round the block to bf16 pair rows (a zero pad half-word when kc is odd)
+            const int64_t kc2 = ceil_div(kc, 2);
+            uint16_t* h = reinterpret_cast<uint16_t*>(apack2);
+            if (kc % 2 == 0) {
+              kr.to_bf16(apack, h, (size_t)(padded * kc));
+            } else {
+              for (int64_t r = 0; r < padded; ++r) {
+                kr.to_bf16(apack + r * kc, h + r * 2 * kc2, (size_t)kc);
+                h[r * 2 * kc2 + kc] = 0;
+              }
+            }
+            ablock = apack2;
+          }
           for (int64_t p = pb; p < pe; p += kr.max_panels)
-            run_panels(j, m0, rows, p, std::min<int64_t>(kr.max_panels, pe - p), k0, kc, apack, tmp);
+            run_panels(j, m0, rows, p, std::min<int64_t>(kr.max_panels, pe - p), k0, kc, ablock, tmp);
         }
       }
     }
@@ -197,7 +271,10 @@ void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const P
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return epilogue_only(M, N, ep, y, ldy);
   const Kernels& kr = kernels();
-  Job j{&kr, M, N, K, std::min<int64_t>(kr.kc, K), kr.mc, &a, &b, &ep, y, ldy};
+  const bool bf16 = b.bf16 != nullptr;
+  XPSR_CHECK(!bf16 || kr.ukr_bf16, ErrorCode::Unsupported, "bf16 GEMM needs the AVX-512 kernel set (active: ",
+             kr.name, ")");
+  Job j{&kr, M, N, K, std::min<int64_t>(kr.kc, K), kr.mc, bf16, &a, &b, &ep, y, ldy};
   // Shares: with fewer than kSuperRows rows per thread the weight dominates the memory traffic, so the
   // threads split the panels (each reads its half of B once); otherwise they split the rows.
   const int64_t T = ctx.pool.size();
@@ -205,18 +282,21 @@ void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const P
   const int64_t mr = kr.mr, mrows = ceil_div(M, mr);
   const bool split_panels = M < T * kSuperRows;
   const int64_t shares = std::max<int64_t>(1, std::min(T, split_panels ? units : mrows));
-  const int64_t per_thread = round_up(j.mc * j.kc + (int64_t)kr.mr * kPanel * kr.max_panels, 16);
+  // per thread: f32 A block, bf16 A block (bf16 mode), edge tile
+  const int64_t a2_words = bf16 ? round_up(j.mc * ceil_div(j.kc, 2), 16) : 0;
+  const int64_t per_thread = round_up(j.mc * j.kc, 16) + a2_words + (int64_t)kr.mr * kPanel * kr.max_panels;
   float* base = static_cast<float*>(ctx.scratch.get(sizeof(float) * (size_t)(per_thread * T)));
   ctx.pool.parallel_for(shares, [&](int64_t t0, int64_t t1, int tid) {
     float* apack = base + tid * per_thread;
-    float* tmp = apack + j.mc * j.kc;
+    uint32_t* apack2 = reinterpret_cast<uint32_t*>(apack + round_up(j.mc * j.kc, 16));
+    float* tmp = apack + round_up(j.mc * j.kc, 16) + a2_words;
     for (int64_t t = t0; t < t1; ++t) {
       if (split_panels) {
         const int64_t u0 = units * t / shares, u1 = units * (t + 1) / shares;
-        run_share(j, 0, M, u0 * kr.max_panels, std::min(npanels, u1 * kr.max_panels), apack, tmp);
+        run_share(j, 0, M, u0 * kr.max_panels, std::min(npanels, u1 * kr.max_panels), apack, apack2, tmp);
       } else {
         const int64_t r0 = mr * (mrows * t / shares), r1 = std::min(M, mr * (mrows * (t + 1) / shares));
-        run_share(j, r0, r1, 0, npanels, apack, tmp);
+        run_share(j, r0, r1, 0, npanels, apack, apack2, tmp);
       }
     }
   });

@@ -145,6 +145,66 @@ void ukr(const UkrArgs& p) {
   else ukr_t<1>(p);
 }
 
+// ---- bf16 compute mode: compiled for AVX512_BF16 with a target attribute (no extra build flags), so
+// these functions may only run where bf16_available() (dispatch.cpp) said yes.
+#define XPSR_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+// 8x32 tile like ukr_t, on k-pairs: per pair, 2 B loads (16 columns x 2 k each), 8 32-bit broadcasts of
+// an A pair and 16 vdpbf16ps (2 multiply-adds per lane each, f32 accumulation).
+#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define XPSR_ROW_STEP(i)                                                                      \
+  {                                                                                           \
+    const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * lda + k]);                    \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                              \
+    if constexpr (NP == 2) c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                       \
+  }
+#define XPSR_ROW_STORE(i)                                                                      \
+  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0));                               \
+  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1));
+
+template <int NP>
+XPSR_BF16_TARGET void ukr_bf16_t(const UkrArgs& p) {
+  const int64_t lda = p.lda;
+  const uint32_t* a = p.a2;
+  const uint32_t *bp0 = p.b2, *bp1 = p.b2 + p.ldb;
+  XPSR_ROW_DECL(0) XPSR_ROW_DECL(1) XPSR_ROW_DECL(2) XPSR_ROW_DECL(3)
+  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7)
+  for (int64_t k = 0; k < p.kc; ++k) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp0 + 16 * k);
+    __m512bh b1 = b0;
+    if constexpr (NP == 2) b1 = (__m512bh)_mm512_loadu_si512(bp1 + 16 * k);
+    (void)b1;
+    XPSR_ROW_STEP(0) XPSR_ROW_STEP(1) XPSR_ROW_STEP(2) XPSR_ROW_STEP(3)
+    XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
+  }
+  XPSR_ROW_STORE(0) XPSR_ROW_STORE(1) XPSR_ROW_STORE(2) XPSR_ROW_STORE(3)
+  XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
+}
+#undef XPSR_ROW_DECL
+#undef XPSR_ROW_STEP
+#undef XPSR_ROW_STORE
+
+XPSR_BF16_TARGET void ukr_bf16(const UkrArgs& p) {
+  if (p.np == 2) ukr_bf16_t<2>(p);
+  else ukr_bf16_t<1>(p);
+}
+
+// y = bf16(x), round to nearest even (vcvtne2ps2bf16), 32 values per step, masked tail.
+XPSR_BF16_TARGET void to_bf16(const float* x, uint16_t* y, size_t n) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(y + i, (__m512i)h);
+  }
+  if (i < n) {
+    const int t = (int)(n - i);
+    const __m512 lo = _mm512_maskz_loadu_ps(V16::mask(std::min(t, 16)), x + i);
+    const __m512 hi = t > 16 ? _mm512_maskz_loadu_ps(V16::mask(t - 16), x + i + 16) : _mm512_setzero_ps();
+    const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);
+    _mm512_mask_storeu_epi16(y + i, (__mmask32)((1ull << t) - 1), (__m512i)h);
+  }
+}
+
 const Kernels kAvx512 = {Isa::Avx512,
                          "AVX-512",
                          8,
@@ -158,7 +218,9 @@ const Kernels kAvx512 = {Isa::Avx512,
                          geglu_impl<V16>,
                          channel_stats,
                          layer_norm_row,
-                         softmax_panel_impl<V16>};
+                         softmax_panel_impl<V16>,
+                         ukr_bf16,
+                         to_bf16};
 
 }  // namespace
 
