@@ -18,6 +18,13 @@ export const ERR_DEVICE_UNAVAILABLE = 'ERR_DEVICE_UNAVAILABLE';
 export const ERR_OUT_OF_MEMORY = 'ERR_OUT_OF_MEMORY';
 export const ERR_INTERNAL = 'ERR_INTERNAL';
 export const ERR_UNSUPPORTED = 'ERR_UNSUPPORTED';
+// Captioning (docs/captioning.md): a sidecar caption file is missing; the caption server cannot be reached,
+// does not answer in time, refuses the credentials, or answers with an error / not a chat completion.
+export const ERR_CAPTION_MISSING = 'ERR_CAPTION_MISSING';
+export const ERR_CAPTION_UNREACHABLE = 'ERR_CAPTION_UNREACHABLE';
+export const ERR_CAPTION_TIMEOUT = 'ERR_CAPTION_TIMEOUT';
+export const ERR_CAPTION_AUTH = 'ERR_CAPTION_AUTH';
+export const ERR_CAPTION_SERVER = 'ERR_CAPTION_SERVER';
 
 export type XpsrErrorCode =
   | typeof ERR_IMAGE_UNREADABLE
@@ -33,7 +40,12 @@ export type XpsrErrorCode =
   | typeof ERR_DEVICE_UNAVAILABLE
   | typeof ERR_OUT_OF_MEMORY
   | typeof ERR_INTERNAL
-  | typeof ERR_UNSUPPORTED;
+  | typeof ERR_UNSUPPORTED
+  | typeof ERR_CAPTION_MISSING
+  | typeof ERR_CAPTION_UNREACHABLE
+  | typeof ERR_CAPTION_TIMEOUT
+  | typeof ERR_CAPTION_AUTH
+  | typeof ERR_CAPTION_SERVER;
 
 export class XpsrError extends Error {
   readonly code: string;

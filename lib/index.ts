@@ -5,7 +5,11 @@
 export { XPSR, type UpscaleResult } from './xpsr.js';
 export type { LoadOptions, UpscaleOptions } from './options.js';
 export { XpsrError } from './errors.js';
-export { Engine, Model, TextEncoder, Vae, UNet, ControlNet, type Tensor, type EngineOptions, type RunOptions, type VaeTileRunOptions } from './engine/engine.js';
+export {
+  Engine, Model, ClipTextEncoder, Vae, UNet, ControlNet,
+  type Tensor, type EngineOptions, type RunOptions, type VaeTileRunOptions, type ModelKind, type ModelInfo, type RunStats,
+  type PlanInfo, type Intermediates, type ControlNetInputs, type StepArgs, type StepResult, type StepShape,
+} from './engine/engine.js';
 export { ClipTokenizer } from './tokenizer/index.js';
 export { createScheduler, SCHEDULER_NAMES, type Scheduler } from './schedulers/index.js';
 export { NoiseSource, ReplayNoise, type NoiseProvider } from './noise.js';
@@ -15,3 +19,4 @@ export { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT, LOWLEVEL_NEGATIVE_PROM
 export { runParity, formatLine, type ParityReport, type ParityLine } from './parity/index.js';
 export * from './captioners/index.js';
 export { loadNative } from './native.js';
+export { createServer, type ServerOptions, type XpsrServer, type JobQueue, type JobStatus, type JobState } from './server/index.js';

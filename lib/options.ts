@@ -5,7 +5,7 @@
  */
 import { XpsrError, invalidOption } from './errors.js';
 import type { ColorFixKind } from './colorfix.js';
-import type { Captioner } from './captioners/types.js';
+import type { XpsrCaptioner } from './captioners/types.js';
 import type { NoiseProvider } from './noise.js';
 import type { LowLevelGuidance, Prompts } from './pipeline/prompts.js';
 import { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT } from './pipeline/prompts.js';
@@ -24,8 +24,8 @@ export interface LoadOptions {
   device?: string;
   /** CPU threads for the CPU backend. Defaults to all hardware threads. */
   threads?: number;
-  /** Default captioner for upscale() calls that give no prompts. */
-  captioner?: Captioner;
+  /** Default captioner for upscale() calls that give no prompts: one Captioner, or `{ high, low }` (one per caption). */
+  captioner?: XpsrCaptioner;
   /** Receives notices (CPU fallback, missing optional files). Defaults to console.warn. */
   onNotice?: (message: string) => void;
 }
@@ -47,8 +47,8 @@ export interface UpscaleOptions {
   scheduler?: string;
   /** Captions: `{ high, low }`. When absent the captioner (option or XPSR.load's) is asked; else "" each. */
   prompts?: Partial<Prompts>;
-  /** Captioner for this call (wins over the load-time one). */
-  captioner?: Captioner;
+  /** Captioner for this call (wins over the load-time one): one Captioner, or `{ high, low }` (one per caption). */
+  captioner?: XpsrCaptioner;
   /** Instructions for the captioner (defaults: the XPSR instructions, see docs/captioning.md). */
   instructions?: { high?: string; low?: string };
   /** Appended to the high-level caption. Defaults to the official "clean, high-resolution, 8k, high quality, clear text." */

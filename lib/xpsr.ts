@@ -12,7 +12,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Sharp } from 'sharp';
-import { Engine, type ControlNet, type TextEncoder, type UNet, type Vae } from './engine/engine.js';
+import { Engine, type ControlNet, type ClipTextEncoder, type UNet, type Vae } from './engine/engine.js';
 import { XpsrError } from './errors.js';
 import { checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type UpscaleOptions } from './options.js';
 import { decodeImage, encodeImage, toSharp, type ImageInput } from './image/io.js';
@@ -99,6 +99,16 @@ export function resolveComponents(o: LoadOptions): Components {
   return c;
 }
 
+/** @internal The loaded networks, tokenizer and scheduler config (XPSR.loadFrom). */
+export interface LoadedComponents {
+  tokenizer: ClipTokenizer;
+  textEncoder: ClipTextEncoder;
+  vae: Vae;
+  unet: UNet;
+  controlnet: ControlNet;
+  schedulerConfig: Record<string, unknown>;
+}
+
 export class XPSR {
   #models: PipelineModels | undefined;
   readonly #options: LoadOptions;
@@ -117,7 +127,7 @@ export class XPSR {
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
       const tokenizer = await ClipTokenizer.fromDirectory(c.tokenizer);
-      const textEncoder: TextEncoder = await engine.loadTextEncoder(c.textEncoder);
+      const textEncoder: ClipTextEncoder = await engine.loadTextEncoder(c.textEncoder);
       const vae: Vae = await engine.loadVae(c.vae);
       const unet: UNet = await engine.loadUNet(c.unet);
       const controlnet: ControlNet = await engine.loadControlNet(c.controlnet);
@@ -133,6 +143,22 @@ export class XPSR {
         notice('xpsr: no scheduler/scheduler_config.json found; using the SD-1.5 DDPM settings');
       }
       return new XPSR({ engine, text: new TextConditioner(tokenizer, textEncoder), vae, unet, controlnet, schedulerConfig }, options);
+    } catch (e) {
+      engine.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * @internal Like load(), with the components made by `make` on the new engine instead of read from
+   * folders (`xpsr demo`: the tiny model with seeded synthetic weights, lib/demo/model.ts).
+   */
+  static async loadFrom(options: Omit<LoadOptions, 'sd' | 'xpsr' | 'model'>, make: (engine: Engine) => Promise<LoadedComponents>): Promise<XPSR> {
+    const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: options.onNotice ?? ((m) => console.warn(m)) });
+    try {
+      const c = await make(engine);
+      return new XPSR({ engine, text: new TextConditioner(c.tokenizer, c.textEncoder), vae: c.vae, unet: c.unet, controlnet: c.controlnet,
+        schedulerConfig: c.schedulerConfig }, options);
     } catch (e) {
       engine.dispose();
       throw e;

@@ -6,7 +6,8 @@
 //   node scripts/bench-captioner.mjs [--size 7b|small|tiny] [--tokens 16] [--runs 1] [--threads N]
 //        [--context 1024] [--gpu auto|cpu|cuda|vulkan] [--separate] [--models DIR] [--out FILE]
 //
-// Needs `npm run build` (dist/) and the captioner addon. Model files are cached in --models (default
+// Needs a clone (the model generator is a test helper, test/helpers/gguf-random-llava.mjs), `npm run build`
+// (dist/) and the captioner addon. Model files are cached in --models (default
 // .bench/captioner-models, ~4.5 GB for 7b) and reused. Writes JSON to --out (default .bench/captioner-<size>.json).
 import fs from 'node:fs';
 import os from 'node:os';
@@ -24,13 +25,12 @@ const { values: a } = parseArgs({
   },
 });
 if (a.help) {
-  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 11).join('\n') + '\n');
+  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).join('\n') + '\n');
   process.exit(0);
 }
 const dist = (p) => import(path.join(ROOT, 'dist', 'lib', 'captioners', p));
-const { createRandomLlava } = await dist('random-llava.js');
+const { createRandomLlava } = await import(path.join(ROOT, 'test', 'helpers', 'gguf-random-llava.mjs'));
 const { LlavaCaptioner } = await dist('llava.js');
-const { encodePngRgb } = await dist('image.js');
 const { XPSR_INSTRUCTIONS } = await dist('instructions.js');
 
 const log = (m) => process.stderr.write(`[bench-captioner] ${m}\n`);
@@ -61,7 +61,7 @@ for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
   const i = (y * W + x) * 3;
   rgb[i] = (x * 3) & 255; rgb[i + 1] = (y * 5) & 255; rgb[i + 2] = ((x ^ y) * 7) & 255;
 }
-const image = encodePngRgb(rgb, W, H);
+const image = { data: rgb, width: W, height: H };
 
 t0 = Date.now();
 const threads = a.threads ? Number(a.threads) : Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
@@ -80,7 +80,7 @@ const summarize = (r, mode) => {
   const genTok = s.answers.reduce((x, y) => x + y.generatedTokens, 0);
   const textPrefill = s.prefixPrefillMs + s.answers.reduce((x, y) => x + y.prefillMs, 0);
   return {
-    mode, totalMs: s.totalMs, imagePasses: s.imagePasses, imageTokens: s.imageTokens,
+    mode, totalMs: s.totalMs, imagePasses: s.imagePasses, imageTokens: s.imageTokens, decodeImageMs: s.decodeImageMs,
     encodeMs: s.encodeMs, imagePrefillMs: s.imagePrefillMs,
     imagePrefillMsPerToken: s.imagePrefillMs / Math.max(1, s.imageTokens * s.imagePasses),
     textPrefillMs: textPrefill, promptTokens: s.answers.map((x) => x.promptTokens),

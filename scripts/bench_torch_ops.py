@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for xpsr_cuda_bench, and the comparison table.
+"""PyTorch baseline for xpsr_cuda_bench (scripts/gpu-check.sh runs it; scripts/gpu_report.py compares).
 
   bench_torch_ops.py --cases ours.json --out torch.json
       Times every case listed in ours.json (written by xpsr_cuda_bench) with PyTorch on the same GPU:
@@ -7,8 +7,8 @@
       attention through F.scaled_dot_product_attention (best of the flash / efficient / cuDNN backends),
       group_norm (+SiLU), layer_norm, GEGLU and add. Same method as ours: R back-to-back launches captured
       in one CUDA graph, median of 15 replays, ms per op (eager CUDA-event timing if capture fails).
-  bench_torch_ops.py --compare ours.json torch.json --out-md compare.md --out-json compare.json
-      Ratio ours/torch per op (< 1: ours faster; the design target is <= 1.5) and per-kind geometric means.
+      Also measures the two ceilings the floors use ("ceilings"): a cuBLAS 8192^3 fp16 matmul on random
+      data (TFLOP/s) and a device-to-device copy (GB/s, bytes read + written).
 """
 import argparse
 import json
@@ -132,6 +132,47 @@ def time_fn(torch, fn, reps):
         return statistics.median(ts), "eager-events"
 
 
+def measure_ceilings(torch):
+    """cuBLAS fp16 8192^3 on random data (TFLOP/s) and a 512 MiB device copy (GB/s): medians of 10 / 7."""
+    out = {}
+    try:
+        n = 8192
+        a = torch.randn(n, n, device="cuda", dtype=torch.float16)
+        b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+        for _ in range(3):
+            a @ b
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(10):
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            a @ b
+            e1.record()
+            e1.synchronize()
+            ts.append(e0.elapsed_time(e1))
+        out["tensor_tflops"] = 2.0 * n ** 3 / (statistics.median(ts) * 1e-3) / 1e12
+        del a, b
+        x = torch.empty(512 << 20, dtype=torch.uint8, device="cuda").fill_(1)
+        y = torch.empty_like(x)
+        y.copy_(x)
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(7):
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            y.copy_(x)
+            e1.record()
+            e1.synchronize()
+            ts.append(e0.elapsed_time(e1))
+        out["copy_gbps"] = 2.0 * x.numel() / (statistics.median(ts) * 1e-3) / 1e9
+        del x, y
+        torch.cuda.empty_cache()
+    except Exception as e:  # noqa: BLE001
+        out["error"] = str(e)[:200]
+    log("ceilings: %s" % out)
+    return out
+
+
 def run_bench(args):
     with open(args.cases) as f:
         ours = json.load(f)
@@ -156,6 +197,7 @@ def run_bench(args):
     out["cuda"] = torch.version.cuda
     out["cudnn"] = torch.backends.cudnn.version()
     out["method"] = "median of 15 graph replays of R back-to-back launches, ms per op (best variant)"
+    out["ceilings"] = measure_ceilings(torch)
     torch.cuda.reset_peak_memory_stats()
     for case in ours.get("cases", []):
         rec = {"name": case["name"], "kind": case["kind"], "variants": {}}
@@ -185,64 +227,13 @@ def run_bench(args):
     return 0
 
 
-def run_compare(args):
-    ours = json.load(open(args.compare[0]))
-    try:
-        ref = json.load(open(args.compare[1]))
-    except Exception as e:  # noqa: BLE001
-        ref = {"error": "no torch results: %s" % e, "cases": []}
-    by_name = {c["name"]: c for c in ref.get("cases", [])}
-    rows, kinds = [], {}
-    for c in ours.get("cases", []):
-        t = by_name.get(c["name"], {})
-        o_ms, t_ms = c.get("ms", -1), t.get("ms")
-        ratio = o_ms / t_ms if (o_ms and o_ms > 0 and t_ms) else None
-        tf = c["flops"] / (o_ms * 1e9) if c.get("flops") and o_ms and o_ms > 0 else None
-        gbs = c["bytes"] / (o_ms * 1e6) if c.get("bytes") and o_ms and o_ms > 0 else None
-        rows.append({"name": c["name"], "kind": c["kind"], "ours_ms": o_ms if o_ms and o_ms > 0 else None,
-                     "torch_ms": t_ms, "ratio": ratio, "torch_variant": t.get("best"), "ours_tflops": tf,
-                     "ours_gbps": gbs, "error": c.get("error") or t.get("error")})
-        if ratio:
-            kinds.setdefault(c["kind"], []).append(ratio)
-    geo = {k: math.exp(sum(map(math.log, v)) / len(v)) for k, v in kinds.items()}
-    allr = [r["ratio"] for r in rows if r["ratio"]]
-    summary = {"device": ours.get("device"), "torch_device": ref.get("device"), "torch": ref.get("torch"),
-               "geomean_ratio_by_kind": geo,
-               "geomean_ratio_all": math.exp(sum(map(math.log, allr)) / len(allr)) if allr else None,
-               "over_1_5x": [r["name"] for r in rows if r["ratio"] and r["ratio"] > 1.5],
-               "ours_memory": ours.get("memory"), "torch_memory": ref.get("memory"), "torch_error": ref.get("error")}
-    json.dump({"summary": summary, "rows": rows}, open(args.out_json, "w"), indent=1)
-
-    def f(x, fmt):
-        return fmt % x if x is not None else "-"
-    lines = ["# xpsr CUDA ops vs PyTorch (%s)" % ours.get("device"), "",
-             "ratio = ours / torch (lower is better; target <= 1.5). torch %s; %s" % (ref.get("torch"), ref.get("error") or ""),
-             "", "| op | ours ms | torch ms | ratio | ours TFLOP/s | ours GB/s | torch variant |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        flag = " **" if r["ratio"] and r["ratio"] > 1.5 else ""
-        lines.append("| %s | %s | %s | %s%s | %s | %s | %s |" % (
-            r["name"], f(r["ours_ms"], "%.4f"), f(r["torch_ms"], "%.4f"), f(r["ratio"], "%.2f"), flag,
-            f(r["ours_tflops"], "%.1f"), f(r["ours_gbps"], "%.0f"), r["torch_variant"] or (r["error"] or "-")))
-    lines += ["", "Geometric mean ratio by kind: " + ", ".join("%s %.2f" % kv for kv in sorted(geo.items())), "",
-              "Memory: ours %s; torch %s" % (json.dumps(ours.get("memory")), json.dumps(ref.get("memory")))]
-    open(args.out_md, "w").write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", help="xpsr_cuda_bench JSON whose cases to time")
     ap.add_argument("--out", default="torch.json")
-    ap.add_argument("--compare", nargs=2, metavar=("OURS", "TORCH"))
-    ap.add_argument("--out-md", default="compare.md")
-    ap.add_argument("--out-json", default="compare.json")
     args = ap.parse_args()
-    if args.compare:
-        return run_compare(args)
     if not args.cases:
-        ap.error("--cases or --compare is required")
+        ap.error("--cases is required")
     return run_bench(args)
 
 

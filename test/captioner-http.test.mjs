@@ -1,4 +1,5 @@
 // HttpCaptioner against a local OpenAI-compatible test server (127.0.0.1 only).
+import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 
@@ -45,8 +46,8 @@ test('URL resolution', (t) => {
   t.is(resolveChatCompletionsUrl('http://h:8080/v1'), 'http://h:8080/v1/chat/completions');
   t.is(resolveChatCompletionsUrl('https://h/api/v1/'), 'https://h/api/v1/chat/completions');
   t.is(resolveChatCompletionsUrl('http://h/x/chat/completions'), 'http://h/x/chat/completions');
-  t.is(t.throws(() => resolveChatCompletionsUrl('ftp://h')).code, 'ERR_INVALID_ARGUMENT');
-  t.is(t.throws(() => resolveChatCompletionsUrl('not a url')).code, 'ERR_INVALID_ARGUMENT');
+  t.is(t.throws(() => resolveChatCompletionsUrl('ftp://h')).code, 'ERR_INVALID_OPTION');
+  t.is(t.throws(() => resolveChatCompletionsUrl('not a url')).code, 'ERR_INVALID_OPTION');
 });
 
 test('sends the OpenAI chat format with the image as a data URL, one request per instruction', async (t) => {
@@ -72,14 +73,22 @@ test('sends the OpenAI chat format with the image as a data URL, one request per
     const [image, text] = r.body.messages[1].content;
     t.is(image.type, 'image_url');
     t.regex(image.image_url.url, /^data:image\/png;base64,iVBORw0KGgo/);
+    t.deepEqual(Buffer.from(image.image_url.url.split(',')[1], 'base64'), fs.readFileSync(img), 'the file as it is');
     t.deepEqual(text, { type: 'text', text: HIGH });
-    // raw pixels are sent as PNG; content given as parts is joined
+    // raw pixels and formats servers do not read (TIFF) are sent as PNG; content given as parts is joined
     const s2 = await server((req, res) => reply(res, 200, { choices: [{ message: { content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] } }] }));
     try {
       const c2 = new HttpCaptioner({ url: `${s2.base}/v1` });
       t.deepEqual(await c2.caption(testRgb(8, 8), [HIGH]), ['ab']);
       t.regex(s2.requests[0].body.messages[0].content[0].image_url.url, /^data:image\/png;base64,/);
       t.is(s2.requests[0].headers.authorization, undefined);
+      const { default: sharp } = await import('sharp');
+      const rgb = testRgb(8, 8);
+      const tiff = await sharp(Buffer.from(rgb.data), { raw: { width: 8, height: 8, channels: 3 } }).tiff({ compression: 'lzw' }).toBuffer();
+      await c2.caption(new Uint8Array(tiff), [HIGH]);
+      const sent = Buffer.from(s2.requests[1].body.messages[0].content[0].image_url.url.split(',')[1], 'base64');
+      t.deepEqual(new Uint8Array(await sharp(sent).raw().toBuffer()), rgb.data);
+      t.regex(s2.requests[1].body.messages[0].content[0].image_url.url, /^data:image\/png;base64,/);
     } finally {
       await s2.close();
     }
@@ -105,13 +114,13 @@ test('retries 5xx and 429 (honouring Retry-After), then succeeds', async (t) => 
 
 test('error statuses map to clear codes', async (t) => {
   const cases = [
-    [401, { error: { message: 'bad key' } }, 'ERR_CAPTION_HTTP_AUTH', /refused the credentials.*bad key/, 1],
-    [403, 'forbidden', 'ERR_CAPTION_HTTP_AUTH', /HTTP 403/, 1],
-    [404, 'Not Found', 'ERR_CAPTION_HTTP_NOT_FOUND', /OpenAI-compatible/, 1],
-    [400, { error: { message: 'image input is not supported' } }, 'ERR_CAPTION_HTTP_BAD_REQUEST', /not supported.*--mmproj/, 1],
-    [422, { detail: 'bad field' }, 'ERR_CAPTION_HTTP_BAD_REQUEST', /bad field/, 1],
-    [500, { error: { message: 'boom' } }, 'ERR_CAPTION_HTTP_STATUS', /HTTP 500: boom \(after 3 attempts\)/, 3],
-    [418, 'teapot', 'ERR_CAPTION_HTTP_STATUS', /HTTP 418: teapot/, 1],
+    [401, { error: { message: 'bad key' } }, 'ERR_CAPTION_AUTH', /refused the credentials.*bad key/, 1],
+    [403, 'forbidden', 'ERR_CAPTION_AUTH', /HTTP 403/, 1],
+    [404, 'Not Found', 'ERR_CAPTION_SERVER', /OpenAI-compatible/, 1],
+    [400, { error: { message: 'image input is not supported' } }, 'ERR_CAPTION_SERVER', /not supported.*--mmproj/, 1],
+    [422, { detail: 'bad field' }, 'ERR_CAPTION_SERVER', /bad field/, 1],
+    [500, { error: { message: 'boom' } }, 'ERR_CAPTION_SERVER', /HTTP 500: boom \(after 3 attempts\)/, 3],
+    [418, 'teapot', 'ERR_CAPTION_SERVER', /HTTP 418: teapot/, 1],
   ];
   for (const [status, body, code, re, attempts] of cases) {
     const s = await server((req, res) => reply(res, status, body));
@@ -119,7 +128,8 @@ test('error statuses map to clear codes', async (t) => {
       const c = new HttpCaptioner({ url: s.base, retries: 2, retryDelayMs: 1 });
       const e = await t.throwsAsync(c.caption(img, [HIGH]));
       t.is(e.code, code, `HTTP ${status}`);
-      t.is(e.status, status);
+      t.is(e.details.status, status);
+      t.is(e.name, 'XpsrError');
       t.regex(e.message, re);
       t.is(s.requests.length, attempts, `HTTP ${status} attempts`);
     } finally {
@@ -128,12 +138,12 @@ test('error statuses map to clear codes', async (t) => {
   }
 });
 
-test('malformed bodies are ERR_CAPTION_HTTP_BAD_RESPONSE', async (t) => {
+test('malformed bodies are ERR_CAPTION_SERVER', async (t) => {
   for (const body of ['<html>oops</html>', '', '{"choices": []}', '{"result": "x"}', '{"choices":[{"message":{"content":42}}]}']) {
     const s = await server((req, res) => reply(res, 200, body));
     try {
       const e = await t.throwsAsync(new HttpCaptioner({ url: s.base }).caption(img, [HIGH]));
-      t.is(e.code, 'ERR_CAPTION_HTTP_BAD_RESPONSE', body);
+      t.is(e.code, 'ERR_CAPTION_SERVER', body);
     } finally {
       await s.close();
     }
@@ -142,14 +152,15 @@ test('malformed bodies are ERR_CAPTION_HTTP_BAD_RESPONSE', async (t) => {
   t.is(parseChatCompletion('{"choices":[{"message":{"content":null}}]}', 'x'), '');
 });
 
-test('timeouts are retried, then ERR_CAPTION_HTTP_TIMEOUT', async (t) => {
+test('timeouts are retried, then ERR_CAPTION_TIMEOUT', async (t) => {
   const s = await server(() => { /* never answers */ });
   try {
     const started = Date.now();
     const e = await t.throwsAsync(new HttpCaptioner({ url: s.base, timeoutMs: 150, retries: 1, retryDelayMs: 1 }).caption(img, [HIGH]));
-    t.is(e.code, 'ERR_CAPTION_HTTP_TIMEOUT');
+    t.is(e.code, 'ERR_CAPTION_TIMEOUT');
     t.regex(e.message, /within 150 ms.*after 2 attempts/);
-    t.is(s.requests.length, 2);
+    // the second attempt may be aborted before the server has read its body (a loaded machine)
+    t.true(s.requests.length >= 1 && s.requests.length <= 2, `${s.requests.length} requests`);
     t.true(Date.now() - started < 5000);
   } finally {
     await s.close();
@@ -158,18 +169,18 @@ test('timeouts are retried, then ERR_CAPTION_HTTP_TIMEOUT', async (t) => {
   const s2 = await server((req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.write('{"choi'); });
   try {
     const e = await t.throwsAsync(new HttpCaptioner({ url: s2.base, timeoutMs: 150, retries: 0 }).caption(img, [HIGH]));
-    t.is(e.code, 'ERR_CAPTION_HTTP_TIMEOUT');
+    t.is(e.code, 'ERR_CAPTION_TIMEOUT');
   } finally {
     await s2.close();
   }
 });
 
-test('an unreachable server is ERR_CAPTION_HTTP_UNREACHABLE', async (t) => {
+test('an unreachable server is ERR_CAPTION_UNREACHABLE', async (t) => {
   const s = await server(() => {});
   const base = s.base;
   await s.close();
   const e = await t.throwsAsync(new HttpCaptioner({ url: base, retries: 1, retryDelayMs: 1 }).caption(img, [HIGH]));
-  t.is(e.code, 'ERR_CAPTION_HTTP_UNREACHABLE');
+  t.is(e.code, 'ERR_CAPTION_UNREACHABLE');
   t.regex(e.message, /ECONNREFUSED|cannot reach/);
 });
 
@@ -197,10 +208,11 @@ test('an AbortSignal cancels a pending request and a retry wait', async (t) => {
 });
 
 test('invalid options and inputs', async (t) => {
-  t.is(t.throws(() => new HttpCaptioner({})).code, 'ERR_INVALID_ARGUMENT');
-  t.is(t.throws(() => new HttpCaptioner({ url: 'http://127.0.0.1:1', timeoutMs: -1 })).code, 'ERR_INVALID_ARGUMENT');
+  t.is(t.throws(() => new HttpCaptioner({})).code, 'ERR_INVALID_OPTION');
+  t.is(t.throws(() => new HttpCaptioner({ url: 'http://127.0.0.1:1', timeoutMs: -1 })).details.option, 'timeoutMs');
   const c = new HttpCaptioner({ url: 'http://127.0.0.1:1' });
-  t.is((await t.throwsAsync(c.caption(path.join(tmp.dir, 'missing.png'), [HIGH]))).code, 'ERR_IMAGE_MISSING');
+  t.is((await t.throwsAsync(c.caption(path.join(tmp.dir, 'missing.png'), [HIGH]))).code, 'ERR_IMAGE_UNREADABLE');
+  t.is((await t.throwsAsync(c.caption(new Uint8Array([1, 2, 3]), [HIGH]))).code, 'ERR_IMAGE_UNREADABLE');
   t.is((await t.throwsAsync(c.caption(img, 'not an array'))).code, 'ERR_INVALID_ARGUMENT');
   t.not(new HttpCaptioner({ url: 'http://a', model: 'x' }).id, new HttpCaptioner({ url: 'http://a', model: 'y' }).id);
   t.is(new HttpCaptioner({ url: 'http://a/v1' }).id, new HttpCaptioner({ url: 'http://a' }).id);

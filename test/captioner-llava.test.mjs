@@ -7,9 +7,11 @@ import path from 'node:path';
 import test from 'ava';
 
 import { CachingCaptioner } from '../dist/lib/captioners/cache.js';
-import { runCaptionCommand } from '../dist/lib/captioners/cli.js';
 import { LlavaCaptioner } from '../dist/lib/captioners/llava.js';
+import { runCaptionCommand } from '../dist/lib/cli/caption.js';
 import { captionerDisabled, HIGH, LOW, makeModels, tempDir, testRgb, writeTestPng } from './helpers/gguf-captioner.mjs';
+import { createRandomLlava } from './helpers/gguf-random-llava.mjs';
+import { GgmlType, ggmlTypeName } from './helpers/gguf-writer.mjs';
 
 const t = captionerDisabled ? test.serial.skip : test.serial;
 const tmp = tempDir('xpsr-llava-');
@@ -38,7 +40,8 @@ if (captionerDisabled) {
   test('XPSR_CAPTIONER=off: LlavaCaptioner reports that it is disabled', async (tt) => {
     const m = makeModels(path.join(tmp.dir, 'off'), 'tiny');
     const e = await tt.throwsAsync(LlavaCaptioner.create({ model: m.model, mmproj: m.mmproj }));
-    tt.is(e.code, 'ERR_CAPTIONER_NOT_BUILT');
+    tt.is(e.code, 'ERR_NATIVE_MISSING');
+    tt.regex(e.message, /XPSR_CAPTIONER=off/);
   });
 }
 
@@ -87,15 +90,13 @@ t('shared image prefix gives the same answers as one full pass per instruction (
 });
 
 t('quantized language models (Q4_0, Q8_0, F16) and an F16 mmproj load and caption', async (tt) => {
-  const { createRandomLlava } = await import('../dist/lib/captioners/random-llava.js');
-  const { GgmlType } = await import('../dist/lib/captioners/gguf-writer.js');
   for (const textType of [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.F16]) {
     const m = createRandomLlava({ dir: path.join(tmp.dir, 'q'), size: 'tiny', textType, mmprojType: GgmlType.F16 });
     const c = await LlavaCaptioner.create({ model: m.model, mmproj: m.mmproj, maxTokens: 8, threads: 1 });
     try {
       const a = await c.captionDetailed(img, [HIGH, LOW]);
       const b = await c.captionDetailed(img, [HIGH, LOW], { sharePrefix: false });
-      tt.deepEqual(a.stats.answers.map((x) => x.generatedTokens), [8, 8], GgmlType[textType]);
+      tt.deepEqual(a.stats.answers.map((x) => x.generatedTokens), [8, 8], ggmlTypeName(textType));
       tt.deepEqual(a.raw, b.raw);
     } finally {
       await c.dispose();
@@ -117,12 +118,18 @@ t('path, encoded bytes and raw pixels of the same image give the same captions; 
   tt.deepEqual(await c.caption(new Uint8Array(webp), [HIGH]), fromPath);
 });
 
-t('bad images give clear errors', async (tt) => {
+t('bad images give the library\'s image errors', async (tt) => {
   const c = await tinyCaptioner();
   const bad = await tt.throwsAsync(c.caption(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]), [HIGH]));
-  tt.is(bad.code, 'ERR_IMAGE_DECODE');
+  tt.is(bad.code, 'ERR_IMAGE_UNREADABLE');
+  tt.is(bad.name, 'XpsrError');
   const missing = await tt.throwsAsync(c.caption(path.join(tmp.dir, 'nope.png'), [HIGH]));
-  tt.is(missing.code, 'ERR_IMAGE_MISSING');
+  tt.is(missing.code, 'ERR_IMAGE_UNREADABLE');
+  tt.regex(missing.message, /nope\.png.*file not found/);
+  const empty = path.join(tmp.dir, 'empty.png');
+  fs.writeFileSync(empty, '');
+  tt.is((await tt.throwsAsync(c.caption(empty, [HIGH]))).code, 'ERR_IMAGE_EMPTY');
+  tt.is((await tt.throwsAsync(c.caption(img, ['a <__media__> inside']))).code, 'ERR_INVALID_ARGUMENT');
   const raw = await tt.throwsAsync(c.caption({ data: new Uint8Array(5), width: 4, height: 4 }, [HIGH]));
   tt.is(raw.code, 'ERR_INVALID_ARGUMENT');
   // still usable afterwards
@@ -172,32 +179,41 @@ t('a corrupt GGUF, a missing or mismatched mmproj each give a clear error', asyn
   const notGguf = path.join(dir, 'not.gguf');
   fs.writeFileSync(notGguf, 'this is not a model file at all');
   let e = await tt.throwsAsync(LlavaCaptioner.create({ model: notGguf, mmproj: tiny.mmproj }));
-  tt.is(e.code, 'ERR_MODEL_INVALID');
+  tt.is(e.code, 'ERR_WEIGHTS_INVALID');
+  tt.deepEqual(e.details, { file: notGguf, role: 'model' });
   tt.regex(e.message, /not a GGUF/);
 
   const truncated = path.join(dir, 'truncated-model.gguf');
   fs.writeFileSync(truncated, fs.readFileSync(tiny.model).subarray(0, 50_000));
   e = await tt.throwsAsync(LlavaCaptioner.create({ model: truncated, mmproj: tiny.mmproj }));
-  tt.is(e.code, 'ERR_MODEL_LOAD');
+  tt.is(e.code, 'ERR_WEIGHTS_INVALID');
+  tt.deepEqual(e.details, { file: truncated, role: 'model' });
   tt.regex(e.message, /could not load the language model.*truncated/);
 
   const truncMm = path.join(dir, 'truncated-mmproj.gguf');
   fs.writeFileSync(truncMm, fs.readFileSync(tiny.mmproj).subarray(0, 20_000));
   e = await tt.throwsAsync(LlavaCaptioner.create({ model: tiny.model, mmproj: truncMm }));
-  tt.is(e.code, 'ERR_MMPROJ_LOAD');
+  tt.is(e.code, 'ERR_WEIGHTS_INVALID');
+  tt.is(e.details.role, 'mmproj');
   tt.regex(e.message, /truncated/);
 
   e = await tt.throwsAsync(LlavaCaptioner.create({ model: tiny.model, mmproj: path.join(dir, 'missing-mmproj.gguf') }));
-  tt.is(e.code, 'ERR_MMPROJ_MISSING');
+  tt.is(e.code, 'ERR_WEIGHTS_MISSING');
+  tt.is(e.details.role, 'mmproj');
   tt.regex(e.message, /mmproj .*not found/);
   e = await tt.throwsAsync(LlavaCaptioner.create({ model: tiny.model }));
-  tt.is(e.code, 'ERR_MMPROJ_MISSING');
+  tt.is(e.code, 'ERR_INVALID_OPTION');
+  tt.is(e.details.option, 'mmproj');
   e = await tt.throwsAsync(LlavaCaptioner.create({ model: path.join(dir, 'missing.gguf'), mmproj: tiny.mmproj }));
-  tt.is(e.code, 'ERR_MODEL_MISSING');
+  tt.is(e.code, 'ERR_WEIGHTS_MISSING');
+  tt.is(e.details.role, 'model');
+  e = await tt.throwsAsync(LlavaCaptioner.create({ model: tiny.model, mmproj: tiny.mmproj, contextSize: 10 }));
+  tt.is(e.details.option, 'contextSize');
 
   // projector width 256 (small) vs language model width 64 (tiny)
   e = await tt.throwsAsync(LlavaCaptioner.create({ model: tiny.model, mmproj: small.mmproj }));
-  tt.is(e.code, 'ERR_MMPROJ_LOAD');
+  tt.is(e.code, 'ERR_WEIGHTS_INVALID');
+  tt.is(e.details.role, 'mmproj');
   tt.regex(e.message, /multimodal projector/);
 });
 
@@ -237,7 +253,9 @@ t('sampling with temperature is reproducible with a seed; a small context stops 
     const tooSmall = await LlavaCaptioner.create({ model: tiny.model, mmproj: tiny.mmproj, contextSize: 64, threads: 1,
       promptTemplate: `<image>\nUSER: {instruction} ${'padding '.repeat(40)}\nASSISTANT:` });
     const e = await tt.throwsAsync(tooSmall.caption(img, [HIGH]));
-    tt.is(e.code, 'ERR_CONTEXT_FULL');
+    tt.is(e.code, 'ERR_INVALID_OPTION');
+    tt.is(e.details.option, 'contextSize');
+    tt.regex(e.message, /contextSize/);
     await tooSmall.dispose();
     const bare = await LlavaCaptioner.create({ model: tiny.model, mmproj: tiny.mmproj, threads: 1, promptTemplate: '<image>{instruction}' });
     tt.is((await tt.throwsAsync(bare.caption(img, ['']))).code, 'ERR_INVALID_ARGUMENT');
@@ -289,4 +307,121 @@ t('xpsr caption on the tiny models: prints, writes the official layout (resumabl
   const line = JSON.parse(out.join('').trim());
   tt.is(line.name, 'a');
   tt.is(line.high, high);
+});
+
+t('the image left in the cache by one call is reused by the next call on the same image', async (tt) => {
+  const c = await tinyCaptioner();
+  const both = await c.captionDetailed(img, [HIGH, LOW]);
+  const first = await c.captionDetailed(img, [HIGH]);
+  tt.true(first.stats.prefixReused, 'the same image as the call before');
+  tt.is(first.stats.imagePasses, 0);
+  const second = await c.captionDetailed(img, [LOW]);
+  tt.true(second.stats.prefixReused);
+  tt.deepEqual([first.raw[0], second.raw[0]], both.raw, 'the same answers as one call');
+  tt.is(second.stats.imageTokens, tiny.imageTokens);
+  // another image, or a pass without the shared prefix, evaluates the image again
+  const other = writeTestPng(path.join(tmp.dir, 'img', 'other.png'), 9);
+  const o = await c.captionDetailed(other, [HIGH]);
+  tt.false(o.stats.prefixReused);
+  tt.is(o.stats.imagePasses, 1);
+  await c.captionDetailed(img, [HIGH], { sharePrefix: false });
+  const again = await c.captionDetailed(img, [LOW]);
+  tt.false(again.stats.prefixReused);
+  tt.deepEqual(again.raw, second.raw);
+  // a cancelled call leaves nothing to reuse
+  const ctl = new AbortController();
+  ctl.abort();
+  await tt.throwsAsync(c.captionDetailed(img, [HIGH], { signal: ctl.signal }));
+  tt.deepEqual((await c.captionDetailed(img, [LOW])).raw, second.raw);
+});
+
+t('one model per caption (LLaVA high, another model low): each caption is that model\'s own', async (tt) => {
+  const { captionXpsr, createCaptionerFromOptions } = await import('../dist/lib/captioners/factory.js');
+  const other = makeModels(path.join(tmp.dir, 'm'), 'tiny', 99);
+  const a = await tinyCaptioner();
+  const b = await LlavaCaptioner.create({ model: other.model, mmproj: other.mmproj, maxTokens: 12, threads: 1 });
+  try {
+    const aAlone = await a.caption(img, [HIGH, LOW]);
+    const bAlone = await b.caption(img, [HIGH, LOW]);
+    tt.notDeepEqual(aAlone, bAlone, 'two different models');
+    const one = await captionXpsr(a, img);
+    tt.deepEqual(one, { high: aAlone[0], low: aAlone[1] });
+    const two = await captionXpsr({ high: a, low: b }, img);
+    tt.deepEqual(two, { high: aAlone[0], low: bAlone[1] });
+    tt.not(two.low, one.low, 'the low-level caption is the second model\'s');
+    const same = await captionXpsr({ high: a, low: a }, img);
+    tt.deepEqual(same, one);
+  } finally {
+    await b.dispose();
+  }
+
+  // factory: the same files for both captions load one model; other files load a second one
+  const common = { llavaModel: tiny.model, llavaMmproj: tiny.mmproj, maxTokens: 12, threads: 1, captionCache: false };
+  const single = await createCaptionerFromOptions({ ...common, llavaLowModel: tiny.model });
+  tt.is(single.kind, 'llava', 'no pair: one model answers both from one image encoding');
+  await single.dispose();
+  const pair = await createCaptionerFromOptions({ ...common, llavaLowModel: other.model, llavaLowMmproj: other.mmproj });
+  try {
+    tt.is(pair.kind, 'pair');
+    tt.is(pair.low.kind, 'llava');
+    tt.not(pair.high, pair.low);
+    const viaFactory = await captionXpsr(pair, img);
+    const b2 = await LlavaCaptioner.create({ model: other.model, mmproj: other.mmproj, maxTokens: 12, threads: 1 });
+    tt.deepEqual(viaFactory, { high: (await a.caption(img, [HIGH]))[0], low: (await b2.caption(img, [LOW]))[0] });
+    await b2.dispose();
+  } finally {
+    await pair.dispose();
+  }
+  const e = await tt.throwsAsync(createCaptionerFromOptions({ ...common, llavaLowModel: path.join(tmp.dir, 'no-such-low.gguf') }));
+  tt.is(e.code, 'ERR_WEIGHTS_MISSING');
+});
+
+t('--llava-low-model / --llava-low-mmproj in xpsr caption and xpsr upscale', async (tt) => {
+  const { spawnSync } = await import('node:child_process');
+  const { fixtures, model } = await import('./helpers/fixtures.mjs');
+  const other = makeModels(path.join(tmp.dir, 'm'), 'tiny', 99);
+  const photo = path.join(fixtures, 'images', 'coffee_32x24.png');
+  const flags = ['--llava-model', tiny.model, '--llava-mmproj', tiny.mmproj, '--caption-max-tokens', '6', '--llava-threads', '1'];
+  const low = ['--llava-low-model', other.model, '--llava-low-mmproj', other.mmproj];
+  const alone = async (m, instruction) => {
+    const c = await LlavaCaptioner.create({ model: m.model, mmproj: m.mmproj, maxTokens: 6, threads: 1 });
+    try {
+      return (await c.caption(photo, [instruction]))[0];
+    } finally {
+      await c.dispose();
+    }
+  };
+  const expected = { high: await alone(tiny, HIGH), low: await alone(other, LOW) };
+  const oneModelLow = await alone(tiny, LOW);
+  tt.not(expected.low, oneModelLow);
+
+  const out = [];
+  const io = { stdout: { write: (s) => out.push(s) }, stderr: { write: () => {} } };
+  tt.is(await runCaptionCommand([...flags, ...low, '--jsonl', photo], io), 0);
+  const line = JSON.parse(out.join('').trim());
+  tt.deepEqual({ high: line.high, low: line.low }, expected);
+
+  const bin = path.join(process.cwd(), 'dist', 'lib', 'cli', 'main.js');
+  const r = spawnSync(process.execPath, [bin, 'upscale', photo, '-o', path.join(tmp.dir, 'up.png'), '--model', model, '--device', 'cpu',
+    '--steps', '2', '--process-size', '64', '--seed', '3', ...flags, ...low, '--json'], { encoding: 'utf8', timeout: 300_000 });
+  tt.is(r.status, 0, r.stderr);
+  const done = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((ev) => ev.event === 'done');
+  tt.deepEqual(done.prompts, expected);
+});
+
+t('XPSR.upscale with captioner { high, low }', async (tt) => {
+  const { XPSR } = await import('../dist/lib/index.js');
+  const { fixtures, model } = await import('./helpers/fixtures.mjs');
+  const other = makeModels(path.join(tmp.dir, 'm'), 'tiny', 99);
+  const photo = path.join(fixtures, 'images', 'coffee_32x24.png');
+  const a = await tinyCaptioner();
+  const b = await LlavaCaptioner.create({ model: other.model, mmproj: other.mmproj, maxTokens: 12, threads: 1 });
+  const xpsr = await XPSR.load({ model, device: 'cpu', onNotice: () => {} });
+  try {
+    const r = await xpsr.upscale(photo, { steps: 2, processSize: 64, seed: 3, captioner: { high: a, low: b } });
+    tt.deepEqual(r.prompts, { high: (await a.caption(photo, [HIGH]))[0], low: (await b.caption(photo, [LOW]))[0] });
+  } finally {
+    await xpsr.dispose();
+    await b.dispose();
+  }
 });

@@ -6,10 +6,11 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 
 import { throwIfAborted } from './errors.js';
-import { imageContentHash, loadImage } from './image.js';
+import { prepareImage } from './image.js';
 import { CaptionImage, CaptionOptions, Captioner } from './types.js';
 
-const KEY_VERSION = 1;
+// 2: images hashed by their decoded pixels (lib/image), not their file bytes
+const KEY_VERSION = 2;
 
 export interface CaptionCacheOptions {
   /** Folder of the on-disk cache (created on first write); memory only when absent. */
@@ -115,8 +116,8 @@ export class CachingCaptioner implements Captioner {
   async caption(image: CaptionImage, instructions: readonly string[], options: CaptionOptions = {}): Promise<string[]> {
     if (!this.inner.cacheable) return this.inner.caption(image, instructions, options);
     throwIfAborted(options.signal);
-    const img = await loadImage(image, options.name);
-    const imageHash = imageContentHash(img);
+    const img = await prepareImage(image, options.name);
+    const imageHash = img.contentHash();
     const generation = { maxTokens: options.maxTokens, temperature: options.temperature, topK: options.topK, topP: options.topP,
       seed: options.seed };
     const keys = instructions.map((instruction) =>
@@ -124,9 +125,8 @@ export class CachingCaptioner implements Captioner {
     const out: Array<string | undefined> = await Promise.all(keys.map((k) => this.cache.get(k)));
     const missing = out.map((v, i) => (v === undefined ? i : -1)).filter((i) => i >= 0);
     if (missing.length > 0) {
-      // pass decoded bytes on, so a path is read once (raw/encoded images are passed as they came)
-      const forward: CaptionImage = img.kind === 'encoded' ? img.bytes : image;
-      const answers = await this.inner.caption(forward, missing.map((i) => instructions[i]!), { ...options, name: img.name });
+      // the decoded image is passed on: decoded once
+      const answers = await this.inner.caption(img, missing.map((i) => instructions[i]!), { ...options, name: img.source.name });
       const created = new Date().toISOString();
       await Promise.all(missing.map(async (i, k) => {
         const caption = answers[k] ?? '';

@@ -1,62 +1,43 @@
-// Errors of the captioning subsystem. Every failure is a CaptionError with a stable `.code`.
+// Captioners fail with the library's one error type, XpsrError. This file maps the captioner addon's
+// internal codes onto the library's codes and holds the cancellation helpers.
+import { XpsrError } from '../errors.js';
 
-export type CaptionErrorCode =
-  | 'ERR_INVALID_ARGUMENT'
-  | 'ERR_CANCELLED'
-  | 'ERR_CAPTIONER_NOT_BUILT'    // the native captioner addon is missing / disabled / for another node-llama-cpp
-  | 'ERR_CAPTIONER_UNSUPPORTED'  // node-llama-cpp runs a binary the addon was not linked against
-  | 'ERR_MODEL_MISSING'          // the language model GGUF file does not exist
-  | 'ERR_MMPROJ_MISSING'         // the mmproj GGUF file does not exist
-  | 'ERR_MODEL_INVALID'          // not a GGUF file (bad magic, truncated header)
-  | 'ERR_MODEL_LOAD'             // llama.cpp refused the language model
-  | 'ERR_MMPROJ_LOAD'            // llama.cpp refused the projector
-  | 'ERR_MODEL_SHARE'            // a LlamaModel could not be shared
-  | 'ERR_CONTEXT'                // context creation failed
-  | 'ERR_CONTEXT_FULL'           // prompt + answer do not fit in contextSize
-  | 'ERR_IMAGE_DECODE'           // the image cannot be read
-  | 'ERR_IMAGE_MISSING'          // the image file does not exist
-  | 'ERR_ENCODE'                 // the vision encoder failed
-  | 'ERR_DECODE'                 // llama_decode failed
-  | 'ERR_TOKENIZE'
-  | 'ERR_DISPOSED'
-  | 'ERR_BUSY'
-  | 'ERR_OUT_OF_MEMORY'
-  | 'ERR_UNSUPPORTED'
-  | 'ERR_CAPTION_MISSING'        // a sidecar caption file does not exist
-  | 'ERR_CAPTION_HTTP_UNREACHABLE'
-  | 'ERR_CAPTION_HTTP_TIMEOUT'
-  | 'ERR_CAPTION_HTTP_AUTH'
-  | 'ERR_CAPTION_HTTP_NOT_FOUND'
-  | 'ERR_CAPTION_HTTP_BAD_REQUEST'
-  | 'ERR_CAPTION_HTTP_STATUS'
-  | 'ERR_CAPTION_HTTP_BAD_RESPONSE'
-  | 'ERR_INTERNAL';
+/**
+ * Library code for each code the captioner addon (native/captioner/src/addon.cpp) rejects with.
+ * Codes the JS side cannot provoke (a second call while one runs, caption before load) are internal.
+ */
+const NATIVE_CODES: Record<string, string> = {
+  ERR_INVALID_ARGUMENT: 'ERR_INVALID_ARGUMENT',
+  ERR_CANCELLED: 'ERR_CANCELLED',
+  ERR_DISPOSED: 'ERR_DISPOSED',
+  ERR_OUT_OF_MEMORY: 'ERR_OUT_OF_MEMORY',
+  ERR_UNSUPPORTED: 'ERR_UNSUPPORTED',
+  ERR_MODEL_LOAD: 'ERR_WEIGHTS_INVALID', // llama.cpp refused the language model GGUF
+  ERR_MMPROJ_LOAD: 'ERR_WEIGHTS_INVALID', // ... or the projector (or it does not fit the model)
+  ERR_MODEL_SHARE: 'ERR_UNSUPPORTED', // a LlamaModel of a node-llama-cpp build this addon was not made for
+  ERR_CONTEXT: 'ERR_OUT_OF_MEMORY', // llama.cpp could not allocate the context
+  ERR_CONTEXT_FULL: 'ERR_INVALID_OPTION', // contextSize too small for the prompt (details.option)
+  ERR_ENCODE: 'ERR_INTERNAL',
+  ERR_DECODE: 'ERR_INTERNAL',
+  ERR_TOKENIZE: 'ERR_INTERNAL',
+  ERR_BUSY: 'ERR_INTERNAL',
+  ERR_NOT_LOADED: 'ERR_INTERNAL',
+};
 
-export class CaptionError extends Error {
-  readonly code: CaptionErrorCode;
-  /** HTTP status for ERR_CAPTION_HTTP_* errors that came with a response. */
-  readonly status?: number;
-
-  constructor(code: CaptionErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
-    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
-    this.name = 'CaptionError';
-    this.code = code;
-    if (options?.status !== undefined) this.status = options.status;
-  }
-}
-
-/** A JS error thrown by the native addon (with a string `.code`) becomes a CaptionError. */
-export function fromNativeError(e: unknown): CaptionError {
-  if (e instanceof CaptionError) return e;
+/** A rejection of the captioner addon (an Error with a string `.code`) as an XpsrError. */
+export function fromNativeError(e: unknown): XpsrError {
+  if (e instanceof XpsrError) return e;
   const err = e as { code?: unknown; message?: unknown };
-  const code = typeof err?.code === 'string' ? err.code : 'ERR_INTERNAL';
+  const nativeCode = typeof err?.code === 'string' ? err.code : 'ERR_INTERNAL';
   const message = typeof err?.message === 'string' ? err.message : String(e);
-  return new CaptionError(code as CaptionErrorCode, message, { cause: e });
+  const code = NATIVE_CODES[nativeCode] ?? 'ERR_INTERNAL';
+  const details = nativeCode === 'ERR_CONTEXT_FULL' ? { option: 'contextSize' } : undefined;
+  return new XpsrError(code, message, details, { cause: e });
 }
 
-export function cancelledError(reason?: unknown): CaptionError {
+export function cancelledError(reason?: unknown): XpsrError {
   const why = reason instanceof Error ? `: ${reason.message}` : typeof reason === 'string' ? `: ${reason}` : '';
-  return new CaptionError('ERR_CANCELLED', `captioning was cancelled${why}`, { cause: reason });
+  return new XpsrError('ERR_CANCELLED', `captioning was cancelled${why}`, undefined, { cause: reason });
 }
 
 export function throwIfAborted(signal?: AbortSignal): void {

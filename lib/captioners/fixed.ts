@@ -5,7 +5,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
-import { CaptionError, throwIfAborted } from './errors.js';
+import { XpsrError } from '../errors.js';
+import { throwIfAborted } from './errors.js';
+import { CaptionPixels } from './image.js';
 import { firstLineLeftStripped } from './instructions.js';
 import { CaptionImage, CaptionOptions, Captioner } from './types.js';
 
@@ -16,7 +18,7 @@ async function fallbackFor(fallback: Captioner | undefined, image: CaptionImage,
   missing: number[], options: CaptionOptions, what: (i: number) => string): Promise<Map<number, string>> {
   const out = new Map<number, string>();
   if (missing.length === 0) return out;
-  if (!fallback) throw new CaptionError('ERR_CAPTION_MISSING', what(missing[0]!));
+  if (!fallback) throw new XpsrError('ERR_CAPTION_MISSING', what(missing[0]!), { instruction: instructions[missing[0]!] });
   const answers = await fallback.caption(image, missing.map((i) => instructions[i]!), options);
   missing.forEach((i, k) => out.set(i, answers[k] ?? ''));
   return out;
@@ -36,7 +38,7 @@ export class FixedCaptioner implements Captioner {
   readonly #fallback?: Captioner;
 
   constructor(options: FixedCaptionerOptions) {
-    if (!options || !Array.isArray(options.answers)) throw new CaptionError('ERR_INVALID_ARGUMENT', 'FixedCaptioner needs `answers`');
+    if (!options || !Array.isArray(options.answers)) throw new XpsrError('ERR_INVALID_ARGUMENT', 'FixedCaptioner needs `answers`');
     this.#answers = [...options.answers];
     this.#fallback = options.fallback;
     this.cacheable = false;
@@ -87,12 +89,13 @@ export class SidecarCaptioner implements Captioner {
   candidates(image: CaptionImage, i: number, name?: string): string[] {
     const dir = this.#dirs[i];
     if (dir === undefined) return [];
-    const stem = name ?? (typeof image === 'string' ? path.parse(image).name : undefined);
+    const file = typeof image === 'string' ? image : image instanceof CaptionPixels ? image.source.path : undefined;
+    const stem = name ?? (image instanceof CaptionPixels ? image.source.name : undefined) ?? (file ? path.parse(file).name : undefined);
     if (!stem) {
-      throw new CaptionError('ERR_INVALID_ARGUMENT', 'sidecar captions need the image name: pass a path or options.name');
+      throw new XpsrError('ERR_INVALID_ARGUMENT', 'sidecar captions need the image name: pass a path or options.name');
     }
     const roots = this.#o.root !== undefined ? [this.#o.root]
-      : typeof image === 'string' ? [path.dirname(path.dirname(path.resolve(image))), path.dirname(path.resolve(image))] : ['.'];
+      : file ? [path.dirname(path.dirname(path.resolve(file))), path.dirname(path.resolve(file))] : ['.'];
     return [...new Set(roots)].map((r) => path.join(r, dir, `${stem}.txt`));
   }
 
@@ -109,7 +112,7 @@ export class SidecarCaptioner implements Captioner {
           break;
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-            throw new CaptionError('ERR_CAPTION_MISSING', `cannot read caption file ${f}: ${(e as Error).message}`, { cause: e });
+            throw new XpsrError('ERR_IO', `cannot read caption file ${f}: ${(e as Error).message}`, { path: f }, { cause: e });
           }
         }
       }

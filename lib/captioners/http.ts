@@ -3,8 +3,9 @@
 // the instruction, in one user message.
 import { createHash } from 'node:crypto';
 
-import { CaptionError, cancelledError, throwIfAborted } from './errors.js';
-import { encodePngRgb, loadImage, sniffImageMime } from './image.js';
+import { invalidOption, XpsrError } from '../errors.js';
+import { cancelledError, throwIfAborted } from './errors.js';
+import { imageFile, prepareImage } from './image.js';
 import { postprocessCaption } from './instructions.js';
 import { CaptionImage, CaptionOptions, Captioner, GenerationOptions } from './types.js';
 
@@ -42,10 +43,10 @@ export function resolveChatCompletionsUrl(url: string): string {
   try {
     u = new URL(url);
   } catch {
-    throw new CaptionError('ERR_INVALID_ARGUMENT', `invalid caption URL: ${url}`);
+    throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'url': not a URL: ${url}`, { option: 'url' });
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new CaptionError('ERR_INVALID_ARGUMENT', `caption URL must be http(s): ${url}`);
+    throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'url': the caption URL must be http(s): ${url}`, { option: 'url' });
   }
   const p = u.pathname.replace(/\/+$/, '');
   if (/\/chat\/completions$/.test(p)) u.pathname = p;
@@ -60,7 +61,7 @@ const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve, 
   signal?.addEventListener('abort', onAbort, { once: true });
 });
 
-interface Attempt { retry: boolean; error: CaptionError; retryAfterMs?: number }
+interface Attempt { retry: boolean; error: XpsrError; retryAfterMs?: number }
 
 function snippet(text: string): string {
   const s = text.replace(/\s+/g, ' ').trim();
@@ -78,13 +79,13 @@ function serverMessage(body: string): string {
   return snippet(body);
 }
 
-/** Extracts the answer text of a chat-completions response; throws ERR_CAPTION_HTTP_BAD_RESPONSE. */
+/** Extracts the answer text of a chat-completions response; throws ERR_CAPTION_SERVER. */
 export function parseChatCompletion(body: string, endpoint: string): string {
   let j: unknown;
   try {
     j = JSON.parse(body);
   } catch {
-    throw new CaptionError('ERR_CAPTION_HTTP_BAD_RESPONSE', `${endpoint} did not return JSON: ${snippet(body) || '(empty body)'}`);
+    throw new XpsrError('ERR_CAPTION_SERVER', `${endpoint} did not return JSON: ${snippet(body) || '(empty body)'}`, { endpoint });
   }
   const choice = (j as { choices?: unknown })?.choices;
   const first = Array.isArray(choice) ? choice[0] as { message?: { content?: unknown }; text?: unknown } : undefined;
@@ -96,8 +97,8 @@ export function parseChatCompletion(body: string, endpoint: string): string {
     return texts;
   }
   if (first?.message && first.message.content === null) return '';
-  throw new CaptionError('ERR_CAPTION_HTTP_BAD_RESPONSE',
-    `${endpoint} returned JSON without choices[0].message.content: ${snippet(body)}`);
+  throw new XpsrError('ERR_CAPTION_SERVER',
+    `${endpoint} returned JSON without choices[0].message.content: ${snippet(body)}`, { endpoint });
 }
 
 export class HttpCaptioner implements Captioner {
@@ -110,15 +111,15 @@ export class HttpCaptioner implements Captioner {
   #disposed = false;
 
   constructor(options: HttpCaptionerOptions) {
-    if (!options || typeof options.url !== 'string') throw new CaptionError('ERR_INVALID_ARGUMENT', 'HttpCaptioner needs `url`');
+    if (!options || typeof options.url !== 'string') throw invalidOption('url', 'the URL of an OpenAI-compatible server', options?.url);
     this.endpoint = resolveChatCompletionsUrl(options.url);
     this.#o = options;
     this.#fetch = options.fetch ?? globalThis.fetch;
-    if (typeof this.#fetch !== 'function') throw new CaptionError('ERR_UNSUPPORTED', 'no fetch() in this Node.js');
+    if (typeof this.#fetch !== 'function') throw new XpsrError('ERR_UNSUPPORTED', 'no fetch() in this Node.js');
     for (const [k, v] of [['timeoutMs', options.timeoutMs], ['retries', options.retries], ['retryDelayMs', options.retryDelayMs],
       ['concurrency', options.concurrency]] as const) {
       if (v !== undefined && (!Number.isFinite(v) || v < (k === 'concurrency' ? 1 : 0))) {
-        throw new CaptionError('ERR_INVALID_ARGUMENT', `${k} must be a number >= ${k === 'concurrency' ? 1 : 0}`);
+        throw invalidOption(k, `a number >= ${k === 'concurrency' ? 1 : 0}`, v);
       }
     }
     const identity = {
@@ -130,21 +131,12 @@ export class HttpCaptioner implements Captioner {
   }
 
   async caption(image: CaptionImage, instructions: readonly string[], options: CaptionOptions = {}): Promise<string[]> {
-    if (this.#disposed) throw new CaptionError('ERR_DISPOSED', 'the captioner was disposed');
+    if (this.#disposed) throw new XpsrError('ERR_DISPOSED', 'the captioner was disposed');
     if (!Array.isArray(instructions) || instructions.some((s) => typeof s !== 'string')) {
-      throw new CaptionError('ERR_INVALID_ARGUMENT', 'instructions must be an array of strings');
+      throw new XpsrError('ERR_INVALID_ARGUMENT', 'instructions must be an array of strings');
     }
     throwIfAborted(options.signal);
-    const img = await loadImage(image, options.name);
-    let bytes: Uint8Array;
-    let mime: string;
-    if (img.kind === 'raw') {
-      bytes = encodePngRgb(img.rgb, img.width, img.height);
-      mime = 'image/png';
-    } else {
-      bytes = img.bytes;
-      mime = sniffImageMime(bytes) ?? 'application/octet-stream';
-    }
+    const { bytes, mime } = await imageFile(await prepareImage(image, options.name));
     const dataUrl = `data:${mime};base64,${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')}`;
     const out: string[] = new Array(instructions.length);
     const queue = instructions.map((_, i) => i);
@@ -217,13 +209,18 @@ export class HttpCaptioner implements Captioner {
       } catch (e) {
         if (signal?.aborted) throw cancelledError(signal.reason);
         if (timedOut) {
-          return { retry: true, error: new CaptionError('ERR_CAPTION_HTTP_TIMEOUT', `${ep} did not answer within ${timeoutMs} ms`, { cause: e }) };
+          return {
+            retry: true,
+            error: new XpsrError('ERR_CAPTION_TIMEOUT', `${ep} did not answer within ${timeoutMs} ms`, { endpoint: ep, timeoutMs },
+              { cause: e }),
+          };
         }
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         const why = cause?.code ?? cause?.message ?? (e as Error).message;
         return {
           retry: true,
-          error: new CaptionError('ERR_CAPTION_HTTP_UNREACHABLE', `cannot reach ${ep} (${why}); is the server running?`, { cause: e }),
+          error: new XpsrError('ERR_CAPTION_UNREACHABLE', `cannot reach ${ep} (${why}); is the server running?`, { endpoint: ep, reason: why },
+            { cause: e }),
         };
       }
       const status = res.status;
@@ -232,30 +229,33 @@ export class HttpCaptioner implements Captioner {
       const retryAfter = Number(res.headers.get('retry-after'));
       const retryAfterMs = Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined;
       if (status === 401 || status === 403) {
-        return { retry: false, error: new CaptionError('ERR_CAPTION_HTTP_AUTH', `${ep} refused the credentials (HTTP ${status}): ${msg}`, { status }) };
+        return {
+          retry: false,
+          error: new XpsrError('ERR_CAPTION_AUTH', `${ep} refused the credentials (HTTP ${status}): ${msg}`, { endpoint: ep, status }),
+        };
       }
       if (status === 404) {
         return {
           retry: false,
-          error: new CaptionError('ERR_CAPTION_HTTP_NOT_FOUND',
-            `${ep} returned HTTP 404: ${msg} (expected an OpenAI-compatible /v1/chat/completions endpoint)`, { status }),
+          error: new XpsrError('ERR_CAPTION_SERVER',
+            `${ep} returned HTTP 404: ${msg} (expected an OpenAI-compatible /v1/chat/completions endpoint)`, { endpoint: ep, status }),
         };
       }
       if (status === 408 || status === 429 || status >= 500) {
         return {
           retry: true, retryAfterMs,
-          error: new CaptionError('ERR_CAPTION_HTTP_STATUS', `${ep} answered HTTP ${status}: ${msg}`, { status }),
+          error: new XpsrError('ERR_CAPTION_SERVER', `${ep} answered HTTP ${status}: ${msg}`, { endpoint: ep, status }),
         };
       }
       if (status === 400 || status === 413 || status === 415 || status === 422) {
         return {
           retry: false,
-          error: new CaptionError('ERR_CAPTION_HTTP_BAD_REQUEST',
+          error: new XpsrError('ERR_CAPTION_SERVER',
             `${ep} rejected the request (HTTP ${status}): ${msg} (does the served model accept images? llama-server needs --mmproj)`,
-            { status }),
+            { endpoint: ep, status }),
         };
       }
-      return { retry: false, error: new CaptionError('ERR_CAPTION_HTTP_STATUS', `${ep} answered HTTP ${status}: ${msg}`, { status }) };
+      return { retry: false, error: new XpsrError('ERR_CAPTION_SERVER', `${ep} answered HTTP ${status}: ${msg}`, { endpoint: ep, status }) };
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);

@@ -8,9 +8,10 @@ import path from 'node:path';
 
 import type { Llama, LlamaModel } from 'node-llama-cpp';
 
-import { CaptionError, cancelledError, fromNativeError, throwIfAborted } from './errors.js';
+import { invalidOption, XpsrError } from '../errors.js';
+import { cancelledError, fromNativeError, throwIfAborted } from './errors.js';
 import { describeGgufProblem } from './gguf-check.js';
-import { asBuffer, decodeWithSharp, loadImage } from './image.js';
+import { asBuffer, prepareImage } from './image.js';
 import { LLAVA15_PROMPT_TEMPLATE, postprocessCaption, splitPromptTemplate } from './instructions.js';
 import {
   CaptionerVariant, detectVariant, loadCaptionerAddon, NativeCaptionerModel, NativeCaptionJob, NativeCaptionStats,
@@ -41,7 +42,11 @@ export interface LlavaCaptionerOptions extends GenerationOptions {
   threads?: number;
   /** Prompt with `<image>` and `{instruction}`; default LLAVA15_PROMPT_TEMPLATE (official XPSR format). */
   promptTemplate?: string;
-  /** Evaluate the image once for all instructions (default true). false = one full pass per instruction. */
+  /**
+   * Evaluate the image once for all instructions of a call, and continue from the image the previous call
+   * left in the cache when it is the same image (same pixels, same prompt prefix): asking for the two
+   * captions in two calls encodes the image once too. Default true. false = one full pass per instruction.
+   */
   sharePrefix?: boolean;
   /** Apply the XPSR post-processing (default true). */
   postprocess?: boolean;
@@ -57,7 +62,8 @@ export interface LlavaCaptionResult {
   captions: string[];
   /** Answers before post-processing. */
   raw: string[];
-  stats: NativeCaptionStats & { totalMs: number };
+  /** Native timings plus decodeImageMs (lib/image decode; 0 for raw RGB) and totalMs. */
+  stats: NativeCaptionStats & { decodeImageMs: number; totalMs: number };
 }
 
 /** Default answer length: the official script's max_length=200 minus its ~25 prompt tokens. */
@@ -79,7 +85,10 @@ async function defaultLlama(gpu: LlavaCaptionerOptions['gpu']): Promise<Llama> {
   try {
     return await p;
   } catch (e) {
-    throw new CaptionError('ERR_CAPTIONER_UNSUPPORTED', `node-llama-cpp has no usable prebuilt binary here: ${(e as Error).message}`,
+    // a GPU asked for by name and not usable: the device; anything else: this platform
+    const device = gpu === 'cuda' || gpu === 'vulkan';
+    throw new XpsrError(device ? 'ERR_DEVICE_UNAVAILABLE' : 'ERR_UNSUPPORTED',
+      `node-llama-cpp has no usable prebuilt ${device ? `${gpu} ` : ''}binary here: ${(e as Error).message}`, { gpu: gpu ?? 'auto' },
       { cause: e });
   }
 }
@@ -106,17 +115,20 @@ export function fileFingerprint(file: string): string {
   }
 }
 
-/** Checks that `file` exists and starts like a GGUF file; throws a CaptionError otherwise. */
+/**
+ * Checks that `file` exists and starts like a GGUF file; throws XpsrError ERR_WEIGHTS_MISSING or
+ * ERR_WEIGHTS_INVALID (details: file, role) otherwise.
+ */
 export function checkGgufFile(file: string, what: 'model' | 'mmproj'): void {
-  const missing = what === 'model' ? 'ERR_MODEL_MISSING' : 'ERR_MMPROJ_MISSING';
   const label = what === 'model' ? 'language model' : 'mmproj (multimodal projector)';
+  const details = { file, role: what };
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
   } catch {
-    throw new CaptionError(missing, `${label} file not found: ${file}`);
+    throw new XpsrError('ERR_WEIGHTS_MISSING', `LLaVA ${label} file not found: ${file}`, details);
   }
-  if (!st.isFile()) throw new CaptionError(missing, `${label} path is not a file: ${file}`);
+  if (!st.isFile()) throw new XpsrError('ERR_WEIGHTS_MISSING', `LLaVA ${label} path is not a file: ${file}`, details);
   const head = new Uint8Array(8);
   const fd = fs.openSync(file, 'r');
   let n: number;
@@ -126,10 +138,12 @@ export function checkGgufFile(file: string, what: 'model' | 'mmproj'): void {
     fs.closeSync(fd);
   }
   if (n < 8 || String.fromCharCode(...head.subarray(0, 4)) !== 'GGUF') {
-    throw new CaptionError('ERR_MODEL_INVALID', `${label} is not a GGUF file (bad magic): ${file}`);
+    throw new XpsrError('ERR_WEIGHTS_INVALID', `LLaVA ${label} is not a GGUF file (bad magic): ${file}`, details);
   }
   const version = new DataView(head.buffer).getUint32(4, true);
-  if (version < 2 || version > 3) throw new CaptionError('ERR_MODEL_INVALID', `${label} has unsupported GGUF version ${version}: ${file}`);
+  if (version < 2 || version > 3) {
+    throw new XpsrError('ERR_WEIGHTS_INVALID', `LLaVA ${label} has unsupported GGUF version ${version}: ${file}`, details);
+  }
 }
 
 function linkSignal(signal: AbortSignal | undefined, onAbort: () => void): () => void {
@@ -174,19 +188,19 @@ export class LlavaCaptioner implements Captioner {
   /** Loads the model pair (off the main thread) and returns a ready captioner. */
   static async create(options: LlavaCaptionerOptions): Promise<LlavaCaptioner> {
     if (!options || typeof options.mmproj !== 'string' || !options.mmproj) {
-      throw new CaptionError('ERR_MMPROJ_MISSING', 'LlavaCaptioner needs `mmproj`: the path of the multimodal projector GGUF');
+      throw invalidOption('mmproj', 'the path of the multimodal projector GGUF', options?.mmproj);
     }
     if (!options.model && !options.llamaModel) {
-      throw new CaptionError('ERR_MODEL_MISSING', 'LlavaCaptioner needs `model` (language model GGUF path) or `llamaModel`');
+      throw invalidOption('model', 'the path of the language model GGUF (or give `llamaModel`)', options.model);
     }
     const template = options.promptTemplate ?? LLAVA15_PROMPT_TEMPLATE;
     try {
       splitPromptTemplate(template, '<__media__>');
     } catch (e) {
-      throw new CaptionError('ERR_INVALID_ARGUMENT', (e as Error).message);
+      throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'promptTemplate': ${(e as Error).message}`, { option: 'promptTemplate' });
     }
     const shared = options.llamaModel as (LlamaModel & InternalModel) | undefined;
-    if (shared && shared.disposed) throw new CaptionError('ERR_MODEL_SHARE', 'the given LlamaModel is disposed');
+    if (shared && shared.disposed) throw new XpsrError('ERR_DISPOSED', 'the LlamaModel given as `llamaModel` is disposed');
     if (options.model && !shared) checkGgufFile(options.model, 'model');
     checkGgufFile(options.mmproj, 'mmproj');
     throwIfAborted(options.signal);
@@ -199,7 +213,7 @@ export class LlavaCaptioner implements Captioner {
     const contextSize = options.contextSize ?? 2048;
     const batchSize = options.batchSize ?? 512;
     for (const [k, v, min] of [['contextSize', contextSize, 64], ['batchSize', batchSize, 1], ['threads', threads, 1]] as const) {
-      if (!Number.isInteger(v) || v < min) throw new CaptionError('ERR_INVALID_ARGUMENT', `${k} must be an integer >= ${min}`);
+      if (!Number.isInteger(v) || v < min) throw invalidOption(k, `an integer >= ${min}`, v);
     }
     const gpuLayers = options.gpuLayers === undefined ? (onGpu ? -1 : 0) : options.gpuLayers === 'max' ? -1 : options.gpuLayers;
 
@@ -212,7 +226,7 @@ export class LlavaCaptioner implements Captioner {
     if (shared) {
       if (!shared._model || !shared._backendModelDisposeGuard) {
         handles.forEach((h) => h.dispose());
-        throw new CaptionError('ERR_MODEL_SHARE', 'this node-llama-cpp version does not expose what sharing a LlamaModel needs');
+        throw new XpsrError('ERR_UNSUPPORTED', 'this node-llama-cpp version does not expose what sharing a LlamaModel needs');
       }
       handles.push(shared._backendModelDisposeGuard.createPreventDisposalHandle());
       borrowModel = shared._model;
@@ -232,10 +246,14 @@ export class LlavaCaptioner implements Captioner {
     } catch (e) {
       handles.forEach((h) => h.dispose());
       const err = fromNativeError(e);
-      // say what is wrong with the file when its structure shows it
-      const file = err.code === 'ERR_MODEL_LOAD' ? options.model : err.code === 'ERR_MMPROJ_LOAD' ? options.mmproj : undefined;
-      const why = file ? describeGgufProblem(file) : undefined;
-      if (why) err.message = `${err.message}: ${why}`;
+      // name the file llama.cpp refused, and say what is wrong with it when its structure shows it
+      const nativeCode = (e as { code?: unknown })?.code;
+      const role = nativeCode === 'ERR_MODEL_LOAD' ? 'model' : nativeCode === 'ERR_MMPROJ_LOAD' ? 'mmproj' : undefined;
+      if (role) {
+        const file = role === 'model' ? options.model! : options.mmproj;
+        const why = describeGgufProblem(file);
+        throw new XpsrError(err.code, why ? `${err.message}: ${why}` : err.message, { file, role }, { cause: e });
+      }
       throw err;
     } finally {
       unlink();
@@ -272,11 +290,16 @@ export class LlavaCaptioner implements Captioner {
   async captionDetailed(image: CaptionImage, instructions: readonly string[],
     options: CaptionOptions & { sharePrefix?: boolean; minTokens?: number } = {}): Promise<LlavaCaptionResult> {
     if (!Array.isArray(instructions) || instructions.some((s) => typeof s !== 'string')) {
-      throw new CaptionError('ERR_INVALID_ARGUMENT', 'instructions must be an array of strings');
+      throw new XpsrError('ERR_INVALID_ARGUMENT', 'instructions must be an array of strings');
     }
-    if (this.#disposed) throw new CaptionError('ERR_DISPOSED', 'the captioner was disposed');
+    if (instructions.some((s) => s.includes(this.info.marker))) {
+      throw new XpsrError('ERR_INVALID_ARGUMENT', `instructions must not contain the media marker ${this.info.marker}`);
+    }
+    if (this.#disposed) throw new XpsrError('ERR_DISPOSED', 'the captioner was disposed');
     throwIfAborted(options.signal);
-    const img = await loadImage(image, options.name);
+    const t0 = performance.now();
+    const img = await prepareImage(image, options.name);
+    const decodeImageMs = performance.now() - t0;
     const o = this.#options;
     const gen = {
       maxTokens: options.maxTokens ?? o.maxTokens ?? LLAVA_DEFAULT_MAX_TOKENS,
@@ -286,40 +309,28 @@ export class LlavaCaptioner implements Captioner {
       topP: options.topP ?? o.topP ?? 0.95,
       seed: options.seed ?? o.seed ?? 0,
     };
-    if (!Number.isInteger(gen.maxTokens) || gen.maxTokens < 0) throw new CaptionError('ERR_INVALID_ARGUMENT', 'maxTokens must be an integer >= 0');
-    if (!Number.isFinite(gen.temperature) || gen.temperature < 0) throw new CaptionError('ERR_INVALID_ARGUMENT', 'temperature must be >= 0');
-    if (instructions.length === 0) return { captions: [], raw: [], stats: emptyStats() };
+    if (!Number.isInteger(gen.maxTokens) || gen.maxTokens < 0) throw invalidOption('maxTokens', 'an integer >= 0', gen.maxTokens);
+    if (!Number.isFinite(gen.temperature) || gen.temperature < 0) throw invalidOption('temperature', 'a number >= 0', gen.temperature);
+    if (instructions.length === 0) return { captions: [], raw: [], stats: { ...emptyStats(), decodeImageMs } };
     const base = {
       prefix: this.#template.prefix,
+      prefixKey: createHash('sha256').update(img.contentHash()).update('\0').update(this.#template.prefix).digest('hex'),
       suffixes: instructions.map((s) => this.#template.suffix(s)),
       sharePrefix: options.sharePrefix ?? o.sharePrefix ?? true,
       ...gen,
     };
-    const run = async (jobImage: NativeCaptionJob['image']) => this.#run({ ...base, jobId: 0, image: jobImage }, options.signal);
-    const t0 = performance.now();
-    let res: Awaited<ReturnType<NativeCaptionerModel['caption']>>;
-    if (img.kind === 'raw') {
-      res = await run({ rgb: asBuffer(img.rgb), width: img.width, height: img.height });
-    } else {
-      try {
-        res = await run({ encoded: asBuffer(img.bytes) });
-      } catch (e) {
-        if (!(e instanceof CaptionError) || e.code !== 'ERR_IMAGE_DECODE') throw e;
-        // stb_image does not read this format (WebP, TIFF, ...): decode with sharp and retry.
-        const d = await decodeWithSharp(img.bytes);
-        res = await run({ rgb: asBuffer(d.rgb), width: d.width, height: d.height });
-      }
-    }
+    const res = await this.#run({ ...base, jobId: 0, image: { rgb: asBuffer(img.data), width: img.width, height: img.height } },
+      options.signal);
     const decoder = new TextDecoder('utf-8', { fatal: false });
     const raw = res.answers.map((b) => decoder.decode(b));
     const post = o.postprocess ?? true;
-    return { captions: raw.map((r) => (post ? postprocessCaption(r) : r)), raw, stats: { ...res.stats, totalMs: performance.now() - t0 } };
+    return { captions: raw.map((r) => (post ? postprocessCaption(r) : r)), raw, stats: { ...res.stats, decodeImageMs, totalMs: performance.now() - t0 } };
   }
 
   /** Serializes native calls (one llama_context); cancellation reaches the native job through its id. */
   #run(job: NativeCaptionJob, signal?: AbortSignal): Promise<{ answers: Uint8Array[]; stats: NativeCaptionStats }> {
     const p = this.#queue.then(async () => {
-      if (this.#disposed) throw new CaptionError('ERR_DISPOSED', 'the captioner was disposed');
+      if (this.#disposed) throw new XpsrError('ERR_DISPOSED', 'the captioner was disposed');
       throwIfAborted(signal);
       const jobId = nextJobId++;
       this.#currentJob = jobId;
@@ -358,7 +369,7 @@ export class LlavaCaptioner implements Captioner {
 }
 
 function emptyStats(): LlavaCaptionResult['stats'] {
-  return { imageTokens: 0, imagePositions: 0, imagePasses: 0, decodeImageMs: 0, encodeMs: 0, imagePrefillMs: 0,
+  return { imageTokens: 0, imagePositions: 0, imagePasses: 0, prefixReused: false, decodeImageMs: 0, encodeMs: 0, imagePrefillMs: 0,
     prefixPrefillMs: 0, answers: [], totalMs: 0 };
 }
 

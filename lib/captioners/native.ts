@@ -1,11 +1,11 @@
-// Loading the captioner addon (build-captioner/Release/xpsr_captioner.<variant>.node) that matches the
-// node-llama-cpp binary already loaded by getLlama().
+// Loading the captioner addon (xpsr_captioner.<variant>.node, through the package's one addon loader) that
+// matches the node-llama-cpp binary already loaded by getLlama(), and the types of its surface
+// (native/captioner/src/addon.cpp).
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { CaptionError } from './errors.js';
+import { addonPackageRoot, loadAddon, platformPackage, prebuiltRemedy, type AddonSpec } from '../addon-loader.js';
+import { XpsrError } from '../errors.js';
 
 export type CaptionerVariant = 'cpu' | 'cuda' | 'vulkan';
 
@@ -44,7 +44,8 @@ export interface NativeCaptionStats {
   imageTokens: number;
   imagePositions: number;
   imagePasses: number;
-  decodeImageMs: number;
+  /** The image evaluated by the previous call was reused (imagePasses 0). */
+  prefixReused: boolean;
   encodeMs: number;
   imagePrefillMs: number;
   prefixPrefillMs: number;
@@ -53,8 +54,11 @@ export interface NativeCaptionStats {
 
 export interface NativeCaptionJob {
   jobId: number;
-  image: { encoded: Uint8Array } | { rgb: Uint8Array; width: number; height: number };
+  /** Packed 8-bit RGB, decoded by lib/image. */
+  image: { rgb: Uint8Array; width: number; height: number };
   prefix: string;
+  /** Identity of the image + prefix: a call with the key of the previous one reuses its image in the cache. */
+  prefixKey: string;
   suffixes: string[];
   sharePrefix: boolean;
   maxTokens: number;
@@ -76,6 +80,8 @@ export interface NativeCaptionerModel {
 export interface NativeCaptionerAddon {
   CaptionerModel: new () => NativeCaptionerModel;
   buildInfo(): { mtmdMarker: string; napiVersion: number; systemInfo: string; devices: string[] };
+  /** State of the calling environment (main thread or worker): CaptionerModel objects alive, and loaded. */
+  envInfo(): { objects: number; loaded: number };
 }
 
 export interface CaptionerManifest {
@@ -91,58 +97,35 @@ function findUp(start: string, test: (dir: string) => boolean): string | undefin
   }
 }
 
-/** Root of the xpsr-native package (the folder holding its package.json). */
-export function packageRoot(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const root = findUp(here, (d) => {
-    try {
-      return JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')).name === 'xpsr-native';
-    } catch {
-      return false;
-    }
-  });
-  if (!root) throw new CaptionError('ERR_INTERNAL', `cannot find the xpsr-native package root above ${here}`);
-  return root;
-}
-
-/** Folder with the built addons (env XPSR_CAPTIONER_ADDON_DIR overrides). */
-export function captionerAddonDir(): string {
-  return process.env.XPSR_CAPTIONER_ADDON_DIR || path.join(packageRoot(), 'build-captioner', 'Release');
-}
-
 export function captionerDisabledByEnv(): boolean {
   const v = String(process.env.XPSR_CAPTIONER ?? '').trim().toLowerCase();
   return v === 'off' || v === '0' || v === 'false' || v === 'disabled';
 }
 
 export function installedNodeLlamaCppVersion(): string | undefined {
-  const d = findUp(packageRoot(), (dir) => fs.existsSync(path.join(dir, 'node_modules', 'node-llama-cpp', 'package.json')));
+  const d = findUp(addonPackageRoot, (dir) => fs.existsSync(path.join(dir, 'node_modules', 'node-llama-cpp', 'package.json')));
   if (!d) return undefined;
   return JSON.parse(fs.readFileSync(path.join(d, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
 }
 
-const rebuildHint = 'build it with `node scripts/build-captioner.mjs` (part of `npm install`)';
+const REBUILD = 'build it from source with `npx xpsr build` (or `node scripts/build-captioner.mjs` in a clone, part of `npm ci`);';
 
-export function readCaptionerManifest(): CaptionerManifest {
-  if (captionerDisabledByEnv()) {
-    throw new CaptionError('ERR_CAPTIONER_NOT_BUILT',
-      'the in-process LLaVA captioner is disabled (XPSR_CAPTIONER=off); use the http or fixed captioners, or unset it and ' +
-      rebuildHint);
-  }
-  const dir = captionerAddonDir();
-  const file = path.join(dir, 'manifest.json');
+/**
+ * Why the addon at `file` must not be loaded for `variant` (undefined: it may): its folder's manifest.json
+ * must exist, name the installed node-llama-cpp version and list the variant.
+ */
+function manifestProblem(file: string, variant: CaptionerVariant): string | undefined {
+  const manifest = path.join(path.dirname(file), 'manifest.json');
   let m: CaptionerManifest;
   try {
-    m = JSON.parse(fs.readFileSync(file, 'utf8'));
+    m = JSON.parse(fs.readFileSync(manifest, 'utf8'));
   } catch {
-    throw new CaptionError('ERR_CAPTIONER_NOT_BUILT', `the captioner addon is not built (${file} missing); ${rebuildHint}`);
+    return `${manifest} is missing or unreadable (an unfinished build)`;
   }
   const installed = installedNodeLlamaCppVersion();
-  if (installed && m.nodeLlamaCpp !== installed) {
-    throw new CaptionError('ERR_CAPTIONER_NOT_BUILT',
-      `the captioner addon was built for node-llama-cpp ${m.nodeLlamaCpp} but ${installed} is installed; ${rebuildHint}`);
-  }
-  return m;
+  if (installed && m.nodeLlamaCpp !== installed) return `built for node-llama-cpp ${m.nodeLlamaCpp}, but ${installed} is installed`;
+  if (!m.variants?.includes(variant)) return `built without the ${variant} variant (built: ${(m.variants ?? []).join(', ')})`;
+  return undefined;
 }
 
 /** Which prebuilt node-llama-cpp binary a Llama instance runs. */
@@ -150,7 +133,7 @@ export function detectVariant(llama: { gpu: unknown }): CaptionerVariant {
   const g = llama.gpu;
   const v: CaptionerVariant | undefined = g === false ? 'cpu' : g === 'cuda' ? 'cuda' : g === 'vulkan' ? 'vulkan' : undefined;
   if (!v) {
-    throw new CaptionError('ERR_CAPTIONER_UNSUPPORTED', `node-llama-cpp runs a '${String(g)}' binary; the captioner supports cpu, cuda and vulkan`);
+    throw new XpsrError('ERR_UNSUPPORTED', `node-llama-cpp runs a '${String(g)}' binary; the captioner supports cpu, cuda and vulkan`);
   }
   if (process.platform === 'linux') {
     // The addon links the prebuilt sonames (libllama.v0.4.0.so, libllama.cuda.v0.4.0.so, ...). A local
@@ -163,7 +146,7 @@ export function detectVariant(llama: { gpu: unknown }): CaptionerVariant {
       const names = new Set((maps.match(/[^/\s]*libllama\.[^/\s]*\.so/g) ?? []));
       const want = v === 'cpu' ? /^libllama\.v[0-9.]+\.so$/ : new RegExp(`^libllama\\.${v}\\.v[0-9.]+\\.so$`);
       if (names.size > 0 && ![...names].some((n) => want.test(n))) {
-        throw new CaptionError('ERR_CAPTIONER_UNSUPPORTED',
+        throw new XpsrError('ERR_UNSUPPORTED',
           `node-llama-cpp loaded ${[...names].join(', ')}, not one of its prebuilt ${v} binaries the captioner is linked ` +
           "against; use getLlama({ build: 'never' })");
       }
@@ -172,28 +155,36 @@ export function detectVariant(llama: { gpu: unknown }): CaptionerVariant {
   return v;
 }
 
-const loaded = new Map<CaptionerVariant, NativeCaptionerAddon>();
-
-/** Loads the addon for `variant`. Must run after getLlama() has loaded node-llama-cpp's binary. */
+/**
+ * Loads the addon for `variant` (once per environment). Must run after getLlama() has loaded
+ * node-llama-cpp's binary. Throws XpsrError(ERR_NATIVE_MISSING) listing every place tried.
+ */
 export function loadCaptionerAddon(variant: CaptionerVariant): NativeCaptionerAddon {
-  const have = loaded.get(variant);
-  if (have) return have;
-  const m = readCaptionerManifest();
-  if (!m.variants.includes(variant)) {
-    throw new CaptionError('ERR_CAPTIONER_NOT_BUILT',
-      `the captioner addon was built without the ${variant} variant (built: ${m.variants.join(', ')}); ` +
-      `install @node-llama-cpp's ${variant} package and rebuild, or run node-llama-cpp on another backend`);
+  if (captionerDisabledByEnv()) {
+    throw new XpsrError('ERR_NATIVE_MISSING',
+      'the in-process LLaVA captioner is disabled (XPSR_CAPTIONER=off); use the http, sidecar or fixed captioners, or unset it and ' +
+      REBUILD.slice(0, -1), { addon: 'captioner' });
   }
-  const file = path.join(captionerAddonDir(), `xpsr_captioner.${variant}.node`);
-  let addon: NativeCaptionerAddon;
-  try {
-    addon = createRequire(import.meta.url)(file) as NativeCaptionerAddon;
-  } catch (e) {
-    const msg = (e as Error).message;
-    throw new CaptionError(fs.existsSync(file) ? 'ERR_CAPTIONER_UNSUPPORTED' : 'ERR_CAPTIONER_NOT_BUILT',
-      `cannot load ${file}: ${msg}` + (/cannot open shared object/.test(msg)
-        ? ' (node-llama-cpp must be loaded first, with the same variant)' : `; ${rebuildHint}`), { cause: e });
-  }
-  loaded.set(variant, addon);
-  return addon;
+  return loadAddon<NativeCaptionerAddon>(captionerAddonSpec(variant)).addon;
+}
+
+/** Where the addon of `variant` is looked for (lib/addon-loader.ts), and how it is checked. */
+export function captionerAddonSpec(variant: CaptionerVariant): AddonSpec {
+  return {
+    name: `captioner addon (${variant})`,
+    file: `xpsr_captioner.${variant}.node`,
+    envDir: 'XPSR_CAPTIONER_ADDON_DIR',
+    folders: ['build-captioner/Release'],
+    prebuiltPackage: platformPackage(),
+    prebuiltFolder: 'captioner',
+    check: (file) => manifestProblem(file, variant),
+    remedies: [
+      prebuiltRemedy(),
+      REBUILD,
+      `for the ${variant} variant, install node-llama-cpp's ${variant} package (@node-llama-cpp/${process.platform}-${process.arch}` +
+        `${variant === 'cpu' ? '' : `-${variant}`}) and rebuild, or run node-llama-cpp on another backend;`,
+      "node-llama-cpp must be loaded first, with the same variant (getLlama({ build: 'never' }));",
+      'or set XPSR_CAPTIONER_ADDON_DIR to a folder holding a built xpsr_captioner.<variant>.node and its manifest.json.',
+    ],
+  };
 }

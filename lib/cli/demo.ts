@@ -1,12 +1,12 @@
 /**
  * `xpsr demo [-o FILE] [--device D]`: runs the whole pipeline (decode, preprocess, text, VAE, ControlNet +
- * UNet loop, decode, colour fix, encode) on a bundled photograph with the bundled TINY random-weight model.
- * It proves the installation works end to end; it is not a restoration (the tiny model is untrained).
+ * UNet loop, decode, colour fix, encode) on a bundled photograph with a TINY model whose weights are seeded
+ * synthetic values (lib/demo/model.ts; no weight files are shipped). It proves the installation works end to
+ * end; it is not a restoration (the tiny model is untrained).
  */
 import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { packageRoot } from '../native.js';
+import { demoDataDir, demoImage, makeDemoComponents } from '../demo/model.js';
 import { XPSR } from '../xpsr.js';
 
 export async function runDemoCommand(argv: string[]): Promise<number> {
@@ -18,15 +18,14 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     process.stdout.write('Usage: xpsr demo [-o xpsr-demo.png] [--device auto|cpu|cuda] [--steps N]\n');
     return 0;
   }
-  const model = path.join(packageRoot, 'test', 'fixtures', 'model');
-  const image = path.join(packageRoot, 'test', 'fixtures', 'images', 'coffee_64x48.png');
-  if (!existsSync(model) || !existsSync(image)) throw new Error(`the bundled demo model or image is missing (${model}, ${image})`);
+  const image = demoImage;
+  if (!existsSync(image)) throw new Error(`the bundled demo data is missing (${demoDataDir})`);
   const output = v.output ?? 'xpsr-demo.png';
   const say = (s: string) => process.stdout.write(s + '\n');
   say('xpsr demo: INSTALLATION CHECK ONLY. It runs every stage of the pipeline with a tiny model whose');
   say('weights are random, so the output is NOT a real restoration. Use real SD-1.5 + XPSR weights for that.');
   const t0 = performance.now();
-  const xpsr = await XPSR.load({ model, device: v.device ?? 'auto', onNotice: (m) => say(m) });
+  const xpsr = await XPSR.loadFrom({ device: v.device ?? 'auto', onNotice: (m) => say(m) }, makeDemoComponents);
   try {
     say(`models loaded on ${xpsr.device} (${xpsr.deviceDescription})`);
     const steps = v.steps ? Number(v.steps) : 10;

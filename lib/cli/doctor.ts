@@ -3,10 +3,12 @@
  * CPU features and the GPUs, and (with weights) checks every component tensor by tensor — names,
  * shapes, dtypes, NaN/Inf — without running anything.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadNative, packageRoot } from '../native.js';
+import { describeBuildInfo, describeOrigin, findAddon, loadedAddons } from '../addon-loader.js';
+import { captionerAddonSpec, captionerDisabledByEnv } from '../captioners/native.js';
 import { Engine } from '../engine/engine.js';
 import { resolveComponents } from '../xpsr.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
@@ -27,7 +29,9 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
   try {
     const addon = loadNative();
     const info = addon.systemInfo();
-    out(`engine addon: OK (${path.join(packageRoot, 'build', 'Release', 'xpsr.node')})`);
+    const from = loadedAddons().find((a) => path.basename(a.file) === 'xpsr.node');
+    out(`engine addon: OK, ${from ? describeOrigin(from) : 'loaded'}`);
+    out(`built with: ${from?.buildInfo ? describeBuildInfo(from.buildInfo) : 'unknown (no build-info.json next to the addon)'}`);
     out(`backends built: ${info.backends.join(', ')}`);
     out(`CPU: ${info.hardwareThreads} hardware threads; features: ${info.cpuFeatures.join(' ') || 'none detected'}; ${info.cpuBackend}`);
     const devs = addon.listDevices();
@@ -38,8 +42,8 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     problems++;
     out(`engine addon: NOT LOADED\n${(e as Error).message}`);
   }
-  const captionerAddon = ['build-captioner/Release', 'build-captioner'].map((d) => path.join(packageRoot, d)).find((d) => existsSync(d));
-  out(`captioner addon: ${captionerAddon ? `built (${captionerAddon})` : 'not built (XPSR_CAPTIONER=off, or the build failed)'}`);
+  const captioner = captionerDisabledByEnv() ? undefined : findAddon(captionerAddonSpec('cpu'));
+  out(`captioner addon: ${captioner ? describeOrigin({ ...captioner, file: path.dirname(captioner.file) }) : 'not available (XPSR_CAPTIONER=off, not built, or built for another node-llama-cpp)'}`);
 
   const model = v.model ?? v.weights;
   if (!v.sd && !v.xpsr && !model) return problems ? 1 : 0;

@@ -12,7 +12,10 @@ Usage:
   xpsr caption <images...> [options]                                  write high/low-level captions
   xpsr demo                                                           installation check on a bundled image
   xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
+  xpsr build [--cuda auto|on|off]                                     build the native addons from source
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
+  xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
+  xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
 
 Run 'xpsr <command> --help' for the options of a command.
 `;
@@ -25,11 +28,17 @@ async function main(argv: string[]): Promise<number> {
     case 'upscale':
       return (await import('./upscale.js')).runUpscaleCommand(rest);
     case 'caption':
-      return (await import('../captioners/cli.js')).runCaptionCommand(rest);
+      return (await import('./caption.js')).runCaptionCommand(rest);
     case 'demo':
       return (await import('./demo.js')).runDemoCommand(rest);
     case 'doctor':
       return (await import('./doctor.js')).runDoctorCommand(rest);
+    case 'serve':
+      return (await import('./serve.js')).runServeCommand(rest);
+    case 'export':
+      return (await import('./export.js')).runExportCommand(rest);
+    case 'build':
+      return (await import('./build.js')).runBuildCommand(rest);
     case undefined:
     case '--help':
     case '-h':

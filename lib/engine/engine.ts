@@ -1,10 +1,22 @@
 /**
  * The typed, Promise-based engine API: load each network of XPSR (CLIP text encoder, VAE, XPSR UNet,
  * XPSR ControlNet) on a device and run it on Float32Array tensors in PyTorch layout (NCHW, [B, L, D]).
- * All work runs off the main thread in the native addon; every call accepts an AbortSignal.
+ * Every method maps to one typed native entry (lib/native.ts, native/engine/engine.h); all work runs off
+ * the main thread in the native addon, which validates every request; every call accepts an AbortSignal.
  * The pipeline (lib/pipeline) is built on this; it is also public for users who want the parts.
  */
-import { loadNative, nativeError, type NativeEngineHandle, type NativeModelInfo, type NativeRunStats, type NativeTensorIn } from '../native.js';
+import {
+  loadNative,
+  nativeError,
+  type NativeCancelFlag,
+  type NativeEngineHandle,
+  type NativeLoadOptions,
+  type NativeModelInfo,
+  type NativeModelKind,
+  type NativePlanInfo,
+  type NativeRunStats,
+  type NativeTensor,
+} from '../native.js';
 import { XpsrError } from '../errors.js';
 
 /** A dense float32 tensor in PyTorch layout. */
@@ -29,21 +41,67 @@ export interface RunOptions {
   intermediates?: boolean;
 }
 
+export type ModelKind = NativeModelKind;
 export type ModelInfo = NativeModelInfo;
 export type RunStats = NativeRunStats;
+/** A cached plan, or the sizes a step plan would have ({@link Engine.planStep}). */
+export type PlanInfo = NativePlanInfo;
+/** Intermediate tensors by the reference implementation's module names (empty unless asked for). */
+export type Intermediates = Record<string, Tensor>;
 
-function numel(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
+/** What the ControlNet reads ({@link ControlNet.forward} and {@link Engine.step}); every tensor has N rows. */
+export interface ControlNetInputs {
+  /** Latent model input [N, 4, h, w]. */
+  sample: Tensor;
+  timestep: number;
+  /** High-level text context [N, L, D]. */
+  ctxHigh: Tensor;
+  /** Low-level text context [N, L', D]; omitted = the SFA bypass (§4.3 meaning 2). */
+  ctxLow?: Tensor;
+  /** The condition embedding [N, C0, h, w] ({@link ControlNet.condEmbedding}), or `image` to compute it here. */
+  cond?: Tensor;
+  /** The condition image [N, 3, 8h, 8w] in [0, 1]. */
+  image?: Tensor;
+  /** ControlNet residual scale; defaults to the engine's (1, the official value). */
+  conditioningScale?: number;
 }
 
-function checkTensor(name: string, t: Tensor, rank?: number): NativeTensorIn {
-  if (!t || !Array.isArray(t.shape) || !(t.data instanceof Float32Array))
-    throw new XpsrError('ERR_INVALID_ARGUMENT', `'${name}' must be a tensor { shape: number[], data: Float32Array }`);
-  if (rank !== undefined && t.shape.length !== rank)
-    throw new XpsrError('ERR_SHAPE_MISMATCH', `'${name}' must have ${rank} dimensions, got [${t.shape.join(', ')}]`);
-  if (numel(t.shape) !== t.data.length)
-    throw new XpsrError('ERR_SHAPE_MISMATCH', `'${name}' has ${t.data.length} values but shape [${t.shape.join(', ')}]`);
-  return { shape: t.shape, data: t.data };
+export interface StepArgs extends ControlNetInputs {
+  /**
+   * The contexts and the condition are the same tensors as in the previous step call of the same shapes:
+   * they are not sent again (they stay on the device). The pipeline sets it from the second step on.
+   */
+  reuseConstants?: boolean;
+}
+
+export interface StepResult {
+  /** ε for every row [N, 4, h, w]. */
+  noisePred: Tensor;
+  /** With `intermediates`: the ControlNet residuals (down..., mid last). */
+  residuals?: Tensor[];
+  intermediates: Intermediates;
+  stats: RunStats;
+}
+
+/** The shapes of a step, for {@link Engine.planStep}. */
+export interface StepShape {
+  /** Rows: 2 per image with classifier-free guidance. */
+  batch: number;
+  /** Latent height and width. */
+  height: number;
+  width: number;
+  /** Tokens of the high-level context (default 77). */
+  contextLength?: number;
+  /** Tokens of the low-level context (default 77); 0 = no low-level context. */
+  lowContextLength?: number;
+  /** The condition is given as the image (default: as the embedding, as the pipeline does). */
+  imageCondition?: boolean;
+  conditioningScale?: number;
+}
+
+/** Shape-only copy of a tensor (a constant the plan already holds). */
+function shapeOnly(t: Tensor | undefined): NativeTensor | undefined {
+  return t && { shape: t.shape, data: new Float32Array(0) };
 }
 
 export class Engine {
@@ -92,32 +150,16 @@ export class Engine {
     return this.#native;
   }
 
-  async #load(kind: string, options: Parameters<NativeEngineHandle['load']>[1]): Promise<ModelInfo> {
-    const stack = new Error();
-    try {
-      return await this.handle().load(kind, options);
-    } catch (e) {
-      throw nativeError(e, stack);
-    }
-  }
-
-  /** @internal Runs one entry; converts errors and wires the AbortSignal. */
-  async run(
-    entry: string,
-    models: number[],
-    inputs: Record<string, NativeTensorIn>,
-    params: Record<string, number>,
-    options: RunOptions = {},
-  ): Promise<{ outputs: Record<string, Tensor>; stats: RunStats }> {
+  /** @internal Runs one native call with the AbortSignal wired to a cancel flag; errors become XpsrErrors. */
+  async call<T>(options: { signal?: AbortSignal }, fn: (native: NativeEngineHandle, cancel: NativeCancelFlag) => Promise<T>): Promise<T> {
     const stack = new Error();
     const native = this.handle();
     if (options.signal?.aborted) throw new XpsrError('ERR_CANCELLED', 'cancelled');
-    const addon = loadNative();
-    const flag = new addon.CancelFlag();
+    const flag = new (loadNative().CancelFlag)();
     const onAbort = () => flag.cancel();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      return await native.run({ entry, models, inputs, params, intermediates: options.intermediates ?? false }, flag);
+      return await fn(native, flag);
     } catch (e) {
       throw nativeError(e, stack);
     } finally {
@@ -125,9 +167,13 @@ export class Engine {
     }
   }
 
+  async #load(kind: ModelKind, options: NativeLoadOptions): Promise<ModelInfo> {
+    return this.call({}, (native) => native.load(kind, options));
+  }
+
   /** CLIP text encoder from a folder with config.json + model.safetensors (or pytorch_model.bin). */
-  async loadTextEncoder(path: string): Promise<TextEncoder> {
-    return new TextEncoder(this, await this.#load('text_encoder', { path }));
+  async loadTextEncoder(path: string): Promise<ClipTextEncoder> {
+    return new ClipTextEncoder(this, await this.#load('text_encoder', { path }));
   }
   /** AutoencoderKL from a folder; `encoder`/`decoder` false skips loading that half. */
   async loadVae(path: string, options: { encoder?: boolean; decoder?: boolean } = {}): Promise<Vae> {
@@ -145,15 +191,20 @@ export class Engine {
    * Reads and validates every tensor of a component folder (config, key names, shapes, dtypes, NaN/Inf)
    * without uploading or running anything. Rejects with one error listing every problem.
    */
-  async checkWeights(kind: 'text_encoder' | 'vae' | 'unet' | 'controlnet', path: string): Promise<ModelInfo> {
+  async checkWeights(kind: ModelKind, path: string): Promise<ModelInfo> {
     return this.#load(kind, { path, checkOnly: true });
   }
 
   /** A network with random weights sized from `config` (benchmarks and tests; no files read). */
-  async loadSynthetic(kind: 'text_encoder' | 'vae' | 'unet' | 'controlnet', config: object, seed = 1): Promise<Model> {
+  async loadSynthetic(kind: 'text_encoder', config: object, seed?: number): Promise<ClipTextEncoder>;
+  async loadSynthetic(kind: 'vae', config: object, seed?: number): Promise<Vae>;
+  async loadSynthetic(kind: 'unet', config: object, seed?: number): Promise<UNet>;
+  async loadSynthetic(kind: 'controlnet', config: object, seed?: number): Promise<ControlNet>;
+  async loadSynthetic(kind: ModelKind, config: object, seed?: number): Promise<Model>;
+  async loadSynthetic(kind: ModelKind, config: object, seed = 1): Promise<Model> {
     const info = await this.#load(kind, { synthetic: true, configJson: JSON.stringify(config), seed });
     switch (kind) {
-      case 'text_encoder': return new TextEncoder(this, info);
+      case 'text_encoder': return new ClipTextEncoder(this, info);
       case 'vae': return new Vae(this, info);
       case 'unet': return new UNet(this, info);
       default: return new ControlNet(this, info);
@@ -161,40 +212,42 @@ export class Engine {
   }
 
   /**
-   * One denoising network evaluation: ControlNet then UNet on the same batch (one native plan, one CUDA
-   * graph on GPU). Returns ε [N, 4, h, w]; with `intermediates` also the ControlNet residuals.
+   * One denoising network evaluation: ControlNet then UNet on the same rows (one native plan, one CUDA
+   * graph on GPU). N is any number of rows (2 per image with classifier-free guidance). Returns ε
+   * [N, 4, h, w]; with `intermediates` also the ControlNet residuals.
    */
-  async step(
-    controlnet: ControlNet,
-    unet: UNet,
-    args: {
-      sample: Tensor; timestep: number; ctxHigh: Tensor; ctxLow?: Tensor; cond?: Tensor; image?: Tensor; conditioningScale?: number;
-      /**
-       * The contexts and condition are the same tensors as in the previous step call of the same shapes:
-       * they are not sent again (they stay on the device). The pipeline sets it from the second step on.
-       */
-      reuseConstants?: boolean;
-    },
-    options: RunOptions = {},
-  ): Promise<{ noisePred: Tensor; residuals?: Tensor[]; stats: RunStats }> {
-    const keep = (t: NativeTensorIn): NativeTensorIn => (args.reuseConstants ? { shape: t.shape, data: new Float32Array(0) } : t);
-    const inputs: Record<string, NativeTensorIn> = {
-      sample: checkTensor('sample', args.sample, 4),
-      ctx_high: keep(checkTensor('ctxHigh', args.ctxHigh, 3)),
-    };
-    if (args.ctxLow) inputs.ctx_low = keep(checkTensor('ctxLow', args.ctxLow, 3));
-    if (args.cond) inputs.cond = keep(checkTensor('cond', args.cond, 4));
-    else if (args.image) inputs.image = keep(checkTensor('image', args.image, 4));
-    else throw new XpsrError('ERR_INVALID_ARGUMENT', "step needs 'cond' (ControlNet.condEmbedding) or 'image'");
-    const r = await this.run('step', [controlnet.id, unet.id], inputs,
-      { timestep: args.timestep, conditioning_scale: args.conditioningScale ?? 1 }, options);
-    const residuals = options.intermediates
-      ? Object.keys(r.outputs).filter((k) => k.startsWith('controlnet.')).sort().map((k) => r.outputs[k])
-      : undefined;
-    return { noisePred: r.outputs.noise_pred, residuals, stats: r.stats };
+  async step(controlnet: ControlNet, unet: UNet, args: StepArgs, options: RunOptions = {}): Promise<StepResult> {
+    const keep = args.reuseConstants ? shapeOnly : (t: Tensor | undefined) => t;
+    const r = await this.call(options, (native, cancel) =>
+      native.step(
+        {
+          controlnet: controlnet.id, unet: unet.id, sample: args.sample, timestep: args.timestep,
+          ctxHigh: keep(args.ctxHigh)!, ctxLow: keep(args.ctxLow), cond: keep(args.cond), image: keep(args.image),
+          conditioningScale: args.conditioningScale, reuseConstants: args.reuseConstants ?? false,
+          intermediates: options.intermediates ?? false,
+        },
+        cancel,
+      ));
+    return { noisePred: r.noisePred, residuals: options.intermediates ? r.residuals : undefined, intermediates: r.intermediates, stats: r.stats };
   }
 
-  /** Drops compiled plans (their activation memory); they are rebuilt on next use. */
+  /**
+   * Builds the plan of a step of these shapes and returns its sizes (activation arena bytes, ops, FLOPs)
+   * without allocating or running anything; the cached plan's numbers when it exists.
+   */
+  async planStep(controlnet: ControlNet, unet: UNet, shape: StepShape): Promise<PlanInfo> {
+    return this.call({}, (native) => native.planStep({ controlnet: controlnet.id, unet: unet.id, ...shape }));
+  }
+
+  /** The cached plans, most recently used first. */
+  plans(): PlanInfo[] {
+    return this.handle().plans();
+  }
+
+  /**
+   * Drops compiled plans (their activation memory); they are rebuilt on next use. Returns at once; while a
+   * call runs, the plans are dropped when it ends.
+   */
   clearPlans(): void {
     this.handle().clearPlans();
   }
@@ -222,19 +275,22 @@ export class Model {
   get config(): Record<string, unknown> {
     return JSON.parse(this.info.config) as Record<string, unknown>;
   }
-  /** Frees this network's weights (and the engine's plans). */
+  /**
+   * Frees this network's weights and the plans that use them. Returns at once; while a call runs, the
+   * network is refused to new calls and freed when the call ends.
+   */
   unload(): void {
     this.engine.handle().unload(this.id);
   }
 }
 
-export class TextEncoder extends Model {
-  /** input ids [B, L] (L <= 77) -> last_hidden_state [B, L, D]; intermediates: hidden_states.k. */
+/** The CLIP text encoder (HF CLIPTextModel). */
+export class ClipTextEncoder extends Model {
+  /** input ids [B, L] (L <= max_position_embeddings) -> last_hidden_state [B, L, D]; intermediates: hidden_states.k. */
   async encode(ids: Int32Array | BigInt64Array, shape: [number, number], options: RunOptions = {}) {
-    if (ids.length !== shape[0] * shape[1])
-      throw new XpsrError('ERR_SHAPE_MISMATCH', `input ids have ${ids.length} values but shape [${shape.join(', ')}]`);
-    const r = await this.engine.run('encode', [this.id], { input_ids: { shape, data: ids } }, {}, options);
-    return { lastHiddenState: r.outputs.last_hidden_state, outputs: r.outputs, stats: r.stats };
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.textEncode({ model: this.id, inputIds: { shape, data: ids }, intermediates: options.intermediates ?? false }, cancel));
+    return { lastHiddenState: r.lastHiddenState, intermediates: r.intermediates, stats: r.stats };
   }
 }
 
@@ -248,32 +304,22 @@ export interface VaeTileRunOptions {
   signal?: AbortSignal;
 }
 
-function tileParams(o: VaeTileRunOptions): Record<string, number> {
-  const p: Record<string, number> = {};
-  if (o.tile !== undefined) {
-    if (!Number.isInteger(o.tile) || o.tile < 1) throw new XpsrError('ERR_INVALID_ARGUMENT', `'tile' must be an integer >= 1, got ${String(o.tile)}`);
-    p.tile = o.tile;
-  }
-  if (o.pad !== undefined) {
-    if (!Number.isInteger(o.pad) || o.pad < 0) throw new XpsrError('ERR_INVALID_ARGUMENT', `'pad' must be an integer >= 0, got ${String(o.pad)}`);
-    p.pad = o.pad;
-  }
-  return p;
-}
-
+/** The SD AutoencoderKL. */
 export class Vae extends Model {
   get scalingFactor(): number {
     return (this.config.scaling_factor as number | undefined) ?? 0.18215;
   }
   /** x [N, 3, H, W] in [-1, 1] -> moments [N, 2*latent, H/8, W/8] (mean | logvar, before clamping). */
   async encode(x: Tensor, options: RunOptions = {}) {
-    const r = await this.engine.run('encode', [this.id], { x: checkTensor('x', x, 4) }, {}, options);
-    return { moments: r.outputs.moments, outputs: r.outputs, stats: r.stats };
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.vaeEncode({ model: this.id, x, intermediates: options.intermediates ?? false }, cancel));
+    return { moments: r.moments, intermediates: r.intermediates, stats: r.stats };
   }
   /** z [N, latent, h, w] (latents / scaling factor) -> image [N, 3, 8h, 8w] in about [-1, 1]. */
   async decode(z: Tensor, options: RunOptions = {}) {
-    const r = await this.engine.run('decode', [this.id], { z: checkTensor('z', z, 4) }, {}, options);
-    return { image: r.outputs.image, outputs: r.outputs, stats: r.stats };
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.vaeDecode({ model: this.id, z, intermediates: options.intermediates ?? false }, cancel));
+    return { image: r.image, intermediates: r.intermediates, stats: r.stats };
   }
   /**
    * {@link encode} tile by tile with bounded device memory (native/engine/models/vae_tiled.h): the same
@@ -282,70 +328,46 @@ export class Vae extends Model {
    * image pixels and shape the official split (defaults 1024 / 32); device memory grows with `tile`.
    */
   async encodeTiled(x: Tensor, options: VaeTileRunOptions = {}) {
-    const r = await this.engine.run('encode_tiled', [this.id], { x: checkTensor('x', x, 4) }, tileParams(options), options);
-    return { moments: r.outputs.moments, stats: r.stats };
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.vaeEncodeTiled({ model: this.id, x, tile: options.tile, pad: options.pad }, cancel));
+    return { moments: r.moments, stats: r.stats };
   }
   /**
    * {@link decode} tile by tile with bounded device memory; same function as the untiled decoder (see
    * {@link encodeTiled}). `tile` / `pad` are in latent pixels (defaults 224 / 11, the official split).
    */
   async decodeTiled(z: Tensor, options: VaeTileRunOptions = {}) {
-    const r = await this.engine.run('decode_tiled', [this.id], { z: checkTensor('z', z, 4) }, tileParams(options), options);
-    return { image: r.outputs.image, stats: r.stats };
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.vaeDecodeTiled({ model: this.id, z, tile: options.tile, pad: options.pad }, cancel));
+    return { image: r.image, stats: r.stats };
   }
 }
 
-export interface ControlNetArgs {
-  sample: Tensor;
-  timestep: number;
-  ctxHigh: Tensor;
-  /** Low-level context; omitted = the SFA bypass (§4.3 meaning 2). */
-  ctxLow?: Tensor;
-  /** Precomputed conditioning embedding (condEmbedding), or `image` to compute it here. */
-  cond?: Tensor;
-  image?: Tensor;
-  conditioningScale?: number;
-}
-
+/** The XPSR ControlNet (with Semantic-Fusion Attention). */
 export class ControlNet extends Model {
   /** image [N, 3, H, W] in [0, 1] -> conditioning embedding [N, C0, H/8, W/8] (once per image). */
-  async condEmbedding(image: Tensor, options: RunOptions = {}) {
-    const r = await this.engine.run('cond_embedding', [this.id], { image: checkTensor('image', image, 4) }, {}, options);
-    return r.outputs.cond;
+  async condEmbedding(image: Tensor, options: RunOptions = {}): Promise<Tensor> {
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.condEmbedding({ model: this.id, image, intermediates: options.intermediates ?? false }, cancel));
+    return r.cond;
   }
   /** Residuals (already times conditioningScale): `down` in skip order and `mid`. */
-  async forward(args: ControlNetArgs, options: RunOptions = {}) {
-    const inputs: Record<string, NativeTensorIn> = {
-      sample: checkTensor('sample', args.sample, 4),
-      ctx_high: checkTensor('ctxHigh', args.ctxHigh, 3),
-    };
-    if (args.ctxLow) inputs.ctx_low = checkTensor('ctxLow', args.ctxLow, 3);
-    if (args.cond) inputs.cond = checkTensor('cond', args.cond, 4);
-    else if (args.image) inputs.image = checkTensor('image', args.image, 4);
-    else throw new XpsrError('ERR_INVALID_ARGUMENT', "ControlNet.forward needs 'cond' or 'image'");
-    const r = await this.engine.run('forward', [this.id], inputs,
-      { timestep: args.timestep, conditioning_scale: args.conditioningScale ?? 1 }, options);
-    const down = Object.keys(r.outputs).filter((k) => k.startsWith('down_block_res_samples.')).sort().map((k) => r.outputs[k]);
-    return { down, mid: r.outputs.mid_block_res_sample, outputs: r.outputs, stats: r.stats };
+  async forward(args: ControlNetInputs, options: RunOptions = {}) {
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.controlnetForward({ model: this.id, ...args, intermediates: options.intermediates ?? false }, cancel));
+    return { down: r.down, mid: r.mid, intermediates: r.intermediates, stats: r.stats };
   }
 }
 
+/** The XPSR UNet. */
 export class UNet extends Model {
   /** ε prediction [N, 4, h, w] given the ControlNet residuals. */
   async forward(
     args: { sample: Tensor; timestep: number; ctxHigh: Tensor; ctxLow?: Tensor; down: Tensor[]; mid: Tensor },
     options: RunOptions = {},
   ) {
-    const inputs: Record<string, NativeTensorIn> = {
-      sample: checkTensor('sample', args.sample, 4),
-      ctx_high: checkTensor('ctxHigh', args.ctxHigh, 3),
-      mid_block_additional_residual: checkTensor('mid', args.mid, 4),
-    };
-    if (args.ctxLow) inputs.ctx_low = checkTensor('ctxLow', args.ctxLow, 3);
-    args.down.forEach((t, k) => {
-      inputs[`down_block_additional_residuals.${String(k).padStart(2, '0')}`] = checkTensor(`down[${k}]`, t, 4);
-    });
-    const r = await this.engine.run('forward', [this.id], inputs, { timestep: args.timestep }, options);
-    return { sample: r.outputs.sample_out, outputs: r.outputs, stats: r.stats };
+    const r = await this.engine.call(options, (native, cancel) =>
+      native.unetForward({ model: this.id, ...args, intermediates: options.intermediates ?? false }, cancel));
+    return { sample: r.sample, intermediates: r.intermediates, stats: r.stats };
   }
 }

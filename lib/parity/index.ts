@@ -24,6 +24,8 @@ export interface ParityOptions {
   only?: string[];
   /** Relative tolerance for single networks (default 1e-4, or 2e-2 on a CUDA device: fp16 storage). */
   moduleTolerance?: number;
+  /** 'native' (default) or 'onnxruntime': export the fixture model to ONNX and check the exported networks (lib/onnx). */
+  engine?: 'native' | 'onnxruntime';
 }
 
 export interface ParityReport {
@@ -94,7 +96,9 @@ async function controlnetOutputs(ctx: ParityContext, inputs: SafetensorsFile) {
       },
       { intermediates: true },
     );
-    return r.outputs;
+    const outputs: Record<string, Tensor> = { ...r.intermediates, mid_block_res_sample: r.mid };
+    r.down.forEach((t, k) => (outputs[`down_block_res_samples.${String(k).padStart(2, '0')}`] = t));
+    return outputs;
   } finally {
     cn.unload();
   }
@@ -119,7 +123,7 @@ async function unetOutputs(ctx: ParityContext, modelDir: string, inputs: Safeten
       },
       { intermediates: true },
     );
-    return r.outputs;
+    return { ...r.intermediates, sample_out: r.sample };
   } finally {
     unet.unload();
   }
@@ -135,7 +139,7 @@ export const engineChecks: ParityCheck[] = [
       const te = await (await ctx.engine()).loadTextEncoder(path.join(ctx.dir, 'model', 'text_encoder'));
       try {
         const r = await te.encode(ids.data as BigInt64Array, [ids.shape[0], ids.shape[1]], { intermediates: true });
-        return compareOutputs('text_encoder', r.outputs, f, ctx.tol);
+        return compareOutputs('text_encoder', { ...r.intermediates, last_hidden_state: r.lastHiddenState }, f, ctx.tol);
       } finally {
         te.unload();
       }
@@ -149,7 +153,7 @@ export const engineChecks: ParityCheck[] = [
       const vae = await (await ctx.engine()).loadVae(path.join(ctx.dir, 'model', 'vae'), { decoder: false });
       try {
         const r = await vae.encode(asTensor(get(f, 'x')), { intermediates: true });
-        return compareOutputs('vae_encoder', r.outputs, f, ctx.tol);
+        return compareOutputs('vae_encoder', { ...r.intermediates, moments: r.moments }, f, ctx.tol);
       } finally {
         vae.unload();
       }
@@ -163,7 +167,7 @@ export const engineChecks: ParityCheck[] = [
       const vae = await (await ctx.engine()).loadVae(path.join(ctx.dir, 'model', 'vae'), { encoder: false });
       try {
         const r = await vae.decode(asTensor(get(f, 'z')), { intermediates: true });
-        return compareOutputs('vae_decoder', r.outputs, f, ctx.tol);
+        return compareOutputs('vae_decoder', { ...r.intermediates, image: r.image }, f, ctx.tol);
       } finally {
         vae.unload();
       }
@@ -223,7 +227,8 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
   };
   const report: ParityReport = { passed: 0, failed: 0, lines: [], skipped: [] };
   try {
-    for (const check of [...engineChecks, ...pipelineChecks]) {
+    const checks = options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...pipelineChecks];
+    for (const check of checks) {
       if (options.only && !options.only.includes(check.component)) continue;
       const missing = check.files.filter((f) => !existsSync(path.join(dir, f)));
       if (missing.length) {

@@ -10,7 +10,7 @@ import { toFloat32, type SafetensorsFile } from '../io/safetensors.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { ReplayNoise } from '../noise.js';
 import type { Tensor } from '../engine/engine.js';
-import { runCore, type PipelineModels } from '../pipeline/core.js';
+import { runCore, type PipelineModels, type PipelineNetworks } from '../pipeline/core.js';
 import { TextConditioner } from '../pipeline/text.js';
 import { LOWLEVEL_NEGATIVE_PROMPT } from '../pipeline/prompts.js';
 import { compareFloat, compareU8, exactInts, type ParityLine } from './compare.js';
@@ -49,7 +49,15 @@ async function loadModels(ctx: ParityContext): Promise<PipelineModels> {
   };
 }
 
-function pipelineCheck(variant: string): ParityCheck {
+/** Networks for a pipeline check and how to free them (the native engine's by default; lib/onnx has others). */
+export type PipelineLoader = (ctx: ParityContext) => Promise<{ models: PipelineNetworks<unknown, unknown>; release(): Promise<void> }>;
+
+const nativeLoader: PipelineLoader = async (ctx) => {
+  const models = await loadModels(ctx);
+  return { models, release: async () => { for (const m of [models.vae, models.unet, models.controlnet, models.text.encoder]) m.unload(); } };
+};
+
+export function pipelineCheck(variant: string, load: PipelineLoader = nativeLoader): ParityCheck {
   const component = `pipeline_${variant}`;
   return {
     component,
@@ -61,7 +69,7 @@ function pipelineCheck(variant: string): ParityCheck {
         prompt: string; negative_prompt: string; lowlevel_prompt: string; num_inference_steps: number;
         guidance_scale: number; conditioning_scale: number; args: { init_latent_with_noise: boolean; added_noise_level: number };
       };
-      const models = await loadModels(ctx);
+      const { models, release } = await load(ctx);
       const lr = f.tensors.get('input.lr_image_u8');
       if (!lr) throw new Error('input.lr_image_u8 missing');
       const [H, W] = lr.shape;
@@ -107,7 +115,7 @@ function pipelineCheck(variant: string): ParityCheck {
       lines.push(compareU8(component, 'image_u8', r.decoded, f.tensors.get('image_u8')!.data as Uint8Array));
       lines.push(compareU8(component, 'image_colorfix_u8', r.image, f.tensors.get('image_colorfix_u8')!.data as Uint8Array));
       lines.push(exactInts(component, 'timesteps', r.timesteps, Array.from(f.tensors.get('timesteps')!.data as BigInt64Array, Number)));
-      for (const m of [models.vae, models.unet, models.controlnet, models.text.encoder]) m.unload();
+      await release();
       return lines;
     },
   };

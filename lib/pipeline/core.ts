@@ -8,7 +8,7 @@
  * draws, one per scheduler step), so recorded noise replays the official run exactly.
  */
 import { totalmem } from 'node:os';
-import type { ControlNet, Engine, Tensor, UNet, Vae } from '../engine/engine.js';
+import type { ControlNet, Engine, RunOptions, Tensor, UNet, Vae, VaeTileRunOptions } from '../engine/engine.js';
 import { XpsrError } from '../errors.js';
 import type { NoiseProvider } from '../noise.js';
 import { createScheduler, type Scheduler } from '../schedulers/index.js';
@@ -20,13 +20,32 @@ import { cfgTexts, type LowLevelGuidance, type Prompts } from './prompts.js';
 import type { LongPromptMode, TextConditioner } from './text.js';
 import { cropNCHW, divF32, repeatBatch, scaleF32, assertFinite } from './tensor-ops.js';
 
-export interface PipelineModels {
-  engine: Engine;
+/**
+ * What the core calls on the networks. The native engine's objects satisfy it (PipelineModels); so do
+ * lib/onnx's onnxruntime-backed ones (the step's ControlNet and UNet are opaque to the core).
+ */
+export interface PipelineNetworks<C = ControlNet, U = UNet> {
+  engine: {
+    readonly device: string;
+    clearPlans(): void;
+    step(controlnet: C, unet: U, args: Parameters<Engine['step']>[2], options?: RunOptions): Promise<{ noisePred: Tensor; residuals?: Tensor[] }>;
+  };
   text: TextConditioner;
-  vae: Vae;
-  unet: UNet;
-  controlnet: ControlNet;
+  vae: {
+    readonly scalingFactor: number;
+    encode(x: Tensor, options?: RunOptions): Promise<{ moments: Tensor }>;
+    decode(z: Tensor, options?: RunOptions): Promise<{ image: Tensor }>;
+    encodeTiled(x: Tensor, options?: VaeTileRunOptions): Promise<{ moments: Tensor }>;
+    decodeTiled(z: Tensor, options?: VaeTileRunOptions): Promise<{ image: Tensor }>;
+  };
+  unet: U;
+  controlnet: C & { condEmbedding(image: Tensor, options?: RunOptions): Promise<Tensor> };
   schedulerConfig: Record<string, unknown>;
+}
+
+export interface PipelineModels extends PipelineNetworks {
+  engine: Engine;
+  vae: Vae;
 }
 
 export type Stage = 'text' | 'encode' | 'denoise' | 'decode' | 'colorfix';
@@ -137,8 +156,8 @@ export function posteriorSample(moments: Tensor, noise: Float32Array, scaling: n
 }
 
 /** Runs the pipeline on X (HxWx3 uint8, sides multiples of 8). */
-export async function runCore(
-  models: PipelineModels,
+export async function runCore<C, U>(
+  models: PipelineNetworks<C, U>,
   image: { rgb: Uint8Array; width: number; height: number },
   prompts: Prompts,
   o: CoreOptions,

@@ -3,11 +3,17 @@
  * low-level negative text are the same for every image). Each text is encoded on its own (batch 1, as
  * the official pipeline does) and rows are stacked into the CFG batch.
  */
-import type { Tensor, TextEncoder } from '../engine/engine.js';
+import type { Tensor } from '../engine/engine.js';
 import type { ClipTokenizer } from '../tokenizer/index.js';
 import { catBatch } from './tensor-ops.js';
 
 export type LongPromptMode = 'truncate' | 'chunks';
+
+/** What the conditioner needs of a text encoder: the native TextEncoder, or lib/onnx's onnxruntime one. */
+export interface TextEncoderLike {
+  encode(ids: Int32Array, shape: [number, number], options?: { signal?: AbortSignal }): Promise<{ lastHiddenState: Tensor }>;
+  unload(): void;
+}
 
 export class TextConditioner {
   readonly #cache = new Map<string, Tensor>();
@@ -15,7 +21,7 @@ export class TextConditioner {
 
   constructor(
     readonly tokenizer: ClipTokenizer,
-    readonly encoder: TextEncoder,
+    readonly encoder: TextEncoderLike,
     maxEntries = 64,
   ) {
     this.#maxEntries = maxEntries;

@@ -24,15 +24,15 @@ inline const char* kCLIP = R"({"vocab_size":49408,"hidden_size":768,"intermediat
 
 
 // Gaussian test input of a shape (deterministic per seed).
-inline TensorIn randn(std::vector<int64_t> shape, uint32_t seed, float scale = 1.f) {
-  TensorIn t;
+inline HostTensor randn(std::vector<int64_t> shape, uint32_t seed, float scale = 1.f) {
+  HostTensor t;
   t.shape = shape;
   size_t n = 1;
   for (auto d : shape) n *= (size_t)d;
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.f, scale);
-  t.f32.resize(n);
-  for (auto& x : t.f32) x = nd(g);
+  t.data.resize(n);
+  for (auto& x : t.data) x = nd(g);
   return t;
 }
 

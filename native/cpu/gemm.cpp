@@ -274,7 +274,10 @@ void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const P
   const bool bf16 = b.bf16 != nullptr;
   XPSR_CHECK(!bf16 || kr.ukr_bf16, ErrorCode::Unsupported, "bf16 GEMM needs the AVX-512 kernel set (active: ",
              kr.name, ")");
-  Job j{&kr, M, N, K, std::min<int64_t>(kr.kc, K), kr.mc, bf16, &a, &b, &ep, y, ldy};
+  // K blocks of equal size (at most kr.kc, even so bf16 pairs never straddle a block): K = 640 runs as
+  // 4 x 160, not 3 x 192 + a 64-deep pass that pays the C tile loads / stores for a third of the work.
+  const int64_t kc = std::min(K, round_up(ceil_div(K, ceil_div(K, (int64_t)kr.kc)), 2));
+  Job j{&kr, M, N, K, kc, kr.mc, bf16, &a, &b, &ep, y, ldy};
   // Shares: with fewer than kSuperRows rows per thread the weight dominates the memory traffic, so the
   // threads split the panels (each reads its half of B once); otherwise they split the rows.
   const int64_t T = ctx.pool.size();

@@ -4,14 +4,19 @@
 // their Q fragments in registers for the whole pass. K/V tiles of BC keys are double-buffered in shared
 // memory through cp.async (the next tile loads while this one computes). S = QK^T uses m16n8k16 over the
 // head dim (plus one m16n8k8 when D = 8 mod 16: D=40 is 2 k16 + 1 k8 steps, no padding to 48/64); the
-// online softmax runs on the S accumulators in registers (exp2 with scale*log2(e) folded in, running
-// row max/sum in f32, rows of the quad combined with two shuffles); P is repacked in registers as the
+// online softmax runs on the raw S accumulators in registers (running row max of the raw scores; then
+// p = exp2(s * scale*log2e - max * scale*log2e): ONE FFMA + EX2 per score, the scale folded into the
+// exponent as FlashAttention-2 does; running row sum in f32, rows of the quad combined with two
+// shuffles); P is repacked in registers as the
 // f16 A operand of O += PV (the m16n8 accumulator layout equals the m16k16 A layout), V through
 // ldmatrix.trans. Head dims are exact template parameters (8/16/32/40/64/80/160 instantiated); other
 // dims and unaligned slices use attention_generic.cu.
 // Several independent problems (same D) run in ONE launch: the grid is the concatenation of their CTAs
 // (used for SFA's high/low-level branches: backend attention_multi()).
-// Fast-path requirements (checked by the dispatcher): q/k/v/o 16-byte aligned, ld* % 8 == 0, D % 8 == 0.
+// With ALIAS_Q (tuning.h: the d=160 variants that fit 99 KiB) Q's shared memory is the second K/V buffer:
+// Q is read into registers once, a barrier, then the first prefetch overwrites it.
+// Fast-path requirements (checked by the dispatcher): q/k/v/o 16-byte aligned, ld* % 8 == 0, D % 8 == 0,
+// scale > 0 (the running max is taken over raw scores, which only commutes with a positive scale).
 // Tiles: tuning.h attn_tile(). Test: native/cuda/attention_test.cu.
 #pragma once
 #include <cmath>
@@ -58,7 +63,7 @@ inline AttnProblemDev to_dev(const AttentionArgs& a, int br) {
   return d;
 }
 
-template <int D, int WARPS, int MT, int BC>
+template <int D, int WARPS, int MT, int BC, bool ALIAS_Q>
 __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_constant__ AttnBatch batch) {
   constexpr int THREADS = WARPS * 32;
   constexpr int BR = WARPS * 16 * MT;
@@ -71,10 +76,16 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
   static_assert(D % 8 == 0 && BC % 32 == 0, "attention tile");
   constexpr uint32_t ROWB = RC * 16;
 
+  // K/V buffer b (b = 0, 1): K rows at sK + b*KV_STRIDE, V rows at sV + b*KV_STRIDE (rows of ROWB bytes):
+  //   separate Q: [Q: BR][K0][K1][V0][V1]                        (BR + 4*BC rows)
+  //   ALIAS_Q   : [K0][V0][K1][V1], Q over rows 2*BC.. 2*BC+BR   (2*BC + max(2*BC, BR) rows)
+  // (tuning.h attn_smem_rows() is the same count; the launcher passes attn_smem_bytes().)
+  constexpr uint32_t KV_STRIDE = ALIAS_Q ? 2 * BC * ROWB : BC * ROWB;
   extern __shared__ __align__(128) unsigned char smem[];
-  const uint32_t sQ = smem_addr(smem);
-  const uint32_t sK = sQ + BR * ROWB;       // [2][BC] rows
-  const uint32_t sV = sK + 2 * BC * ROWB;   // [2][BC] rows
+  const uint32_t smem_base = smem_addr(smem);
+  const uint32_t sQ = ALIAS_Q ? smem_base + 2 * BC * ROWB : smem_base;
+  const uint32_t sK = ALIAS_Q ? smem_base : smem_base + BR * ROWB;
+  const uint32_t sV = ALIAS_Q ? smem_base + BC * ROWB : smem_base + (BR + 2 * BC) * ROWB;
 
   // which problem / (b, h, q-tile)
   int pi = 0;
@@ -124,6 +135,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
       ldsm_x4(sQ + row * ROWB + (ks * 2 + (lane >> 4)) * 16, qf[i][ks][0], qf[i][ks][1], qf[i][ks][2], qf[i][ks][3]);
     if constexpr (K8) ldsm_x2(sQ + row * ROWB + KS16 * 2 * 16, qk8[i][0], qk8[i][1]);
   }
+  // ALIAS_Q: every warp must have its Q fragments before the first prefetch (into buffer 1) overwrites Q
+  if constexpr (ALIAS_Q) __syncthreads();
 
   float oacc[MT][NTD][4];
   float row_max[MT][2], row_sum[MT][2];
@@ -141,11 +154,11 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
     const int buf = j & 1;
     if (j + 1 < nkv) {
       const int k0n = (j + 1) * BC;
-      load_rows(sK + (buf ^ 1) * BC * ROWB, kbase, P.ldk, k0n, P.Lk - k0n, BC);
-      load_rows(sV + (buf ^ 1) * BC * ROWB, vbase, P.ldv, k0n, P.Lk - k0n, BC);
+      load_rows(sK + (buf ^ 1) * KV_STRIDE, kbase, P.ldk, k0n, P.Lk - k0n, BC);
+      load_rows(sV + (buf ^ 1) * KV_STRIDE, vbase, P.ldv, k0n, P.Lk - k0n, BC);
     }
     cp_async_commit();
-    const uint32_t kS = sK + buf * BC * ROWB, vS = sV + buf * BC * ROWB;
+    const uint32_t kS = sK + buf * KV_STRIDE, vS = sV + buf * KV_STRIDE;
     const int k0 = j * BC;
 
     // ---- S = Q K^T
@@ -183,8 +196,11 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
       }
     }
 
-    // ---- mask, online softmax, P (f16) as A fragments
+    // ---- mask, online softmax over raw scores, P (f16) as A fragments
+    // row_max is in raw-score units; with sl = scale*log2(e) > 0, exp(scale*(s - max)) = exp2(s*sl - max*sl)
+    // = exp2(fma(s, sl, nb)) with nb = -max*sl: one FFMA + EX2 per score (was FMUL, FADD, EX2).
     const bool need_mask = k0 + BC > P.Lk || batch.causal;
+    const float sl = P.scale_log2;
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
 #pragma unroll
@@ -196,7 +212,7 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int kj = k0 + t * 8 + t4 * 2 + e;
-            float v = s[i][t][2 * hh + e] * P.scale_log2;
+            float v = s[i][t][2 * hh + e];
             if (need_mask && (kj >= P.Lk || (batch.causal && kj > qi))) v = -INFINITY;
             s[i][t][2 * hh + e] = v;
             mx = fmaxf(mx, v);
@@ -204,15 +220,16 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(row_max[i][hh], mx);
-        const float base = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = fast_exp2(row_max[i][hh] - base);
+        // every score so far masked: nb = 0 makes p = exp2(-inf) = 0 and alpha = exp2(-inf) = 0 (no NaN)
+        const float nb = m_new == -INFINITY ? 0.f : -m_new * sl;
+        const float alpha = fast_exp2(fmaf(row_max[i][hh], sl, nb));
         row_max[i][hh] = m_new;
         float sum = 0.f;
 #pragma unroll
         for (int t = 0; t < NTS; ++t)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float p = fast_exp2(s[i][t][2 * hh + e] - base);
+            const float p = fast_exp2(fmaf(s[i][t][2 * hh + e], sl, nb));
             s[i][t][2 * hh + e] = p;
             sum += p;
           }
@@ -280,30 +297,46 @@ __global__ void __launch_bounds__(WARPS * 32) attention_fa_kernel(const __grid_c
   }
 }
 
-// True when every problem can use the tensor-core path (alignment of slices and strides).
+// True when every problem can use the tensor-core path (alignment of slices and strides, positive scale).
 inline bool attention_fast_ok(const AttentionArgs* p, int n) {
   for (int i = 0; i < n; ++i) {
     const AttentionArgs& a = p[i];
     if (a.head_dim % 8 || a.ldq % 8 || a.ldk % 8 || a.ldv % 8 || a.ldo % 8) return false;
     if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.o)) return false;
+    if (!(a.scale > 0.f && a.scale < 3.0e38f)) return false;  // the SIMT kernel takes any scale
   }
   return true;
 }
 
-template <int D>
-inline cudaError_t attention_set_attributes(const DeviceCaps& caps) {
-  constexpr AttnTile t = attn_tile(D);
-  const size_t smem = attn_smem_bytes(D);
-  if (smem > (size_t)caps.smem_optin) return cudaErrorInvalidValue;
-  return cudaFuncSetAttribute(attention_fa_kernel<D, t.warps, t.mt, t.bc>,
-                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+template <int D, int V>
+inline auto attention_kernel_of() {
+  constexpr AttnTile t = attn_tile(D, V);
+  return attention_fa_kernel<D, t.warps, t.mt, t.bc, t.alias_q>;
 }
 
-// Launches `n` problems of head dim D (n <= kMaxAttnProblems) as one grid.
-template <int D>
+// Configures variant V of head dim D on this device; regs = its registers per thread. cudaErrorInvalidValue
+// when its shared memory exceeds the device's opt-in limit (the variant is then not used).
+template <int D, int V = 0>
+inline cudaError_t attention_set_attributes(const DeviceCaps& caps, int* regs = nullptr) {
+  const size_t smem = attn_smem_bytes(D, V);
+  if (smem > (size_t)caps.smem_optin) return cudaErrorInvalidValue;
+  auto* k = attention_kernel_of<D, V>();
+  cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
+  if (e == cudaSuccess && regs) {
+    cudaFuncAttributes fa{};
+    e = cudaFuncGetAttributes(&fa, k);
+    *regs = fa.numRegs;
+  }
+  return e;
+}
+
+// Launches `n` problems of head dim D (n <= kMaxAttnProblems) as one grid with variant V.
+template <int D, int V = 0>
 inline cudaError_t attention_launch(const AttentionArgs* probs, int n, const DeviceCaps& caps, cudaStream_t s) {
-  constexpr AttnTile t = attn_tile(D);
-  constexpr int BR = t.warps * 16 * t.mt;
+  constexpr AttnTile t = attn_tile(D, V);
+  constexpr int BR = attn_br(t);
   if (n < 1 || n > kMaxAttnProblems || !attention_fast_ok(probs, n)) return cudaErrorNotSupported;
   AttnBatch batch;
   batch.count = n;
@@ -316,7 +349,7 @@ inline cudaError_t attention_launch(const AttentionArgs* probs, int n, const Dev
   }
   if (ctas == 0) return cudaSuccess;
   if (ctas > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  attention_fa_kernel<D, t.warps, t.mt, t.bc><<<(unsigned)ctas, t.warps * 32, attn_smem_bytes(D), s>>>(batch);
+  attention_kernel_of<D, V>()<<<(unsigned)ctas, t.warps * 32, attn_smem_bytes(D, V), s>>>(batch);
   return cudaGetLastError();
 }
 

@@ -92,8 +92,8 @@ std::unique_ptr<AttnSetup> setup(const AttnCase& c, uint32_t seed) {
   return s;
 }
 
-// CPU reference for the chosen rows; returns (gpu, cpu) values of those rows.
-void compare(const AttnCase& c, const AttnSetup& s) {
+// CPU reference for the chosen rows (into the CPU side of s.o).
+void cpu_reference(const AttnCase& c, const AttnSetup& s) {
   const auto rows = ref_rows(c);
   for (int b = 0; b < c.B; ++b)
     for (auto [r0, nr] : rows) {
@@ -112,6 +112,11 @@ void compare(const AttnCase& c, const AttnSetup& s) {
       }
       cpu().attention(a);
     }
+}
+
+// Compares the GPU result with the CPU reference on the reference rows.
+void check(const AttnCase& c, const AttnSetup& s, const std::string& suffix = "") {
+  const auto rows = ref_rows(c);
   const auto g = s.o->get_g(), r = s.o->get_c();
   std::vector<float> gs, rs;
   for (int b = 0; b < c.B; ++b)
@@ -126,7 +131,12 @@ void compare(const AttnCase& c, const AttnSetup& s) {
   char label[220];
   std::snprintf(label, sizeof label, "%s B%d Lq%d Lk%d h%d d%d%s", c.name, c.B, c.Lq, c.Lk, c.heads, c.D,
                 c.causal ? " causal" : "");
-  expect_close(label, gs, rs, attn_tol(rs));
+  expect_close(label + suffix, gs, rs, attn_tol(rs));
+}
+
+void compare(const AttnCase& c, const AttnSetup& s) {
+  cpu_reference(c, s);
+  check(c, s, c.D == 160 ? " [d160 v" + std::to_string(cuda::last_attn_d160_variant()) + "]" : "");
 }
 
 void run_attn(const AttnCase& c, uint32_t seed) {
@@ -137,9 +147,29 @@ void run_attn(const AttnCase& c, uint32_t seed) {
   compare(c, *s);
 }
 
+// d=160: every variant (tuning.h: v0 legacy 105 KiB, v1 Q aliased 84 KiB, v2 BC 32 aliased 42 KiB) against
+// one CPU reference. A variant that does not fit this device's shared memory runs the SIMT kernel instead
+// (said in the label); its result must be right too.
+void run_attn_d160_variants(const AttnCase& c, uint32_t seed) {
+  gpu();
+  auto s = setup(c, seed);
+  cpu_reference(c, *s);
+  const std::vector<float> nan(s->o->n, std::nanf(""));
+  ForcedPlanReset reset;
+  for (int v = 0; v < cuda::kAttnD160Variants; ++v) {
+    gpu().upload_act(s->o->g, nan.data(), s->o->n);
+    cuda::set_forced_attn_d160_variant(v);
+    gpu().attention(s->args(c, false));
+    gpu().synchronize();
+    const int used = cuda::last_attn_d160_variant();
+    check(c, *s, used == v ? " [d160 v" + std::to_string(v) + "]"
+                           : " [d160 v" + std::to_string(v) + " does not fit this GPU: SIMT kernel]");
+  }
+}
+
 }  // namespace
 
-TEST(cuda_attention_self_unet_levels) {
+TEST(cuda_op_attention_self_unet_levels) {
   run_attn({"self 64x64 (d40)", 2, 4096, 4096, 8, 40, false, true, 0, 64}, 300);
   run_attn({"self 32x32 (d80)", 2, 1024, 1024, 8, 80, false, true, 0, 64}, 301);
   run_attn({"self 16x16 (d160)", 2, 256, 256, 8, 160, false, true}, 302);
@@ -147,7 +177,7 @@ TEST(cuda_attention_self_unet_levels) {
   run_attn({"self odd 65x47 (d40)", 2, 3055, 3055, 8, 40, false, false, 0, 64}, 304);
 }
 
-TEST(cuda_attention_cross_text_and_sfa) {
+TEST(cuda_op_attention_cross_text_and_sfa) {
   run_attn({"text cross (d40)", 2, 4096, 77, 8, 40, false, false, 0, 64}, 310);
   run_attn({"text cross (d80)", 2, 1024, 77, 8, 80}, 311);
   run_attn({"text cross (d160)", 2, 256, 77, 8, 160}, 312);
@@ -156,7 +186,7 @@ TEST(cuda_attention_cross_text_and_sfa) {
   run_attn({"pixel attn 1024x1024 (d80)", 2, 1024, 1024, 8, 80, false, false, 0, 64}, 315);
 }
 
-TEST(cuda_attention_clip_tiny_and_generic) {
+TEST(cuda_op_attention_clip_tiny_and_generic) {
   run_attn({"CLIP causal (d64)", 2, 77, 77, 12, 64, true, true}, 320);
   run_attn({"tiny UNet 9x9 (d16)", 2, 81, 81, 2, 16}, 321);
   run_attn({"tiny UNet cross (d32)", 2, 25, 77, 2, 32}, 322);
@@ -167,7 +197,7 @@ TEST(cuda_attention_clip_tiny_and_generic) {
   run_attn({"generic causal d48", 1, 77, 77, 2, 48, true}, 327);
 }
 
-TEST(cuda_attention_multi_problem_launch) {
+TEST(cuda_op_attention_multi_problem_launch) {
   gpu();
   // SFA: the high- and low-level branches are independent problems of the same shape -> one launch
   AttnCase hi{"SFA hi", 2, 1024, 77, 8, 80}, lo{"SFA lo", 2, 1024, 77, 8, 80};
@@ -184,7 +214,7 @@ TEST(cuda_attention_multi_problem_launch) {
 // Review additions: key counts around the key-tile size (BC = 64 for d <= 48 and d = 160, 32 for d 64/80),
 // Lk = 1, Lq = 1, causal masks on the d40 (k16 + k8 steps), d80 and d160 kernels with odd lengths, and
 // peaky softmaxes (scores with sd 8) where the running max changes between key tiles.
-TEST(cuda_attention_tile_edges) {
+TEST(cuda_op_attention_tile_edges) {
   run_attn({"Lk=1 (d40)", 2, 37, 1, 8, 40}, 350);
   run_attn({"Lk=5 < tile (d80)", 2, 130, 5, 8, 80}, 351);
   run_attn({"Lk=33 = BC+1 (d80)", 2, 129, 33, 8, 80}, 352);
@@ -205,7 +235,7 @@ TEST(cuda_attention_tile_edges) {
 // attention() calls on the CPU backend. Then the same inside execute() (eager, captured graph, replay),
 // a heterogeneous list (different head dims and causal flags: the per-problem fallback) and 5 problems
 // (more than kMaxAttnProblems = 4 per launch).
-TEST(cuda_attention_batched_sfa) {
+TEST(cuda_op_attention_batched_sfa) {
   Backend& g = gpu();
   {
     AttnCase hi{"SFA batched: ctx 77 (d40)", 2, 4096, 77, 8, 40, false, false, 0, 64};
@@ -261,8 +291,9 @@ TEST(cuda_attention_batched_sfa) {
 }
 
 // Small shapes of every attention kernel (all tensor-core head dims, causal, generic), sized for
-// compute-sanitizer (memcheck / racecheck) runs: scripts/gpu-check.sh runs every "cuda_small_" test under it.
-TEST(cuda_small_attention_all_dims) {
+// compute-sanitizer (memcheck / racecheck) runs: scripts/gpu-check.sh runs every "cuda_op_small_" test under
+// it. d=160 runs each of its three variants (the aliased ones' extra barrier is what racecheck must clear).
+TEST(cuda_op_small_attention_all_dims) {
   int seed = 370;
   for (int d : {8, 16, 32, 40, 64, 80, 160}) {
     run_attn({"small", 1, 70, 70, 2, d, false, true}, seed++);
@@ -272,4 +303,21 @@ TEST(cuda_small_attention_all_dims) {
   run_attn({"small generic d24", 1, 40, 70, 2, 24}, seed++);
   run_attn({"small generic d512", 1, 40, 40, 1, 512}, seed++);
   run_attn({"small generic unaligned d40 causal", 1, 40, 40, 2, 40, true, false, 1}, seed++);
+  run_attn_d160_variants({"small d160 variants", 1, 70, 70, 2, 160, false, true}, seed++);
+  run_attn_d160_variants({"small d160 variants causal", 1, 70, 70, 2, 160, true, true}, seed++);
+  run_attn_d160_variants({"small d160 variants cross Lk=33", 2, 33, 33, 2, 160}, seed++);
+}
+
+// Every d=160 variant on the real shapes (16x16 level: 256 tokens; mid block: 64; text cross-attention 77;
+// odd latents) and the key-tile edges of both BC (32: Lk 33, 64: Lk 65), causal, Lq = 1, peaky scores.
+TEST(cuda_op_tiles_attention_d160_variants) {
+  run_attn_d160_variants({"d160 self 16x16", 2, 256, 256, 8, 160, false, true}, 390);
+  run_attn_d160_variants({"d160 self mid 8x8", 2, 64, 64, 8, 160, false, true}, 391);
+  run_attn_d160_variants({"d160 text cross", 2, 256, 77, 8, 160}, 392);
+  run_attn_d160_variants({"d160 text cross odd", 2, 199, 77, 8, 160}, 393);
+  run_attn_d160_variants({"d160 Lk=33", 2, 129, 33, 8, 160}, 394);
+  run_attn_d160_variants({"d160 Lk=65 packed", 1, 65, 65, 8, 160, false, true}, 395);
+  run_attn_d160_variants({"d160 causal packed odd 131", 1, 131, 131, 2, 160, true, true}, 396);
+  run_attn_d160_variants({"d160 Lq=1 vs 300 keys", 2, 1, 300, 8, 160}, 397);
+  run_attn_d160_variants({"d160 peaky softmax", 2, 256, 256, 8, 160, false, false, 0, 0, 8.0f}, 398);
 }

@@ -12,9 +12,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <vector>
 
 #include "backend_impl.h"
 #include "check.h"
@@ -68,14 +70,29 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     caps_.cc_major = prop.major;
     caps_.cc_minor = prop.minor;
     caps_.smem_optin = (int)prop.sharedMemPerBlockOptin;
+    // the tile policy's model of this device: the architecture's rates (tuning.h) with its own limits
+    caps_.model = gpu_model_for(prop.major * 10 + prop.minor, prop.multiProcessorCount);
+    caps_.model.regs_per_sm = prop.regsPerMultiprocessor;
+    caps_.model.smem_per_sm = (int)prop.sharedMemPerMultiprocessor;
+    caps_.model.smem_per_block = (int)prop.sharedMemPerBlockOptin;
+    caps_.model.smem_reserved_per_cta = (int)prop.reservedSharedMemPerBlock;
+    caps_.model.max_threads_per_sm = prop.maxThreadsPerMultiProcessor;
+    caps_.model.max_ctas_per_sm = prop.maxBlocksPerMultiProcessor;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream on " + where);
     check(cudaMalloc(&ws_.ptr, kWorkspaceBytes), "allocating the " + mib(kWorkspaceBytes) + " workspace on " + where);
     ws_.bytes = kWorkspaceBytes;
     check(cudaMalloc(reinterpret_cast<void**>(&staging_), kStagingBytes), "allocating the upload staging buffer");
     staging_floats_ = kStagingBytes / sizeof(float);
-    check(init_gemm_attributes(), "configuring the GEMM kernels on " + where);
-    check(init_conv_attributes(), "configuring the conv kernels on " + where);
+    check(init_gemm_attributes(caps_), "configuring the GEMM kernels on " + where);
+    check(init_conv_attributes(caps_), "configuring the conv kernels on " + where);
     check(init_attention_attributes(caps_), "configuring the attention kernels on " + where);
+    // Every head dim of the SD-1.5 / XPSR networks has a tensor-core kernel that fits any sm_80+ device
+    // (d=160: the 42 KiB variant). If one does not fit here, say so once instead of silently running
+    // the ~10x slower SIMT kernel.
+    for (int d : {40, 64, 80, 160})
+      if (!(caps_.attn_dims & (1u << (d / 8))))
+        std::fprintf(stderr, "[xpsr cuda] %s: no tensor-core attention kernel for head dim %d fits (%d bytes of "
+                     "shared memory per block); those calls use the SIMT kernel\n", where.c_str(), d, caps_.smem_optin);
     update_mem_peak();
   } catch (...) {
     release();
@@ -116,6 +133,27 @@ std::string CudaBackend::description() const {
   std::ostringstream o;
   o << device_name_ << " (compute " << caps_.cc_major << "." << caps_.cc_minor << ", " << caps_.sms << " SMs, "
     << mib(total_mem_) << ")";
+  return o.str();
+}
+
+std::string CudaBackend::tile_notes() const {
+  std::ostringstream o;
+  const TilePolicy pol = tile_policy();
+  o << "tiles: " << tile_policy_name(pol) << " policy";
+  const int v = attention_d160_variant(caps_);
+  if (v < 0) {
+    o << "; attention d160: SIMT kernel (no tensor-core variant fits " << caps_.smem_optin << " B of shared memory"
+      << (pol == TilePolicy::Legacy ? " for the legacy tile" : "") << ")";
+  } else {
+    const AttnTile t = attn_tile(160, v);
+    o << "; attention d160: v" << v << " (BC " << t.bc << (t.alias_q ? ", Q aliased" : "") << ", "
+      << attn_smem_bytes(160, v) / 1024 << " KiB, " << caps_.d160_regs[v] << " regs, "
+      << ctas_per_sm(caps_.model, KernelResources{t.warps * 32, caps_.d160_regs[v], (int)attn_smem_bytes(160, v)})
+      << " CTAs/SM)";
+  }
+  o << "; gemm regs/thread (rows, conv):";
+  for (int t = 0; t < kGemmTiles; ++t)
+    o << " " << gemm_tile_name((GemmTile)t) << " " << caps_.gemm_regs[0][t] << "/" << caps_.gemm_regs[2][t];
   return o.str();
 }
 
@@ -338,6 +376,20 @@ void CudaBackend::execute(const void* plan_id, const std::function<void()>& laun
       (void)cudaGetLastError();
       failure = std::string("ending the capture: ") + cudaGetErrorName(e);
     } else {
+      // launches per run = kernel nodes of the captured graph (benchmarks report it per step)
+      size_t nodes = 0;
+      if (cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess && nodes > 0) {
+        std::vector<cudaGraphNode_t> list(nodes);
+        int kernels = 0;
+        if (cudaGraphGetNodes(graph, list.data(), &nodes) == cudaSuccess)
+          for (size_t i = 0; i < nodes; ++i) {
+            cudaGraphNodeType type{};
+            if (cudaGraphNodeGetType(list[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel) ++kernels;
+          }
+        last_graph_nodes_ = (int)nodes;
+        last_graph_kernels_ = kernels;
+      }
+      (void)cudaGetLastError();
       cudaGraphExec_t exec = nullptr;
       const cudaError_t ei = cudaGraphInstantiate(&exec, graph, 0);
       cudaGraphDestroy(graph);
@@ -384,6 +436,9 @@ CudaBackendStats CudaBackend::stats() const {
   s.graph_replays = graph_replays_;
   s.graph_fallbacks = graph_fallbacks_;
   s.last_graph_failure = last_graph_failure_;
+  s.last_graph_nodes = last_graph_nodes_;
+  s.last_graph_kernels = last_graph_kernels_;
+  s.tile_notes = tile_notes();
   return s;
 }
 

@@ -3,7 +3,8 @@
 // One stream per backend; every op is enqueued on it, never allocates and may be captured into a graph.
 // Env switches (diagnostics): XPSR_CUDA_SYNC=1 synchronises after each eager op so an asynchronous fault
 // names its op; XPSR_CUDA_GRAPHS=0 never captures; XPSR_CUDA_GRAPH_STRICT=1 rethrows a failed capture
-// instead of falling back to eager execution.
+// instead of falling back to eager execution; XPSR_CUDA_TILES=legacy selects the first version's tile policy
+// (tuning.h).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -71,6 +72,7 @@ class CudaBackend final : public Backend {
   void attention_multi(const AttentionArgs* problems, int count);
   CudaBackendStats stats() const;
   cudaStream_t stream() const { return stream_; }
+  std::string tile_notes() const;  // policy, the d=160 variant and registers per tile on this device
 
  private:
   struct Plan {
@@ -114,6 +116,7 @@ class CudaBackend final : public Backend {
   bool capturing_ = false;
   bool sync_each_op_ = false, graphs_enabled_ = true, strict_graphs_ = false;
   int graphs_captured_ = 0, graph_replays_ = 0, graph_fallbacks_ = 0;
+  int last_graph_nodes_ = 0, last_graph_kernels_ = 0;
   std::string last_graph_failure_;
 };
 

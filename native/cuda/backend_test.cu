@@ -7,7 +7,7 @@
 
 using namespace xpsr_cuda_test;
 
-TEST(cuda_missing_device_is_device_unavailable) {
+TEST(cuda_op_missing_device_is_device_unavailable) {
   // Runs on every machine: with no GPU the error explains why, with GPUs index 999 does not exist.
   std::string why;
   const auto devs = list_cuda_devices(&why);
@@ -24,14 +24,17 @@ TEST(cuda_missing_device_is_device_unavailable) {
   CHECK(thrown);
 }
 
-TEST(cuda_backend_identity) {
+TEST(cuda_op_backend_identity) {
   Backend& g = gpu();
   CHECK(g.act_dtype() == DType::F16);
   CHECK(g.name() == "cuda:0");
   std::printf("    %s: %s\n", g.name().c_str(), g.description().c_str());
+  const CudaBackendStats st = cuda_backend_stats(g);
+  CHECK(st.tile_notes.find("policy") != std::string::npos);
+  std::printf("    %s\n", st.tile_notes.c_str());
 }
 
-TEST(cuda_errors_name_op_and_shapes) {
+TEST(cuda_op_errors_name_op_and_shapes) {
   Backend& g = gpu();
   Weight2 w = rand_weight("down_blocks.0.resnets.0.conv1.weight", WeightKind::Conv, {320, 320, 3, 3}, 500, 0.05f);
   Tensor2 x((size_t)2 * 8 * 8 * 320), y((size_t)2 * 8 * 8 * 320);
@@ -71,7 +74,7 @@ TEST(cuda_errors_name_op_and_shapes) {
   CHECK_THROWS_WITH(g.attention(at), "head_dim 1024");
 }
 
-TEST(cuda_out_of_memory_keeps_backend_usable) {
+TEST(cuda_op_out_of_memory_keeps_backend_usable) {
   Backend& g = gpu();
   bool oom = false;
   try {
@@ -138,7 +141,7 @@ struct MiniPlan {
 
 }  // namespace
 
-TEST(cuda_execute_captures_and_replays) {
+TEST(cuda_op_execute_captures_and_replays) {
   Backend& g = gpu();
   MiniPlan p;
   const auto before = cuda_backend_stats(g);
@@ -164,7 +167,7 @@ TEST(cuda_execute_captures_and_replays) {
   g.forget_plan(&tag);
 }
 
-TEST(cuda_execute_falls_back_when_capture_is_impossible) {
+TEST(cuda_op_execute_falls_back_when_capture_is_impossible) {
   Backend& g = gpu();
   Tensor2 x(4096), y(4096);
   std::vector<float> host = randn(4096, 530);

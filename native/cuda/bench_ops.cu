@@ -2,9 +2,14 @@
 // JSON (stdout) with a readable table on stderr. Each case runs R times inside one plan executed through
 // Backend::execute (so it is timed as the engine runs it: a replayed CUDA graph, no launch gaps);
 // time per op = median over 15 replays of wall time / R, R chosen so one replay takes ~2 ms.
+// Ops whose kernels depend on the tile policy (GEMM / conv tiles and split-K, d=160 attention variant,
+// GroupNorm finalize) are timed under BOTH policies in the same run: "ms"/"plan" = the model (tuning.h),
+// "ms_legacy"/"plan_legacy" = XPSR_CUDA_TILES=legacy. Each case also gets its floor, max(FLOPs / tensor
+// peak, bytes / bandwidth), and the achieved fraction of it: the bandwidth is measured here (a device-to-
+// device copy, bytes read + written), the tensor peak is the part's datasheet dense fp16 rate ("peaks").
 // The "cases" array carries each case's parameters: scripts/bench_torch_ops.py reads it and times the same
-// cases with PyTorch (cuBLAS / cuDNN / SDPA) on the same GPU; scripts/gpu-check.sh compares the two.
-// Usage: xpsr_cuda_bench [--filter SUBSTRING] [--device N]
+// cases with PyTorch (cuBLAS / cuDNN / SDPA) on the same GPU; scripts/gpu_report.py compares them.
+// Usage: xpsr_cuda_bench [--filter SUBSTRING] [--device N] [--help]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +22,7 @@
 
 #include "../common/dtype.h"
 #include "cuda_backend.h"
+#include "kernels.h"  // tile policy switch and the plan each launch used
 
 using namespace xpsr;
 
@@ -26,10 +32,88 @@ struct Case {
   std::string name, kind;
   std::vector<std::pair<std::string, double>> params;
   double flops = 0, bytes = 0;
-  double ms = -1;
+  double ms = -1, ms_legacy = -1;
+  std::string plan, plan_legacy;
   int reps = 0;
   std::string error;
 };
+
+// What the last launch of a policy-dependent op used (kernels.h hooks).
+std::string plan_of(const std::string& kind, const Case& c) {
+  using namespace xpsr::cuda;
+  if (kind == "conv2d" || kind == "linear") {
+    const GemmPlan p = last_gemm_plan();
+    return std::string(gemm_tile_name(p.tile)) + " x" + std::to_string(p.splits);
+  }
+  if (kind == "attention") {
+    for (const auto& kv : c.params)
+      if (kv.first == "d" && kv.second == 160) {
+        const int v = last_attn_d160_variant();
+        return v < 0 ? "SIMT kernel" : "d160 v" + std::to_string(v);
+      }
+    return "";
+  }
+  if (kind == "group_norm") return gn_finalize_legacy() ? "legacy finalize" : "parallel finalize";
+  return "";
+}
+bool policy_dependent(const Case& c) {
+  if (c.kind == "conv2d" || c.kind == "linear" || c.kind == "group_norm") return true;
+  if (c.kind == "attention")
+    for (const auto& kv : c.params)
+      if (kv.first == "d" && kv.second == 160) return true;
+  return false;
+}
+
+// Dense fp16 tensor-core rate of the part (datasheet, TFLOP/s; leads, not measurements: the report prefers
+// the cuBLAS rate bench_torch_ops.py measures on the same GPU). 0 = unknown.
+double datasheet_tflops(const std::string& name, int cc) {
+  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  if (has("H200") || has("GH200")) return 989;
+  if (has("H100")) return has("PCIe") ? 756 : 989;
+  if (has("A100") || has("A800")) return 312;
+  if (has("L40S")) return 362;
+  if (has("L40")) return 181;
+  if (has("L4")) return 121;
+  if (has("A10G")) return 70;
+  if (has("A10")) return 125;
+  if (has("A30")) return 165;
+  if (has("A40") || has("A6000")) return 150;
+  if (has("4090")) return 165;
+  if (has("3090")) return 71;
+  return cc == 90 ? 989 : cc == 80 ? 312 : cc == 89 ? 165 : cc == 86 ? 70 : 0;
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second), median of 7 copies of 512 MiB.
+double measure_copy_gbps() {
+  const size_t n = (size_t)512 << 20;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (a) cudaFree(a);
+    return 0;
+  }
+  cudaMemset(a, 1, n);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ts;
+  for (int i = 0; i < 8; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i) ts.push_back(ms);  // the first one warms up
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  (void)cudaGetLastError();
+  std::sort(ts.begin(), ts.end());
+  return ts.empty() || ts[ts.size() / 2] <= 0 ? 0 : 2.0 * n / (ts[ts.size() / 2] * 1e-3) / 1e9;
+}
 
 std::vector<float> rnd(size_t n, uint32_t seed, float scale) {
   std::mt19937 rng(seed);
@@ -93,7 +177,7 @@ void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Cas
   struct CV { int C, K, H, W, stride; const char* tag; };
   for (CV c : {CV{320, 320, 64, 64, 1, ""}, CV{640, 640, 32, 32, 1, ""}, CV{1280, 1280, 16, 16, 1, ""},
                CV{1280, 1280, 8, 8, 1, ""}, CV{320, 640, 32, 32, 1, ""}, CV{640, 320, 64, 64, 1, " up"},
-               CV{2560, 1280, 16, 16, 1, " up"}, CV{4, 320, 64, 64, 1, " conv_in"}, CV{320, 320, 64, 64, 2, " down"},
+               CV{2560, 1280, 16, 16, 1, " up"}, CV{960, 320, 64, 64, 1, " up"}, CV{4, 320, 64, 64, 1, " conv_in"}, CV{320, 320, 64, 64, 2, " down"},
                CV{1280, 1280, 16, 16, 2, " down"}}) {
     Case k;
     char nm[96];
@@ -121,7 +205,8 @@ void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Cas
   for (LN l : {LN{8192, 320, 320, " qkv/out l0"}, LN{8192, 320, 2560, " geglu-in l0"}, LN{8192, 1280, 320, " ff-out l0"},
                LN{2048, 640, 640, " l1"}, LN{2048, 640, 5120, " geglu-in l1"}, LN{2048, 2560, 640, " ff-out l1"},
                LN{512, 1280, 1280, " l2"}, LN{512, 1280, 10240, " geglu-in l2"}, LN{512, 5120, 1280, " ff-out l2"},
-               LN{128, 1280, 1280, " mid"}, LN{154, 768, 320, " text-kv"}, LN{154, 768, 1280, " text-kv"}}) {
+               LN{128, 1280, 1280, " mid"}, LN{154, 768, 320, " text-kv"}, LN{154, 768, 1280, " text-kv"},
+               LN{2, 1280, 1280, " time-emb"}}) {
     Case k;
     char nm[96];
     std::snprintf(nm, sizeof nm, "linear %dx%d->%d%s", l.M, l.K, l.N, l.tag);
@@ -243,6 +328,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::printf("xpsr_cuda_bench [--filter SUBSTRING] [--device N]: every CUDA op on the SD-1.5 shapes, JSON on stdout\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "xpsr_cuda_bench: unknown option %s\n", argv[i]);
+      return 2;
+    }
   }
   std::unique_ptr<Backend> g;
   try {
@@ -254,29 +346,62 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "xpsr_cuda_bench: %s\n", e.what());
     return 2;
   }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, device);
+  const int cc = prop.major * 10 + prop.minor;
+  const double peak_tflops = datasheet_tflops(prop.name, cc);
+  const double copy_gbps = measure_copy_gbps();
+  std::fprintf(stderr, "%s: %d SMs; floors from %.0f TFLOP/s (datasheet dense fp16) and %.0f GB/s (measured copy)\n",
+               prop.name, prop.multiProcessorCount, peak_tflops, copy_gbps);
+  auto floor_ms = [&](const Case& c) {
+    const double f = peak_tflops > 0 && c.flops > 0 ? c.flops / (peak_tflops * 1e9) : 0.0;
+    const double m = copy_gbps > 0 && c.bytes > 0 ? c.bytes / (copy_gbps * 1e6) : 0.0;
+    return std::max(f, m);
+  };
+
   std::vector<Case> cases;
   std::vector<std::function<void(Bench&, Case&)>> runs;
   add_cases(cases, runs);
-  std::fprintf(stderr, "%-44s %10s %9s %9s %5s\n", "op", "ms", "TFLOP/s", "GB/s", "reps");
+  std::fprintf(stderr, "%-44s %10s %-22s %10s %-22s %8s %9s %7s %5s\n", "op", "ms", "plan", "legacy ms", "legacy plan",
+               "TFLOP/s", "GB/s", "floor%", "reps");
   for (size_t i = 0; i < cases.size(); ++i) {
     Case& c = cases[i];
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
     try {
       Bench b(*g);
+      cuda::set_tile_policy(cuda::TilePolicy::Model);
       runs[i](b, c);
+      c.plan = plan_of(c.kind, c);
+      if (policy_dependent(c)) {  // the same case again under the legacy policy (same buffers and weights)
+        Case lc = c;
+        cuda::set_tile_policy(cuda::TilePolicy::Legacy);
+        runs[i](b, lc);
+        c.ms_legacy = lc.ms;
+        c.plan_legacy = plan_of(c.kind, lc);
+        cuda::set_tile_policy(cuda::TilePolicy::Model);
+      }
     } catch (const Error& e) {
       c.error = e.what();
+      cuda::set_tile_policy(cuda::TilePolicy::Model);
     }
+    const double fl = floor_ms(c);
     if (c.error.empty())
-      std::fprintf(stderr, "%-44s %10.4f %9.1f %9.0f %5d\n", c.name.c_str(), c.ms,
-                   c.flops > 0 ? c.flops / (c.ms * 1e9) : 0.0, c.bytes / (c.ms * 1e6), c.reps);
+      std::fprintf(stderr, "%-44s %10.4f %-22s %10s %-22s %8.1f %9.0f %6.0f%% %5d\n", c.name.c_str(), c.ms, c.plan.c_str(),
+                   c.ms_legacy > 0 ? std::to_string(c.ms_legacy).substr(0, 8).c_str() : "-", c.plan_legacy.c_str(),
+                   c.flops > 0 ? c.flops / (c.ms * 1e9) : 0.0, c.bytes / (c.ms * 1e6), fl > 0 ? 100.0 * fl / c.ms : 0.0, c.reps);
     else
       std::fprintf(stderr, "%-44s ERROR %s\n", c.name.c_str(), c.error.c_str());
   }
   const CudaBackendStats st = cuda_backend_stats(*g);
   std::printf("{\n  \"device\": ");
   json_str(g->description());
-  std::printf(",\n  \"backend\": \"xpsr-cuda\",\n  \"method\": \"median of 15 graph replays of R back-to-back launches, ms per op\",\n");
+  std::printf(",\n  \"backend\": \"xpsr-cuda\",\n  \"method\": \"median of 15 graph replays of R back-to-back launches, ms per op; ms = model tile policy, ms_legacy = legacy\",\n");
+  std::printf("  \"sms\": %d, \"cc\": %d,\n", prop.multiProcessorCount, cc);
+  std::printf("  \"peaks\": {\"tensor_tflops\": %.1f, \"tensor_source\": \"datasheet dense fp16\", \"copy_gbps\": %.1f},\n",
+              peak_tflops, copy_gbps);
+  std::printf("  \"tile_notes\": ");
+  json_str(st.tile_notes);
+  std::printf(",\n");
   std::printf("  \"memory\": {\"device_used_peak_bytes\": %zu, \"act_bytes_peak\": %zu, \"workspace_bytes\": %zu},\n",
               st.device_used_peak, st.act_bytes_peak, st.workspace_bytes);
   std::printf("  \"graph_fallbacks\": %d,\n  \"cases\": [\n", st.graph_fallbacks);
@@ -291,7 +416,12 @@ int main(int argc, char** argv) {
     std::printf(", \"params\": {");
     for (size_t j = 0; j < c.params.size(); ++j)
       std::printf("%s\"%s\": %.0f", j ? ", " : "", c.params[j].first.c_str(), c.params[j].second);
-    std::printf("}, \"flops\": %.0f, \"bytes\": %.0f, \"ms\": %.6f, \"reps\": %d", c.flops, c.bytes, c.ms, c.reps);
+    const double fl = floor_ms(c);
+    std::printf("}, \"flops\": %.0f, \"bytes\": %.0f, \"ms\": %.6f, \"reps\": %d, \"plan\": ", c.flops, c.bytes, c.ms, c.reps);
+    json_str(c.plan);
+    std::printf(", \"ms_legacy\": %.6f, \"plan_legacy\": ", c.ms_legacy);
+    json_str(c.plan_legacy);
+    std::printf(", \"floor_ms\": %.6f, \"floor_fraction\": %.4f", fl, fl > 0 && c.ms > 0 ? fl / c.ms : 0.0);
     if (!c.error.empty()) {
       std::printf(", \"error\": ");
       json_str(c.error);

@@ -10,9 +10,9 @@
 
 namespace xpsr::cuda {
 
-cudaError_t init_conv_attributes() {
-  cudaError_t e = gemm_set_all_attributes<AMode::ConvVec>();
-  if (e == cudaSuccess) e = gemm_set_all_attributes<AMode::ConvScalar>();
+cudaError_t init_conv_attributes(DeviceCaps& caps) {
+  cudaError_t e = gemm_set_all_attributes<AMode::ConvVec>(caps.gemm_regs[(int)AMode::ConvVec]);
+  if (e == cudaSuccess) e = gemm_set_all_attributes<AMode::ConvScalar>(caps.gemm_regs[(int)AMode::ConvScalar]);
   return e;
 }
 

@@ -35,6 +35,9 @@ struct CudaBackendStats {
   size_t device_used_peak = 0;                     // max (total - free) seen by the backend's checks
   int graphs_captured = 0, graph_replays = 0, graph_fallbacks = 0;
   std::string last_graph_failure;  // why the last capture fell back to eager ("" if none)
+  int last_graph_nodes = 0;        // nodes of the most recently captured graph
+  int last_graph_kernels = 0;      // of which kernel launches (= launches per run of that plan)
+  std::string tile_notes;          // tile policy, the d=160 attention variant, registers per GEMM tile
 };
 CudaBackendStats cuda_backend_stats(const Backend& b);
 

@@ -9,6 +9,7 @@
 #pragma once
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,6 +19,7 @@
 #include "../engine/backend.h"
 #include "../test/test.h"
 #include "cuda_backend.h"
+#include "kernels.h"  // tile-policy hooks (set_forced_gemm_plan, last_gemm_plan, ...)
 
 namespace xpsr_cuda_test {
 
@@ -164,5 +166,33 @@ inline void expect_close(const std::string& what, const std::vector<float>& got,
 // Standard tolerance for ops whose only GPU-specific error is the fp16 rounding of the output (and f32
 // summation order): 1 fp16 ulp relative (2x the rounding bound) plus 2^-12 of the output's rms.
 inline Tol out_rounding_tol(const std::vector<float>& ref) { return {1.0 / 1024, rms(ref) / 4096 + 1e-7}; }
+
+// ---- forcing kernel variants (tuning.h) -------------------------------------------------------------------
+// GEMM plans to run a case with: (tile, splits); tile -1 = the active policy's own choice.
+using GemmPlans = std::vector<std::pair<int, int>>;
+inline GemmPlans policy_plan() { return {{-1, 1}}; }
+// The policy's choice, then every tile with each split count in `splits`.
+inline GemmPlans every_plan(std::initializer_list<int> splits) {
+  GemmPlans p = policy_plan();
+  for (int t = 0; t < cuda::kGemmTiles; ++t)
+    for (int s : splits) p.push_back({t, s});
+  return p;
+}
+// Clears every forced variant when a test ends (also when a check throws).
+struct ForcedPlanReset {
+  ~ForcedPlanReset() {
+    cuda::set_forced_gemm_plan(-1, 1);
+    cuda::set_forced_attn_d160_variant(-1);
+    cuda::set_forced_gn_finalize(-1);
+  }
+};
+// "[128x256/8w(64x64) x3]" for the plan the last GEMM/conv launch used; fails if a forced tile was not used.
+inline std::string last_plan_label(int forced_tile) {
+  const cuda::GemmPlan p = cuda::last_gemm_plan();
+  CHECK_MSG(forced_tile < 0 || (int)p.tile == forced_tile,
+            std::string("forced tile ") + cuda::gemm_tile_name((cuda::GemmTile)forced_tile) + " was not used");
+  return std::string("[") + (forced_tile < 0 ? "policy " : "") + cuda::gemm_tile_name(p.tile) + " x" +
+         std::to_string(p.splits) + "]";
+}
 
 }  // namespace xpsr_cuda_test

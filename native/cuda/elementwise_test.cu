@@ -25,7 +25,7 @@ const Tol kRound{-1.0, 0.0};  // "use out_rounding_tol"
 
 }  // namespace
 
-TEST(cuda_geglu) {
+TEST(cuda_op_geglu) {
   gpu();
   struct G { int rows, inner, seed; };
   for (G gc : {G{8192, 1280, 400}, G{512, 5120, 401}, G{77, 12, 402}}) {
@@ -39,7 +39,7 @@ TEST(cuda_geglu) {
   }
 }
 
-TEST(cuda_unary_ops) {
+TEST(cuda_op_unary_ops) {
   gpu();
   for (UnaryOp op : {UnaryOp::Silu, UnaryOp::QuickGelu, UnaryOp::GeluErf, UnaryOp::LeakyRelu})
     for (size_t n : {(size_t)2 * 4096 * 320, (size_t)1001}) {
@@ -66,7 +66,7 @@ TEST(cuda_unary_ops) {
   });
 }
 
-TEST(cuda_axpby_and_channel_add) {
+TEST(cuda_op_axpby_and_channel_add) {
   gpu();
   const size_t n = (size_t)2 * 4096 * 320;
   Tensor2 a(n), b(n), y(n);
@@ -96,7 +96,7 @@ TEST(cuda_axpby_and_channel_add) {
   }
 }
 
-TEST(cuda_concat_slice_upsample) {
+TEST(cuda_op_concat_slice_upsample) {
   gpu();
   {
     const int rows = 2 * 32 * 32, Ca = 1280, Cb = 640;
@@ -139,7 +139,7 @@ TEST(cuda_concat_slice_upsample) {
   }
 }
 
-TEST(cuda_embedding) {
+TEST(cuda_op_embedding) {
   gpu();
   const int V = 1000, D = 768, n = 154;
   Weight2 t = rand_weight("test.token_embedding.weight", WeightKind::Embedding, {V, D}, 440, 1.0f);
@@ -164,7 +164,7 @@ TEST(cuda_embedding) {
 // with batch 2) cannot be reached with test-sized tensors, so this forces them (set_force_index64) and
 // runs every op that has one - GEGLU, channel_add, concat/slice (row copies), upsample, embedding and
 // GroupNorm's apply pass - on both the 16-byte and the element paths.
-TEST(cuda_index64_paths) {
+TEST(cuda_op_index64_paths) {
   gpu();
   struct Force64 {
     Force64() { xpsr::cuda::set_force_index64(true); }
@@ -234,7 +234,7 @@ TEST(cuda_index64_paths) {
 }
 
 // Small shapes of the data-movement ops (both paths) for compute-sanitizer runs.
-TEST(cuda_small_elementwise) {
+TEST(cuda_op_small_elementwise) {
   gpu();
   Tensor2 x((size_t)2 * 3 * 5 * 16 + 1), y((size_t)2 * 7 * 9 * 16), g((size_t)2 * 3 * 5 * 8);
   x.set(randn(x.n, 460));

@@ -23,9 +23,9 @@ cudaError_t launch_gemm_splitk_reduce(const GemmKernelParams& p, int splits, int
   return cudaGetLastError();
 }
 
-cudaError_t init_gemm_attributes() {
-  cudaError_t e = gemm_set_all_attributes<AMode::RowsVec>();
-  if (e == cudaSuccess) e = gemm_set_all_attributes<AMode::RowsScalar>();
+cudaError_t init_gemm_attributes(DeviceCaps& caps) {
+  cudaError_t e = gemm_set_all_attributes<AMode::RowsVec>(caps.gemm_regs[(int)AMode::RowsVec]);
+  if (e == cudaSuccess) e = gemm_set_all_attributes<AMode::RowsScalar>(caps.gemm_regs[(int)AMode::RowsScalar]);
   return e;
 }
 

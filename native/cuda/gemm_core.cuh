@@ -11,7 +11,9 @@
 // by (row >> 1) & 3 so ldmatrix phases hit 8 distinct bank groups; warps own WTM x WTN sub-tiles of
 // m16n8k16 mma.sync. CTAs are rastered in groups of 8 M-tiles so concurrently running CTAs share B tiles
 // in L2. With split-K (gridDim.z > 1) each split writes f32 partials and gemm_splitk_reduce applies the
-// epilogue. Tile choice: tuning.h (choose_gemm).
+// epilogue. Five tile shapes (tuning.h GemmTile: 64x32, 32x32 and 64x64 warp tiles); the choice is
+// tuning.h choose_gemm (occupancy and wave model, or the legacy policy), fed with this device's limits
+// and each instantiation's register count (DeviceCaps).
 #pragma once
 #include "common.cuh"
 #include "kernels.h"
@@ -48,6 +50,9 @@ __device__ __forceinline__ uint32_t swz_offset(int row, int chunk) {
 template <int BM, int BN, int WARPS_M, int WARPS_N, AMode MODE>
 __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
     gemm_kernel(const GemmKernelParams p) {
+  // Index arithmetic below is generic in the tile: every thread loads chunk (tid & 3) of rows tid/4 +
+  // j*THREADS/4 of A and B; warp (wm, wn) owns rows wm*WTM.. and columns wn*WTN.. of the CTA tile as
+  // MI x NI m16n8 accumulators. BM, BN must be multiples of THREADS/4, WTN a multiple of 16.
   constexpr int THREADS = WARPS_M * WARPS_N * 32;
   constexpr int BK = kGemmBK, STAGES = kGemmStages;
   constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;
@@ -260,16 +265,27 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
 cudaError_t launch_gemm_splitk_reduce(const GemmKernelParams& p, int splits, int blocks, cudaStream_t s);
 
 template <int BM, int BN, int WM, int WN, AMode MODE>
-inline cudaError_t gemm_set_attributes() {
+inline cudaError_t gemm_set_attributes(int& regs) {
+  auto* k = gemm_kernel<BM, BN, WM, WN, MODE>;
   const int smem = (BM + BN) * kGemmBK * 2 * kGemmStages;
-  return cudaFuncSetAttribute(gemm_kernel<BM, BN, WM, WN, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // the largest shared-memory carve-out, so that the occupancy the model counts is the one we get
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
+  cudaFuncAttributes fa{};
+  if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, k);
+  if (e == cudaSuccess) regs = fa.numRegs;
+  return e;
 }
 
+// Configures all five tiles of one A mode; regs[t] = registers per thread of tile t on this device.
 template <AMode MODE>
-inline cudaError_t gemm_set_all_attributes() {
-  cudaError_t e = gemm_set_attributes<128, 128, 2, 4, MODE>();
-  if (e == cudaSuccess) e = gemm_set_attributes<128, 64, 2, 2, MODE>();
-  if (e == cudaSuccess) e = gemm_set_attributes<64, 64, 2, 2, MODE>();
+inline cudaError_t gemm_set_all_attributes(int* regs) {
+  cudaError_t e = gemm_set_attributes<128, 128, 2, 4, MODE>(regs[(int)GemmTile::T128x128]);
+  if (e == cudaSuccess) e = gemm_set_attributes<128, 64, 2, 2, MODE>(regs[(int)GemmTile::T128x64]);
+  if (e == cudaSuccess) e = gemm_set_attributes<64, 64, 2, 2, MODE>(regs[(int)GemmTile::T64x64]);
+  if (e == cudaSuccess) e = gemm_set_attributes<128, 128, 2, 2, MODE>(regs[(int)GemmTile::T128x128w4]);
+  if (e == cudaSuccess) e = gemm_set_attributes<128, 256, 2, 4, MODE>(regs[(int)GemmTile::T128x256]);
   return e;
 }
 
@@ -282,21 +298,31 @@ inline void gemm_launch_tile(GemmKernelParams& p, int splits, cudaStream_t s) {
   gemm_kernel<BM, BN, WM, WN, MODE><<<grid, WM * WN * 32, smem, s>>>(p);
 }
 
-// Picks the tile and split-K (tuning.h), launches the main kernel and, if split, the reduce kernel.
+// Picks the tile and split-K (tuning.h; a plan forced by set_forced_gemm_plan wins), launches the main
+// kernel and, if split, the reduce kernel.
 template <AMode MODE>
 inline cudaError_t gemm_run(GemmKernelParams p, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s) {
   p.ktiles_total = (p.Kdim + kGemmBK - 1) / kGemmBK;
-  GemmPlan plan = choose_gemm(p.M, p.N, p.Kdim, caps.sms, ws.ptr ? ws.bytes : 0);
+  const size_t ws_bytes = ws.ptr ? ws.bytes : 0;
+  GemmPlan plan;
+  const int forced_tile = forced_gemm_tile();
+  if (forced_tile >= 0)
+    plan = forced_gemm_plan((GemmTile)forced_tile, forced_gemm_splits(), p.Kdim, p.M, p.N, ws_bytes);
+  else
+    plan = choose_gemm(tile_policy(), caps.model, caps.gemm_regs[(int)MODE], p.M, p.N, p.Kdim, ws_bytes);
   if (plan.splits <= 1 || !ws.ptr) {
     plan.splits = 1;
     plan.ktiles_per_split = p.ktiles_total;
   }
+  note_gemm_plan(plan);
   p.ktiles_per_split = plan.ktiles_per_split;
   p.partial = plan.splits > 1 ? static_cast<float*>(ws.ptr) : nullptr;
   switch (plan.tile) {
     case GemmTile::T128x128: gemm_launch_tile<128, 128, 2, 4, MODE>(p, plan.splits, s); break;
     case GemmTile::T128x64: gemm_launch_tile<128, 64, 2, 2, MODE>(p, plan.splits, s); break;
-    default: gemm_launch_tile<64, 64, 2, 2, MODE>(p, plan.splits, s); break;
+    case GemmTile::T64x64: gemm_launch_tile<64, 64, 2, 2, MODE>(p, plan.splits, s); break;
+    case GemmTile::T128x128w4: gemm_launch_tile<128, 128, 2, 2, MODE>(p, plan.splits, s); break;
+    default: gemm_launch_tile<128, 256, 2, 4, MODE>(p, plan.splits, s); break;
   }
   if (plan.splits > 1) {
     const size_t total = (size_t)p.M * p.N;

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "../engine/backend.h"
+#include "tuning.h"
 
 namespace xpsr::cuda {
 
@@ -18,7 +19,33 @@ struct DeviceCaps {
   int cc_major = 8, cc_minor = 0;
   int smem_optin = 48 * 1024;  // max dynamic shared memory per block after opt-in
   unsigned attn_dims = 0;      // bit i set: the tensor-core attention for head dim 8*i is usable here
+  GpuModel model;              // tuning.h: this device's limits (from its attributes) for the tile policy
+  int gemm_regs[4][kGemmTiles] = {};  // registers per thread of gemm_kernel per A mode (AMode order) and tile
+  unsigned d160_fits = 0;      // bit v: d=160 attention variant v is configured (fits the shared memory)
+  int d160_regs[kAttnD160Variants] = {};
 };
+
+// ---- tile policy and test hooks (process-wide; ops read them at launch, captured graphs keep what they saw)
+// XPSR_CUDA_TILES=legacy selects the first version's choices (tuning.h); anything else the model.
+TilePolicy tile_policy();
+void set_tile_policy(TilePolicy p);
+const char* tile_policy_name(TilePolicy p);
+// Tests/benchmarks: force a GEMM tile (and split count) for every following GEMM/conv; tile -1 = off.
+void set_forced_gemm_plan(int tile, int splits);
+int forced_gemm_tile();
+int forced_gemm_splits();
+// The plan of the most recent GEMM/conv launch (tests check that a forced plan was honoured).
+void note_gemm_plan(const GemmPlan& p);
+GemmPlan last_gemm_plan();
+// Tests/benchmarks: force the d=160 attention variant (-1 = policy); the last variant launched (-1 = SIMT).
+void set_forced_attn_d160_variant(int v);
+int forced_attn_d160_variant();
+void note_attn_d160_variant(int v);
+int last_attn_d160_variant();
+// Tests/benchmarks: GroupNorm finalize as in the first version (one warp per (n, group)) regardless of the
+// policy; -1 = follow the policy, 0 = parallel, 1 = legacy.
+void set_forced_gn_finalize(int legacy);
+bool gn_finalize_legacy();
 
 // Scratch memory owned by the backend, shared by the ops that need it (split-K partials, GroupNorm
 // statistics). Ops run one after another on one stream, so one buffer serves all of them.
@@ -95,8 +122,9 @@ XPSR_ATTN_FILE(small)  // head dims 8, 16, 32 (tiny test models, CLIP-tiny)
 XPSR_ATTN_FILE(d40)
 XPSR_ATTN_FILE(d64)    // CLIP ViT-L (12 x 64)
 XPSR_ATTN_FILE(d80)
-XPSR_ATTN_FILE(d160)
+XPSR_ATTN_FILE(d160)   // three variants (tuning.h); attention_d160_variant() = the one a launch uses now
 #undef XPSR_ATTN_FILE
+int attention_d160_variant(const DeviceCaps& caps);  // -1: none fits / legacy policy without v0 -> SIMT
 // Any head dim <= kGenericAttnMaxHeadDim, any alignment (f32 SIMT; the VAE's single 512-wide head).
 cudaError_t launch_attention_generic(const AttentionArgs& p, const DeviceCaps& caps, cudaStream_t s);
 constexpr int kGenericAttnMaxHeadDim = 512;
@@ -129,11 +157,12 @@ cudaError_t launch_conv_weight_f16(const float* src, void* dst, int rows, int C,
 // Linear/embedding: src row = [K] -> dst row = [Kp].
 cudaError_t launch_rows_f16(const float* src, void* dst, int rows, int K, int Kp, cudaStream_t s);
 
-// Raise the dynamic shared-memory limits of the kernels that need more than 48 KiB. Called once per device
-// by the backend constructor (function attributes are per device context).
-cudaError_t init_gemm_attributes();
-cudaError_t init_conv_attributes();
-cudaError_t init_attention_attributes(DeviceCaps& caps);  // also fills caps.attn_dims
+// Raise the dynamic shared-memory limits of the kernels that need more than 48 KiB and read each
+// instantiation's register count into caps. Called once per device by the backend constructor (function
+// attributes are per device context).
+cudaError_t init_gemm_attributes(DeviceCaps& caps);
+cudaError_t init_conv_attributes(DeviceCaps& caps);
+cudaError_t init_attention_attributes(DeviceCaps& caps);  // also fills caps.attn_dims / d160_*
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

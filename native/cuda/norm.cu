@@ -1,12 +1,18 @@
 // GroupNorm(+SiLU) and LayerNorm on f16 activations with f32 statistics.
 // GroupNorm, channels-last x [N, HW, C], three small kernels (they stay memory-bound; ~3 launches are
 // nothing inside a CUDA graph):
-//   1. gn_partial: grid (chunks, N, csplit); each CTA reads a contiguous run of pixels for a range of
-//      channel vectors (16-byte loads when C % 8 == 0), accumulating per-channel sums of (x - shift) and
-//      (x - shift)^2 where shift = the chunk's first pixel (cancellation-safe for large means), and writes
-//      (shift, sum, sumsq) per channel to the workspace.
-//   2. gn_finalize: one warp per (n, group) merges chunks x channels with Chan's formula (exact, order
-//      independent to rounding) and writes per-channel scale a = rstd*gamma and shift b = beta - mean*a.
+//   1. gn_partial: grid (chunks, N, csplit); each CTA reads a contiguous run of `per` pixels (tuning.h
+//      group_norm_chunking: equal runs, none empty) for a range of channel vectors (16-byte loads when
+//      C % 8 == 0), accumulating per-channel sums of (x - shift) and (x - shift)^2 where shift = the
+//      chunk's first pixel (cancellation-safe for large means), and writes (shift, sum, sumsq) per
+//      channel to the workspace.
+//   2. gn_finalize: one CTA of 256 threads per (n, group): thread t merges the items (chunk, channel) of
+//      a fixed channel lane and a strided set of chunks with Chan's formula (exact up to rounding; no
+//      integer division per item: the chunk's pixel count is min(per, HW - chunk*per)), then a shuffle
+//      tree per warp and one across the 8 warps; lane 0's result is broadcast (one statistic per group).
+//      Writes per-channel scale a = rstd*gamma and shift b = beta - mean*a. The legacy policy runs the
+//      first version's finalize instead (one warp per (n, group): 64 warps on the whole GPU at batch 2,
+//      each merging cpg x chunks items in a serial chain) so the first GPU run can time both.
 //   3. gn_apply: y = x*a + b (then SiLU), vectorised; y may alias x.
 // Traffic: x read twice, y written once (the second read mostly hits L2 at the UNet sizes).
 // LayerNorm: one warp per row, the row held in registers (C <= 2048 with 16-byte loads), two-pass
@@ -25,13 +31,13 @@ namespace {
 constexpr int kGnThreads = 256;
 
 struct GnGeom {
-  int N, HW, C, groups, vpr, VB, rows_per_step, csplit, chunks;
+  int N, HW, C, groups, vpr, VB, rows_per_step, csplit, chunks, per;
 };
 
-__device__ __forceinline__ void chunk_range(int HW, int chunks, int chunk, int& b, int& e) {
-  const long long per = (long long)HW * chunk / chunks, next = (long long)HW * (chunk + 1) / chunks;
-  b = (int)per;
-  e = (int)next;
+// Pixels [b, e) of a chunk: equal runs of g.per (the last one shorter; tuning.h makes none empty).
+__device__ __forceinline__ void chunk_range(const GnGeom& g, int chunk, int& b, int& e) {
+  b = chunk * g.per;
+  e = min(g.HW, b + g.per);
 }
 
 template <int VEC>
@@ -44,7 +50,7 @@ __global__ void __launch_bounds__(kGnThreads) gn_partial(const __half* __restric
   const int v = z * g.VB + vl;
   const bool active = pr < g.rows_per_step && v < g.vpr;
   int pb, pe;
-  chunk_range(g.HW, g.chunks, chunk, pb, pe);
+  chunk_range(g, chunk, pb, pe);
   float shift[VEC], sum[VEC], sq[VEC];
 #pragma unroll
   for (int e = 0; e < VEC; ++e) shift[e] = sum[e] = sq[e] = 0.f;
@@ -107,9 +113,68 @@ __device__ __forceinline__ Welford merge(Welford a, Welford b) {
   return Welford{n, a.mean + d * f, a.m2 + b.m2 + d * d * a.n * f};
 }
 
-// one warp per (n, group); writes ab[(n*C + c)*2 + {0,1}] = (scale, shift)
-__global__ void gn_finalize(const float* __restrict__ part, const GnGeom g, float eps, const float* __restrict__ gamma,
-                            const float* __restrict__ beta, float* __restrict__ ab) {
+// Butterfly merge over the 32 lanes, then lane 0's result everywhere (lanes merge in different orders and
+// could differ by an ulp: one statistic per group keeps its channels consistent and runs reproducible).
+__device__ __forceinline__ Welford warp_merge(Welford acc) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    Welford other{__shfl_xor_sync(0xffffffffu, acc.n, o), __shfl_xor_sync(0xffffffffu, acc.mean, o),
+                  __shfl_xor_sync(0xffffffffu, acc.m2, o)};
+    acc = merge(acc, other);
+  }
+  return Welford{__shfl_sync(0xffffffffu, acc.n, 0), __shfl_sync(0xffffffffu, acc.mean, 0),
+                 __shfl_sync(0xffffffffu, acc.m2, 0)};
+}
+
+constexpr int kGnFinThreads = 256;
+
+// One CTA per (group, n): grid (groups, N). Writes ab[(n*C + c)*2 + {0,1}] = (scale, shift).
+__global__ void __launch_bounds__(kGnFinThreads)
+    gn_finalize(const float* __restrict__ part, const GnGeom g, float eps, const float* __restrict__ gamma,
+                const float* __restrict__ beta, float* __restrict__ ab) {
+  __shared__ Welford warp_res[kGnFinThreads / 32];
+  __shared__ Welford group_res;
+  const int grp = blockIdx.x, n = blockIdx.y, t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int cpg = g.C / g.groups, c0 = grp * cpg;
+  // thread t: channel lane cl (channels cl, cl + lanes_c, ...), chunks ch0, ch0 + lanes_ch, ...
+  const int lanes_c = min(cpg, kGnFinThreads), lanes_ch = kGnFinThreads / lanes_c;
+  const int cl = t % lanes_c, ch0 = t / lanes_c;
+  Welford acc{0.f, 0.f, 0.f};
+  if (ch0 < lanes_ch) {
+    for (int ch = ch0; ch < g.chunks; ch += lanes_ch) {
+      const int pb = ch * g.per;
+      const float cnt = (float)min(g.per, g.HW - pb);  // >= 1: no chunk is empty
+      const float inv = 1.f / cnt;
+      const float* pp = part + (((size_t)n * g.chunks + ch) * g.C + c0) * 3;
+      for (int c = cl; c < cpg; c += lanes_c) {
+        const float s = pp[c * 3 + 1], mean_d = s * inv;
+        acc = merge(acc, Welford{cnt, pp[c * 3] + mean_d, fmaxf(pp[c * 3 + 2] - s * mean_d, 0.f)});
+      }
+    }
+  }
+  acc = warp_merge(acc);
+  if (lane == 0) warp_res[warp] = acc;
+  __syncthreads();
+  if (warp == 0) {
+    Welford w = lane < kGnFinThreads / 32 ? warp_res[lane] : Welford{0.f, 0.f, 0.f};
+    w = warp_merge(w);
+    if (lane == 0) group_res = w;
+  }
+  __syncthreads();
+  const Welford r = group_res;
+  const float var = r.n > 0.f ? r.m2 / r.n : 0.f;
+  const float rstd = rsqrtf(var + eps);
+  for (int c = c0 + t; c < c0 + cpg; c += kGnFinThreads) {
+    const float a = rstd * gamma[c];
+    ab[((size_t)n * g.C + c) * 2] = a;
+    ab[((size_t)n * g.C + c) * 2 + 1] = beta[c] - r.mean * a;
+  }
+}
+
+// LEGACY (XPSR_CUDA_TILES=legacy, for the old-vs-new measurement): one warp per (n, group).
+__global__ void gn_finalize_legacy(const float* __restrict__ part, const GnGeom g, float eps,
+                                   const float* __restrict__ gamma, const float* __restrict__ beta,
+                                   float* __restrict__ ab) {
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (warp >= g.N * g.groups) return;
   const int n = warp / g.groups, grp = warp - n * g.groups;
@@ -119,7 +184,7 @@ __global__ void gn_finalize(const float* __restrict__ part, const GnGeom g, floa
   for (int i = lane; i < items; i += 32) {
     const int chunk = i / cpg, c = c0 + (i - chunk * cpg);
     int pb, pe;
-    chunk_range(g.HW, g.chunks, chunk, pb, pe);
+    chunk_range(g, chunk, pb, pe);
     const float cnt = (float)(pe - pb);
     if (cnt == 0.f) continue;
     const float* pp = part + (((size_t)n * g.chunks + chunk) * g.C + c) * 3;
@@ -189,9 +254,10 @@ GnGeom gn_geometry(const GroupNormLaunch& a, const DeviceCaps& caps, size_t ws_b
   g.csplit = (g.vpr + g.VB - 1) / g.VB;
   const size_t ab_bytes = (size_t)a.N * a.C * 2 * sizeof(float);
   const size_t per_chunk = (size_t)a.N * a.C * 3 * sizeof(float);
-  g.chunks = group_norm_chunks(a.N, a.HW, g.csplit, g.rows_per_step, caps.sms,
-                               ws_bytes > ab_bytes ? ws_bytes - ab_bytes : 0, per_chunk);
-  g.chunks = std::max(1, std::min(g.chunks, std::max(1, a.HW)));
+  const GnChunking ch = group_norm_chunking(a.N, a.HW, g.csplit, g.rows_per_step, caps.sms,
+                                            ws_bytes > ab_bytes ? ws_bytes - ab_bytes : 0, per_chunk);
+  g.chunks = ch.chunks;
+  g.per = ch.per;
   return g;
 }
 
@@ -219,8 +285,12 @@ cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, 
     gn_partial<8><<<grid1, kGnThreads, 0, s>>>(static_cast<const __half*>(a.x), g, part);
   else
     gn_partial<1><<<grid1, kGnThreads, 0, s>>>(static_cast<const __half*>(a.x), g, part);
-  const int warps = g.N * g.groups;
-  gn_finalize<<<(warps + 7) / 8, 256, 0, s>>>(part, g, a.eps, a.gamma, a.beta, ab);
+  if (gn_finalize_legacy()) {
+    const int warps = g.N * g.groups;
+    gn_finalize_legacy<<<(warps + 7) / 8, 256, 0, s>>>(part, g, a.eps, a.gamma, a.beta, ab);
+  } else {
+    gn_finalize<<<dim3((unsigned)g.groups, (unsigned)g.N), kGnFinThreads, 0, s>>>(part, g, a.eps, a.gamma, a.beta, ab);
+  }
   const size_t items = (size_t)g.N * g.HW * g.vpr;
   const int blocks = elementwise_blocks(items, caps.sms);
   const __half* xs = static_cast<const __half*>(a.x);

@@ -10,16 +10,19 @@ using namespace xpsr_cuda_test;
 
 namespace {
 
+// finalizes: -1 = the active policy's GroupNorm finalize; 0 = the parallel one; 1 = the legacy warp-per-group
+// one. The CPU runs once; the GPU once per finalize, from the same input (in place: x is re-uploaded).
 void run_gn(const char* name, int N, int HW, int C, int groups, bool silu, float eps, float mean, bool in_place,
-            uint32_t seed) {
+            uint32_t seed, std::initializer_list<int> finalizes = {-1}) {
   gpu();
   Tensor2 x((size_t)N * HW * C), y((size_t)N * HW * C);
-  x.set(randn(x.n, seed, 1.0f, mean));
+  const std::vector<float> xin = randn(x.n, seed, 1.0f, mean);
+  x.set(xin);
   y.poison();
   std::vector<float> gamma = randn(C, seed + 1, 0.3f, 1.0f), beta = randn(C, seed + 2, 0.3f);
   Weight2 g = upload2("test.norm.weight", WeightKind::Vector, {C}, gamma);
   Weight2 b = upload2("test.norm.bias", WeightKind::Vector, {C}, beta);
-  for (int side = 0; side < 2; ++side) {
+  auto args = [&](int side) {
     GroupNormArgs a;
     a.x = side ? x.cp() : x.gp();
     a.y = in_place ? (side ? x.cp() : x.gp()) : (side ? y.cp() : y.gp());
@@ -31,14 +34,25 @@ void run_gn(const char* name, int N, int HW, int C, int groups, bool silu, float
     a.gamma = (side ? g.c : g.g).get();
     a.beta = (side ? b.c : b.g).get();
     a.silu = silu;
-    (side ? cpu() : gpu()).group_norm(a);
-  }
-  gpu().synchronize();
+    return a;
+  };
+  cpu().group_norm(args(1));
   const Tensor2& out = in_place ? x : y;
   const auto ref = out.get_c();
   char label[200];
   std::snprintf(label, sizeof label, "group_norm %s [%d, %d, %d] g%d%s", name, N, HW, C, groups, silu ? " +silu" : "");
-  expect_close(label, out.get_g(), ref, out_rounding_tol(ref));
+  const std::vector<float> nan(y.n, std::nanf(""));
+  ForcedPlanReset reset;
+  for (int f : finalizes) {
+    gpu().upload_act(x.g, xin.data(), x.n);
+    if (!in_place) gpu().upload_act(y.g, nan.data(), y.n);
+    cuda::set_forced_gn_finalize(f);
+    gpu().group_norm(args(0));
+    gpu().synchronize();
+    const char* which = f < 0 ? (cuda::gn_finalize_legacy() ? " [policy: legacy finalize]" : " [policy: parallel finalize]")
+                        : f ? " [legacy finalize]" : " [parallel finalize]";
+    expect_close(label + std::string(which), out.get_g(), ref, out_rounding_tol(ref));
+  }
 }
 
 void run_ln(const char* name, int rows, int C, uint32_t seed, float mean = 0.f) {
@@ -66,7 +80,7 @@ void run_ln(const char* name, int rows, int C, uint32_t seed, float mean = 0.f) 
 
 }  // namespace
 
-TEST(cuda_group_norm_unet_widths) {
+TEST(cuda_op_group_norm_unet_widths) {
   run_gn("64x64", 2, 64 * 64, 320, 32, true, 1e-5f, 0.f, false, 200);
   run_gn("32x32", 2, 32 * 32, 640, 32, true, 1e-5f, 0.f, false, 201);
   run_gn("16x16", 2, 16 * 16, 1280, 32, false, 1e-6f, 0.f, false, 202);
@@ -75,7 +89,7 @@ TEST(cuda_group_norm_unet_widths) {
   run_gn("odd 33x24 concat 1920", 2, 33 * 24, 1920, 32, true, 1e-5f, 0.f, false, 205);
 }
 
-TEST(cuda_group_norm_edge_cases) {
+TEST(cuda_op_group_norm_edge_cases) {
   run_gn("in place", 2, 32 * 32, 640, 32, true, 1e-5f, 0.f, true, 210);
   run_gn("mean offset 50", 2, 64 * 64, 320, 32, false, 1e-6f, 50.f, false, 211);
   run_gn("VAE 512 ch 64x64", 1, 64 * 64, 512, 32, true, 1e-6f, 0.f, false, 212);
@@ -84,7 +98,7 @@ TEST(cuda_group_norm_edge_cases) {
   run_gn("one pixel", 2, 1, 320, 32, false, 1e-5f, 0.f, false, 215);
 }
 
-TEST(cuda_layer_norm_token_rows) {
+TEST(cuda_op_layer_norm_token_rows) {
   run_ln("8192x320", 8192, 320, 220);
   run_ln("2048x640", 2048, 640, 221);
   run_ln("512x1280", 512, 1280, 222);
@@ -94,10 +108,24 @@ TEST(cuda_layer_norm_token_rows) {
   run_ln("tiny 18x32", 18, 32, 226);
 }
 
-// Small shapes of GroupNorm / LayerNorm (16-byte and element paths) for compute-sanitizer runs.
-TEST(cuda_small_norms) {
-  run_gn("small", 1, 37, 64, 8, true, 1e-5f, 0.f, true, 230);
-  run_gn("small element path", 2, 13, 12, 4, false, 1e-5f, 0.f, false, 231);
+// Small shapes of GroupNorm (both finalizes) / LayerNorm (16-byte and element paths) for compute-sanitizer.
+TEST(cuda_op_small_norms) {
+  run_gn("small", 1, 37, 64, 8, true, 1e-5f, 0.f, true, 230, {0, 1});
+  run_gn("small element path", 2, 13, 12, 4, false, 1e-5f, 0.f, false, 231, {0, 1});
+  run_gn("small 300 channels per group", 1, 9, 600, 2, false, 1e-5f, 0.f, false, 234, {0, 1});
   run_ln("small", 11, 64, 232);
   run_ln("small element path", 5, 13, 233);
+}
+
+// Both GroupNorm finalizes (the parallel CTA-per-group one and the legacy warp-per-group one) on the real
+// SD-1.5 GroupNorms (every UNet width incl. the up path's concat widths, the VAE's 512 channels) and a
+// large mean offset (the Chan merge of shifted sums must stay exact).
+TEST(cuda_op_tiles_group_norm_finalize) {
+  run_gn("64x64 320", 2, 64 * 64, 320, 32, true, 1e-5f, 0.f, false, 240, {0, 1});
+  run_gn("32x32 640", 2, 32 * 32, 640, 32, true, 1e-5f, 0.f, false, 241, {0, 1});
+  run_gn("16x16 1280", 2, 16 * 16, 1280, 32, true, 1e-5f, 0.f, false, 242, {0, 1});
+  run_gn("8x8 2560", 2, 8 * 8, 2560, 32, true, 1e-5f, 0.f, false, 243, {0, 1});
+  run_gn("64x64 960", 2, 64 * 64, 960, 32, true, 1e-5f, 0.f, false, 244, {0, 1});
+  run_gn("VAE 128x128 512", 1, 128 * 128, 512, 32, true, 1e-6f, 0.f, false, 245, {0, 1});
+  run_gn("offset 50 64x64 320", 2, 64 * 64, 320, 32, false, 1e-6f, 50.f, false, 246, {0, 1});
 }

@@ -2,6 +2,8 @@
 #include "graph.h"
 
 #include <algorithm>
+#include <climits>
+#include <chrono>
 #include <cstring>
 #include <sstream>
 
@@ -20,6 +22,9 @@ static void shape_fail(const char* op, const std::string& what) { fail(ErrorCode
 
 Val Graph::new_val(Dims d) {
   if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0) fail(ErrorCode::InvalidArgument, "empty tensor ", d.str());
+  // Row counts are ints in the ops (n*h*w); element counts stay far below what size_t arithmetic allows.
+  if ((int64_t)d.n * d.h * d.w > INT32_MAX || (int64_t)d.n * d.h * d.w * d.c > (int64_t(1) << 40))
+    fail(ErrorCode::ShapeMismatch, "tensor ", d.str(), " is too large");
   ValInfo vi;
   vi.d = d;
   vi.ld = d.c;
@@ -46,8 +51,10 @@ Val Graph::push(const char* op, std::vector<Val> reads, Dims out, std::function<
   Val y = new_val(out);
   Node n;
   n.op = op;
-  for (auto r : reads)
+  for (auto r : reads) {
     if (r) n.reads.push_back(r.id);
+    n.args.push_back(r ? r.id : -1);
+  }
   n.writes = y.id;
   n.flops = flops;
   n.run = [fn, y](const Exec& e) { fn(e, y); };
@@ -84,6 +91,7 @@ Val Graph::reshape(Val x, Dims d) {
   if (d.numel() != xi.d.numel()) shape_fail("reshape", xi.d.str() + " to " + d.str());
   ValInfo vi;
   vi.d = d;
+  vi.view = View::Reshape;
   vi.base = x.id;
   vi.ld = d.c;
   vals_.push_back(vi);
@@ -97,6 +105,7 @@ Val Graph::cols(Val x, int c0, int width) {
   ValInfo vi;
   vi.d = xi.d;
   vi.d.c = width;
+  vi.view = View::Cols;
   vi.base = x.id;
   vi.col0 = c0;
   vi.ld = xi.ld;
@@ -112,6 +121,8 @@ Val Graph::rows(Val x, int n0, int count) {
   ValInfo vi;
   vi.d = xi.d;
   vi.d.n = count;
+  vi.view = View::Rows;
+  vi.n0 = n0;
   vi.base = x.id;
   vi.row0 = (size_t)n0 * xi.d.h * xi.d.w;
   vi.ld = xi.ld;
@@ -138,7 +149,7 @@ Val Graph::conv2d(Val x, const Weight* w, const Weight* b, int stride, Pad pad, 
     need_dense(residual, "conv2d residual");
     if (!(dims(residual) == yd)) shape_fail("conv2d", "residual " + dims(residual).str() + " vs output " + yd.str());
   }
-  return push("conv2d", {x, residual}, yd, [=](const Exec& e, Val y) {
+  Val out = push("conv2d", {x, residual}, yd, [=](const Exec& e, Val y) {
     Conv2dArgs a;
     a.x = e.ptr(x);
     a.N = xd.n, a.H = xd.h, a.W = xd.w, a.C = xd.c;
@@ -148,6 +159,9 @@ Val Graph::conv2d(Val x, const Weight* w, const Weight* b, int stride, Pad pad, 
     a.y = e.ptr(y), a.P = P, a.Q = Q;
     e.backend().conv2d(a);
   }, 2.0 * xd.n * P * Q * (double)K * C * R * S);
+  OpAttrs& A = attrs_of_last();
+  A.w = w, A.b = b, A.stride = stride, A.pad = pad;
+  return out;
 }
 
 Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
@@ -161,7 +175,7 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
   yd.c = N;
   if (residual && (dims(residual).rows() != yd.rows() || dims(residual).c != N))
     shape_fail("linear", "residual " + dims(residual).str() + " vs output " + yd.str());
-  return push("linear", {x, residual}, yd, [=](const Exec& e, Val y) {
+  Val out = push("linear", {x, residual}, yd, [=](const Exec& e, Val y) {
     LinearArgs a;
     a.x = e.ptr(x), a.M = xd.rows(), a.K = K, a.ldx = e.ld(x);
     a.w = w, a.b = b;
@@ -170,6 +184,9 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
     a.y = e.ptr(y), a.N = N, a.ldy = e.ld(y);
     e.backend().linear(a);
   }, 2.0 * xd.rows() * (double)N * K);
+  OpAttrs& A = attrs_of_last();
+  A.w = w, A.b = b;
+  return out;
 }
 
 Val Graph::group_norm(Val x, const Weight* gamma, const Weight* beta, int groups, float eps, bool silu) {
@@ -178,12 +195,15 @@ Val Graph::group_norm(Val x, const Weight* gamma, const Weight* beta, int groups
   if (groups <= 0 || xd.c % groups) shape_fail("group_norm", std::to_string(xd.c) + " channels in " + std::to_string(groups) + " groups");
   if (gamma->shape[0] != xd.c)
     shape_fail("group_norm", "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " channels");
-  return push("group_norm", {x}, xd, [=](const Exec& e, Val y) {
+  Val out = push("group_norm", {x}, xd, [=](const Exec& e, Val y) {
     GroupNormArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.N = xd.n, a.HW = xd.h * xd.w, a.C = xd.c, a.groups = groups, a.eps = eps;
     a.gamma = gamma, a.beta = beta, a.silu = silu;
     e.backend().group_norm(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.w = gamma, A.b = beta, A.groups = groups, A.eps = eps, A.silu = silu;
+  return out;
 }
 
 Val Graph::layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps) {
@@ -191,11 +211,14 @@ Val Graph::layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps)
   Dims xd = dims(x);
   if (gamma->shape[0] != xd.c)
     shape_fail("layer_norm", "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " features");
-  return push("layer_norm", {x}, xd, [=](const Exec& e, Val y) {
+  Val out = push("layer_norm", {x}, xd, [=](const Exec& e, Val y) {
     LayerNormArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.rows = xd.rows(), a.C = xd.c, a.eps = eps, a.gamma = gamma, a.beta = beta;
     e.backend().layer_norm(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.w = gamma, A.b = beta, A.eps = eps;
+  return out;
 }
 
 Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
@@ -204,13 +227,16 @@ Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
   if (qd.n != kd.n || kd.n != vd.n || kd.w != vd.w || qd.c != kd.c || kd.c != vd.c || qd.c % heads)
     shape_fail("attention", "q " + qd.str() + ", k " + kd.str() + ", v " + vd.str() + ", heads " + std::to_string(heads));
   Dims yd = qd;
-  return push("attention", {q, k, v}, yd, [=](const Exec& e, Val y) {
+  Val out = push("attention", {q, k, v}, yd, [=](const Exec& e, Val y) {
     AttentionArgs a;
     a.q = e.ptr(q), a.ldq = e.ld(q), a.k = e.ptr(k), a.ldk = e.ld(k), a.v = e.ptr(v), a.ldv = e.ld(v);
     a.o = e.ptr(y), a.ldo = e.ld(y);
     a.B = qd.n, a.Lq = qd.w, a.Lk = kd.w, a.heads = heads, a.head_dim = qd.c / heads, a.scale = scale, a.causal = causal;
     e.backend().attention(a);
   }, 4.0 * qd.n * (double)qd.w * kd.w * qd.c);
+  OpAttrs& A = attrs_of_last();
+  A.heads = heads, A.scale = scale, A.causal = causal;
+  return out;
 }
 
 Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale) {
@@ -224,7 +250,7 @@ Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int he
   yd.n *= 2;
   const Val q[2] = {q0, q1}, k[2] = {k0, k1}, v[2] = {v0, v1};
   double flops = 4.0 * qd[0].n * (double)qd[0].w * (kd[0].w + kd[1].w) * qd[0].c;
-  return push("attention_pair", {q0, k0, v0, q1, k1, v1}, yd, [=](const Exec& e, Val y) {
+  Val out = push("attention_pair", {q0, k0, v0, q1, k1, v1}, yd, [=](const Exec& e, Val y) {
     AttentionArgs a[2];
     const size_t elt = dtype_size(e.backend().act_dtype());
     for (int i = 0; i < 2; ++i) {
@@ -236,6 +262,9 @@ Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int he
     }
     e.backend().attention_batched(a, 2);
   }, flops);
+  OpAttrs& A = attrs_of_last();
+  A.heads = heads, A.scale = scale;
+  return out;
 }
 
 Val Graph::geglu(Val x) {
@@ -244,21 +273,25 @@ Val Graph::geglu(Val x) {
   if (xd.c % 2) shape_fail("geglu", "odd width " + std::to_string(xd.c));
   Dims yd = xd;
   yd.c = xd.c / 2;
-  return push("geglu", {x}, yd, [=](const Exec& e, Val y) {
+  Val out = push("geglu", {x}, yd, [=](const Exec& e, Val y) {
     GegluArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.rows = xd.rows(), a.inner = yd.c;
     e.backend().geglu(a);
   });
+  return out;
 }
 
 Val Graph::unary(Val x, UnaryOp op) {
   need_dense(x, "unary");
   Dims xd = dims(x);
-  return push("unary", {x}, xd, [=](const Exec& e, Val y) {
+  Val out = push("unary", {x}, xd, [=](const Exec& e, Val y) {
     UnaryArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.n = xd.numel(), a.op = op;
     e.backend().unary(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.unary = op;
+  return out;
 }
 
 Val Graph::axpby(Val a_, Val b_, float alpha, float beta) {
@@ -268,11 +301,14 @@ Val Graph::axpby(Val a_, Val b_, float alpha, float beta) {
     need_dense(b_, "add");
     if (dims(b_).numel() != ad.numel()) shape_fail("add", dims(a_).str() + " + " + dims(b_).str());
   }
-  return push("axpby", {a_, b_}, ad, [=](const Exec& e, Val y) {
+  Val out = push("axpby", {a_, b_}, ad, [=](const Exec& e, Val y) {
     AxpbyArgs a;
     a.a = e.ptr(a_), a.b = b_ ? e.ptr(b_) : nullptr, a.y = e.ptr(y), a.n = ad.numel(), a.alpha = alpha, a.beta = beta;
     e.backend().axpby(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.alpha = alpha, A.beta = beta;
+  return out;
 }
 
 Val Graph::add(Val a, Val b) { return axpby(a, b, 1.f, 1.f); }
@@ -283,11 +319,12 @@ Val Graph::channel_add(Val x, Val v) {
   need_dense(v, "channel_add");
   Dims xd = dims(x), vd = dims(v);
   if (vd.n != xd.n || vd.c != xd.c || vd.h * vd.w != 1) shape_fail("channel_add", xd.str() + " + " + vd.str());
-  return push("channel_add", {x, v}, xd, [=](const Exec& e, Val y) {
+  Val out = push("channel_add", {x, v}, xd, [=](const Exec& e, Val y) {
     ChannelAddArgs a;
     a.x = e.ptr(x), a.v = e.ptr(v), a.y = e.ptr(y), a.N = xd.n, a.HW = xd.h * xd.w, a.C = xd.c;
     e.backend().channel_add(a);
   });
+  return out;
 }
 
 Val Graph::concat(Val a_, Val b_) {
@@ -297,11 +334,12 @@ Val Graph::concat(Val a_, Val b_) {
   if (ad.n != bd.n || ad.h != bd.h || ad.w != bd.w) shape_fail("concat", ad.str() + " with " + bd.str());
   Dims yd = ad;
   yd.c = ad.c + bd.c;
-  return push("concat", {a_, b_}, yd, [=](const Exec& e, Val y) {
+  Val out = push("concat", {a_, b_}, yd, [=](const Exec& e, Val y) {
     ConcatArgs a;
     a.a = e.ptr(a_), a.Ca = ad.c, a.b = e.ptr(b_), a.Cb = bd.c, a.y = e.ptr(y), a.rows = ad.rows();
     e.backend().concat(a);
   });
+  return out;
 }
 
 Val Graph::slice(Val x, int c0, int ncols) {
@@ -309,22 +347,28 @@ Val Graph::slice(Val x, int c0, int ncols) {
   if (c0 < 0 || ncols <= 0 || c0 + ncols > xd.c) shape_fail("slice", "columns out of range");
   Dims yd = xd;
   yd.c = ncols;
-  return push("slice", {x}, yd, [=](const Exec& e, Val y) {
+  Val out = push("slice", {x}, yd, [=](const Exec& e, Val y) {
     SliceArgs a;
     a.x = e.ptr(x), a.ldx = e.ld(x), a.c0 = c0, a.y = e.ptr(y), a.rows = xd.rows(), a.cols = ncols;
     e.backend().slice(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.c0 = c0, A.cols = ncols;
+  return out;
 }
 
 Val Graph::upsample(Val x, int P, int Q) {
   need_dense(x, "upsample");
   Dims xd = dims(x);
   Dims yd{xd.n, P, Q, xd.c};
-  return push("upsample", {x}, yd, [=](const Exec& e, Val y) {
+  Val out = push("upsample", {x}, yd, [=](const Exec& e, Val y) {
     UpsampleArgs a;
     a.x = e.ptr(x), a.N = xd.n, a.H = xd.h, a.W = xd.w, a.C = xd.c, a.y = e.ptr(y), a.P = P, a.Q = Q;
     e.backend().upsample_nearest(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.P = P, A.Q = Q;
+  return out;
 }
 
 Val Graph::embedding(const Weight* table, Val ids) {
@@ -332,11 +376,14 @@ Val Graph::embedding(const Weight* table, Val ids) {
   if (!vals_[ids.id].is_ids) fail(ErrorCode::Internal, "embedding: ids must be an input_ids value");
   int n = dims(ids).w;
   Dims yd{1, 1, n, (int)table->shape[1]};
-  return push("embedding", {ids}, yd, [=](const Exec& e, Val y) {
+  Val out = push("embedding", {ids}, yd, [=](const Exec& e, Val y) {
     EmbeddingArgs a;
     a.table = table, a.ids = e.ids(ids), a.n = n, a.y = e.ptr(y);
     e.backend().embedding(a);
   });
+  OpAttrs& A = attrs_of_last();
+  A.w = table;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -361,40 +408,49 @@ class Plan::PlanExec : public Exec {
 
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
-  const auto& vals = graph_->values();
-  const auto& all_nodes = graph_->nodes();
-  Backend& be = graph_->backend();
-  const size_t elt = dtype_size(be.act_dtype());
+namespace {
+
+// Where every value of a graph lives in its plan's arena.
+struct Layout {
+  std::vector<int> live_nodes;  // indices of the nodes that reach an output, in order
+  std::vector<std::pair<int, size_t>> slots;  // (storage root, byte offset)
+  size_t arena_bytes = 0, naive_bytes = 0;
+};
+
+Layout lay_out(const Graph& graph) {
+  Layout L;
+  const auto& vals = graph.values();
+  const auto& all_nodes = graph.nodes();
+  const size_t elt = dtype_size(graph.backend().act_dtype());
   const int nv = (int)vals.size();
 
   // Dead-code elimination: keep only nodes whose result (or a view of it) reaches an output.
   std::vector<char> live(nv, 0);
-  for (auto& out : graph_->outputs()) live[graph_->root(out.second)] = 1;
+  for (auto& out : graph.outputs()) live[graph.root(out.second)] = 1;
   std::vector<int> keep;
   for (int i = (int)all_nodes.size() - 1; i >= 0; --i) {
-    if (!live[graph_->root(all_nodes[i].writes)]) continue;
+    if (!live[graph.root(all_nodes[i].writes)]) continue;
     keep.push_back(i);
-    for (int r : all_nodes[i].reads) live[graph_->root(r)] = 1;
+    for (int r : all_nodes[i].reads) live[graph.root(r)] = 1;
   }
   std::reverse(keep.begin(), keep.end());
-  live_nodes_ = keep;
+  L.live_nodes = keep;
   const int nn = (int)keep.size();
 
   // Lifetime of each storage root: [first op that writes it, last op that reads it or a view of it].
   std::vector<int> first(nv, nn), last(nv, -1);
-  for (auto& in : graph_->inputs()) first[graph_->root(in.second)] = -1;
+  for (auto& in : graph.inputs()) first[graph.root(in.second)] = -1;
   for (int i = 0; i < nn; ++i) {
     const auto& node = all_nodes[keep[i]];
-    int w = graph_->root(node.writes);
+    int w = graph.root(node.writes);
     first[w] = std::min(first[w], i);
     last[w] = std::max(last[w], i);
-    for (int r : node.reads) last[graph_->root(r)] = std::max(last[graph_->root(r)], i);
+    for (int r : node.reads) last[graph.root(r)] = std::max(last[graph.root(r)], i);
   }
-  for (auto& out : graph_->outputs()) last[graph_->root(out.second)] = nn;
+  for (auto& out : graph.outputs()) last[graph.root(out.second)] = nn;
   // Inputs live for the whole run and between runs: a caller may keep an input (e.g. the text contexts)
   // on the device across steps, so no intermediate may take its slot.
-  for (auto& in : graph_->inputs()) last[graph_->root(in.second)] = nn;
+  for (auto& in : graph.inputs()) last[graph.root(in.second)] = nn;
 
   // Greedy placement, largest first: each buffer goes to the lowest offset that does not overlap any
   // already placed buffer alive at the same time.
@@ -407,7 +463,7 @@ Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
     if (vals[v].base >= 0 || vals[v].is_ids || last[v] < 0) continue;
     size_t bytes = align_up(vals[v].d.numel() * elt, 256);
     slots.push_back({v, bytes, 0});
-    naive_bytes_ += bytes;
+    L.naive_bytes += bytes;
   }
   std::sort(slots.begin(), slots.end(), [](const Slot& a, const Slot& b) { return a.size > b.size; });
   std::vector<Slot> placed;
@@ -422,20 +478,41 @@ Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
       off = std::max(off, b.second);
     }
     s.off = off;
-    arena_bytes_ = std::max(arena_bytes_, off + s.size);
+    L.arena_bytes = std::max(L.arena_bytes, off + s.size);
     placed.push_back(s);
   }
+  for (auto& s : placed) L.slots.push_back({s.id, s.off});
+  return L;
+}
+
+}  // namespace
+
+PlanSize plan_size(const Graph& g) {
+  Layout L = lay_out(g);
+  PlanSize s;
+  s.arena_bytes = L.arena_bytes, s.naive_bytes = L.naive_bytes, s.ops = L.live_nodes.size();
+  for (int i : L.live_nodes) s.flops += g.nodes()[i].flops;
+  return s;
+}
+
+Plan::Plan(std::unique_ptr<Graph> g) : graph_(std::move(g)) {
+  const auto& vals = graph_->values();
+  Backend& be = graph_->backend();
+  const size_t elt = dtype_size(be.act_dtype());
+  const int nv = (int)vals.size();
+  Layout L = lay_out(*graph_);
+  live_nodes_ = std::move(L.live_nodes);
+  arena_bytes_ = L.arena_bytes, naive_bytes_ = L.naive_bytes;
   arena_ = arena_bytes_ ? be.alloc(arena_bytes_) : nullptr;
 
   exec_ = std::make_unique<PlanExec>(*this);
   exec_->ptrs.assign(nv, nullptr);
-  std::vector<size_t> off(nv, 0);
-  for (auto& s : placed) off[s.id] = s.off, exec_->ptrs[s.id] = (char*)arena_ + s.off;
+  for (auto& s : L.slots) exec_->ptrs[s.first] = (char*)arena_ + s.second;
   for (int v = 0; v < nv; ++v) {
     if (vals[v].base < 0) continue;
     int r = graph_->root(v);
-    // Column offsets accumulate along view chains.
-    size_t off = 0;  // elements: column offsets plus row offsets (row0 counts rows of the view's stride)
+    // Column and row offsets accumulate along view chains (elements; row0 counts rows of the view's stride).
+    size_t off = 0;
     for (int u = v; vals[u].base >= 0; u = vals[u].base) off += vals[u].col0 + vals[u].row0 * vals[u].ld;
     exec_->ptrs[v] = exec_->ptrs[r] ? (char*)exec_->ptrs[r] + off * elt : nullptr;
   }
@@ -459,6 +536,12 @@ void Plan::set_input(const std::string& name, const float* nhwc, size_t n) {
   inputs_set_.insert(name);
 }
 
+Dims Plan::input_dims(const std::string& name) const {
+  auto it = input_ids_.find(name);
+  if (it == input_ids_.end()) fail(ErrorCode::Internal, "plan has no input '", name, "'");
+  return graph_->values()[it->second].d;
+}
+
 void Plan::set_ids(const std::string& name, const std::vector<int32_t>& ids) {
   auto it = input_ids_.find(name);
   if (it == input_ids_.end()) fail(ErrorCode::Internal, "plan has no input '", name, "'");
@@ -475,6 +558,20 @@ void Plan::run(const std::atomic<bool>* cancel) {
     for (int i : live_nodes_) {
       if (cancel && cancel->load(std::memory_order_relaxed)) fail(ErrorCode::Cancelled, "cancelled");
       nodes[i].run(ex);
+    }
+  });
+}
+
+void Plan::run_profiled(std::map<std::string, double>& ms_by_op) {
+  const auto& nodes = graph_->nodes();
+  PlanExec& ex = *exec_;
+  Backend& be = graph_->backend();
+  be.execute(this, [&]() {
+    for (int i : live_nodes_) {
+      auto t0 = std::chrono::steady_clock::now();
+      nodes[i].run(ex);
+      be.synchronize();
+      ms_by_op[nodes[i].op] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
   });
 }

@@ -95,8 +95,11 @@ class Graph {
   Val rows(Val x, int n0, int count);  // batch entries [n0, n0+count) of a dense value (a dense view)
 
   // ---- internals used by Plan ----
+  enum class View { None, Reshape, Cols, Rows };  // how a view value was made (exporters read it)
   struct ValInfo {
     Dims d;
+    View view = View::None;
+    int n0 = 0;      // Rows: first batch entry of the view
     int base = -1;   // -1: owns storage; else the value whose storage it views
     int col0 = 0;    // column offset into the base's rows
     size_t row0 = 0;  // row offset into the base (rows of the base's width; from rows())
@@ -104,12 +107,32 @@ class Graph {
     bool is_ids = false;
     bool dense() const { return col0 == 0 && ld == d.c; }
   };
+  // The parameters of an op, recorded for exporters (native/engine/onnx walks the node list and emits one
+  // ONNX subgraph per node). Which fields an op sets: see each builder method in graph.cpp.
+  struct OpAttrs {
+    const Weight* w = nullptr;  // conv / linear weight, norm gamma, embedding table
+    const Weight* b = nullptr;  // conv / linear bias, norm beta (may be null)
+    int stride = 1;
+    Pad pad;
+    int groups = 0;
+    float eps = 0.f;
+    bool silu = false;          // group_norm followed by SiLU
+    int heads = 0;
+    float scale = 1.f;          // attention logit scale
+    bool causal = false;
+    UnaryOp unary = UnaryOp::Silu;
+    float alpha = 1.f, beta = 1.f;  // axpby
+    int c0 = 0, cols = 0;           // slice
+    int P = 0, Q = 0;               // upsample output size
+  };
   struct Node {
     std::string op;
     std::vector<int> reads;
     int writes = -1;
     double flops = 0;  // multiply-adds x 2 of GEMM-like work (conv, linear, attention), for benchmarks
     std::function<void(const Exec&)> run;
+    std::vector<int> args;  // operands in the builder's argument order; -1 for an absent optional one
+    OpAttrs attrs;
   };
   const std::vector<ValInfo>& values() const { return vals_; }
   const std::vector<Node>& nodes() const { return nodes_; }
@@ -120,6 +143,7 @@ class Graph {
  private:
   Val new_val(Dims d);
   Val push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn, double flops = 0);
+  OpAttrs& attrs_of_last() { return nodes_.back().attrs; }
   void need_dense(Val v, const char* op) const;
   Backend& be_;
   bool keep_taps_ = false;
@@ -134,6 +158,13 @@ struct HostTensor {
   std::vector<float> data;
 };
 
+// What a Plan of a graph would use, computed without allocating anything.
+struct PlanSize {
+  size_t arena_bytes = 0, naive_bytes = 0, ops = 0;
+  double flops = 0;
+};
+PlanSize plan_size(const Graph& g);
+
 class Plan {
  public:
   // Assigns arena slots and allocates the arena on the graph's backend.
@@ -147,8 +178,13 @@ class Plan {
   // raised between ops.
   void set_input(const std::string& name, const float* nhwc, size_t n);
   void set_ids(const std::string& name, const std::vector<int32_t>& ids);
-  bool has_input(const std::string& name) const { return inputs_set_.count(name) > 0; }
+  bool has_input(const std::string& name) const { return inputs_set_.count(name) > 0; }  // uploaded at least once
+  bool has_input_slot(const std::string& name) const { return input_ids_.count(name) > 0; }
+  Dims input_dims(const std::string& name) const;
   void run(const std::atomic<bool>* cancel = nullptr);
+  // run() timing every op (backend synchronised after each; benchmarks): adds each node's wall time in ms
+  // to `ms_by_op` under its op name ("conv2d", "attention", ...).
+  void run_profiled(std::map<std::string, double>& ms_by_op);
   std::vector<float> get_output(const std::string& name) const;
   Dims output_dims(const std::string& name) const;
   std::vector<std::string> output_names() const;
@@ -167,8 +203,8 @@ class Plan {
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
   std::map<std::string, int> input_ids_, output_ids_;
   std::map<int, std::vector<int32_t>> host_ids_;
-  std::vector<int> live_nodes_;
-  std::set<std::string> inputs_set_;  // inputs uploaded at least once (their arena slots are never reused)  // indices of the nodes that reach an output, in order
+  std::vector<int> live_nodes_;       // indices of the nodes that reach an output, in order
+  std::set<std::string> inputs_set_;  // inputs uploaded at least once (their arena slots are never reused)
 };
 
 // NCHW <-> NHWC conversion for the engine boundary.

@@ -23,7 +23,7 @@ namespace {
 bool have_gpu(std::string* why) { return !list_cuda_devices(why).empty(); }
 
 
-void compare(const char* what, const TensorOut& gpu, const TensorOut& cpu) {
+void compare(const char* what, const HostTensor& gpu, const HostTensor& cpu) {
   CHECK(gpu.shape == cpu.shape);
   double se = 0, sr = 0, maxd = 0, maxr = 0;
   for (size_t i = 0; i < cpu.data.size(); ++i) {
@@ -38,14 +38,13 @@ void compare(const char* what, const TensorOut& gpu, const TensorOut& cpu) {
   CHECK(maxd <= tol);
 }
 
-// Runs `req` on both backends after loading `kind` with `config` (same synthetic seed) on each.
-OutputMap run_on(Engine& e, ModelKind kind, const char* config, RunRequest req, uint64_t seed) {
+// Loads `kind` with `config` (synthetic weights of `seed`, so both backends get the same) and returns its id.
+int load_synthetic(Engine& e, ModelKind kind, const char* config, uint64_t seed) {
   LoadOptions o;
   o.synthetic = true;
   o.config_json = config;
   o.seed = seed;
-  req.models = {e.load(kind, o).id};
-  return e.run(req);
+  return e.load(kind, o).id;
 }
 
 }  // namespace
@@ -54,59 +53,54 @@ TEST(cuda_full_size_text_encoder_vae) {
   std::string why;
   if (!have_gpu(&why)) SKIP("no CUDA device: " + why);
   Engine cpu(make_cpu_backend(0)), gpu(make_cuda_backend(0));
-  RunRequest t;
-  t.entry = "encode";
-  t.inputs["input_ids"].shape = {2, 77};
-  for (int i = 0; i < 154; ++i) t.inputs["input_ids"].i64.push_back(i % 77 == 0 ? 49406 : (i % 77 < 30 ? 300 + i : 49407));
-  compare("text encoder [2,77,768]", run_on(gpu, ModelKind::TextEncoder, kCLIP, t, 3).at("last_hidden_state"),
-          run_on(cpu, ModelKind::TextEncoder, kCLIP, t, 3).at("last_hidden_state"));
-  RunRequest enc;
-  enc.entry = "encode";
-  enc.inputs["x"] = randn({1, 3, 256, 200}, 4, 0.5f);  // odd latent width 25
-  compare("vae encode 256x200", run_on(gpu, ModelKind::VAE, kVAE, enc, 5).at("moments"),
-          run_on(cpu, ModelKind::VAE, kVAE, enc, 5).at("moments"));
-  RunRequest dec;
-  dec.entry = "decode";
-  dec.inputs["z"] = randn({1, 4, 64, 64}, 6);
-  compare("vae decode 64x64 -> 512x512", run_on(gpu, ModelKind::VAE, kVAE, dec, 5).at("image"),
-          run_on(cpu, ModelKind::VAE, kVAE, dec, 5).at("image"));
+  TextEncodeRequest t;
+  t.input_ids = TokenIds{2, 77, {}};
+  for (int i = 0; i < 154; ++i) t.input_ids.ids.push_back(i % 77 == 0 ? 49406 : (i % 77 < 30 ? 300 + i : 49407));
+  HostTensor th[2];
+  for (int b = 0; b < 2; ++b) {
+    Engine& e = b ? gpu : cpu;
+    t.model = load_synthetic(e, ModelKind::TextEncoder, kCLIP, 3);
+    th[b] = e.text_encode(t).last_hidden_state;
+  }
+  compare("text encoder [2,77,768]", th[1], th[0]);
+  HostTensor enc[2], dec[2];
+  for (int b = 0; b < 2; ++b) {
+    Engine& e = b ? gpu : cpu;
+    int vae = load_synthetic(e, ModelKind::Vae, kVAE, 5);
+    enc[b] = e.vae_encode(VaeEncodeRequest{vae, randn({1, 3, 256, 200}, 4, 0.5f), false}).moments;  // odd latent width 25
+    dec[b] = e.vae_decode(VaeDecodeRequest{vae, randn({1, 4, 64, 64}, 6), false}).image;
+  }
+  compare("vae encode 256x200", enc[1], enc[0]);
+  compare("vae decode 64x64 -> 512x512", dec[1], dec[0]);
 }
 
 TEST(cuda_full_size_cfg_step_and_graph_replay) {
   std::string why;
   if (!have_gpu(&why)) SKIP("no CUDA device: " + why);
   for (int lat : {64, 37}) {  // the common 512x512 case and an odd latent (upsample-size forwarding)
-    OutputMap out[2];
+    HostTensor out[2];
     for (int b = 0; b < 2; ++b) {
       Engine e(b == 0 ? make_cpu_backend(0) : make_cuda_backend(0));
-      LoadOptions o;
-      o.synthetic = true;
-      o.config_json = kControlNet;
-      o.seed = 7;
-      ModelInfo cn = e.load(ModelKind::ControlNet, o);
-      o.config_json = kUNet;
-      o.seed = 8;
-      ModelInfo un = e.load(ModelKind::UNet, o);
-      RunRequest req;
-      req.entry = "step";
-      req.models = {cn.id, un.id};
-      req.inputs["sample"] = randn({2, 4, lat, lat}, 1);
-      req.inputs["ctx_high"] = randn({2, 77, 768}, 2);
-      req.inputs["ctx_low"] = randn({2, 77, 768}, 3);
-      TensorIn img = randn({2, 3, 8 * lat, 8 * lat}, 9, 0.3f);
-      for (auto& v : img.f32) v = std::fabs(v);
-      req.inputs["image"] = img;
-      req.params["timestep"] = 501;
-      out[b] = e.run(req);
+      StepRequest req;
+      req.controlnet = load_synthetic(e, ModelKind::ControlNet, kControlNet, 7);
+      req.unet = load_synthetic(e, ModelKind::UNet, kUNet, 8);
+      req.in.sample = randn({2, 4, lat, lat}, 1);
+      req.in.ctx_high = randn({2, 77, 768}, 2);
+      req.in.ctx_low = randn({2, 77, 768}, 3);
+      HostTensor img = randn({2, 3, 8 * lat, 8 * lat}, 9, 0.3f);
+      for (auto& v : img.data) v = std::fabs(v);
+      req.in.image = img;
+      req.in.timestep = 501;
+      out[b] = e.step(req).noise_pred;
       if (b == 1) {  // second run captures a CUDA graph, third replays it: same numbers as eager
-        OutputMap again = e.run(req), replay = e.run(req);
-        CHECK(again.at("noise_pred").data == out[1].at("noise_pred").data);
-        CHECK(replay.at("noise_pred").data == out[1].at("noise_pred").data);
+        HostTensor again = e.step(req).noise_pred, replay = e.step(req).noise_pred;
+        CHECK(again.data == out[1].data);
+        CHECK(replay.data == out[1].data);
       }
     }
     char what[64];
     std::snprintf(what, sizeof what, "cfg step latent %dx%d", lat, lat);
-    compare(what, out[1].at("noise_pred"), out[0].at("noise_pred"));
+    compare(what, out[1], out[0]);
   }
 }
 #else

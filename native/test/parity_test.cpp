@@ -27,21 +27,36 @@ struct Fixture {
     std::string p = xpsr_test::fixtures_dir() + "/" + name;
     file = TensorFile::open(p);
   }
-  TensorIn in(const std::string& key) const {
+  const TensorView& view(const std::string& key) const {
     const TensorView* t = file->find(key);
     if (!t) throw xpsr_test::Failure{"fixture has no tensor '" + key + "'"};
-    TensorIn r;
-    r.shape = t->shape;
-    if (t->dtype == DType::I64) r.i64 = to_i64(*t);
-    else r.f32 = to_f32(*t);
+    return *t;
+  }
+  HostTensor in(const std::string& key) const {
+    HostTensor r;
+    r.shape = view(key).shape;
+    r.data = to_f32(view(key));
     return r;
   }
+  TokenIds ids(const std::string& key) const {
+    const TensorView& t = view(key);
+    if (t.shape.size() != 2) throw xpsr_test::Failure{"fixture '" + key + "' is not [B, L]"};
+    return TokenIds{t.shape[0], t.shape[1], to_i64(t)};
+  }
+  int64_t scalar(const std::string& key) const { return to_i64(view(key)).at(0); }
 };
 
 bool fixtures_present() {
   FILE* f = std::fopen((xpsr_test::fixtures_dir() + "/unet.safetensors").c_str(), "rb");
   if (f) std::fclose(f);
   return f != nullptr;
+}
+
+// Every tensor an entry returned, by the reference name: its results and its intermediates.
+using OutputMap = std::map<std::string, HostTensor>;
+OutputMap with(Intermediates m, std::initializer_list<std::pair<std::string, HostTensor>> results) {
+  for (auto& r : results) m[r.first] = r.second;
+  return m;
 }
 
 // Compares every output present in both; returns the number of failures and prints one line each.
@@ -114,48 +129,62 @@ std::string model_dir(const char* sub) { return xpsr_test::fixtures_dir() + "/mo
 
 }  // namespace
 
-// Loads `dir` as `kind` and runs `entry` on one input (named `input`) read from the fixture key `key`.
-static std::function<OutputMap(Engine&, const Fixture&)> one_input(ModelKind kind, const char* dir, const char* entry,
-                                                                  const char* input, const char* key) {
-  return [=](Engine& e, const Fixture& fx) {
-    LoadOptions o;
-    o.path = model_dir(dir);
-    RunRequest r;
-    r.entry = entry;
-    r.models = {e.load(kind, o).id};
-    r.inputs[input] = fx.in(key);
-    r.intermediates = true;
-    return e.run(r);
-  };
+static int load(Engine& e, ModelKind kind, const char* dir) {
+  LoadOptions o;
+  o.path = model_dir(dir);
+  return e.load(kind, o).id;
 }
 
 TEST(parity_text_encoder) {
-  run_parity("text_encoder.safetensors", one_input(ModelKind::TextEncoder, "text_encoder", "encode", "input_ids", "input_ids"), {}, 4);
+  run_parity("text_encoder.safetensors", [](Engine& e, const Fixture& fx) {
+    TextEncodeRequest r;
+    r.model = load(e, ModelKind::TextEncoder, "text_encoder");
+    r.input_ids = fx.ids("input_ids");
+    r.intermediates = true;
+    TextEncodeResult out = e.text_encode(r);
+    return with(out.intermediates, {{"last_hidden_state", out.last_hidden_state}});
+  }, {}, 4);
 }
 TEST(parity_vae_encoder) {
-  run_parity("vae_encoder.safetensors", one_input(ModelKind::VAE, "vae", "encode", "x", "x"), {}, 4);
+  run_parity("vae_encoder.safetensors", [](Engine& e, const Fixture& fx) {
+    VaeEncodeRequest r;
+    r.model = load(e, ModelKind::Vae, "vae");
+    r.x = fx.in("x");
+    r.intermediates = true;
+    VaeEncodeResult out = e.vae_encode(r);
+    return with(out.intermediates, {{"moments", out.moments}});
+  }, {}, 4);
 }
 TEST(parity_vae_decoder) {
-  run_parity("vae_decoder.safetensors", one_input(ModelKind::VAE, "vae", "decode", "z", "z"), {}, 4);
+  run_parity("vae_decoder.safetensors", [](Engine& e, const Fixture& fx) {
+    VaeDecodeRequest r;
+    r.model = load(e, ModelKind::Vae, "vae");
+    r.z = fx.in("z");
+    r.intermediates = true;
+    VaeDecodeResult out = e.vae_decode(r);
+    return with(out.intermediates, {{"image", out.image}});
+  }, {}, 4);
 }
 
 static OutputMap run_controlnet(Engine& e, const Fixture& fx) {
-  LoadOptions o;
-  o.path = model_dir("controlnet");
-  ModelInfo m = e.load(ModelKind::ControlNet, o);
-  RunRequest r;
-  r.entry = "forward";
-  r.models = {m.id};
-  r.inputs["sample"] = fx.in("input.sample");
-  r.inputs["ctx_high"] = fx.in("input.encoder_hidden_states");
-  r.inputs["ctx_low"] = fx.in("input.lowlevel_encoder_hidden_states");
-  r.inputs["image"] = fx.in("input.controlnet_cond");
-  r.params["timestep"] = (double)fx.in("input.timestep").i64.at(0);
-  r.params["conditioning_scale"] = 1.0;
+  ControlNetRequest r;
+  r.model = load(e, ModelKind::ControlNet, "controlnet");
+  r.in.sample = fx.in("input.sample");
+  r.in.ctx_high = fx.in("input.encoder_hidden_states");
+  r.in.ctx_low = fx.in("input.lowlevel_encoder_hidden_states");
+  r.in.image = fx.in("input.controlnet_cond");
+  r.in.timestep = (double)fx.scalar("input.timestep");
   auto* md = fx.file->metadata().count("conditioning_scale") ? &fx.file->metadata().at("conditioning_scale") : nullptr;
-  if (md) r.params["conditioning_scale"] = std::stod(*md);
+  if (md) r.in.conditioning_scale = std::stod(*md);
   r.intermediates = true;
-  return e.run(r);
+  ControlNetResult out = e.controlnet_forward(r);
+  OutputMap m = with(out.intermediates, {{"mid_block_res_sample", out.mid}});
+  for (size_t k = 0; k < out.down.size(); ++k) {
+    char name[64];
+    std::snprintf(name, sizeof name, "down_block_res_samples.%02zu", k);
+    m[name] = out.down[k];
+  }
+  return m;
 }
 
 TEST(parity_controlnet) { run_parity("controlnet.safetensors", run_controlnet, {}, 9); }
@@ -165,23 +194,22 @@ TEST(parity_controlnet_intermediates) {
 
 static std::function<OutputMap(Engine&, const Fixture&)> unet_runner(const char* dir) {
   return [dir](Engine& e, const Fixture& fx) {
-    LoadOptions o;
-    o.path = model_dir(dir);
-    ModelInfo m = e.load(ModelKind::UNet, o);
-    RunRequest r;
-    r.entry = "forward";
-    r.models = {m.id};
-    r.inputs["sample"] = fx.in("input.sample");
-    r.inputs["ctx_high"] = fx.in("input.encoder_hidden_states");
-    r.inputs["ctx_low"] = fx.in("input.lowlevel_encoder_hidden_states");
-    for (auto& name : fx.file->names()) {
-      std::string p = "input.down_block_additional_residuals.";
-      if (name.compare(0, p.size(), p) == 0) r.inputs[name.substr(6)] = fx.in(name);
+    UNetRequest r;
+    r.model = load(e, ModelKind::UNet, dir);
+    r.sample = fx.in("input.sample");
+    r.ctx_high = fx.in("input.encoder_hidden_states");
+    r.ctx_low = fx.in("input.lowlevel_encoder_hidden_states");
+    for (int k = 0;; ++k) {
+      char name[80];
+      std::snprintf(name, sizeof name, "input.down_block_additional_residuals.%02d", k);
+      if (!fx.file->find(name)) break;
+      r.down.push_back(fx.in(name));
     }
-    r.inputs["mid_block_additional_residual"] = fx.in("input.mid_block_additional_residual");
-    r.params["timestep"] = (double)fx.in("input.timestep").i64.at(0);
+    r.mid = fx.in("input.mid_block_additional_residual");
+    r.timestep = (double)fx.scalar("input.timestep");
     r.intermediates = true;
-    return e.run(r);
+    UNetResult out = e.unet_forward(r);
+    return with(out.intermediates, {{"sample_out", out.sample}});
   };
 }
 

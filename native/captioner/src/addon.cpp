@@ -7,6 +7,10 @@
 //
 // The addon has no RUNPATH and is loaded after node-llama-cpp's getLlama(): its NEEDED libllama/libggml
 // resolve to the copies node-llama-cpp already loaded (one backend registry, one set of weights).
+//
+// Context-aware: the addon may be loaded by several Node.js environments at once (main thread and
+// worker_threads). Everything that belongs to one environment lives in its instance data (EnvData); the
+// only process-wide state is llama.cpp's log hook, which llama.cpp itself keeps per process.
 #include <napi.h>
 
 #include <atomic>
@@ -55,7 +59,7 @@ Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string&
 // mtmd/clip log: captured per worker thread (so errors can carry llama.cpp's reason) and printed to stderr
 // only when XPSR_CAPTIONER_LOG asks for it (error|warn|info|debug).
 
-int g_print_level = -1;  // ggml_log_level threshold; -1 = print nothing
+std::atomic<int> g_print_level{-1};  // ggml_log_level threshold; -1 = print nothing (process-wide, like the hook)
 thread_local std::string* t_capture = nullptr;
 thread_local int t_last_level = GGML_LOG_LEVEL_INFO;
 
@@ -67,6 +71,7 @@ void LogCallback(ggml_log_level level, const char* text, void*) {
 }
 
 void InitLogging() {
+  // Every environment that loads the addon runs this; the result is the same each time.
   const char* e = std::getenv("XPSR_CAPTIONER_LOG");
   if (e) {
     std::string s(e);
@@ -75,7 +80,8 @@ void InitLogging() {
     else if (s == "warn") g_print_level = GGML_LOG_LEVEL_WARN;
     else if (s == "error") g_print_level = GGML_LOG_LEVEL_ERROR;
   }
-  mtmd_helper_log_set(LogCallback, nullptr);
+  static std::once_flag once;
+  std::call_once(once, [] { mtmd_helper_log_set(LogCallback, nullptr); });
 }
 
 struct LogCapture {
@@ -91,7 +97,20 @@ struct LogCapture {
   }
 };
 
-std::atomic<bool> g_exiting{false};
+// Per-environment state (napi instance data). Node frees it after the finalizers of the environment's
+// objects have run, so a CaptionerModel may keep a pointer to it for its whole life.
+struct EnvData {
+  // Set by the environment's cleanup hook: finalizers running after it must not free llama.cpp objects
+  // (node-llama-cpp may already have released the backend or a borrowed model). Another environment
+  // shutting down does not affect this one.
+  std::atomic<bool> exiting{false};
+  std::atomic<int> objects{0};  // CaptionerModel objects alive in this environment
+  std::atomic<int> loaded{0};   // of those, how many hold a loaded model
+};
+
+EnvData* GetEnvData(Napi::Env env) {
+  return env.GetInstanceData<EnvData>();
+}
 
 double NowMs() {
   using namespace std::chrono;
@@ -122,8 +141,8 @@ struct GenOptions {
   uint32_t seed = 0;
 };
 
+// Decoded 8-bit RGB pixels: images are decoded in JS by the library's one decoder (lib/image, sharp).
 struct Image {
-  std::vector<unsigned char> encoded;
   std::vector<unsigned char> rgb;
   uint32_t width = 0, height = 0;
 };
@@ -139,11 +158,11 @@ struct AnswerStats {
 struct CaptionStats {
   int imageTokens = 0;
   int imagePositions = 0;
-  double decodeImageMs = 0;  // file bytes -> bitmap
   double encodeMs = 0;       // CLIP + projector
   double imagePrefillMs = 0; // image embeddings into the LM's KV cache
   double prefixPrefillMs = 0;// text before the image (BOS ...)
   int imagePasses = 0;
+  bool prefixReused = false; // the image prefix evaluated by the previous call was reused
   std::vector<AnswerStats> answers;
 };
 
@@ -169,12 +188,18 @@ std::string GetStr(const Napi::Object& o, const char* k) {
 class CaptionerModel : public Napi::ObjectWrap<CaptionerModel> {
  public:
   static Napi::Function Init(Napi::Env env);
-  explicit CaptionerModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CaptionerModel>(info) {}
-  ~CaptionerModel() override {
-    // Finalizer without dispose(): free unless the environment is shutting down (node-llama-cpp may already
-    // have released the backend / a borrowed model; leaking at exit is harmless).
-    if (!g_exiting.load() && !busy_.load()) FreeAll();
+  explicit CaptionerModel(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<CaptionerModel>(info), env_data_(GetEnvData(info.Env())) {
+    env_data_->objects++;
   }
+  ~CaptionerModel() override {
+    // Finalizer without dispose(): free unless this environment is shutting down (node-llama-cpp may already
+    // have released the backend / a borrowed model; leaking at exit is harmless).
+    if (!env_data_->exiting.load() && !busy_.load()) FreeAll();
+    env_data_->objects--;
+  }
+
+  EnvData* const env_data_;
 
   // state shared with workers
   llama_model* model_ = nullptr;
@@ -188,17 +213,26 @@ class CaptionerModel : public Napi::ObjectWrap<CaptionerModel> {
   std::atomic<int64_t> current_job_{-1};
   std::atomic<int64_t> cancel_job_{-2};
 
+  // The image prefix left in the KV cache by the last shared-prefix call (touched only by the running
+  // worker): a later call with the same key (image pixels + prompt prefix, hashed in JS) continues from it
+  // instead of encoding the image again. Cleared whenever the cache may no longer hold it.
+  std::string prefix_key_;
+  llama_pos prefix_n_ = 0;
+  int prefix_image_tokens_ = 0;
+  int prefix_image_positions_ = 0;
+
   bool Cancelled() const {
     int64_t c = current_job_.load();
     return c >= 0 && cancel_job_.load() == c;
   }
 
   void FreeAll() {
+    prefix_key_.clear();
     if (mctx_) { mtmd_free(mctx_); mctx_ = nullptr; }
     if (lctx_) { llama_free(lctx_); lctx_ = nullptr; }
     if (model_ && !borrowed_) llama_model_free(model_);
     model_ = nullptr;
-    loaded_ = false;
+    if (loaded_.exchange(false)) env_data_->loaded--;
   }
 
  private:
@@ -332,6 +366,7 @@ class LoadWorker : public BaseWorker {
       throw CapError("ERR_MMPROJ_LOAD", "'" + o.mmprojPath + "' has no vision encoder");
     }
     s->loaded_ = true;
+    s->env_data_->loaded++;
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object r = Napi::Object::New(env);
@@ -413,6 +448,7 @@ class CaptionWorker : public BaseWorker {
   std::string prefix;               // text up to and including the media marker
   std::vector<std::string> suffixes;// one per instruction
   bool sharePrefix = true;
+  std::string prefixKey;            // identity of image + prefix; empty = never reuse
   GenOptions gen;
   std::vector<std::string> answers;
   CaptionStats stats;
@@ -547,41 +583,52 @@ class CaptionWorker : public BaseWorker {
   }
 
   void Run() override {
+    try {
+      RunJob();
+    } catch (...) {
+      self_->prefix_key_.clear();  // a failed or cancelled call may have left the cache half-written
+      throw;
+    }
+  }
+
+  // The image prefix at positions [0, n): reused from the previous call when it left the same one.
+  llama_pos PrefixInCache(llama_memory_t mem, const mtmd_bitmap* bmp) {
+    CaptionerModel* s = self_;
+    if (!prefixKey.empty() && s->prefix_key_ == prefixKey && llama_memory_seq_rm(mem, 0, s->prefix_n_, -1)) {
+      stats.prefixReused = true;
+      stats.imageTokens = s->prefix_image_tokens_;
+      stats.imagePositions = s->prefix_image_positions_;
+      return s->prefix_n_;
+    }
+    s->prefix_key_.clear();
+    llama_memory_clear(mem, true);
+    ChunksPtr pre = Tokenize(prefix, true, bmp);
+    // The prefix ends with the image; Eval() rejects prompts ending with an image only at the last chunk,
+    // so evaluate the prefix chunks one by one here.
+    llama_pos n_past = 0;
+    size_t n = mtmd_input_chunks_size(pre.get());
+    for (size_t ci = 0; ci < n; ++ci) {
+      const mtmd_input_chunk* ch = mtmd_input_chunks_get(pre.get(), ci);
+      n_past = EvalSingle(ch, n_past);
+    }
+    s->prefix_key_ = prefixKey;
+    s->prefix_n_ = n_past;
+    s->prefix_image_tokens_ = stats.imageTokens;
+    s->prefix_image_positions_ = stats.imagePositions;
+    return n_past;
+  }
+
+  void RunJob() {
     CaptionerModel* s = self_;
     llama_memory_t mem = llama_get_memory(s->lctx_);
-    // image -> bitmap
-    double t0 = NowMs();
-    BitmapPtr bmp(nullptr, &mtmd_bitmap_free);
-    if (!image.encoded.empty()) {
-      LogCapture cap;
-      mtmd_helper_bitmap_wrapper w = mtmd_helper_bitmap_init_from_buf(s->mctx_, image.encoded.data(), image.encoded.size(),
-                                                                       false, mtmd_helper_init_opt_default());
-      if (!w.bitmap) {
-        throw CapError("ERR_IMAGE_DECODE", "cannot decode the image (stb_image reads JPEG, PNG, BMP, GIF, TGA, PSD, PNM)" +
-                       cap.reason());
-      }
-      bmp.reset(w.bitmap);
-    } else {
-      bmp.reset(mtmd_bitmap_init(image.width, image.height, image.rgb.data()));
-      if (!bmp) throw CapError("ERR_IMAGE_DECODE", "cannot create a bitmap from the raw RGB image");
-    }
-    stats.decodeImageMs = NowMs() - t0;
+    BitmapPtr bmp(mtmd_bitmap_init(image.width, image.height, image.rgb.data()), &mtmd_bitmap_free);
+    if (!bmp) throw CapError("ERR_OUT_OF_MEMORY", "cannot create a bitmap of the image");
     CheckCancel();
 
     answers.resize(suffixes.size());
     stats.answers.resize(suffixes.size());
     if (sharePrefix) {
-      llama_memory_clear(mem, true);
-      ChunksPtr pre = Tokenize(prefix, true, bmp.get());
-      // The prefix ends with the image; Eval() rejects prompts ending with an image only at the last chunk,
-      // so evaluate the prefix chunks one by one here.
-      llama_pos n_past = 0;
-      size_t n = mtmd_input_chunks_size(pre.get());
-      for (size_t ci = 0; ci < n; ++ci) {
-        const mtmd_input_chunk* ch = mtmd_input_chunks_get(pre.get(), ci);
-        n_past = EvalSingle(ch, n_past);
-      }
-      const llama_pos n_prefix = n_past;
+      const llama_pos n_prefix = PrefixInCache(mem, bmp.get());
       for (size_t k = 0; k < suffixes.size(); ++k) {
         CheckCancel();
         if (!llama_memory_seq_rm(mem, 0, n_prefix, -1)) throw CapError("ERR_INTERNAL", "cannot trim the KV cache");
@@ -595,6 +642,7 @@ class CaptionWorker : public BaseWorker {
         answers[k] = Generate(np, st);
       }
     } else {
+      s->prefix_key_.clear();
       for (size_t k = 0; k < suffixes.size(); ++k) {
         CheckCancel();
         llama_memory_clear(mem, true);
@@ -674,7 +722,7 @@ class CaptionWorker : public BaseWorker {
     s.Set("imageTokens", stats.imageTokens);
     s.Set("imagePositions", stats.imagePositions);
     s.Set("imagePasses", stats.imagePasses);
-    s.Set("decodeImageMs", stats.decodeImageMs);
+    s.Set("prefixReused", stats.prefixReused);
     s.Set("encodeMs", stats.encodeMs);
     s.Set("imagePrefillMs", stats.imagePrefillMs);
     s.Set("prefixPrefillMs", stats.prefixPrefillMs);
@@ -705,13 +753,8 @@ Napi::Value CaptionerModel::Caption(const Napi::CallbackInfo& info) {
   Napi::Value img = o.Get("image");
   if (!img.IsObject()) ThrowJs(env, "ERR_INVALID_ARGUMENT", "job.image is required");
   Napi::Object io = img.As<Napi::Object>();
-  Napi::Value enc = io.Get("encoded");
   Napi::Value rgb = io.Get("rgb");
-  if (enc.IsBuffer()) {
-    auto b = enc.As<Napi::Buffer<unsigned char>>();
-    if (b.Length() == 0) ThrowJs(env, "ERR_IMAGE_DECODE", "the image is empty");
-    w->image.encoded.assign(b.Data(), b.Data() + b.Length());
-  } else if (rgb.IsBuffer()) {
+  if (rgb.IsBuffer()) {
     auto b = rgb.As<Napi::Buffer<unsigned char>>();
     int64_t wd = GetInt(io, "width", 0), ht = GetInt(io, "height", 0);
     if (wd <= 0 || ht <= 0 || static_cast<int64_t>(b.Length()) != wd * ht * 3) {
@@ -721,7 +764,7 @@ Napi::Value CaptionerModel::Caption(const Napi::CallbackInfo& info) {
     w->image.width = static_cast<uint32_t>(wd);
     w->image.height = static_cast<uint32_t>(ht);
   } else {
-    ThrowJs(env, "ERR_INVALID_ARGUMENT", "job.image needs `encoded` or `rgb` (Buffer)");
+    ThrowJs(env, "ERR_INVALID_ARGUMENT", "job.image needs `rgb` (Buffer), `width` and `height`");
   }
   w->prefix = GetStr(o, "prefix");
   if (w->prefix.find(mtmd_get_marker(mctx_)) == std::string::npos) {
@@ -736,6 +779,7 @@ Napi::Value CaptionerModel::Caption(const Napi::CallbackInfo& info) {
     w->suffixes.push_back(v.As<Napi::String>().Utf8Value());
   }
   w->sharePrefix = GetBool(o, "sharePrefix", true);
+  w->prefixKey = GetStr(o, "prefixKey");
   w->gen.maxTokens = GetInt(o, "maxTokens", 175);
   w->gen.minTokens = GetInt(o, "minTokens", 0);
   w->gen.temperature = static_cast<float>(GetNum(o, "temperature", 0.0));
@@ -803,11 +847,24 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// What this environment holds: lets tests (and curious callers) see that state is per environment.
+Napi::Value EnvInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EnvData* d = GetEnvData(env);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("objects", d->objects.load());
+  r.Set("loaded", d->loaded.load());
+  return r;
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitLogging();
-  napi_add_env_cleanup_hook(env, [](void*) { g_exiting = true; }, nullptr);
+  auto* data = new EnvData();
+  env.SetInstanceData<EnvData>(data);  // deleted by Node when this environment is torn down
+  napi_add_env_cleanup_hook(env, [](void* d) { static_cast<EnvData*>(d)->exiting = true; }, data);
   exports.Set("CaptionerModel", CaptionerModel::Init(env));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("envInfo", Napi::Function::New(env, EnvInfo));
   return exports;
 }
 

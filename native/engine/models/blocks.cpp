@@ -210,6 +210,7 @@ Val SFA::operator()(Graph& g, Val x, Val ctx_high, Val ctx_low, const std::strin
 
 std::vector<float> timestep_features(float t, int dim, bool flip_sin_to_cos, float freq_shift) {
   // diffusers get_timestep_embedding, all float32: exponent = -ln(10000) * k / (half - shift)
+  if (dim < 1) fail(ErrorCode::Internal, "timestep_features: dimension ", dim);  // config.cpp keeps it >= 1
   int half = dim / 2;
   std::vector<float> out(dim, 0.f);
   const float log_max = (float)std::log(10000.0);

@@ -42,11 +42,7 @@ void ControlNet::load(WeightLoader& ld, const ControlNetConfig& c) {
   const auto& ch = c.trunk.block_out_channels;
   cond_out.load(ld, "controlnet_cond_embedding.conv_out", ch[0], e.back(), 3);
   // Zero convs: one per skip feature (conv_in, each resnet layer, each downsampler).
-  std::vector<int> widths{ch[0]};
-  for (size_t i = 0; i < ch.size(); ++i) {
-    for (int j = 0; j < c.trunk.layers_per_block; ++j) widths.push_back(ch[i]);
-    if (i + 1 < ch.size()) widths.push_back(ch[i]);
-  }
+  const std::vector<int> widths = skip_channels(c.trunk);
   for (size_t k = 0; k < widths.size(); ++k) {
     zero_convs.emplace_back();
     zero_convs.back().load(ld, "controlnet_down_blocks." + std::to_string(k), widths[k], widths[k]);

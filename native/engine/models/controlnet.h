@@ -30,7 +30,7 @@ struct ControlNet {
   // Returns the scaled residuals (down..., mid last).
   std::vector<Val> forward(Graph& g, Val sample, Val time_features, Val ctx_high, Val ctx_low, Val cond,
                            float conditioning_scale) const;
-  int num_residuals() const { return (int)zero_convs.size(); }
+  int num_down_residuals() const { return (int)zero_convs.size(); }
 };
 
 }  // namespace xpsr

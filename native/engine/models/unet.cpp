@@ -4,17 +4,10 @@
 namespace xpsr {
 
 std::vector<int> UNet::residual_channels() const {
-  const auto& ch = config.block_out_channels;
-  std::vector<int> w{ch[0]};
-  for (size_t i = 0; i < ch.size(); ++i) {
-    for (int j = 0; j < config.layers_per_block; ++j) w.push_back(ch[i]);
-    if (i + 1 < ch.size()) w.push_back(ch[i]);
-  }
-  w.push_back(ch.back());
+  std::vector<int> w = skip_channels(config);
+  w.push_back(config.block_out_channels.back());
   return w;
 }
-
-int UNet::num_residuals() const { return (int)residual_channels().size(); }
 
 void UNet::load(WeightLoader& ld, const UNetConfig& c) {
   config = c;

@@ -26,8 +26,7 @@ struct UNet {
   // residuals: the ControlNet's outputs (down..., mid last), already scaled. Returns eps [N,4,h,w].
   Val forward(Graph& g, Val sample, Val time_features, Val ctx_high, Val ctx_low,
               const std::vector<Val>& residuals) const;
-  int num_residuals() const;  // down residuals + 1 (mid)
-  // Channel count of each residual the UNet expects (down..., mid).
+  // Channel count of each ControlNet residual the UNet adds (down skips..., mid).
   std::vector<int> residual_channels() const;
 };
 

@@ -39,10 +39,4 @@ struct UNetTrunk {
   Val middle(Graph& g, Val h, Val temb_act, Val ctx_high, Val ctx_low) const;
 };
 
-// Spatial size after the i-th downsampler chain: ceil division by 2 per level.
-inline int down_size(int s, int levels) {
-  for (int i = 0; i < levels; ++i) s = (s + 1) / 2;
-  return s;
-}
-
 }  // namespace xpsr

@@ -5,33 +5,33 @@ namespace xpsr {
 
 static constexpr float kVaeEps = 1e-6f;
 
-void VAEAttention::load(WeightLoader& ld, const std::string& p, int C, int groups_) {
+void VaeAttention::load(WeightLoader& ld, const std::string& p, int C, int groups_) {
   groups = groups_;
   group_norm.load(ld, p + ".group_norm", C);
   bool legacy = !ld.synthetic() && !ld.has(p + ".to_q.weight") && ld.has(p + ".query.weight");
   attn.load(ld, p, C, C, 1, true, /*qkv_bias=*/true, legacy);
 }
 
-Val VAEAttention::operator()(Graph& g, Val x) const {
+Val VaeAttention::operator()(Graph& g, Val x) const {
   Dims d = g.dims(x);
   Val h = g.group_norm(x, group_norm.gamma.get(), group_norm.beta.get(), groups, kVaeEps, false);
   Val t = attn(g, tokens(g, h), Val{}, tokens(g, x));  // single head, d = C; + residual x
   return g.reshape(t, d);
 }
 
-static void load_mid(WeightLoader& ld, VAEMid& m, const std::string& p, int C, int G) {
+static void load_mid(WeightLoader& ld, VaeMid& m, const std::string& p, int C, int G) {
   m.resnet0.load(ld, p + ".resnets.0", C, C, 0, G, kVaeEps);
   m.attention.load(ld, p + ".attentions.0", C, G);
   m.resnet1.load(ld, p + ".resnets.1", C, C, 0, G, kVaeEps);
 }
 
-static Val run_mid(Graph& g, const VAEMid& m, Val h) {
+static Val run_mid(Graph& g, const VaeMid& m, Val h) {
   h = m.resnet0(g, h, Val{});
   h = m.attention(g, h);
   return m.resnet1(g, h, Val{});
 }
 
-void VAE::load(WeightLoader& ld, const VAEConfig& c, bool encoder, bool decoder) {
+void Vae::load(WeightLoader& ld, const VaeConfig& c, bool encoder, bool decoder) {
   config = c;
   has_encoder = encoder, has_decoder = decoder;
   const auto& ch = c.block_out_channels;
@@ -90,7 +90,7 @@ void VAE::load(WeightLoader& ld, const VAEConfig& c, bool encoder, bool decoder)
   }
 }
 
-Val VAE::encode(Graph& g, Val x) const {
+Val Vae::encode(Graph& g, Val x) const {
   if (!has_encoder) fail(ErrorCode::InvalidArgument, "this VAE was loaded without its encoder");
   const int G = config.norm_num_groups;
   Val h = enc_conv_in(g, x);
@@ -109,7 +109,7 @@ Val VAE::encode(Graph& g, Val x) const {
   return h;
 }
 
-Val VAE::decode(Graph& g, Val z) const {
+Val Vae::decode(Graph& g, Val z) const {
   if (!has_decoder) fail(ErrorCode::InvalidArgument, "this VAE was loaded without its decoder");
   const int G = config.norm_num_groups;
   Val h = post_quant_conv(g, z);

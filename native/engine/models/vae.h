@@ -7,7 +7,7 @@
 
 namespace xpsr {
 
-struct VAEAttention {  // GroupNorm -> single-head self-attention with biases -> + x
+struct VaeAttention {  // GroupNorm -> single-head self-attention with biases -> + x
   Norm group_norm;
   Attention attn;
   int groups = 32;
@@ -15,29 +15,29 @@ struct VAEAttention {  // GroupNorm -> single-head self-attention with biases ->
   Val operator()(Graph& g, Val x) const;
 };
 
-struct VAEMid {
+struct VaeMid {
   ResnetBlock resnet0, resnet1;
-  VAEAttention attention;
+  VaeAttention attention;
 };
 
-struct VAE {
-  VAEConfig config;
+struct Vae {
+  VaeConfig config;
   // encoder
   Conv enc_conv_in, enc_conv_out;
   std::vector<std::vector<ResnetBlock>> enc_blocks;
   std::vector<Conv> enc_down;  // pad (0,1,0,1) + 3x3 stride 2
-  VAEMid enc_mid;
+  VaeMid enc_mid;
   Norm enc_norm_out;
   Linear quant_conv;
   // decoder
   Linear post_quant_conv;
   Conv dec_conv_in, dec_conv_out;
-  VAEMid dec_mid;
+  VaeMid dec_mid;
   std::vector<std::vector<ResnetBlock>> dec_blocks;
   std::vector<Conv> dec_up;
   Norm dec_norm_out;
 
-  void load(WeightLoader& ld, const VAEConfig& c, bool encoder, bool decoder);
+  void load(WeightLoader& ld, const VaeConfig& c, bool encoder, bool decoder);
   // x [N,3,H,W] in [-1,1] -> moments [N,2*latent,H/8,W/8]
   Val encode(Graph& g, Val x) const;
   // z [N,latent,h,w] (already divided by scaling_factor) -> image [N,3,8h,8w]

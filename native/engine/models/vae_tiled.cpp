@@ -200,7 +200,7 @@ using Builder = std::function<Val(Graph&, const std::vector<Val>&)>;
 
 class Runner {
  public:
-  Runner(Backend& be, const std::atomic<bool>* cancel, TiledVAEStats& st, bool dry)
+  Runner(Backend& be, const std::atomic<bool>* cancel, TiledVaeStats& st, bool dry)
       : be_(be), cancel_(cancel), st_(st), dry_(dry) {}
   HostMem mem;
   bool dry() const { return dry_; }
@@ -315,14 +315,14 @@ class Runner {
  private:
   Backend& be_;
   const std::atomic<bool>* cancel_;
-  TiledVAEStats& st_;
+  TiledVaeStats& st_;
   bool dry_;
 };
 
 // The segment programs of the encoder and the decoder.
 class Tiler {
  public:
-  Tiler(Runner& run, TiledVAEStats& st, std::map<const Weight*, std::vector<float>> vecs)
+  Tiler(Runner& run, TiledVaeStats& st, std::map<const Weight*, std::vector<float>> vecs)
       : st_(st), run_(run), vecs_(std::move(vecs)) {}
 
   // GroupNorm statistics of the whole map (two passes in double), folded with gamma/beta.
@@ -444,7 +444,7 @@ class Tiler {
 
   // Mid-block attention over ALL positions (the untiled function): q|k|v tile by tile into a host map,
   // then every tile of queries attends to the whole-image keys/values.
-  Map attention(const std::string& name, const Grid& G, Map x, const VAEAttention& a) {
+  Map attention(const std::string& name, const Grid& G, Map x, const VaeAttention& a) {
     HostNorm n = norm(x, a.group_norm, a.groups, kVaeEps, false);
     const int C = a.attn.C, heads = a.attn.heads;
     SegIn xi;
@@ -464,14 +464,14 @@ class Tiler {
     });
   }
 
-  Map mid(const std::string& name, const Grid& G, Map h, const VAEMid& m) {
+  Map mid(const std::string& name, const Grid& G, Map h, const VaeMid& m) {
     h = resnet(name + ".resnets.0", G, std::move(h), m.resnet0);
     h = attention(name + ".attentions.0", G, std::move(h), m.attention);
     return resnet(name + ".resnets.1", G, std::move(h), m.resnet1);
   }
 
  private:
-  TiledVAEStats& st_;
+  TiledVaeStats& st_;
   Runner& run_;
   std::map<const Weight*, std::vector<float>> vecs_;
 };
@@ -479,7 +479,7 @@ class Tiler {
 void collect_norms(const ResnetBlock& r, std::vector<const Weight*>& w) {
   for (const Norm* n : {&r.norm1, &r.norm2}) w.push_back(n->gamma.get()), w.push_back(n->beta.get());
 }
-void collect_norms(const VAEMid& m, std::vector<const Weight*>& w) {
+void collect_norms(const VaeMid& m, std::vector<const Weight*>& w) {
   collect_norms(m.resnet0, w), collect_norms(m.resnet1, w);
   w.push_back(m.attention.group_norm.gamma.get()), w.push_back(m.attention.group_norm.beta.get());
 }
@@ -526,18 +526,18 @@ void from_map(const Map& m, std::vector<float>& out, int n) {
 
 // ---- encoder ------------------------------------------------------------------------------------------
 
-HostTensor TiledVAE::encode(const std::vector<int64_t>& shape, const float* data, size_t n, const TiledVAEOptions& o,
-                            const std::atomic<bool>* cancel, TiledVAEStats* stats) {
+HostTensor TiledVae::encode(const std::vector<int64_t>& shape, const float* data, size_t n, const TiledVaeOptions& o,
+                            const std::atomic<bool>* cancel, TiledVaeStats* stats) {
   if (!vae_.has_encoder) fail(ErrorCode::InvalidArgument, "this VAE was loaded without its encoder");
-  const VAEConfig& cfg = vae_.config;
+  const VaeConfig& cfg = vae_.config;
   const Input in = check_input(shape, n, cfg.in_channels, "encode_tiled: x");
   const int tile = o.tile > 0 ? o.tile : 1024, pad = o.pad >= 0 ? o.pad : 32;
   check_opts(tile, pad);
   const int levels = (int)vae_.enc_blocks.size(), f = 1 << (levels - 1);
   if (in.H < f || in.W < f) fail(ErrorCode::ShapeMismatch, "encode_tiled: the image must be at least ", f, "x", f, " px");
-  TiledVAEStats local;
-  TiledVAEStats& st = stats ? *stats : local;
-  st = TiledVAEStats{};
+  TiledVaeStats local;
+  TiledVaeStats& st = stats ? *stats : local;
+  st = TiledVaeStats{};
 
   // Level sizes (the stride-2 convs after F.pad(0,1,0,1): floor(H/2)) and the per-level grids: the
   // official split at the input resolution with boundaries rounded to multiples of f (so that each level's
@@ -595,17 +595,17 @@ HostTensor TiledVAE::encode(const std::vector<int64_t>& shape, const float* data
 
 // ---- decoder ------------------------------------------------------------------------------------------
 
-HostTensor TiledVAE::decode(const std::vector<int64_t>& shape, const float* data, size_t n, const TiledVAEOptions& o,
-                            const std::atomic<bool>* cancel, TiledVAEStats* stats) {
+HostTensor TiledVae::decode(const std::vector<int64_t>& shape, const float* data, size_t n, const TiledVaeOptions& o,
+                            const std::atomic<bool>* cancel, TiledVaeStats* stats) {
   if (!vae_.has_decoder) fail(ErrorCode::InvalidArgument, "this VAE was loaded without its decoder");
-  const VAEConfig& cfg = vae_.config;
+  const VaeConfig& cfg = vae_.config;
   const Input in = check_input(shape, n, cfg.latent_channels, "decode_tiled: z");
   const int tile = o.tile > 0 ? o.tile : 224, pad = o.pad >= 0 ? o.pad : 11;
   check_opts(tile, pad);
   const int levels = (int)vae_.dec_blocks.size();
-  TiledVAEStats local;
-  TiledVAEStats& st = stats ? *stats : local;
-  st = TiledVAEStats{};
+  TiledVaeStats local;
+  TiledVaeStats& st = stats ? *stats : local;
+  st = TiledVaeStats{};
 
   // Grids: the official split of the latent, doubled per level.
   const std::vector<int> by = vae_tile_bounds(in.H, tile, pad), bx = vae_tile_bounds(in.W, tile, pad);

@@ -35,13 +35,13 @@ namespace xpsr {
 // where t = bestTileSize(ceil((size-2P)/n), tile) and n = max(1, ceil((size-2P)/tile)).
 std::vector<int> vae_tile_bounds(int size, int tile, int pad);
 
-struct TiledVAEOptions {
+struct TiledVaeOptions {
   int tile = 0;          // <= 0: official default (encoder 1024 image px, decoder 224 latent px)
   int pad = -1;          // < 0: official default (encoder 32, decoder 11)
   bool dry_run = false;  // build every segment plan (arena sizes, host map sizes) but compute nothing
 };
 
-struct TiledVAEStats {
+struct TiledVaeStats {
   int tiles_y = 0, tiles_x = 0;  // grid at the input resolution
   int segments = 0;              // segment plans built (one per segment)
   size_t ops = 0;                // backend ops executed (all tiles)
@@ -52,19 +52,19 @@ struct TiledVAEStats {
   double plan_ms = 0, compute_ms = 0, host_ms = 0;
 };
 
-class TiledVAE {
+class TiledVae {
  public:
-  TiledVAE(Backend& be, const VAE& vae) : be_(be), vae_(vae) {}
-  // x [N, in, H, W] NCHW f32 in [-1,1] (n values) -> moments [N, 2*latent, H/8, W/8] (as VAE::encode).
-  HostTensor encode(const std::vector<int64_t>& shape, const float* x, size_t n, const TiledVAEOptions& o,
-                    const std::atomic<bool>* cancel = nullptr, TiledVAEStats* stats = nullptr);
-  // z [N, latent, h, w] NCHW f32 (latents / scaling factor) -> image [N, out, 8h, 8w] (as VAE::decode).
-  HostTensor decode(const std::vector<int64_t>& shape, const float* z, size_t n, const TiledVAEOptions& o,
-                    const std::atomic<bool>* cancel = nullptr, TiledVAEStats* stats = nullptr);
+  TiledVae(Backend& be, const Vae& vae) : be_(be), vae_(vae) {}
+  // x [N, in, H, W] NCHW f32 in [-1,1] (n values) -> moments [N, 2*latent, H/8, W/8] (as Vae::encode).
+  HostTensor encode(const std::vector<int64_t>& shape, const float* x, size_t n, const TiledVaeOptions& o,
+                    const std::atomic<bool>* cancel = nullptr, TiledVaeStats* stats = nullptr);
+  // z [N, latent, h, w] NCHW f32 (latents / scaling factor) -> image [N, out, 8h, 8w] (as Vae::decode).
+  HostTensor decode(const std::vector<int64_t>& shape, const float* z, size_t n, const TiledVaeOptions& o,
+                    const std::atomic<bool>* cancel = nullptr, TiledVaeStats* stats = nullptr);
 
  private:
   Backend& be_;
-  const VAE& vae_;
+  const Vae& vae_;
 };
 
 }  // namespace xpsr

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <memory>
 #include <cmath>
 #include <cstdio>
@@ -35,7 +36,7 @@ std::vector<float> noise(size_t n, uint64_t seed, float scale = 1.f) {
 struct Diff {
   double max_abs = 0, max_ref = 0;
 };
-Diff diff(const TensorOut& a, const TensorOut& b) {
+Diff diff(const HostTensor& a, const HostTensor& b) {
   CHECK(a.shape == b.shape);
   Diff d;
   for (size_t i = 0; i < a.data.size(); ++i) {
@@ -45,15 +46,19 @@ Diff diff(const TensorOut& a, const TensorOut& b) {
   return d;
 }
 
-OutputMap run(Engine& e, int model, const std::string& entry, const char* in, std::vector<int64_t> shape,
-              const std::vector<float>& data, std::map<std::string, double> params = {}, RunStats* st = nullptr) {
-  RunRequest r;
-  r.entry = entry;
-  r.models = {model};
-  r.inputs[in].shape = shape;
-  r.inputs[in].f32 = data;
-  r.params = params;
-  return e.run(r, nullptr, st);
+struct TileOpts {
+  std::optional<int> tile, pad;
+};
+
+// One VAE entry on `data` of `shape`: "encode" / "decode" or their tiled versions; returns the result.
+HostTensor run(Engine& e, int model, const std::string& entry, std::vector<int64_t> shape, const std::vector<float>& data,
+               TileOpts t = {}, RunStats* st = nullptr, const std::atomic<bool>* cancel = nullptr) {
+  HostTensor in{shape, data};
+  if (entry == "encode") return e.vae_encode(VaeEncodeRequest{model, in, false}, cancel, st).moments;
+  if (entry == "decode") return e.vae_decode(VaeDecodeRequest{model, in, false}, cancel, st).image;
+  VaeTiledRequest r{model, in, t.tile, t.pad};
+  if (entry == "encode_tiled") return e.vae_encode_tiled(r, cancel, st).moments;
+  return e.vae_decode_tiled(r, cancel, st).image;
 }
 
 std::string fixture_vae() { return xpsr_test::fixtures_dir() + "/model/vae"; }
@@ -86,20 +91,20 @@ TEST(vae_tiled_decode_matches_untiled_fixture) {
   Engine e(make_cpu_backend(0));
   LoadOptions o;
   o.path = fixture_vae();
-  int m = e.load(ModelKind::VAE, o).id;
+  int m = e.load(ModelKind::Vae, o).id;
   // N = 2 (samples differ), latent 32x24 -> image 256x192; tile 8 / pad 4 -> 3 x 2 tiles.
   std::vector<int64_t> shape{2, 4, 32, 24};
   auto z = noise(2 * 4 * 32 * 24, 7, 1.5f);
-  OutputMap ref = run(e, m, "decode", "z", shape, z);
+  HostTensor ref = run(e, m, "decode", shape, z);
   RunStats st;
-  OutputMap got = run(e, m, "decode_tiled", "z", shape, z, {{"tile", 8}, {"pad", 4}}, &st);
-  Diff d = diff(got.at("image"), ref.at("image"));
+  HostTensor got = run(e, m, "decode_tiled", shape, z, {8, 4}, &st);
+  Diff d = diff(got, ref);
   std::printf("    decode fixture 2x4x32x24 tile 8 pad 4: max_abs %.3g (max|ref| %.3g), tile arena %zu B, %zu ops\n",
               d.max_abs, d.max_ref, st.arena_bytes, st.ops);
   CHECK(d.max_abs <= 1e-4 * std::max(1.0, d.max_ref));
   // tile larger than the latent: one tile, same result
-  OutputMap one = run(e, m, "decode_tiled", "z", shape, z, {{"tile", 64}, {"pad", 0}});
-  CHECK(diff(one.at("image"), ref.at("image")).max_abs <= 1e-4 * std::max(1.0, d.max_ref));
+  HostTensor one = run(e, m, "decode_tiled", shape, z, {64, 0});
+  CHECK(diff(one, ref).max_abs <= 1e-4 * std::max(1.0, d.max_ref));
 }
 
 TEST(vae_tiled_encode_matches_untiled_fixture) {
@@ -107,23 +112,23 @@ TEST(vae_tiled_encode_matches_untiled_fixture) {
   Engine e(make_cpu_backend(0));
   LoadOptions o;
   o.path = fixture_vae();
-  int m = e.load(ModelKind::VAE, o).id;
+  int m = e.load(ModelKind::Vae, o).id;
   // 256x192 image, tile 64 / pad 16 -> 4 x 3 tiles
   std::vector<int64_t> shape{1, 3, 256, 192};
   auto x = noise(3 * 256 * 192, 11);
-  OutputMap ref = run(e, m, "encode", "x", shape, x);
+  HostTensor ref = run(e, m, "encode", shape, x);
   RunStats st;
-  OutputMap got = run(e, m, "encode_tiled", "x", shape, x, {{"tile", 64}, {"pad", 16}}, &st);
-  Diff d = diff(got.at("moments"), ref.at("moments"));
+  HostTensor got = run(e, m, "encode_tiled", shape, x, {64, 16}, &st);
+  Diff d = diff(got, ref);
   std::printf("    encode fixture 1x3x256x192 tile 64 pad 16: max_abs %.3g (max|ref| %.3g), tile arena %zu B\n", d.max_abs,
               d.max_ref, st.arena_bytes);
   CHECK(d.max_abs <= 1e-4 * std::max(1.0, d.max_ref));
   // odd size (not a multiple of 8): 100x84 -> 12x10 latent, tile 32 / pad 8
   std::vector<int64_t> s2{1, 3, 100, 84};
   auto x2 = noise(3 * 100 * 84, 12);
-  OutputMap r2 = run(e, m, "encode", "x", s2, x2);
-  OutputMap g2 = run(e, m, "encode_tiled", "x", s2, x2, {{"tile", 32}, {"pad", 8}});
-  Diff d2 = diff(g2.at("moments"), r2.at("moments"));
+  HostTensor r2 = run(e, m, "encode", s2, x2);
+  HostTensor g2 = run(e, m, "encode_tiled", s2, x2, {32, 8});
+  Diff d2 = diff(g2, r2);
   std::printf("    encode fixture 1x3x100x84 tile 32 pad 8: max_abs %.3g\n", d2.max_abs);
   CHECK(d2.max_abs <= 1e-4 * std::max(1.0, d2.max_ref));
 }
@@ -133,19 +138,19 @@ TEST(vae_tiled_matches_untiled_sd_width_synthetic) {
   Engine e(make_cpu_backend(0));
   LoadOptions o;
   o.synthetic = true, o.config_json = kSdVaeConfig, o.seed = 3;
-  int m = e.load(ModelKind::VAE, o).id;
+  int m = e.load(ModelKind::Vae, o).id;
   std::vector<int64_t> shape{1, 4, 16, 12};
   auto z = noise(4 * 16 * 12, 5, 2.f);
-  OutputMap ref = run(e, m, "decode", "z", shape, z);
-  OutputMap got = run(e, m, "decode_tiled", "z", shape, z, {{"tile", 6}, {"pad", 2}});  // 2 x 2 tiles
-  Diff d = diff(got.at("image"), ref.at("image"));
+  HostTensor ref = run(e, m, "decode", shape, z);
+  HostTensor got = run(e, m, "decode_tiled", shape, z, {6, 2});  // 2 x 2 tiles
+  Diff d = diff(got, ref);
   std::printf("    decode SD-width synthetic 1x4x16x12 tile 6 pad 2: max_abs %.3g (max|ref| %.3g)\n", d.max_abs, d.max_ref);
   CHECK(d.max_abs <= 1e-4 * std::max(1.0, d.max_ref));
   std::vector<int64_t> xs{1, 3, 64, 48};
   auto x = noise(3 * 64 * 48, 6);
-  OutputMap er = run(e, m, "encode", "x", xs, x);
-  OutputMap eg = run(e, m, "encode_tiled", "x", xs, x, {{"tile", 16}, {"pad", 8}});  // 3 x 2 tiles
-  Diff de = diff(eg.at("moments"), er.at("moments"));
+  HostTensor er = run(e, m, "encode", xs, x);
+  HostTensor eg = run(e, m, "encode_tiled", xs, x, {16, 8});  // 3 x 2 tiles
+  Diff de = diff(eg, er);
   std::printf("    encode SD-width synthetic 1x3x64x48 tile 16 pad 8: max_abs %.3g (max|ref| %.3g)\n", de.max_abs, de.max_ref);
   CHECK(de.max_abs <= 1e-4 * std::max(1.0, de.max_ref));
 }
@@ -156,19 +161,15 @@ TEST(vae_tiled_errors_and_cancel) {
   LoadOptions o;
   o.path = fixture_vae();
   o.vae_encoder = false;
-  int m = e.load(ModelKind::VAE, o).id;
+  int m = e.load(ModelKind::Vae, o).id;
   std::vector<float> z(4 * 8 * 8, 0.1f);
-  CHECK_THROWS_WITH(run(e, m, "decode_tiled", "z", {1, 4, 8, 8}, z, {{"tile", 0}}), "tile");
-  CHECK_THROWS_WITH(run(e, m, "decode_tiled", "z", {1, 4, 8, 8}, z, {{"pad", -1}}), "pad");
-  CHECK_THROWS_WITH(run(e, m, "decode_tiled", "z", {1, 4, 8, 8}, z, {{"tile", 2.5}}), "tile");
-  CHECK_THROWS_WITH(run(e, m, "decode_tiled", "z", {1, 2, 16, 8}, z), "must be [N, 4, H, W]");
-  CHECK_THROWS_WITH(run(e, m, "decode_tiled", "x", {1, 4, 8, 8}, z), "missing input 'z'");
-  CHECK_THROWS_WITH(run(e, m, "encode_tiled", "x", {1, 3, 8, 8}, std::vector<float>(3 * 64, 0.f)), "without its encoder");
-  RunRequest r;
-  r.entry = "decode_tiled", r.models = {m};
-  r.inputs["z"].shape = {1, 4, 8, 8}, r.inputs["z"].f32 = z;
+  CHECK_THROWS_WITH(run(e, m, "decode_tiled", {1, 4, 8, 8}, z, {0, {}}), "tile");
+  CHECK_THROWS_WITH(run(e, m, "decode_tiled", {1, 4, 8, 8}, z, {{}, -1}), "pad");
+  CHECK_THROWS_WITH(run(e, m, "decode_tiled", {1, 2, 16, 8}, z), "must have 4 channels");
+  CHECK_THROWS_WITH(run(e, m, "decode_tiled", {1, 4, 8, 9}, z), "values but shape");
+  CHECK_THROWS_WITH(run(e, m, "encode_tiled", {1, 3, 8, 8}, std::vector<float>(3 * 64, 0.f)), "without its encoder");
   std::atomic<bool> cancel{true};
-  CHECK_THROWS_WITH(e.run(r, &cancel), "cancelled");
+  CHECK_THROWS_WITH(run(e, m, "decode_tiled", {1, 4, 8, 8}, z, {}, nullptr, &cancel), "cancelled");
 }
 
 TEST(vae_tiled_memory_report_sd_2048) {
@@ -177,7 +178,7 @@ TEST(vae_tiled_memory_report_sd_2048) {
   if (!std::getenv("XPSR_TILED_VAE_REPORT")) SKIP("set XPSR_TILED_VAE_REPORT=1");
   auto be = make_cpu_backend(0);
   Json cfg = Json::parse(kSdVaeConfig, "sd vae");
-  VAE vae;
+  Vae vae;
   {
     WeightLoader ld(*be, "VAE", 1);
     vae.load(ld, parse_vae_config(cfg, "sd vae"), true, true);
@@ -196,10 +197,10 @@ TEST(vae_tiled_memory_report_sd_2048) {
                   p.arena_bytes() / 1048576.0, p.naive_bytes() / 1048576.0, p.op_count());
     }
     for (int tile : {224, 128, 64}) {
-      TiledVAEOptions o;
+      TiledVaeOptions o;
       o.tile = tile, o.pad = 11, o.dry_run = true;
-      TiledVAEStats st;
-      TiledVAE(*be, vae).decode(shape, nullptr, n, o, nullptr, &st);
+      TiledVaeStats st;
+      TiledVae(*be, vae).decode(shape, nullptr, n, o, nullptr, &st);
       std::printf("    tiled decode %dx%d px tile %d pad 11: %dx%d tiles, %d segment plans, max arena %.1f MiB (%s), "
                   "host maps peak %.1f MiB\n",
                   8 * lat_side, 8 * lat_side, tile, st.tiles_y, st.tiles_x, st.segments, st.max_arena_bytes / 1048576.0,
@@ -211,16 +212,16 @@ TEST(vae_tiled_memory_report_sd_2048) {
     Engine e(make_cpu_backend(0));
     LoadOptions o;
     o.synthetic = true, o.config_json = kSdVaeConfig, o.seed = 3;
-    int m = e.load(ModelKind::VAE, o).id;
+    int m = e.load(ModelKind::Vae, o).id;
     std::vector<int64_t> shape{1, 4, 64, 64};
     auto z = noise(4 * 64 * 64, 9, 2.f);
     RunStats su, st;
     auto t0 = std::chrono::steady_clock::now();
-    OutputMap ref = run(e, m, "decode", "z", shape, z, {}, &su);
+    HostTensor ref = run(e, m, "decode", shape, z, {}, &su);
     auto t1 = std::chrono::steady_clock::now();
-    OutputMap got = run(e, m, "decode_tiled", "z", shape, z, {{"tile", 16}, {"pad", 4}}, &st);
+    HostTensor got = run(e, m, "decode_tiled", shape, z, {16, 4}, &st);
     auto t2 = std::chrono::steady_clock::now();
-    Diff d = diff(got.at("image"), ref.at("image"));
+    Diff d = diff(got, ref);
     auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
     std::printf("    run decode 512x512 SD widths: untiled %.1f s arena %.1f MiB; tiled 4x4 %.1f s (host %.1f s) max arena "
                 "%.1f MiB; max_abs %.3g (max|ref| %.3g)\n",
@@ -235,10 +236,10 @@ TEST(vae_tiled_memory_report_sd_2048) {
     g->output("moments", vae.encode(*g, x));
     Plan p(std::move(g));
     std::printf("    untiled encode 2048x2048 px: arena %.1f MiB\n", p.arena_bytes() / 1048576.0);
-    TiledVAEOptions o;
+    TiledVaeOptions o;
     o.dry_run = true;
-    TiledVAEStats st;
-    TiledVAE(*be, vae).encode(shape, nullptr, 3 * 2048 * 2048, o, nullptr, &st);
+    TiledVaeStats st;
+    TiledVae(*be, vae).encode(shape, nullptr, 3 * 2048 * 2048, o, nullptr, &st);
     std::printf("    tiled encode 2048x2048 px tile 1024 pad 32: %dx%d tiles, max arena %.1f MiB (%s), host peak %.1f MiB\n",
                 st.tiles_y, st.tiles_x, st.max_arena_bytes / 1048576.0, st.max_arena_segment.c_str(),
                 st.host_peak_bytes / 1048576.0);

@@ -7,18 +7,18 @@
 
 namespace xpsr {
 
-struct ClipText {
+struct ClipTextEncoder {
   struct Layer {
     Norm ln1, ln2;
     Attention attn;  // q_proj/k_proj/v_proj/out_proj, fused into one q|k|v GEMM
     Linear fc1, fc2;
   };
-  ClipTextConfig config;
+  ClipTextEncoderConfig config;
   WeightRef token_embedding, position_embedding;
   std::vector<Layer> layers;
   Norm final_ln;
 
-  void load(WeightLoader& ld, const ClipTextConfig& c);
+  void load(WeightLoader& ld, const ClipTextEncoderConfig& c);
   // ids, positions: input_ids values of length B*L -> last_hidden_state [B, L, D]
   Val forward(Graph& g, Val ids, Val positions, int B, int L) const;
 };

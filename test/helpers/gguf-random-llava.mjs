@@ -1,43 +1,14 @@
 // Random-weight LLaVA-1.5-style GGUF pairs (llama text model + CLIP/mlp mmproj), generated locally, for
 // tests ('tiny', < 1 MB, instant) and benchmarks ('7b': LLaVA-1.5-7B shapes, Q4_0 text ~3.8 GB + F16
 // mmproj ~0.6 GB). They load in llama.cpp like real LLaVA-1.5 conversions; their answers are nonsense.
+// Test-only: not part of the package (scripts/bench-captioner.mjs uses it from a clone).
 import fs from 'node:fs';
 import path from 'node:path';
 
-import {
-  constantFill, GgmlType, gguf, GgufScalarType, GgufTensor, GgufValue, GgufValueType, mulberry32, TensorFill,
-  uniformFill, writeGguf,
-} from './gguf-writer.js';
+import { constantFill, GgmlType, ggmlTypeName, gguf, GgufValueType, mulberry32, uniformFill, writeGguf } from './gguf-writer.mjs';
 
-export type RandomLlavaSize = 'tiny' | 'small' | '7b';
-
-export interface RandomLlavaOptions {
-  dir: string;
-  size?: RandomLlavaSize;
-  /** Type of the text model's 2-D weights (tiny default F32, 7b default Q4_0). */
-  textType?: GgmlType;
-  /** Type of the mmproj's 2-D weights (tiny default F32, 7b default F16). */
-  mmprojType?: GgmlType;
-  seed?: number;
-  /** File name stem; files are `<stem>-model.gguf` and `<stem>-mmproj.gguf`. */
-  name?: string;
-  /** Re-use existing files of the same name (and size parameters) instead of writing them again. */
-  reuse?: boolean;
-  onProgress?: (file: string, bytesWritten: number, totalBytes: number) => void;
-}
-
-export interface RandomLlavaFiles {
-  model: string;
-  mmproj: string;
-  /** Number of image tokens the projector produces per image. */
-  imageTokens: number;
-  vocabSize: number;
-}
-
-interface TextShape { nEmbd: number; nHead: number; nFf: number; nLayer: number; nCtx: number; vocab: number }
-interface VisionShape { nEmbd: number; nHead: number; nFf: number; nLayer: number; image: number; patch: number; projDim: number }
-
-const SHAPES: Record<RandomLlavaSize, { text: TextShape; vision: VisionShape }> = {
+// Shapes per size ('tiny' | 'small' | '7b'): text model and vision tower (+ projector) dimensions.
+const SHAPES = {
   tiny: {
     text: { nEmbd: 64, nHead: 4, nFf: 128, nLayer: 2, nCtx: 2048, vocab: 0 },
     vision: { nEmbd: 32, nHead: 2, nFf: 48, nLayer: 2, image: 32, patch: 8, projDim: 64 },
@@ -64,18 +35,16 @@ const WORDS = ('a an the of and in on with is are this image photo picture shows
   'small large old young standing sitting walking near front background foreground overall good poor fair ' +
   'moderate slightly very quite somewhat visible lacks has have be can USER ASSISTANT').split(/\s+/);
 
-interface Vocab { tokens: string[]; scores: number[]; types: number[]; bos: number; eos: number; unk: number; readable: number }
-
-function buildVocab(target: number): Vocab {
-  const tokens: string[] = ['<unk>', '<s>', '</s>'];
-  const types: number[] = [2, 3, 3];
+function buildVocab(target) {
+  const tokens = ['<unk>', '<s>', '</s>'];
+  const types = [2, 3, 3];
   for (let b = 0; b < 256; b++) {
     tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
     types.push(6);
   }
   const readable = tokens.length;
   const seen = new Set(tokens);
-  const add = (t: string) => {
+  const add = (t) => {
     if (!seen.has(t)) { seen.add(t); tokens.push(t); types.push(1); }
   };
   add('\u2581');
@@ -90,22 +59,22 @@ function buildVocab(target: number): Vocab {
   return { tokens, scores, types, bos: 1, eos: 2, unk: 0, readable };
 }
 
-const fileType = (t: GgmlType): number =>
+const fileType = (t) =>
   t === GgmlType.F32 ? 0 : t === GgmlType.F16 ? 1 : t === GgmlType.Q4_0 ? 2 : 7;
 
-function tensor(name: string, ne: number[], type: GgmlType, fill: TensorFill): GgufTensor {
+function tensor(name, ne, type, fill) {
   return { name, ne, type, fill };
 }
 
 /** Uniform weights with std 1/sqrt(fanIn) (scale sqrt(3/fanIn)). */
-function linear(seed: number, fanIn: number): TensorFill {
+function linear(seed, fanIn) {
   return uniformFill(seed, Math.sqrt(3 / fanIn));
 }
 
-function textModel(shape: TextShape, vocab: Vocab, type: GgmlType, seed: number, tiny: boolean) {
+function textModel(shape, vocab, type, seed, tiny) {
   const { nEmbd, nHead, nFf, nLayer, nCtx } = shape;
   const V = vocab.tokens.length;
-  const kv: Record<string, GgufValue> = {
+  const kv = {
     'general.architecture': gguf.str('llama'),
     'general.name': gguf.str('xpsr random llava text'),
     'general.file_type': gguf.u32(fileType(type)),
@@ -137,7 +106,7 @@ function textModel(shape: TextShape, vocab: Vocab, type: GgmlType, seed: number,
   // word logit is positive).
   const outScale = Math.sqrt(3 / nEmbd) * (tiny ? 4 : 1);
   const rndOut = mulberry32(next());
-  const outFill: TensorFill = tiny
+  const outFill = tiny
     ? (out, start) => {
       for (let i = 0; i < out.length; i++) {
         const row = Math.floor((start + i) / nEmbd);
@@ -146,7 +115,7 @@ function textModel(shape: TextShape, vocab: Vocab, type: GgmlType, seed: number,
       }
     }
     : uniformFill(next(), outScale);
-  const tensors: GgufTensor[] = [
+  const tensors = [
     // token embeddings: F32 for the tiny model; same type as the weights otherwise (like real Q4_0 files)
     tensor('token_embd.weight', [nEmbd, V], tiny ? GgmlType.F32 : type, uniformFill(next(), 1)),
     tensor('output_norm.weight', [nEmbd], GgmlType.F32, norm),
@@ -169,10 +138,10 @@ function textModel(shape: TextShape, vocab: Vocab, type: GgmlType, seed: number,
   return { kv, tensors };
 }
 
-function mmprojModel(shape: VisionShape, textEmbd: number, type: GgmlType, seed: number) {
+function mmprojModel(shape, textEmbd, type, seed) {
   const { nEmbd, nHead, nFf, nLayer, image, patch, projDim } = shape;
   const nPos = (image / patch) ** 2 + 1;
-  const kv: Record<string, GgufValue> = {
+  const kv = {
     'general.architecture': gguf.str('clip'),
     'general.name': gguf.str('xpsr random llava mmproj'),
     'general.file_type': gguf.u32(fileType(type)),
@@ -189,16 +158,16 @@ function mmprojModel(shape: VisionShape, textEmbd: number, type: GgmlType, seed:
     'clip.vision.block_count': gguf.u32(nLayer),
     'clip.vision.attention.head_count': gguf.u32(nHead),
     'clip.vision.attention.layer_norm_epsilon': gguf.f32(1e-5),
-    'clip.vision.image_mean': gguf.arr(GgufValueType.FLOAT32 as GgufScalarType, [0.48145466, 0.4578275, 0.40821073]),
-    'clip.vision.image_std': gguf.arr(GgufValueType.FLOAT32 as GgufScalarType, [0.26862954, 0.26130258, 0.27577711]),
+    'clip.vision.image_mean': gguf.arr(GgufValueType.FLOAT32, [0.48145466, 0.4578275, 0.40821073]),
+    'clip.vision.image_std': gguf.arr(GgufValueType.FLOAT32, [0.26862954, 0.26130258, 0.27577711]),
   };
   let s = seed ^ 0x5bd1e995;
   const next = () => (s = (s * 1103515245 + 12345) >>> 0);
   const one = constantFill(1);
   const zero = constantFill(0);
-  const w2 = (ne: number[], fanIn: number) => ({ ne, fill: linear(next(), fanIn) });
+  const w2 = (ne, fanIn) => ({ ne, fill: linear(next(), fanIn) });
   const F32 = GgmlType.F32;
-  const tensors: GgufTensor[] = [
+  const tensors = [
     tensor('v.class_embd', [nEmbd], F32, uniformFill(next(), 0.1)),
     // conv weight (out, 3, p, p) reversed; F16 at most (row length = patch is not a multiple of 32)
     tensor('v.patch_embd.weight', [patch, patch, 3, nEmbd], type === GgmlType.F32 ? F32 : GgmlType.F16,
@@ -232,15 +201,27 @@ function mmprojModel(shape: VisionShape, textEmbd: number, type: GgmlType, seed:
   return { kv, tensors, imageTokens: nPos - 1 };
 }
 
-/** Writes a random LLaVA pair into `dir` (created if needed) and returns the paths. */
-export function createRandomLlava(options: RandomLlavaOptions): RandomLlavaFiles {
+/**
+ * Writes a random LLaVA pair into `dir` (created if needed) and returns
+ * `{ model, mmproj, imageTokens (per image), vocabSize }`.
+ * @param {object} options
+ * @param {string} options.dir
+ * @param {'tiny' | 'small' | '7b'} [options.size] default 'tiny'
+ * @param {number} [options.textType] GgmlType of the text model's 2-D weights (tiny default F32, 7b default Q4_0)
+ * @param {number} [options.mmprojType] GgmlType of the mmproj's 2-D weights (tiny default F32, 7b default F16)
+ * @param {number} [options.seed] default 1234
+ * @param {string} [options.name] file stem; files are `<stem>-model.gguf` and `<stem>-mmproj.gguf`
+ * @param {boolean} [options.reuse] keep existing files of the same name instead of writing them again
+ * @param {(file: string, bytesWritten: number, totalBytes: number) => void} [options.onProgress]
+ */
+export function createRandomLlava(options) {
   const size = options.size ?? 'tiny';
   const tiny = size !== '7b';
   const shape = SHAPES[size];
   const textType = options.textType ?? (tiny ? GgmlType.F32 : GgmlType.Q4_0);
   const mmType = options.mmprojType ?? (tiny ? GgmlType.F32 : GgmlType.F16);
   const seed = options.seed ?? 1234;
-  const stem = options.name ?? `random-llava-${size}-${GgmlType[textType].toLowerCase()}-s${seed}`;
+  const stem = options.name ?? `random-llava-${size}-${ggmlTypeName(textType).toLowerCase()}-s${seed}`;
   fs.mkdirSync(options.dir, { recursive: true });
   const model = path.join(options.dir, `${stem}-model.gguf`);
   const mmproj = path.join(options.dir, `${stem}-mmproj.gguf`);
@@ -249,10 +230,10 @@ export function createRandomLlava(options: RandomLlavaOptions): RandomLlavaFiles
   const vis = mmprojModel(shape.vision, shape.text.nEmbd, mmType, seed);
   const result = { model, mmproj, imageTokens: vis.imageTokens, vocabSize: vocab.tokens.length };
   if (options.reuse && fs.existsSync(model) && fs.existsSync(mmproj)) return result;
-  for (const [file, m] of [[model, text], [mmproj, vis]] as const) {
+  for (const [file, m] of [[model, text], [mmproj, vis]]) {
     const tmp = `${file}.${process.pid}.tmp`;
     writeGguf(tmp, m.kv, m.tensors, {
-      onProgress: options.onProgress ? (w, t) => options.onProgress!(file, w, t) : undefined,
+      onProgress: options.onProgress ? (w, t) => options.onProgress(file, w, t) : undefined,
     });
     fs.renameSync(tmp, file);
   }

@@ -1,11 +1,11 @@
 // CLIP text encoder forward.
-#include "clip_text.h"
+#include "clip_text_encoder.h"
 
 #include <cmath>
 
 namespace xpsr {
 
-void ClipText::load(WeightLoader& ld, const ClipTextConfig& c) {
+void ClipTextEncoder::load(WeightLoader& ld, const ClipTextEncoderConfig& c) {
   config = c;
   const int D = c.hidden_size;
   token_embedding = ld.get("text_model.embeddings.token_embedding.weight", {c.vocab_size, D}, WeightKind::Embedding,
@@ -37,7 +37,7 @@ void ClipText::load(WeightLoader& ld, const ClipTextConfig& c) {
   final_ln.load(ld, "text_model.final_layer_norm", D);
 }
 
-Val ClipText::forward(Graph& g, Val ids, Val positions, int B, int L) const {
+Val ClipTextEncoder::forward(Graph& g, Val ids, Val positions, int B, int L) const {
   const int D = config.hidden_size, H = config.num_heads;
   const float eps = config.layer_norm_eps, scale = 1.0f / std::sqrt((float)(D / H));
   Val x = g.add(g.embedding(token_embedding.get(), ids), g.embedding(position_embedding.get(), positions));
