@@ -54,6 +54,7 @@ struct Result {
   std::string name;
   double ms_first = 0, ms = 0, gflop = 0;
   double cpu_s = 0;  // process CPU time of the best run (all threads; CPU backend only)
+  double gemm_wall = 0, gemm_cpu = 0;  // the baseline GEMM re-measured right before and after (mean)
   size_t arena = 0;
   int runs = 0;
 };
@@ -63,10 +64,64 @@ void log(const std::string& s) {
   std::fflush(stderr);
 }
 
-// Runs `call` once cold (plan build + first run) and `repeat` more times; reports the best warm time.
-Result measure(const std::string& name, const std::function<void(RunStats*)>& call, int repeat) {
+struct Rate {
+  double wall = 0, cpu = 0;  // GFLOP/s and GFLOP per CPU-second of the process
+};
+
+// The same-run baseline: y[8192 x 1280] = x[8192 x 1280] W^T through backend.linear (uploaded once, one
+// warm-up call for the first-touch page faults). measure() is the best of 3 (CPU) / 20 (CUDA) calls; it
+// runs at the start and again right before and after every component, whose ratios use the mean of
+// those two: on a shared machine the GEMM rate itself moves by up to 2x over the minutes a run takes.
+class GemmBaseline {
+ public:
+  GemmBaseline(Backend& b, bool cuda) : b_(b), cuda_(cuda) {
+    HostTensor wt = randn({N, K}, 11, 0.03f), xt = randn({M, K}, 12);
+    w_ = b.upload("bench.gemm", WeightKind::Linear, {N, K}, wt.data.data());
+    const size_t es = dtype_size(b.act_dtype());
+    x_ = b.alloc((size_t)M * K * es);
+    y_ = b.alloc((size_t)M * N * es);
+    b.upload_act(x_, xt.data.data(), xt.data.size());
+    a_.x = x_, a_.M = M, a_.K = K, a_.ldx = K, a_.w = w_.get(), a_.y = y_, a_.N = N, a_.ldy = N;
+    b.linear(a_);
+    b.synchronize();
+  }
+  ~GemmBaseline() {
+    b_.free(x_);
+    b_.free(y_);
+  }
+  GemmBaseline(const GemmBaseline&) = delete;
+  GemmBaseline& operator=(const GemmBaseline&) = delete;
+
+  Rate measure() {
+    double best = 1e30, best_cpu = 1e30;
+    for (int i = 0; i < (cuda_ ? 20 : 3); ++i) {
+      const double t = now_ms(), c = cpu::process_cpu_seconds();
+      b_.linear(a_);
+      b_.synchronize();
+      best = std::min(best, now_ms() - t);
+      best_cpu = std::min(best_cpu, cpu::process_cpu_seconds() - c);
+    }
+    cpu::profile_report("baseline GEMM");
+    const double gflop = 2.0 * M * N * K / 1e9;
+    return {gflop / (best / 1e3), gflop / best_cpu};
+  }
+
+ private:
+  static constexpr int M = 8192, K = 1280, N = 1280;
+  Backend& b_;
+  bool cuda_;
+  std::shared_ptr<Weight> w_;
+  void* x_ = nullptr;
+  void* y_ = nullptr;
+  LinearArgs a_;
+};
+
+// Runs `call` once cold (plan build + first run) and `repeat` more times; reports the best warm time,
+// with the baseline GEMM re-measured right before and after.
+Result measure(const std::string& name, const std::function<void(RunStats*)>& call, int repeat, GemmBaseline& base) {
   Result r;
   r.name = name;
+  const Rate before = base.measure();
   RunStats st;
   double t0 = now_ms(), c0 = cpu::process_cpu_seconds();
   call(&st);
@@ -84,60 +139,34 @@ Result measure(const std::string& name, const std::function<void(RunStats*)>& ca
     r.cpu_s = i == 0 ? c : std::min(r.cpu_s, c);
     ++r.runs;
   }
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s, %.1f GFLOP/CPU-s",
-                name.c_str(), r.ms, r.ms_first, r.gflop, r.gflop / (r.ms / 1e3), r.gflop / r.cpu_s);
-  log(buf);
   cpu::profile_report(name.c_str());  // per-op table on stderr with XPSR_CPU_PROFILE=1
+  const Rate after = base.measure();
+  r.gemm_wall = 0.5 * (before.wall + after.wall);
+  r.gemm_cpu = 0.5 * (before.cpu + after.cpu);
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s (%.2fx the GEMM), %.1f GFLOP/CPU-s "
+                "(%.2fx)",
+                name.c_str(), r.ms, r.ms_first, r.gflop, r.gflop / (r.ms / 1e3), r.gflop / (r.ms / 1e3) / r.gemm_wall,
+                r.gflop / r.cpu_s, r.gflop / r.cpu_s / r.gemm_cpu);
+  log(buf);
   return r;
 }
 
-struct Rate {
-  double wall = 0, cpu = 0;  // GFLOP/s and GFLOP per CPU-second of the process
-};
-
-// The same-run baseline: y[8192 x 1280] = x[8192 x 1280] W^T through backend.linear, one warm-up call
-// (first-touch page faults) and then the best of 3 (CPU) / 20 (CUDA) calls.
-Rate gemm_baseline(Backend& b, bool cuda) {
-  const int M = 8192, K = 1280, N = 1280;
-  HostTensor wt = randn({N, K}, 11, 0.03f), xt = randn({M, K}, 12);
-  auto wgt = b.upload("bench.gemm", WeightKind::Linear, {N, K}, wt.data.data());
-  size_t es = dtype_size(b.act_dtype());
-  void* x = b.alloc((size_t)M * K * es);
-  void* y = b.alloc((size_t)M * N * es);
-  b.upload_act(x, xt.data.data(), xt.data.size());
-  LinearArgs a;
-  a.x = x, a.M = M, a.K = K, a.ldx = K, a.w = wgt.get(), a.y = y, a.N = N, a.ldy = N;
-  b.linear(a);
-  b.synchronize();
-  double best = 1e30, best_cpu = 1e30;
-  for (int i = 0; i < (cuda ? 20 : 3); ++i) {
-    const double t = now_ms(), c = cpu::process_cpu_seconds();
-    b.linear(a);
-    b.synchronize();
-    best = std::min(best, now_ms() - t);
-    best_cpu = std::min(best_cpu, cpu::process_cpu_seconds() - c);
-  }
-  b.free(x);
-  b.free(y);
-  cpu::profile_report("baseline GEMM");
-  const double gflop = 2.0 * M * N * K / 1e9;
-  return {gflop / (best / 1e3), gflop / best_cpu};
-}
-
 // One "components" JSON object; `ref` (same names, the fp32 run) adds speedups over it.
-void write_components(std::ostringstream& js, const char* key, const std::vector<Result>& results, const Rate& gemm,
-                      bool cuda, const std::vector<Result>* ref) {
+void write_components(std::ostringstream& js, const char* key, const std::vector<Result>& results, bool cuda,
+                      const std::vector<Result>* ref) {
   js << ",\n  \"" << key << "\": {";
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     js << (i ? "," : "") << "\n    \"" << r.name << "\": {\"ms\": " << r.ms << ", \"first_call_ms\": " << r.ms_first
        << ", \"gflop\": " << r.gflop << ", \"gflops_per_s\": " << (r.ms > 0 ? r.gflop / (r.ms / 1e3) : 0)
-       << ", \"ratio_to_gemm\": " << (r.ms > 0 && gemm.wall > 0 ? r.gflop / (r.ms / 1e3) / gemm.wall : 0)
+       << ", \"gemm_gflops_per_s\": " << r.gemm_wall
+       << ", \"ratio_to_gemm\": " << (r.ms > 0 && r.gemm_wall > 0 ? r.gflop / (r.ms / 1e3) / r.gemm_wall : 0)
        << ", \"arena_mib\": " << (r.arena >> 20) << ", \"runs\": " << r.runs;
     if (!cuda && r.cpu_s > 0)
       js << ", \"cpu_s\": " << r.cpu_s << ", \"gflops_per_cpu_s\": " << r.gflop / r.cpu_s
-         << ", \"cpu_ratio_to_gemm\": " << r.gflop / r.cpu_s / gemm.cpu;
+         << ", \"gemm_gflops_per_cpu_s\": " << r.gemm_cpu << ", \"cpu_ratio_to_gemm\": " << r.gflop / r.cpu_s / r.gemm_cpu;
     if (ref)
       for (const Result& f : *ref)
         if (f.name == r.name && r.cpu_s > 0 && r.ms > 0)
@@ -199,8 +228,11 @@ int main(int argc, char** argv) {
     log("device: " + desc);
     int launches_per_step = -1, graph_nodes_per_step = -1;
 
-    // Baseline: a large GEMM through the same backend op (M x K by K x N), best of a few runs; always f32.
-    const Rate gemm = gemm_baseline(engine->backend(), cuda);
+    // Baseline: a large GEMM through the same backend op (M x K by K x N), best of a few runs; always f32 (on
+    // the CPU its own f32 backend, so it also serves the bf16 engine's components).
+    std::unique_ptr<Backend> base_be = cuda ? nullptr : make_cpu_backend(CpuBackendOptions{threads, CpuPrecision::F32});
+    GemmBaseline base(cuda ? engine->backend() : *base_be, cuda);
+    const Rate gemm = base.measure();
     log("baseline GEMM 8192x1280x1280: " + std::to_string(gemm.wall) + " GFLOP/s" +
         (cuda ? "" : ", " + std::to_string(gemm.cpu) + " GFLOP/CPU-s"));
     const int h = latent, w = latent, H = 8 * h, W = 8 * w;
@@ -233,7 +265,7 @@ int main(int argc, char** argv) {
         req.in.cond = ct;
         req.in.timestep = 951;
         results.push_back(measure("cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w),
-                                  [&](RunStats* st) { e.step(req, nullptr, st); }, repeat));
+                                  [&](RunStats* st) { e.step(req, nullptr, st); }, repeat, base));
   #ifdef XPSR_HAVE_CUDA
         if (cuda) {  // the step is one plan: its captured graph's kernel nodes are the launches per step
           const CudaBackendStats st = cuda_backend_stats(e.backend());
@@ -260,6 +292,7 @@ int main(int argc, char** argv) {
           r.ms = r.ms_first = now_ms() - t0;
           r.cpu_s = cpu::process_cpu_seconds() - c0;
           r.gflop = results.back().gflop * steps;
+          r.gemm_wall = results.back().gemm_wall, r.gemm_cpu = results.back().gemm_cpu;
           r.runs = 1;
           log(r.name + ": " + std::to_string(r.ms) + " ms");
           results.push_back(r);
@@ -275,12 +308,12 @@ int main(int argc, char** argv) {
         if (want("vae_encode")) {
           VaeEncodeRequest req{vae.id, randn({1, 3, H, W}, 7, 0.5f), false};
           results.push_back(measure("vae_encode_" + std::to_string(H) + "x" + std::to_string(W),
-                                    [&](RunStats* st) { e.vae_encode(req, nullptr, st); }, repeat));
+                                    [&](RunStats* st) { e.vae_encode(req, nullptr, st); }, repeat, base));
         }
         if (want("vae_decode")) {
           VaeDecodeRequest req{vae.id, randn({1, 4, h, w}, 8), false};
           results.push_back(measure("vae_decode_" + std::to_string(H) + "x" + std::to_string(W),
-                                    [&](RunStats* st) { e.vae_decode(req, nullptr, st); }, repeat));
+                                    [&](RunStats* st) { e.vae_decode(req, nullptr, st); }, repeat, base));
         }
         e.unload(vae.id);
       }
@@ -293,7 +326,7 @@ int main(int argc, char** argv) {
         req.model = te.id;
         req.input_ids = TokenIds{1, 77, {}};
         for (int i = 0; i < 77; ++i) req.input_ids.ids.push_back(i == 0 ? 49406 : (i < 20 ? 320 + i : 49407));
-        results.push_back(measure("text_encoder_1x77", [&](RunStats* st) { e.text_encode(req, nullptr, st); }, cuda ? repeat : 2));
+        results.push_back(measure("text_encoder_1x77", [&](RunStats* st) { e.text_encode(req, nullptr, st); }, cuda ? repeat : 2, base));
         e.unload(te.id);
       }
       return results;
@@ -310,7 +343,7 @@ int main(int argc, char** argv) {
       engine.reset();  // free the f32 models first
       auto be16 = make_cpu_backend(CpuBackendOptions{threads, CpuPrecision::BF16});
       desc_bf16 = be16->description();
-      gemm_bf16 = gemm_baseline(*be16, false);
+      gemm_bf16 = GemmBaseline(*be16, false).measure();
       log("bf16 baseline GEMM: " + std::to_string(gemm_bf16.wall) + " GFLOP/s, " + std::to_string(gemm_bf16.cpu) +
           " GFLOP/CPU-s (" + std::to_string(gemm_bf16.cpu / gemm.cpu) + "x the f32 rate per CPU-second)");
       if (run_bf16) {
@@ -329,8 +362,8 @@ int main(int argc, char** argv) {
       js << ",\n  \"bf16\": {\"description\": \"" << desc_bf16 << "\", \"baseline_gemm_gflops_per_s\": " << gemm_bf16.wall
          << ", \"baseline_gemm_gflops_per_cpu_s\": " << gemm_bf16.cpu << ", \"gemm_speedup_vs_fp32\": " << gemm_bf16.wall / gemm.wall
          << ", \"gemm_cpu_speedup_vs_fp32\": " << gemm_bf16.cpu / gemm.cpu << "}";
-    if (run_fp32) write_components(js, "components", results, gemm, cuda, nullptr);
-    if (run_bf16) write_components(js, "components_bf16", results_bf16, gemm, cuda, run_fp32 ? &results : nullptr);
+    if (run_fp32) write_components(js, "components", results, cuda, nullptr);
+    if (run_bf16) write_components(js, "components_bf16", results_bf16, cuda, run_fp32 ? &results : nullptr);
 #ifdef XPSR_HAVE_CUDA
     if (cuda) {
       const CudaBackendStats& st = cuda_stats;
