@@ -14,6 +14,8 @@ Usage:
   xpsr doctor [--weights DIR]                                         build, backends, CPU features, GPUs, weights check
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
   xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
+  xpsr serve --redis URL [--port N]                                   the same server in front of remote workers
+  xpsr worker --redis URL --sd DIR --xpsr DIR [--device cuda:0]       GPU worker of the Redis queue
 
 Run 'xpsr <command> --help' for the options of a command.
 `;
@@ -33,6 +35,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./doctor.js')).runDoctorCommand(rest);
     case 'serve':
       return (await import('./serve.js')).runServeCommand(rest);
+    case 'worker':
+      return (await import('./worker.js')).runWorkerCommand(rest);
     case undefined:
     case '--help':
     case '-h':

@@ -51,6 +51,12 @@ const STATUS: Record<string, number> = {
   ERR_SHUTDOWN: 503,
   ERR_CAPTION_HTTP_UNREACHABLE: 503,
   ERR_CAPTION_HTTP_TIMEOUT: 503,
+  // The Redis queue (lib/queue): blob over the Redis limit; Redis down; a job whose input expired before a
+  // worker took it, or whose worker died too often.
+  ERR_BLOB_TOO_LARGE: 413,
+  ERR_REDIS_UNAVAILABLE: 503,
+  ERR_INPUT_EXPIRED: 503,
+  ERR_WORKER_LOST: 503,
 };
 
 export function statusOf(code: string): number {
