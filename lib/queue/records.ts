@@ -10,7 +10,7 @@ import type { FinalRecord, QueueKeys } from './protocol.js';
 
 /** Writes `record` unless the job already has one; returns the record that holds (ours or the earlier one). */
 export async function settle(redis: Redis, keys: QueueKeys, record: FinalRecord): Promise<{ record: FinalRecord; won: boolean }> {
-  const ttl = Math.max(1000, Math.ceil(record.expiresAt - Date.now()));
+  const ttl = Math.max(1, Math.ceil(record.expiresAt - Date.now()));
   const ok = await redis.set(keys.final(record.id), JSON.stringify(record), 'PX', ttl, 'NX');
   if (ok === 'OK') return { record, won: true };
   const earlier = await readFinal(redis, keys, record.id);

@@ -86,6 +86,7 @@ export class RedisJobQueue implements JobQueue {
   #avgRunMs = 0;
   #statsTimer: NodeJS.Timeout | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #ticks = 0;
   #closed = false;
 
@@ -123,6 +124,11 @@ export class RedisJobQueue implements JobQueue {
     q.#statsTimer.unref();
     q.#pollTimer = setInterval(() => void q.#poll(), o.pollMs ?? 500);
     q.#pollTimer.unref();
+    if (q.blobs.kind === 'dir') {
+      // Redis expires its keys itself; files in a shared directory are deleted by the servers' and workers' sweeps.
+      q.#sweepTimer = setInterval(() => void q.blobs.sweep().catch(() => undefined), 60_000);
+      q.#sweepTimer.unref();
+    }
     return q;
   }
 
@@ -302,6 +308,7 @@ export class RedisJobQueue implements JobQueue {
     this.#accepting = false;
     clearInterval(this.#statsTimer);
     clearInterval(this.#pollTimer);
+    clearInterval(this.#sweepTimer);
     for (const w of this.#watches.values()) for (const r of w.waiters.splice(0)) r(w.last);
     this.#watches.clear();
     await this.#events.close().catch(() => undefined);
