@@ -204,6 +204,26 @@ test.serial('SIGTERM: a worker process finishes its running job, takes no new on
   }
 });
 
+test.serial('a server closing finishes its synchronous requests; queued jobs stay in the queue and another server answers for them', async (t) => {
+  const env = await setup(t);
+  await env.worker({ name: 'wd' });
+  const { server, url } = await env.server();
+  const { url: url2 } = await env.server();
+  await ready(server);
+  const image = await tinyPng(4);
+  const sync = postImage(`${url}/v1/upscale?${query({ ...QUICK, steps: '300', seed: '41' })}`, image);
+  await waitFor(async () => server.jobs.stats().running === 1, { what: 'the synchronous job to run' });
+  const queued = await submit(url, { ...QUICK, seed: '42' }, image);
+  const summary = await server.close(30_000);
+  t.deepEqual(summary, { done: 1, failed: 0, cancelled: 0, timedOut: false });
+  const res = await sync;
+  t.is(res.status, 200, 'the synchronous request in flight was answered');
+  t.deepEqual(Buffer.from(await res.arrayBuffer()), await direct(image, 41, { steps: 300 }));
+  const q = await settled(url2, queued.id);
+  t.is(q.state, 'done', 'the queued job ran after its server closed');
+  t.deepEqual(Buffer.from(await (await fetch(`${url2}/v1/jobs/${queued.id}/result`)).arrayBuffer()), await direct(image, 42));
+});
+
 /** An engine that fails as `plan(call)` says (an error code) and otherwise runs the real one. */
 function faulty(plan) {
   let calls = 0;

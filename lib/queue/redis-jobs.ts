@@ -81,6 +81,9 @@ export class RedisJobQueue implements JobQueue {
   readonly #eventsRedis: Redis;
   readonly #events: QueueEvents;
   readonly #watches = new Map<string, Watch>();
+  /** Synchronous requests of this server until their route released them (the response is sent by then). */
+  readonly #inFlight = new Map<string, () => void>();
+  readonly #inFlightDone = new Map<string, Promise<void>>();
   #view: QueueStats;
   #accepting = true;
   #avgRunMs = 0;
@@ -162,8 +165,9 @@ export class RedisJobQueue implements JobQueue {
       attempts: this.#o.attempts ?? 3,
       backoff: { type: 'exponential', delay: this.#o.backoffMs ?? 1000 },
       removeOnComplete: true, // the final record is the job's record from now on
-      removeOnFail: { age: Math.ceil(this.#o.resultTtlMs / 1000) },
+      removeOnFail: { age: Math.ceil(this.#o.resultTtlMs / 1000), count: 10_000 },
     });
+    if (options.ephemeral) this.#inFlightDone.set(id, new Promise((r) => this.#inFlight.set(id, r)));
     // Watched from now on (events before this point are covered by the first read of whoever waits).
     const w = this.#watch(id);
     w.tracked = true;
@@ -222,11 +226,17 @@ export class RedisJobQueue implements JobQueue {
   }
 
   async release(id: string): Promise<void> {
-    const final = await readFinal(this.#redis, this.keys, id);
-    if (!final) return;
-    if (final.result) await this.blobs.delete(final.result.blob.name);
-    await this.#redis.del(this.keys.final(id), this.keys.cancel(id));
-    this.#watches.delete(id);
+    try {
+      const final = await readFinal(this.#redis, this.keys, id);
+      if (!final) return;
+      if (final.result) await this.blobs.delete(final.result.blob.name);
+      await this.#redis.del(this.keys.final(id), this.keys.cancel(id));
+      this.#watches.delete(id);
+    } finally {
+      this.#inFlight.get(id)?.();
+      this.#inFlight.delete(id);
+      this.#inFlightDone.delete(id);
+    }
   }
 
   async cancel(id: string, code = 'ERR_CANCELLED', message = 'cancelled by request'): Promise<JobStatus | undefined> {
@@ -242,6 +252,7 @@ export class RedisJobQueue implements JobQueue {
         startedAt: null, finishedAt: now, expiresAt: now + this.#o.resultTtlMs, attempts: 0,
       });
       await this.blobs.delete(this.keys.inputBlob(id));
+      await this.#redis.del(this.keys.cancel(id));
       this.#refresh(id);
     }
     return (await this.get(id)) ?? s;
@@ -282,10 +293,13 @@ export class RedisJobQueue implements JobQueue {
     const counts = { done: 0, failed: 0, cancelled: 0 };
     // Synchronous requests wait on this server's connections: they finish (or are cancelled) here.
     // Queued jobs belong to the shared queue: the workers keep running them and any server answers for them.
-    const mine = [...this.#watches.entries()].filter(([, w]) => w.ephemeral && !(w.last && isTerminal(w.last.state))).map(([id]) => id);
-    const finals = mine.map((id) => this.settled(id).then((s) => {
+    // A synchronous request is over when its route released it, i.e. after the response was written.
+    const mine = [...this.#inFlightDone.keys()];
+    const finals = mine.map(async (id) => {
+      const s = await this.settled(id);
       if (s && isTerminal(s.state)) counts[s.state as keyof typeof counts]++;
-    }));
+      await this.#inFlightDone.get(id);
+    });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
       Promise.all(finals).then(() => false),
@@ -311,6 +325,9 @@ export class RedisJobQueue implements JobQueue {
     clearInterval(this.#sweepTimer);
     for (const w of this.#watches.values()) for (const r of w.waiters.splice(0)) r(w.last);
     this.#watches.clear();
+    for (const r of this.#inFlight.values()) r();
+    this.#inFlight.clear();
+    this.#inFlightDone.clear();
     await this.#events.close().catch(() => undefined);
     await this.queue.close().catch(() => undefined);
     for (const r of [this.#redis, this.#eventsRedis]) {

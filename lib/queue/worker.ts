@@ -305,7 +305,7 @@ class QueueWorker implements XpsrWorker {
     if (earlier) {
       // An earlier attempt ended the job (its worker died before BullMQ recorded it): nothing to redo.
       this.metrics.attempt(r.name, 'duplicate');
-      await this.#dropInput(d);
+      await this.#dropInput(d, id);
       if (earlier.state === 'done') return earlier;
       throw new UnrecoverableError(failureText(earlier.error ?? { code: 'ERR_INTERNAL', message: `job ${earlier.state}` }));
     }
@@ -353,7 +353,7 @@ class QueueWorker implements XpsrWorker {
         },
       });
       if (!won && record.state !== 'done') await this.#blobs.delete(blob.name); // cancelled meanwhile: our result is not the job's
-      await this.#dropInput(d);
+      await this.#dropInput(d, id);
       if (won) {
         this.metrics.attempt(r.name, 'done');
         this.metrics.done(out.timingsMs, now - startedAt - libraryMs);
@@ -407,7 +407,7 @@ class QueueWorker implements XpsrWorker {
       id: job.id!, state, error, result: null, device: r.name, worker: this.name, createdAt: d.createdAt, startedAt, finishedAt: now,
       expiresAt: now + d.resultTtlMs, attempts: job.attemptsStarted || 1,
     });
-    await this.#dropInput(d);
+    await this.#dropInput(d, job.id!);
     this.metrics.attempt(r.name, record.state === 'done' ? 'duplicate' : record.state, record.error?.code);
     if (record.state === 'done') return record;
     throw new UnrecoverableError(failureText(record.error!));
@@ -422,7 +422,9 @@ class QueueWorker implements XpsrWorker {
     return input;
   }
 
-  async #dropInput(d: QueueJobData): Promise<void> {
+  /** A job that ended needs neither its input nor a pending cancel request any more. */
+  async #dropInput(d: QueueJobData, id: string): Promise<void> {
+    await this.#redis.del(this.#keys.cancel(id)).catch(() => undefined);
     if (d.input.store === this.#blobs.kind) await this.#blobs.delete(d.input.name).catch(() => undefined);
   }
 
