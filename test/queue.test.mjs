@@ -224,6 +224,39 @@ test.serial('a server closing finishes its synchronous requests; queued jobs sta
   t.deepEqual(Buffer.from(await (await fetch(`${url2}/v1/jobs/${queued.id}/result`)).arrayBuffer()), await direct(image, 42));
 });
 
+test.serial('one worker process with two devices: two consumers, one job at a time on each', async (t) => {
+  const env = await setup(t);
+  const inFlight = new Map();
+  const peak = new Map();
+  const ran = new Map();
+  // Both "devices" share the one test engine; each wrapper counts the calls running on it.
+  const device = (name) => ({
+    device: 'cpu',
+    async upscale(input, options) {
+      inFlight.set(name, (inFlight.get(name) ?? 0) + 1);
+      peak.set(name, Math.max(peak.get(name) ?? 0, inFlight.get(name)));
+      ran.set(name, (ran.get(name) ?? 0) + 1);
+      try {
+        return await engine.upscale(input, options);
+      } finally {
+        inFlight.set(name, inFlight.get(name) - 1);
+      }
+    },
+    dispose() {},
+  });
+  const w = await env.worker({ name: 'multi', engines: [device('first'), device('second')] });
+  t.deepEqual(w.devices().map((d) => d.name), ['multi/cpu', 'multi/cpu#2']);
+  const { server, url } = await env.server();
+  await ready(server, 2);
+  const ids = [];
+  for (let i = 0; i < 8; i++) ids.push((await submit(url, { ...QUICK, steps: '20', seed: String(50 + i) })).id);
+  const finals = await Promise.all(ids.map((id) => settled(url, id)));
+  t.deepEqual(finals.map((f) => f.state), Array(8).fill('done'));
+  t.deepEqual([...new Set(finals.map((f) => f.device))].sort(), ['multi/cpu', 'multi/cpu#2'], 'both devices took jobs');
+  t.deepEqual([...peak.values()], [1, 1], 'never two jobs at once on one device');
+  t.is([...ran.values()].reduce((a, b) => a + b, 0), 8);
+});
+
 /** An engine that fails as `plan(call)` says (an error code) and otherwise runs the real one. */
 function faulty(plan) {
   let calls = 0;
