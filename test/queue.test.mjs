@@ -6,12 +6,14 @@
 // about an evicting Redis.
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import sharp from 'sharp';
 import { XPSR, XpsrError, createServer, createWorker } from '../dist/lib/index.js';
 import { model } from './helpers/fixtures.mjs';
-import { CLI, keys, redisClient, spawnWorker } from './helpers/queue.mjs';
+import { CLI, fetchRetry, keys, redisClient, spawnWorker } from './helpers/queue.mjs';
 import { startRedis } from './helpers/redis.mjs';
 import { QUICK, metric, pngDeclaring, postImage, query, readEvents, tinyPng, waitFor } from './helpers/server.mjs';
 
@@ -408,6 +410,29 @@ test.serial('backpressure and readiness: no worker -> 503 naming the queue; a fu
   t.is((await full.json()).code, 'ERR_QUEUE_FULL');
   t.true(Number(full.headers.get('retry-after')) >= 1);
   await fetch(`${url}/v1/jobs/${slow.id}`, { method: 'DELETE' });
+});
+
+test.serial('a full Redis (noeviction) refuses new jobs with 503 and keeps serving the jobs it holds', async (t) => {
+  const env = await setup(t, { redisConfig: { maxmemory: '4mb' } });
+  const { server, url } = await env.server();
+  await env.worker({ name: 'wf' });
+  await ready(server);
+  // 1000x1000 random pixels: a PNG of about 3 MB, more than this Redis has left.
+  const noise = await sharp(randomBytes(1000 * 1000 * 3), { raw: { width: 1000, height: 1000, channels: 3 } }).png().toBuffer();
+  const res = await postImage(`${url}/v1/jobs?${query(QUICK)}`, noise);
+  t.is(res.status, 503);
+  const body = await res.json();
+  t.is(body.code, 'ERR_REDIS_UNAVAILABLE');
+  t.regex(body.message, /OOM/);
+  t.is((await fetch(`${url}/readyz`)).status, 200);
+  // Redis counts the refused command's buffer for a moment; a client retries a 503 shortly after.
+  const accepted = await fetchRetry(`${url}/v1/jobs?${query({ ...QUICK, seed: '61' })}`,
+    { method: 'POST', body: await tinyPng(), headers: { 'content-type': 'image/png' } }, { tries: 50, delayMs: 100 });
+  t.is(accepted.status, 202);
+  const small = await settled(url, (await accepted.json()).id);
+  t.is(small.state, 'done');
+  t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${small.id}/result`)).arrayBuffer()), await direct(await tinyPng(), 61));
+  t.deepEqual(await keys(env.check, 'xpsr:xpsr:blob:in:*'), [], 'the refused input was not left behind');
 });
 
 test.serial('a Redis whose maxmemory-policy is not noeviction is reported at start (library and xpsr serve --redis)', async (t) => {

@@ -28,7 +28,7 @@ import { createBlobStore, type BlobStore, type BlobStoreOptions } from './blobs.
 import { requestCancel } from './cancel.js';
 import {
   DEFAULT_QUEUE, ERR_REDIS_UNAVAILABLE, ERR_WORKER_LOST, JOB_NAME, QueueKeys,
-  type FinalRecord, type QueueJobData, type QueueProgress,
+  type BlobRef, type FinalRecord, type QueueJobData, type QueueProgress,
 } from './protocol.js';
 import { parseFailure, readFinal, settle } from './records.js';
 import { connectRedis, redisWarnings, waitReady } from './redis.js';
@@ -152,21 +152,14 @@ export class RedisJobQueue implements JobQueue {
     const id = randomUUID();
     const createdAt = Date.now();
     const input = { store: this.blobs.kind, name: this.keys.inputBlob(id), bytes: request.image.length };
-    await this.blobs.put(input.name, request.image, this.#o.inputTtlMs ?? 3600_000);
-    const data: QueueJobData = {
-      input,
-      // The seed is fixed here so that every attempt (after a worker died) computes the same image.
-      options: { ...request.options, seed: request.options.seed ?? randomInt(2 ** 31) },
-      format: request.format, maxInputPixels: this.#o.maxInputPixels, createdAt, timeoutMs: this.#o.jobTimeoutMs,
-      resultTtlMs: this.#o.resultTtlMs, ephemeral: !!options.ephemeral,
-    };
-    await this.queue.add(JOB_NAME, data, {
-      jobId: id,
-      attempts: this.#o.attempts ?? 3,
-      backoff: { type: 'exponential', delay: this.#o.backoffMs ?? 1000 },
-      removeOnComplete: true, // the final record is the job's record from now on
-      removeOnFail: { age: Math.ceil(this.#o.resultTtlMs / 1000), count: 10_000 },
-    });
+    try {
+      await this.#enqueue(id, createdAt, input, request, !!options.ephemeral);
+    } catch (e) {
+      await this.blobs.delete(input.name).catch(() => undefined); // not accepted: nothing of it may stay
+      if (e instanceof XpsrError) throw e;
+      // E.g. a full Redis with noeviction ("OOM command not allowed"): the job was not accepted.
+      throw new XpsrError(ERR_REDIS_UNAVAILABLE, `the queue's Redis did not take the job: ${(e as Error)?.message ?? String(e)}`);
+    }
     if (options.ephemeral) this.#inFlightDone.set(id, new Promise((r) => this.#inFlight.set(id, r)));
     // Watched from now on (events before this point are covered by the first read of whoever waits).
     const w = this.#watch(id);
@@ -175,6 +168,24 @@ export class RedisJobQueue implements JobQueue {
     const status = this.#queuedStatus(id, createdAt, waiting);
     w.last ??= status;
     return status;
+  }
+
+  async #enqueue(id: string, createdAt: number, input: BlobRef, request: JobRequest, ephemeral: boolean): Promise<void> {
+    await this.blobs.put(input.name, request.image, this.#o.inputTtlMs ?? 3600_000);
+    const data: QueueJobData = {
+      input,
+      // The seed is fixed here so that every attempt (after a worker died) computes the same image.
+      options: { ...request.options, seed: request.options.seed ?? randomInt(2 ** 31) },
+      format: request.format, maxInputPixels: this.#o.maxInputPixels, createdAt, timeoutMs: this.#o.jobTimeoutMs,
+      resultTtlMs: this.#o.resultTtlMs, ephemeral,
+    };
+    await this.queue.add(JOB_NAME, data, {
+      jobId: id,
+      attempts: this.#o.attempts ?? 3,
+      backoff: { type: 'exponential', delay: this.#o.backoffMs ?? 1000 },
+      removeOnComplete: true, // the final record is the job's record from now on
+      removeOnFail: { age: Math.ceil(this.#o.resultTtlMs / 1000), count: 10_000 },
+    });
   }
 
   async get(id: string): Promise<JobStatus | undefined> {

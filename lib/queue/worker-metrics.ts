@@ -63,7 +63,6 @@ export class WorkerMetrics {
           if (c) this.set({ device: d.name }, c.totalMemory - c.freeMemory);
         }
       } });
-    for (const outcome of ['done', 'failed', 'cancelled']) this.#attempts.inc({ device: 'all', outcome }, 0);
   }
 
   attempt(device: string, outcome: AttemptOutcome, code?: string): void {
