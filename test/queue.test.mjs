@@ -208,13 +208,13 @@ test.serial('SIGTERM: a worker process finishes its running job, takes no new on
 
 test.serial('a server closing finishes its synchronous requests; queued jobs stay in the queue and another server answers for them', async (t) => {
   const env = await setup(t);
-  await env.worker({ name: 'wd' });
+  const worker = await env.worker({ name: 'wd' });
   const { server, url } = await env.server();
   const { url: url2 } = await env.server();
   await ready(server);
   const image = await tinyPng(4);
   const sync = postImage(`${url}/v1/upscale?${query({ ...QUICK, steps: '300', seed: '41' })}`, image);
-  await waitFor(async () => server.jobs.stats().running === 1, { what: 'the synchronous job to run' });
+  await waitFor(() => worker.devices()[0].busy, { intervalMs: 2, what: 'the synchronous job to run' });
   const queued = await submit(url, { ...QUICK, seed: '42' }, image);
   const summary = await server.close(30_000);
   t.deepEqual(summary, { done: 1, failed: 0, cancelled: 0, timedOut: false });
@@ -331,7 +331,7 @@ test.serial('transient failures are retried with backoff; bad input fails at onc
 
 test.serial('expiry and cleanup: results and records expire, inputs are deleted when their job ends or expire while waiting', async (t) => {
   const env = await setup(t);
-  const { server, url } = await env.server({ resultTtlMs: 700, inputTtlMs: 300 });
+  const { server, url } = await env.server({ resultTtlMs: 1500, inputTtlMs: 500 });
   await env.worker({ name: 'we' });
   await ready(server);
 
@@ -340,7 +340,7 @@ test.serial('expiry and cleanup: results and records expire, inputs are deleted 
   t.is(await env.check.exists(`xpsr:xpsr:blob:in:${a.id}`), 0, 'the input is deleted when the job ends');
   t.is(await env.check.exists(`xpsr:xpsr:final:${a.id}`, `xpsr:xpsr:blob:out:${a.id}`), 2);
   t.is((await fetch(`${url}/v1/jobs/${a.id}/result`)).status, 200);
-  await new Promise((r) => setTimeout(r, 900));
+  await new Promise((r) => setTimeout(r, 1700));
   t.is((await fetch(`${url}/v1/jobs/${a.id}`)).status, 404);
   t.is((await fetch(`${url}/v1/jobs/${a.id}/result`)).status, 404);
   t.is(await env.check.exists(`xpsr:xpsr:final:${a.id}`, `xpsr:xpsr:blob:out:${a.id}`), 0, 'Redis dropped the record and the result');
@@ -349,7 +349,7 @@ test.serial('expiry and cleanup: results and records expire, inputs are deleted 
   const slow = await submit(url, SLOW);
   const late = await submit(url, QUICK);
   await runningInDenoise(url, slow.id);
-  await new Promise((r) => setTimeout(r, 400));
+  await new Promise((r) => setTimeout(r, 600));
   await fetch(`${url}/v1/jobs/${slow.id}`, { method: 'DELETE' });
   const l = await settled(url, late.id);
   t.is(l.state, 'failed');
@@ -361,7 +361,7 @@ test.serial('a shared blob directory instead of Redis keys: results served from 
   const env = await setup(t);
   const dir = mkdtempSync(path.join(tmpdir(), 'xpsr-shared-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const { server, url } = await env.server({ blobDir: dir, queue: 'shared', resultTtlMs: 500 });
+  const { server, url } = await env.server({ blobDir: dir, queue: 'shared', resultTtlMs: 1500 });
   await env.worker({ name: 'wd', blobDir: dir, queue: 'shared' });
   await ready(server);
   const image = await tinyPng(9);
@@ -371,7 +371,7 @@ test.serial('a shared blob directory instead of Redis keys: results served from 
   t.deepEqual(files(), [`out_${a.id}.blob`], 'only the result is left (the input was deleted)');
   t.deepEqual(await keys(env.check, 'xpsr:shared:blob:*'), [], 'no image in Redis');
   t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${a.id}/result`)).arrayBuffer()), await direct(image, 31));
-  await new Promise((r) => setTimeout(r, 700));
+  await new Promise((r) => setTimeout(r, 1700));
   t.is((await fetch(`${url}/v1/jobs/${a.id}/result`)).status, 404);
   t.is(await server.jobs.blobs.sweep(), 1);
   t.deepEqual(files(), []);
