@@ -122,16 +122,22 @@ test.serial('through the queue: synchronous and job results byte-identical to th
   t.is(s2.device, 'wA/cpu');
   t.deepEqual(Buffer.from(await (await fetch(`${url2}/v1/jobs/${job.id}/result`)).arrayBuffer()), expected);
 
+  // The event stream of a job submitted through one front, read from the other.
+  const other = await submit(url, { ...QUICK, seed: '13' }, image);
+  const otherEvents = await readEvents(`${url2}/v1/jobs/${other.id}/events`);
+  t.is(otherEvents.at(-1).event, 'done');
+  t.is(otherEvents.at(-1).data.result.seed, 13);
+
   // A job without a seed gets one at submission, so any retry reproduces the same image.
   const unseeded = await settled(url, (await submit(url, QUICK, image)).id);
   t.is(unseeded.state, 'done');
   t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${unseeded.id}/result`)).arrayBuffer()), await direct(image, unseeded.result.seed));
 
   const serverMetrics = await (await fetch(`${url}/metrics`)).text();
-  t.is(metric(serverMetrics, 'xpsr_jobs_total', { outcome: 'done' }), 3);
+  t.is(metric(serverMetrics, 'xpsr_jobs_total', { outcome: 'done' }), 4);
   t.true(metric(serverMetrics, 'xpsr_queue_wait_seconds_count') >= 3);
   const workerMetrics = await (await fetch(`${worker.metricsUrl}/metrics`)).text();
-  t.is(metric(workerMetrics, 'xpsr_worker_jobs_total', { worker: 'wA', device: 'wA/cpu', outcome: 'done' }), 3);
+  t.is(metric(workerMetrics, 'xpsr_worker_jobs_total', { worker: 'wA', device: 'wA/cpu', outcome: 'done' }), 4);
   t.true(metric(workerMetrics, 'xpsr_stage_duration_seconds_count', { stage: 'denoise' }) >= 3);
   t.is(metric(workerMetrics, 'xpsr_worker_ready', { device: 'wA/cpu' }), 1);
   t.is((await fetch(`${worker.metricsUrl}/readyz`)).status, 200);
@@ -161,11 +167,15 @@ test.serial('cancelling a running job reaches the worker process within a second
   // The worker is free again: the queued job runs.
   t.is((await settled(url, queued.id)).state, 'done');
 
-  // A queued job (behind a slow one) is removed from the queue and its input deleted.
+  // Queued jobs (behind a slow one) know their position; one is removed from the queue and its input deleted.
   const slow2 = await submit(url, SLOW);
-  const waiting = await submit(url, QUICK);
   await runningInDenoise(url, slow2.id);
+  const line = [await submit(url, QUICK), await submit(url, QUICK), await submit(url, QUICK)];
+  t.deepEqual(line.map((j) => j.position), [0, 1, 2]);
+  t.deepEqual(await Promise.all(line.map(async (j) => (await status(url, j.id)).position)), [0, 1, 2]);
+  const waiting = line[1];
   const c = await (await fetch(`${url}/v1/jobs/${waiting.id}`, { method: 'DELETE' })).json();
+  t.is((await status(url, line[2].id)).position, 1, 'the job behind moved up');
   t.is(c.state, 'cancelled');
   t.is(c.startedAt, null);
   t.is(await env.check.exists(`xpsr:xpsr:blob:in:${waiting.id}`), 0);
