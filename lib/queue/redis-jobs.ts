@@ -214,7 +214,9 @@ export class RedisJobQueue implements JobQueue {
     }
     if (state === 'active') {
       const p = (typeof job.progress === 'object' ? job.progress : null) as QueueProgress | null;
-      return this.#runningStatus(id, data.createdAt, p, job.processedOn);
+      // Before the worker's first progress report, BullMQ's record of the consumer (named after the device) tells where it runs.
+      return this.#runningStatus(id, data.createdAt, p ?? { stage: null, step: 0, total: 0, device: job.processedBy ?? '', worker: '', startedAt: job.processedOn ?? Date.now() },
+        job.processedOn);
     }
     // waiting, delayed (a retry's backoff), prioritized, paused
     let position: number;
@@ -366,7 +368,7 @@ export class RedisJobQueue implements JobQueue {
     const stage = p?.stage ?? null;
     return {
       ...this.#base(id, createdAt), state: 'running', stage, step: p?.step ?? 0, total: p?.total ?? 0,
-      progress: progressFraction('running', stage, p?.step ?? 0, p?.total ?? 0), device: p?.device ?? null,
+      progress: progressFraction('running', stage, p?.step ?? 0, p?.total ?? 0), device: p?.device || null,
       startedAt: iso(p?.startedAt ?? processedOn ?? Date.now()),
     };
   }
