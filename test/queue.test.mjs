@@ -101,7 +101,8 @@ test.serial('through the queue: synchronous and job results byte-identical to th
   t.deepEqual(Buffer.from(await sync.arrayBuffer()), await direct(image, 11));
   const syncId = sync.headers.get('x-job-id');
   t.is((await fetch(`${url}/v1/jobs/${syncId}`)).status, 404, 'a synchronous result is released once sent');
-  t.is(await env.check.exists(`xpsr:xpsr:final:${syncId}`, `xpsr:xpsr:blob:out:${syncId}`, `xpsr:xpsr:blob:in:${syncId}`), 0);
+  t.is(await env.check.exists(`xpsr:xpsr:final:${syncId}`, `xpsr:xpsr:blob:out:${syncId}`), 0);
+  await waitFor(async () => (await env.check.exists(`xpsr:xpsr:blob:in:${syncId}`)) === 0, { what: 'the input to be deleted' });
 
   const job = await submit(url, { ...QUICK, steps: '3', seed: '12' }, image);
   t.is(job.state, 'queued');
@@ -347,7 +348,8 @@ test.serial('expiry and cleanup: results and records expire, inputs are deleted 
 
   const a = await settled(url, (await submit(url, QUICK)).id);
   t.is(a.state, 'done');
-  t.is(await env.check.exists(`xpsr:xpsr:blob:in:${a.id}`), 0, 'the input is deleted when the job ends');
+  // The worker deletes the input right after the final record (in that order, so a retry never lacks it).
+  await waitFor(async () => (await env.check.exists(`xpsr:xpsr:blob:in:${a.id}`)) === 0, { what: 'the input to be deleted' });
   t.is(await env.check.exists(`xpsr:xpsr:final:${a.id}`, `xpsr:xpsr:blob:out:${a.id}`), 2);
   t.is((await fetch(`${url}/v1/jobs/${a.id}/result`)).status, 200);
   await new Promise((r) => setTimeout(r, 1700));
@@ -378,6 +380,7 @@ test.serial('a shared blob directory instead of Redis keys: results served from 
   const a = await settled(url, (await submit(url, { ...QUICK, seed: '31' }, image)).id);
   t.is(a.state, 'done');
   const files = () => readdirSync(path.join(dir, 'shared'));
+  await waitFor(() => files().length === 1, { what: 'the input file to be deleted' });
   t.deepEqual(files(), [`out_${a.id}.blob`], 'only the result is left (the input was deleted)');
   t.deepEqual(await keys(env.check, 'xpsr:shared:blob:*'), [], 'no image in Redis');
   t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${a.id}/result`)).arrayBuffer()), await direct(image, 31));
@@ -442,7 +445,7 @@ test.serial('a full Redis (noeviction) refuses new jobs with 503 and keeps servi
   const small = await settled(url, (await accepted.json()).id);
   t.is(small.state, 'done');
   t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${small.id}/result`)).arrayBuffer()), await direct(await tinyPng(), 61));
-  t.deepEqual(await keys(env.check, 'xpsr:xpsr:blob:in:*'), [], 'the refused input was not left behind');
+  await waitFor(async () => (await keys(env.check, 'xpsr:xpsr:blob:in:*')).length === 0, { what: 'no input left (the refused one was never kept)' });
 });
 
 test.serial('a Redis whose maxmemory-policy is not noeviction is reported at start (library and xpsr serve --redis)', async (t) => {
