@@ -17,7 +17,7 @@ import { XpsrError } from './errors.js';
 import { LIMITS, checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type ResolvedUpscaleOptions, type UpscaleOptions } from './options.js';
 import { decodeImage, describeInput, encodeImage, toSharp, writeImage, type ImageInput, type RgbImage } from './image/io.js';
 import { preprocess, preprocessGeometry, resizeToOutput, upscaleAlpha } from './image/preprocess.js';
-import { ClipTokenizer } from './tokenizer/index.js';
+import type { ClipTokenizer } from './tokenizer/index.js';
 import { loadTokenizer, resolveWeights } from './weights/index.js';
 import { NoiseSource } from './noise.js';
 import { runCore, useTiledVae, type PipelineModels, type ProgressEvent, type Stage } from './pipeline/core.js';
@@ -76,9 +76,7 @@ export interface LoadedComponents {
 }
 
 /** One entry of upscaleMany(): the result of an image, or the error that stopped it (input order). */
-export type UpscaleOutcome =
-  | { ok: true; input: ImageInput; result: UpscaleResult }
-  | { ok: false; input: ImageInput; error: XpsrError };
+export type UpscaleOutcome = { ok: true; input: ImageInput; result: UpscaleResult } | { ok: false; input: ImageInput; error: XpsrError };
 
 let version: string | undefined;
 function softwareName(): string {
@@ -139,13 +137,14 @@ export class XPSR {
     this.#options = options;
     this.#notice = notice;
     const base = (p: string | undefined) => (p ? path.basename(path.resolve(p)) : '');
-    this.#modelName = options.sd || options.xpsr ? `${base(options.sd ?? options.model)} + ${base(options.xpsr ?? options.model)}` : base(options.model);
+    this.#modelName =
+      options.sd || options.xpsr ? `${base(options.sd ?? options.model)} + ${base(options.xpsr ?? options.model)}` : base(options.model);
   }
 
   /** Loads every component on a device. Errors name the missing or malformed file, key and shape. */
   static async load(options: LoadOptions): Promise<XPSR> {
     checkLoadOptions(options);
-    const c = resolveWeights(options);  // lib/weights: folders, single files, variants, the HF cache
+    const c = resolveWeights(options); // lib/weights: folders, single files, variants, the HF cache
     const notice = options.onNotice ?? ((m: string) => console.warn(m));
     // a bad config fails before any weights load; a single file carries none: SD-1.5's, without a notice
     const schedulerConfig = loadSchedulerOrDefault(c.scheduler, c.sdLayout === 'diffusers folder' ? notice : () => undefined);
@@ -173,8 +172,18 @@ export class XPSR {
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
       const c = await make(engine);
-      return new XPSR({ engine, text: new TextConditioner(c.tokenizer, c.textEncoder), vae: c.vae, unet: c.unet, controlnet: c.controlnet,
-        schedulerConfig: c.schedulerConfig }, options, notice);
+      return new XPSR(
+        {
+          engine,
+          text: new TextConditioner(c.tokenizer, c.textEncoder),
+          vae: c.vae,
+          unet: c.unet,
+          controlnet: c.controlnet,
+          schedulerConfig: c.schedulerConfig,
+        },
+        options,
+        notice,
+      );
     } catch (e) {
       engine.dispose();
       throw e;
@@ -233,11 +242,13 @@ export class XPSR {
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i];
       try {
-        const result = await this.upscale(input, { ...options, onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })) });
+        const result = await this.upscale(input, {
+          ...options,
+          onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })),
+        });
         out.push({ ok: true, input, result });
       } catch (e) {
-        const error = e instanceof XpsrError ? e
-          : new XpsrError('ERR_INTERNAL', (e as Error)?.message ?? String(e), undefined, { cause: e });
+        const error = e instanceof XpsrError ? e : new XpsrError('ERR_INTERNAL', (e as Error)?.message ?? String(e), undefined, { cause: e });
         out.push({ ok: false, input, error });
       }
     }
@@ -250,7 +261,8 @@ export class XPSR {
     const what = describeInput(input, typeof input === 'string' ? input : name);
     const device = models.engine.device;
     const onProgress = observer(options.onProgress, (e) =>
-      this.#notice(`xpsr: onProgress failed (the run continues): ${(e as Error)?.message ?? String(e)}`));
+      this.#notice(`xpsr: onProgress failed (the run continues): ${(e as Error)?.message ?? String(e)}`),
+    );
     const decoded = await decodeImage(input, {
       maxInputPixels: opts.maxInputPixels,
       name: typeof input === 'string' ? input : name,
@@ -259,8 +271,14 @@ export class XPSR {
         const geo = preprocessGeometry(width, height, { scale: opts.scale, processSize: opts.processSize });
         const tiled = useTiledVae(opts, geo.height / 8, geo.width / 8, true, device);
         checkProcessingSize({
-          what, width, height, processedWidth: geo.width, processedHeight: geo.height, maxAspectRatio: opts.maxAspectRatio,
-          maxAspectRatioLimit: LIMITS.maxAspectRatio.max, hostBytes: decodeHostBytes(geo.width * geo.height, tiled, device),
+          what,
+          width,
+          height,
+          processedWidth: geo.width,
+          processedHeight: geo.height,
+          maxAspectRatio: opts.maxAspectRatio,
+          maxAspectRatioLimit: LIMITS.maxAspectRatio.max,
+          hostBytes: decodeHostBytes(geo.width * geo.height, tiled, device),
         });
       },
     });
@@ -274,8 +292,11 @@ export class XPSR {
     const captioner = options.captioner ?? this.#options.captioner;
     if (captioner && (options.prompts?.high === undefined || options.prompts?.low === undefined)) {
       onProgress?.({ stage: 'text', step: 0, total: 1, elapsedMs: performance.now() - t0 });
-      const caps = await captionXpsr(captioner, { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 },
-        { signal: options.signal, name, instructions: options.instructions });
+      const caps = await captionXpsr(
+        captioner,
+        { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 },
+        { signal: options.signal, name, instructions: options.instructions },
+      );
       prompts = { high: options.prompts?.high ?? caps.high, low: options.prompts?.low ?? caps.low };
     }
     const captionMs = performance.now() - ts;

@@ -22,20 +22,41 @@ import { startRedis } from '../test/helpers/redis.mjs';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: v } = parseArgs({
   options: {
-    jobs: { type: 'string', default: '100' }, workers: { type: 'string', default: '1,2,4' }, rounds: { type: 'string', default: '30' },
-    steps: { type: 'string', default: '1' }, size: { type: 'string', default: '16' }, 'process-size': { type: 'string', default: '64' },
+    jobs: { type: 'string', default: '100' },
+    workers: { type: 'string', default: '1,2,4' },
+    rounds: { type: 'string', default: '30' },
+    steps: { type: 'string', default: '1' },
+    size: { type: 'string', default: '16' },
+    'process-size': { type: 'string', default: '64' },
   },
 });
 const jobs = Number(v.jobs);
 const rounds = Number(v.rounds);
 const levels = v.workers.split(',').map(Number);
 const model = path.join(root, 'test', 'fixtures', 'model');
-const options = { steps: Number(v.steps), processSize: Number(v['process-size']), scale: 1, guidanceScale: 1, colorFix: 'none',
-  prompts: { high: 'a cup of coffee', low: 'blurry' } };
-const query = (seed) => new URLSearchParams({ steps: v.steps, processSize: v['process-size'], scale: '1', guidanceScale: '1', colorFix: 'none',
-  seed: String(seed), 'prompts.high': options.prompts.high, 'prompts.low': options.prompts.low }).toString();
+const options = {
+  steps: Number(v.steps),
+  processSize: Number(v['process-size']),
+  scale: 1,
+  guidanceScale: 1,
+  colorFix: 'none',
+  prompts: { high: 'a cup of coffee', low: 'blurry' },
+};
+const query = (seed) =>
+  new URLSearchParams({
+    steps: v.steps,
+    processSize: v['process-size'],
+    scale: '1',
+    guidanceScale: '1',
+    colorFix: 'none',
+    seed: String(seed),
+    'prompts.high': options.prompts.high,
+    'prompts.low': options.prompts.low,
+  }).toString();
 const size = Number(v.size);
-const image = await sharp({ create: { width: size, height: size, channels: 3, background: { r: 180, g: 120, b: 60 } } }).png().toBuffer();
+const image = await sharp({ create: { width: size, height: size, channels: 3, background: { r: 180, g: 120, b: 60 } } })
+  .png()
+  .toBuffer();
 
 const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -127,14 +148,16 @@ for (const n of levels) {
   const t0 = performance.now();
   const ids = [];
   let next = 0;
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (next < jobs) {
-      const seed = next++;
-      const res = await fetch(`${queueUrl}/v1/jobs?${query(seed)}`, { method: 'POST', body: image, headers: { 'content-type': 'image/png' } });
-      if (res.status !== 202) throw new Error(`submit: HTTP ${res.status}`);
-      ids.push((await res.json()).id);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < jobs) {
+        const seed = next++;
+        const res = await fetch(`${queueUrl}/v1/jobs?${query(seed)}`, { method: 'POST', body: image, headers: { 'content-type': 'image/png' } });
+        if (res.status !== 202) throw new Error(`submit: HTTP ${res.status}`);
+        ids.push((await res.json()).id);
+      }
+    }),
+  );
   const finals = await Promise.all(ids.map((id) => queued.jobs.settled(id)));
   const s = (performance.now() - t0) / 1000;
   const bad = finals.filter((f) => f?.state !== 'done');
@@ -143,7 +166,11 @@ for (const n of levels) {
   const perWorker = {};
   for (const r of records) perWorker[r.worker] = (perWorker[r.worker] ?? 0) + 1;
   burst.push({
-    mode: 'queue', workers: n, jobs, seconds: r1(s), jobsPerSecond: r1(jobs / s),
+    mode: 'queue',
+    workers: n,
+    jobs,
+    seconds: r1(s),
+    jobsPerSecond: r1(jobs / s),
     timeInQueueMs: stats(records.map((r) => r.startedAt - r.createdAt)),
     runMs: stats(records.map((r) => r.finishedAt - r.startedAt)),
     libraryMs: stats(records.map((r) => r.result.timingsMs.total)),
@@ -153,9 +180,23 @@ for (const n of levels) {
 }
 
 const report = {
-  bench: 'queue', date: new Date().toISOString(),
-  machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), loadavgStart: load0, loadavgEnd: os.loadavg() },
-  workload: { model: 'test/fixtures/model (tiny)', device: 'cpu', threadsPerEngine: 1, ...options, inputPx: size, redis: 'appendonly yes, appendfsync everysec' },
+  bench: 'queue',
+  date: new Date().toISOString(),
+  machine: {
+    cpus: os.cpus().length,
+    cpu: os.cpus()[0]?.model,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadavgStart: load0,
+    loadavgEnd: os.loadavg(),
+  },
+  workload: {
+    model: 'test/fixtures/model (tiny)',
+    device: 'cpu',
+    threadsPerEngine: 1,
+    ...options,
+    inputPx: size,
+    redis: 'appendonly yes, appendfsync everysec',
+  },
   sequential: { rounds, msPerJob: sequential, overhead },
   burst,
 };

@@ -18,8 +18,13 @@ const IMAGES = 7;
 /** The library options of a request's query fields (what a direct API call gets). */
 function libraryOptions(q) {
   return {
-    steps: Number(q.steps), processSize: Number(q.processSize), scale: Number(q.scale), guidanceScale: Number(q.guidanceScale),
-    colorFix: q.colorFix, seed: Number(q.seed), prompts: { high: q['prompts.high'], low: q['prompts.low'] },
+    steps: Number(q.steps),
+    processSize: Number(q.processSize),
+    scale: Number(q.scale),
+    guidanceScale: Number(q.guidanceScale),
+    colorFix: q.colorFix,
+    seed: Number(q.seed),
+    prompts: { high: q['prompts.high'], low: q['prompts.low'] },
   };
 }
 
@@ -45,7 +50,10 @@ test('200 jobs on two workers: a worker SIGKILLed mid-job and a Redis crash mid-
   const images = await Promise.all(Array.from({ length: IMAGES }, (_, k) => tinyPng(k)));
   // Job 0 is slow (600 steps, a few seconds) so that the kill certainly lands in the middle of it.
   const specs = Array.from({ length: JOBS }, (_, i) => ({
-    i, image: i % IMAGES, q: { ...QUICK, seed: String(1000 + i), ...(i === 0 ? { steps: '600' } : {}) }, id: undefined,
+    i,
+    image: i % IMAGES,
+    q: { ...QUICK, seed: String(1000 + i), ...(i === 0 ? { steps: '600' } : {}) },
+    id: undefined,
   }));
   const submit = async (s) => {
     // 503 (Redis unreachable while it restarts) and network errors are retried: not accepted, so not lost.
@@ -61,10 +69,13 @@ test('200 jobs on two workers: a worker SIGKILLed mid-job and a Redis crash mid-
   })();
 
   // SIGKILL the worker running job 0 while it denoises; the orchestrator starts a replacement.
-  const running = await waitFor(async () => {
-    const s = await statusOf(specs[0].id);
-    return s.state === 'running' && s.stage === 'denoise' && s.step > 0 && s;
-  }, { timeoutMs: 60_000, intervalMs: 5, what: 'job 0 running' });
+  const running = await waitFor(
+    async () => {
+      const s = await statusOf(specs[0].id);
+      return s.state === 'running' && s.stage === 'denoise' && s.step > 0 && s;
+    },
+    { timeoutMs: 60_000, intervalMs: 5, what: 'job 0 running' },
+  );
   const victim = workers.find((w) => running.device.startsWith(`${w.name}/`));
   t.truthy(victim, `job 0 runs on ${running.device}`);
   victim.kill('SIGKILL');
@@ -84,14 +95,17 @@ test('200 jobs on two workers: a worker SIGKILLed mid-job and a Redis crash mid-
 
   // Every job ends.
   const finals = new Map();
-  await waitFor(async () => {
-    for (const s of specs) {
-      if (finals.has(s.id)) continue;
-      const st = await statusOf(s.id);
-      if (['done', 'failed', 'cancelled'].includes(st.state)) finals.set(s.id, st);
-    }
-    return finals.size === JOBS;
-  }, { timeoutMs: 150_000, intervalMs: 200, what: 'every job to end' });
+  await waitFor(
+    async () => {
+      for (const s of specs) {
+        if (finals.has(s.id)) continue;
+        const st = await statusOf(s.id);
+        if (['done', 'failed', 'cancelled'].includes(st.state)) finals.set(s.id, st);
+      }
+      return finals.size === JOBS;
+    },
+    { timeoutMs: 150_000, intervalMs: 200, what: 'every job to end' },
+  );
 
   // None lost, none duplicated: 200 distinct ids, one final record per job and nothing else in Redis.
   t.is(new Set(specs.map((s) => s.id)).size, JOBS);
@@ -102,12 +116,18 @@ test('200 jobs on two workers: a worker SIGKILLed mid-job and a Redis crash mid-
   await waitFor(async () => (await keys(check, 'xpsr:xpsr:blob:in:*')).length === 0, { what: 'every input blob to be deleted' });
   const counts = () => server.jobs.queue.getJobCounts('wait', 'active', 'delayed', 'failed');
   // BullMQ completes a job just after its final record is written.
-  await waitFor(async () => Object.values(await counts()).every((n) => n === 0), { timeoutMs: 10_000, what: 'an empty queue' }).catch(() => undefined);
+  await waitFor(async () => Object.values(await counts()).every((n) => n === 0), { timeoutMs: 10_000, what: 'an empty queue' }).catch(
+    () => undefined,
+  );
   t.deepEqual(await counts(), { wait: 0, active: 0, delayed: 0, failed: 0 }, 'nothing left in the queue');
 
   const failed = [...finals.values()].filter((s) => s.state !== 'done');
   for (const s of failed) t.truthy(s.error?.code && s.error?.message, `job ${s.id} ended ${s.state} with a reason`);
-  t.deepEqual(failed.map((s) => `${s.state} ${s.error?.code}: ${s.error?.message}`), [], 'every job done');
+  t.deepEqual(
+    failed.map((s) => `${s.state} ${s.error?.code}: ${s.error?.message}`),
+    [],
+    'every job done',
+  );
 
   // The killed worker's job was taken over by another worker and finished there, once.
   const job0 = JSON.parse(await check.get(`xpsr:xpsr:final:${specs[0].id}`));

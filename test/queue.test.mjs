@@ -22,8 +22,18 @@ test.after.always(() => engine.dispose());
 
 /** Library options equal to QUICK (plus a seed): what a direct API call gets. */
 const direct = async (image, seed, extra = {}) =>
-  (await engine.upscale(image, { steps: 1, processSize: 64, scale: 1, guidanceScale: 1, colorFix: 'none', prompts: { high: 'a cup', low: 'blurry' },
-    seed, ...extra })).toBuffer('png');
+  (
+    await engine.upscale(image, {
+      steps: 1,
+      processSize: 64,
+      scale: 1,
+      guidanceScale: 1,
+      colorFix: 'none',
+      prompts: { high: 'a cup', low: 'blurry' },
+      seed,
+      ...extra,
+    })
+  ).toBuffer('png');
 
 /** A job that runs for seconds unless stopped. */
 const SLOW = { ...QUICK, steps: '900' };
@@ -65,84 +75,102 @@ async function setup(t, { redisConfig } = {}) {
   return env;
 }
 
-const ready = (server, n = 1) => waitFor(() => server.jobs.stats().devices.filter((d) => d.state === 'ready').length >= n,
-  { what: `${n} worker(s) ready` });
+const ready = (server, n = 1) =>
+  waitFor(() => server.jobs.stats().devices.filter((d) => d.state === 'ready').length >= n, { what: `${n} worker(s) ready` });
 const submit = async (url, q, image) => {
-  const res = await postImage(`${url}/v1/jobs?${query(q)}`, image ?? await tinyPng());
+  const res = await postImage(`${url}/v1/jobs?${query(q)}`, image ?? (await tinyPng()));
   if (res.status !== 202) throw new Error(`submit: HTTP ${res.status} ${await res.text()}`);
   return res.json();
 };
 const status = async (url, id) => (await fetch(`${url}/v1/jobs/${id}`)).json();
-const settled = (url, id, timeoutMs = 30_000) => waitFor(async () => {
-  const s = await status(url, id);
-  return ['done', 'failed', 'cancelled'].includes(s.state) && s;
-}, { timeoutMs, intervalMs: 20, what: `job ${id} to end` });
-const runningInDenoise = (url, id) => waitFor(async () => {
-  const s = await status(url, id);
-  return s.state === 'running' && s.stage === 'denoise' && s.step > 0 && s;
-}, { timeoutMs: 30_000, intervalMs: 5, what: `job ${id} running` });
+const settled = (url, id, timeoutMs = 30_000) =>
+  waitFor(
+    async () => {
+      const s = await status(url, id);
+      return ['done', 'failed', 'cancelled'].includes(s.state) && s;
+    },
+    { timeoutMs, intervalMs: 20, what: `job ${id} to end` },
+  );
+const runningInDenoise = (url, id) =>
+  waitFor(
+    async () => {
+      const s = await status(url, id);
+      return s.state === 'running' && s.stage === 'denoise' && s.step > 0 && s;
+    },
+    { timeoutMs: 30_000, intervalMs: 5, what: `job ${id} running` },
+  );
 
-test.serial('through the queue: synchronous and job results byte-identical to the API, progress events, a second server answers, metrics', async (t) => {
-  const env = await setup(t);
-  const worker = await env.worker({ name: 'wA', metricsPort: 0 });
-  const { server, url } = await env.server();
-  const { url: url2 } = await env.server(); // another stateless front on the same queue
-  await ready(server);
-  const image = await tinyPng(3);
+test.serial(
+  'through the queue: synchronous and job results byte-identical to the API, progress events, a second server answers, metrics',
+  async (t) => {
+    const env = await setup(t);
+    const worker = await env.worker({ name: 'wA', metricsPort: 0 });
+    const { server, url } = await env.server();
+    const { url: url2 } = await env.server(); // another stateless front on the same queue
+    await ready(server);
+    const image = await tinyPng(3);
 
-  const readyz = await (await fetch(`${url}/readyz`)).json();
-  t.true(readyz.ready);
-  t.deepEqual(readyz.devices.map((d) => d.name), ['wA/cpu']);
+    const readyz = await (await fetch(`${url}/readyz`)).json();
+    t.true(readyz.ready);
+    t.deepEqual(
+      readyz.devices.map((d) => d.name),
+      ['wA/cpu'],
+    );
 
-  const sync = await postImage(`${url}/v1/upscale?${query({ ...QUICK, seed: '11' })}`, image);
-  t.is(sync.status, 200);
-  t.is(sync.headers.get('content-type'), 'image/png');
-  t.is(sync.headers.get('x-xpsr-seed'), '11');
-  t.deepEqual(Buffer.from(await sync.arrayBuffer()), await direct(image, 11));
-  const syncId = sync.headers.get('x-job-id');
-  t.is((await fetch(`${url}/v1/jobs/${syncId}`)).status, 404, 'a synchronous result is released once sent');
-  t.is(await env.check.exists(`xpsr:xpsr:final:${syncId}`, `xpsr:xpsr:blob:out:${syncId}`), 0);
-  await waitFor(async () => (await env.check.exists(`xpsr:xpsr:blob:in:${syncId}`)) === 0, { what: 'the input to be deleted' });
+    const sync = await postImage(`${url}/v1/upscale?${query({ ...QUICK, seed: '11' })}`, image);
+    t.is(sync.status, 200);
+    t.is(sync.headers.get('content-type'), 'image/png');
+    t.is(sync.headers.get('x-xpsr-seed'), '11');
+    t.deepEqual(Buffer.from(await sync.arrayBuffer()), await direct(image, 11));
+    const syncId = sync.headers.get('x-job-id');
+    t.is((await fetch(`${url}/v1/jobs/${syncId}`)).status, 404, 'a synchronous result is released once sent');
+    t.is(await env.check.exists(`xpsr:xpsr:final:${syncId}`, `xpsr:xpsr:blob:out:${syncId}`), 0);
+    await waitFor(async () => (await env.check.exists(`xpsr:xpsr:blob:in:${syncId}`)) === 0, { what: 'the input to be deleted' });
 
-  const job = await submit(url, { ...QUICK, steps: '3', seed: '12' }, image);
-  t.is(job.state, 'queued');
-  t.is(typeof job.position, 'number');
-  const events = await readEvents(`${url}/v1/jobs/${job.id}/events`);
-  const names = events.map((e) => e.event);
-  t.is(names.at(-1), 'done');
-  const denoise = events.filter((e) => e.event === 'progress' && e.data.stage === 'denoise');
-  t.deepEqual(denoise.map((e) => `${e.data.step}/${e.data.total}`), ['1/3', '2/3', '3/3'], 'every denoising step reaches the stream');
-  t.true(events.some((e) => e.event === 'state' && e.data.state === 'running' && e.data.device === 'wA/cpu'));
-  const expected = await direct(image, 12, { steps: 3 });
-  const r1 = await fetch(`${url}/v1/jobs/${job.id}/result`);
-  t.deepEqual(Buffer.from(await r1.arrayBuffer()), expected);
-  // The second server knows the job and serves the same result: the fronts hold no state.
-  const s2 = await status(url2, job.id);
-  t.is(s2.state, 'done');
-  t.is(s2.result.seed, 12);
-  t.is(s2.device, 'wA/cpu');
-  t.deepEqual(Buffer.from(await (await fetch(`${url2}/v1/jobs/${job.id}/result`)).arrayBuffer()), expected);
+    const job = await submit(url, { ...QUICK, steps: '3', seed: '12' }, image);
+    t.is(job.state, 'queued');
+    t.is(typeof job.position, 'number');
+    const events = await readEvents(`${url}/v1/jobs/${job.id}/events`);
+    const names = events.map((e) => e.event);
+    t.is(names.at(-1), 'done');
+    const denoise = events.filter((e) => e.event === 'progress' && e.data.stage === 'denoise');
+    t.deepEqual(
+      denoise.map((e) => `${e.data.step}/${e.data.total}`),
+      ['1/3', '2/3', '3/3'],
+      'every denoising step reaches the stream',
+    );
+    t.true(events.some((e) => e.event === 'state' && e.data.state === 'running' && e.data.device === 'wA/cpu'));
+    const expected = await direct(image, 12, { steps: 3 });
+    const r1 = await fetch(`${url}/v1/jobs/${job.id}/result`);
+    t.deepEqual(Buffer.from(await r1.arrayBuffer()), expected);
+    // The second server knows the job and serves the same result: the fronts hold no state.
+    const s2 = await status(url2, job.id);
+    t.is(s2.state, 'done');
+    t.is(s2.result.seed, 12);
+    t.is(s2.device, 'wA/cpu');
+    t.deepEqual(Buffer.from(await (await fetch(`${url2}/v1/jobs/${job.id}/result`)).arrayBuffer()), expected);
 
-  // The event stream of a job submitted through one front, read from the other.
-  const other = await submit(url, { ...QUICK, seed: '13' }, image);
-  const otherEvents = await readEvents(`${url2}/v1/jobs/${other.id}/events`);
-  t.is(otherEvents.at(-1).event, 'done');
-  t.is(otherEvents.at(-1).data.result.seed, 13);
+    // The event stream of a job submitted through one front, read from the other.
+    const other = await submit(url, { ...QUICK, seed: '13' }, image);
+    const otherEvents = await readEvents(`${url2}/v1/jobs/${other.id}/events`);
+    t.is(otherEvents.at(-1).event, 'done');
+    t.is(otherEvents.at(-1).data.result.seed, 13);
 
-  // A job without a seed gets one at submission, so any retry reproduces the same image.
-  const unseeded = await settled(url, (await submit(url, QUICK, image)).id);
-  t.is(unseeded.state, 'done');
-  t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${unseeded.id}/result`)).arrayBuffer()), await direct(image, unseeded.result.seed));
+    // A job without a seed gets one at submission, so any retry reproduces the same image.
+    const unseeded = await settled(url, (await submit(url, QUICK, image)).id);
+    t.is(unseeded.state, 'done');
+    t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${unseeded.id}/result`)).arrayBuffer()), await direct(image, unseeded.result.seed));
 
-  const serverMetrics = await (await fetch(`${url}/metrics`)).text();
-  t.is(metric(serverMetrics, 'xpsr_jobs_total', { outcome: 'done' }), 4);
-  t.true(metric(serverMetrics, 'xpsr_queue_wait_seconds_count') >= 3);
-  const workerMetrics = await (await fetch(`${worker.metricsUrl}/metrics`)).text();
-  t.is(metric(workerMetrics, 'xpsr_worker_jobs_total', { worker: 'wA', device: 'wA/cpu', outcome: 'done' }), 4);
-  t.true(metric(workerMetrics, 'xpsr_stage_duration_seconds_count', { stage: 'denoise' }) >= 3);
-  t.is(metric(workerMetrics, 'xpsr_worker_ready', { device: 'wA/cpu' }), 1);
-  t.is((await fetch(`${worker.metricsUrl}/readyz`)).status, 200);
-});
+    const serverMetrics = await (await fetch(`${url}/metrics`)).text();
+    t.is(metric(serverMetrics, 'xpsr_jobs_total', { outcome: 'done' }), 4);
+    t.true(metric(serverMetrics, 'xpsr_queue_wait_seconds_count') >= 3);
+    const workerMetrics = await (await fetch(`${worker.metricsUrl}/metrics`)).text();
+    t.is(metric(workerMetrics, 'xpsr_worker_jobs_total', { worker: 'wA', device: 'wA/cpu', outcome: 'done' }), 4);
+    t.true(metric(workerMetrics, 'xpsr_stage_duration_seconds_count', { stage: 'denoise' }) >= 3);
+    t.is(metric(workerMetrics, 'xpsr_worker_ready', { device: 'wA/cpu' }), 1);
+    t.is((await fetch(`${worker.metricsUrl}/readyz`)).status, 200);
+  },
+);
 
 test.serial('cancelling a running job reaches the worker process within a second; a queued job is cancelled at once', async (t) => {
   const env = await setup(t);
@@ -172,7 +200,10 @@ test.serial('cancelling a running job reaches the worker process within a second
   const slow2 = await submit(url, SLOW);
   await runningInDenoise(url, slow2.id);
   const line = [await submit(url, QUICK), await submit(url, QUICK), await submit(url, QUICK)];
-  t.deepEqual(line.map((j) => j.position), [0, 1, 2]);
+  t.deepEqual(
+    line.map((j) => j.position),
+    [0, 1, 2],
+  );
   t.deepEqual(await Promise.all(line.map(async (j) => (await status(url, j.id)).position)), [0, 1, 2]);
   const waiting = line[1];
   const c = await (await fetch(`${url}/v1/jobs/${waiting.id}`, { method: 'DELETE' })).json();
@@ -203,8 +234,10 @@ test.serial('SIGTERM: a worker process finishes its running job, takes no new on
   const finished = await status(url, running.id);
   t.is(finished.state, 'done', 'the running job finished before the worker exited');
   t.is(finished.device, 'wt/cpu');
-  t.deepEqual(Buffer.from(await (await fetch(`${url}/v1/jobs/${running.id}/result`)).arrayBuffer()),
-    await direct(await tinyPng(), 5, { steps: 300 }));
+  t.deepEqual(
+    Buffer.from(await (await fetch(`${url}/v1/jobs/${running.id}/result`)).arrayBuffer()),
+    await direct(await tinyPng(), 5, { steps: 300 }),
+  );
   for (const j of next) t.is((await status(url, j.id)).state, 'queued', 'no new job was taken');
   await waitFor(() => !server.jobs.stats().devices.some((d) => d.name === 'wt/cpu'), { what: 'the stopped worker to leave the list' });
 
@@ -258,16 +291,25 @@ test.serial('one worker process with two devices: two consumers, one job at a ti
     dispose() {},
   });
   const w = await env.worker({ name: 'multi', engines: [device('first'), device('second')] });
-  t.deepEqual(w.devices().map((d) => d.name), ['multi/cpu', 'multi/cpu#2']);
+  t.deepEqual(
+    w.devices().map((d) => d.name),
+    ['multi/cpu', 'multi/cpu#2'],
+  );
   const { server, url } = await env.server();
   await ready(server, 2);
   const ids = [];
   for (let i = 0; i < 8; i++) ids.push((await submit(url, { ...QUICK, steps: '20', seed: String(50 + i) })).id);
   const finals = await Promise.all(ids.map((id) => settled(url, id)));
-  t.deepEqual(finals.map((f) => f.state), Array(8).fill('done'));
+  t.deepEqual(
+    finals.map((f) => f.state),
+    Array(8).fill('done'),
+  );
   t.deepEqual([...new Set(finals.map((f) => f.device))].sort(), ['multi/cpu', 'multi/cpu#2'], 'both devices took jobs');
   t.deepEqual([...peak.values()], [1, 1], 'never two jobs at once on one device');
-  t.is([...ran.values()].reduce((a, b) => a + b, 0), 8);
+  t.is(
+    [...ran.values()].reduce((a, b) => a + b, 0),
+    8,
+  );
 });
 
 /** An engine that fails as `plan(call)` says (an error code) and otherwise runs the real one. */
@@ -431,7 +473,9 @@ test.serial('a full Redis (noeviction) refuses new jobs with 503 and keeps servi
   await env.worker({ name: 'wf' });
   await ready(server);
   // 1000x1000 random pixels: a PNG of about 3 MB, more than this Redis has left.
-  const noise = await sharp(randomBytes(1000 * 1000 * 3), { raw: { width: 1000, height: 1000, channels: 3 } }).png().toBuffer();
+  const noise = await sharp(randomBytes(1000 * 1000 * 3), { raw: { width: 1000, height: 1000, channels: 3 } })
+    .png()
+    .toBuffer();
   const res = await postImage(`${url}/v1/jobs?${query(QUICK)}`, noise);
   t.is(res.status, 503);
   const body = await res.json();
@@ -439,8 +483,11 @@ test.serial('a full Redis (noeviction) refuses new jobs with 503 and keeps servi
   t.regex(body.message, /OOM/);
   t.is((await fetch(`${url}/readyz`)).status, 200);
   // Redis counts the refused command's buffer for a moment; a client retries a 503 shortly after.
-  const accepted = await fetchRetry(`${url}/v1/jobs?${query({ ...QUICK, seed: '61' })}`,
-    { method: 'POST', body: await tinyPng(), headers: { 'content-type': 'image/png' } }, { tries: 50, delayMs: 100 });
+  const accepted = await fetchRetry(
+    `${url}/v1/jobs?${query({ ...QUICK, seed: '61' })}`,
+    { method: 'POST', body: await tinyPng(), headers: { 'content-type': 'image/png' } },
+    { tries: 50, delayMs: 100 },
+  );
   t.is(accepted.status, 202);
   const small = await settled(url, (await accepted.json()).id);
   t.is(small.state, 'done');
@@ -452,7 +499,10 @@ test.serial('a Redis whose maxmemory-policy is not noeviction is reported at sta
   const env = await setup(t, { redisConfig: { 'maxmemory-policy': 'allkeys-lru' } });
   const notices = [];
   const w = await env.worker({ name: 'wp', onNotice: (m) => notices.push(m) });
-  t.true(w.warnings.some((m) => /maxmemory-policy is 'allkeys-lru'.*noeviction/.test(m)), w.warnings.join('\n'));
+  t.true(
+    w.warnings.some((m) => /maxmemory-policy is 'allkeys-lru'.*noeviction/.test(m)),
+    w.warnings.join('\n'),
+  );
   t.true(notices.some((m) => /maxmemory-policy/.test(m)));
   const serverNotices = [];
   await env.server({ onNotice: (m) => serverNotices.push(m) });

@@ -57,15 +57,32 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-      host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string', multiple: true }, 'api-key-file': { type: 'string' },
-      'max-queue': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-input-pixels': { type: 'string' },
-      'max-output-pixels': { type: 'string' }, 'job-timeout': { type: 'string' }, 'result-ttl': { type: 'string' },
-      'max-result-mb': { type: 'string' }, 'drain-timeout': { type: 'string' },
-      redis: { type: 'string' }, queue: { type: 'string' }, 'blob-dir': { type: 'string' }, 'max-blob-mb': { type: 'string' },
-      'input-ttl': { type: 'string' }, attempts: { type: 'string' },
+      sd: { type: 'string' },
+      xpsr: { type: 'string' },
+      model: { type: 'string' },
+      device: { type: 'string' },
+      threads: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'api-key': { type: 'string', multiple: true },
+      'api-key-file': { type: 'string' },
+      'max-queue': { type: 'string' },
+      'max-body-mb': { type: 'string' },
+      'max-input-pixels': { type: 'string' },
+      'max-output-pixels': { type: 'string' },
+      'job-timeout': { type: 'string' },
+      'result-ttl': { type: 'string' },
+      'max-result-mb': { type: 'string' },
+      'drain-timeout': { type: 'string' },
+      redis: { type: 'string' },
+      queue: { type: 'string' },
+      'blob-dir': { type: 'string' },
+      'max-blob-mb': { type: 'string' },
+      'input-ttl': { type: 'string' },
+      attempts: { type: 'string' },
       ...CAPTIONER_CLI_OPTIONS,
-      log: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      log: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
   if (v.help) {
@@ -84,7 +101,9 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     ...(v['api-key'] ?? []),
     ...(process.env.XPSR_API_KEYS ?? '').split(','),
     ...(v['api-key-file'] ? readFileSync(v['api-key-file'], 'utf8').split('\n') : []),
-  ].map((k) => k.trim()).filter((k) => k.length > 0);
+  ]
+    .map((k) => k.trim())
+    .filter((k) => k.length > 0);
 
   const captionerFlags = Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof typeof v] !== undefined);
   const redis = v.redis ?? process.env.XPSR_REDIS;
@@ -98,13 +117,21 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const server = await createServer({
     ...(redis !== undefined
       ? {
-        redis, queue: v.queue, blobDir: v['blob-dir'], maxBlobBytes: num('max-blob-mb', v['max-blob-mb'], 2 ** 20),
-        inputTtlMs: num('input-ttl', v['input-ttl'], 1000), attempts: num('attempts', v.attempts),
-      }
+          redis,
+          queue: v.queue,
+          blobDir: v['blob-dir'],
+          maxBlobBytes: num('max-blob-mb', v['max-blob-mb'], 2 ** 20),
+          inputTtlMs: num('input-ttl', v['input-ttl'], 1000),
+          attempts: num('attempts', v.attempts),
+        }
       : {
-        sd: v.sd ?? process.env.XPSR_SD, xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS, model: v.model ?? process.env.XPSR_MODEL,
-        devices: v.device ?? 'auto', threads: num('threads', v.threads), captioner,
-      }),
+          sd: v.sd ?? process.env.XPSR_SD,
+          xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS,
+          model: v.model ?? process.env.XPSR_MODEL,
+          devices: v.device ?? 'auto',
+          threads: num('threads', v.threads),
+          captioner,
+        }),
     apiKeys: keys,
     maxQueue: num('max-queue', v['max-queue']),
     bodyLimitBytes: num('max-body-mb', v['max-body-mb'], 2 ** 20),
@@ -144,7 +171,10 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
   server.loaded.then(
     () => {
-      const devices = server.jobs.stats().devices.map((d) => d.name).join(', ');
+      const devices = server.jobs
+        .stats()
+        .devices.map((d) => d.name)
+        .join(', ');
       if (redis !== undefined) log(`queue '${v.queue ?? 'xpsr'}' on Redis; workers now: ${devices || 'none yet (start xpsr worker)'}`);
       else log(`ready: models loaded on ${devices} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     },

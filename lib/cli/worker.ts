@@ -49,10 +49,21 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      redis: { type: 'string' }, queue: { type: 'string' }, 'blob-dir': { type: 'string' }, 'max-blob-mb': { type: 'string' },
-      name: { type: 'string' }, sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' },
-      threads: { type: 'string' }, 'lock-duration': { type: 'string' }, 'stalled-interval': { type: 'string' },
-      'drain-timeout': { type: 'string' }, 'metrics-port': { type: 'string' }, 'metrics-host': { type: 'string' },
+      redis: { type: 'string' },
+      queue: { type: 'string' },
+      'blob-dir': { type: 'string' },
+      'max-blob-mb': { type: 'string' },
+      name: { type: 'string' },
+      sd: { type: 'string' },
+      xpsr: { type: 'string' },
+      model: { type: 'string' },
+      device: { type: 'string' },
+      threads: { type: 'string' },
+      'lock-duration': { type: 'string' },
+      'stalled-interval': { type: 'string' },
+      'drain-timeout': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'metrics-host': { type: 'string' },
       ...CAPTIONER_CLI_OPTIONS,
       help: { type: 'boolean', short: 'h' },
     },
@@ -76,12 +87,22 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
 
   const t0 = performance.now();
   const worker = await createWorker({
-    redis, queue: v.queue, blobDir: v['blob-dir'], maxBlobBytes: num('max-blob-mb', v['max-blob-mb'], 2 ** 20), name: v.name,
-    sd: v.sd ?? process.env.XPSR_SD, xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS, model: v.model ?? process.env.XPSR_MODEL,
-    devices: v.device ?? 'auto', threads: num('threads', v.threads), captioner,
-    lockDurationMs: num('lock-duration', v['lock-duration'], 1000), stalledIntervalMs: num('stalled-interval', v['stalled-interval'], 1000),
+    redis,
+    queue: v.queue,
+    blobDir: v['blob-dir'],
+    maxBlobBytes: num('max-blob-mb', v['max-blob-mb'], 2 ** 20),
+    name: v.name,
+    sd: v.sd ?? process.env.XPSR_SD,
+    xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS,
+    model: v.model ?? process.env.XPSR_MODEL,
+    devices: v.device ?? 'auto',
+    threads: num('threads', v.threads),
+    captioner,
+    lockDurationMs: num('lock-duration', v['lock-duration'], 1000),
+    stalledIntervalMs: num('stalled-interval', v['stalled-interval'], 1000),
     drainTimeoutMs: num('drain-timeout', v['drain-timeout'], 1000),
-    metricsPort: num('metrics-port', v['metrics-port']), metricsHost: v['metrics-host'],
+    metricsPort: num('metrics-port', v['metrics-port']),
+    metricsHost: v['metrics-host'],
     onNotice: (m) => log(m.replace(/^xpsr worker:?\s*/, '')),
   });
   log(`${worker.name} connected to queue '${worker.queue}'${worker.metricsUrl ? `; metrics on ${worker.metricsUrl}/metrics` : ''}`);
@@ -103,7 +124,13 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
 
   let code = 0;
   worker.loaded.then(
-    () => log(`ready: models loaded on ${worker.devices().map((d) => d.name).join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`),
+    () =>
+      log(
+        `ready: models loaded on ${worker
+          .devices()
+          .map((d) => d.name)
+          .join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      ),
     (e: { message?: string; code?: string }) => {
       log(`loading the models failed: ${e.message}${e.code ? ` [${e.code}]` : ''}`);
       code = 1;

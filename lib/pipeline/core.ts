@@ -168,7 +168,12 @@ export async function runCore<C, U>(
   // 1. Text contexts of the CFG rows.
   let ts = performance.now();
   progress('text', 0, 1);
-  const texts = cfgTexts(prompts, { addedPrompt: o.addedPrompt, negativePrompt: o.negativePrompt, guidance: cfg, lowLevelGuidance: o.lowLevelGuidance });
+  const texts = cfgTexts(prompts, {
+    addedPrompt: o.addedPrompt,
+    negativePrompt: o.negativePrompt,
+    guidance: cfg,
+    lowLevelGuidance: o.lowLevelGuidance,
+  });
   const ctxHigh = await models.text.encodeRows(texts.high, o.longPrompts, o.signal);
   const ctxLow = await models.text.encodeRows(texts.low, o.longPrompts, o.signal);
   rec?.('prompt_embeds', ctxHigh);
@@ -232,8 +237,17 @@ export async function runCore<C, U>(
     let eps: Tensor;
     if (!tiling) {
       const r = await models.engine.step(
-        models.controlnet, models.unet,
-        { sample: input, timestep: t, ctxHigh, ctxLow, cond: await condFor(0, 0, h, w), conditioningScale: o.conditioningScale, reuseConstants: i > 0 },
+        models.controlnet,
+        models.unet,
+        {
+          sample: input,
+          timestep: t,
+          ctxHigh,
+          ctxLow,
+          cond: await condFor(0, 0, h, w),
+          conditioningScale: o.conditioningScale,
+          reuseConstants: i > 0,
+        },
         { signal: o.signal, intermediates: !!rec },
       );
       eps = r.noisePred;
@@ -249,8 +263,16 @@ export async function runCore<C, U>(
         checkAbort(o.signal);
         const ts2 = tiling.tileSize;
         const r = await models.engine.step(
-          models.controlnet, models.unet,
-          { sample: cropNCHW(input, tile.y, tile.x, ts2, ts2), timestep: t, ctxHigh, ctxLow, cond: await condFor(tile.y, tile.x, ts2, ts2), conditioningScale: o.conditioningScale },
+          models.controlnet,
+          models.unet,
+          {
+            sample: cropNCHW(input, tile.y, tile.x, ts2, ts2),
+            timestep: t,
+            ctxHigh,
+            ctxLow,
+            cond: await condFor(tile.y, tile.x, ts2, ts2),
+            conditioningScale: o.conditioningScale,
+          },
           { signal: o.signal },
         );
         blender.add(r.noisePred.data, tile.x, tile.y);
@@ -332,4 +354,3 @@ export function planTiling(h: number, w: number, t: TilingOptions, device = 'cpu
   if (tiling.tiles.length <= 1) return null;
   return tiling;
 }
-

@@ -30,14 +30,22 @@ export interface BlobStore {
 export const DEFAULT_MAX_BLOB_BYTES = 64 * 2 ** 20;
 
 function tooLarge(name: string, bytes: number, limit: number): XpsrError {
-  return new XpsrError(ERR_BLOB_TOO_LARGE, `the image ${name.startsWith('out:') ? 'result' : 'input'} is ${bytes} bytes, above the ` +
-    `Redis blob limit of ${limit} bytes (raise --max-blob-mb, or use a shared --blob-dir for large images)`, { bytes, limit });
+  return new XpsrError(
+    ERR_BLOB_TOO_LARGE,
+    `the image ${name.startsWith('out:') ? 'result' : 'input'} is ${bytes} bytes, above the ` +
+      `Redis blob limit of ${limit} bytes (raise --max-blob-mb, or use a shared --blob-dir for large images)`,
+    { bytes, limit },
+  );
 }
 
 export class RedisBlobStore implements BlobStore {
   readonly kind = 'redis' as const;
 
-  constructor(private readonly redis: Redis, private readonly keys: QueueKeys, readonly maxBytes = DEFAULT_MAX_BLOB_BYTES) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: QueueKeys,
+    readonly maxBytes = DEFAULT_MAX_BLOB_BYTES,
+  ) {}
 
   async put(name: string, data: Buffer, ttlMs: number, { ifAbsent = false } = {}): Promise<boolean> {
     if (data.length > this.maxBytes) throw tooLarge(name, data.length, this.maxBytes);

@@ -10,7 +10,11 @@ import type { CancelRequest, QueueKeys } from './protocol.js';
 
 export async function requestCancel(redis: Redis, keys: QueueKeys, request: CancelRequest, ttlMs: number): Promise<void> {
   const text = JSON.stringify(request);
-  await redis.multi().set(keys.cancel(request.id), text, 'PX', Math.max(1000, Math.ceil(ttlMs))).publish(keys.cancelChannel, text).exec();
+  await redis
+    .multi()
+    .set(keys.cancel(request.id), text, 'PX', Math.max(1000, Math.ceil(ttlMs)))
+    .publish(keys.cancelChannel, text)
+    .exec();
 }
 
 export async function readCancel(redis: Redis, keys: QueueKeys, id: string): Promise<CancelRequest | undefined> {
@@ -60,7 +64,10 @@ export class CancelWatcher {
     };
     this.#watches.set(id, fire);
     const check = () => {
-      readCancel(this.redis, this.keys, id).then((r) => r && fire(r), () => undefined);
+      readCancel(this.redis, this.keys, id).then(
+        (r) => r && fire(r),
+        () => undefined,
+      );
     };
     check();
     const timer = setInterval(check, this.pollMs);

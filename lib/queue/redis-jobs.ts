@@ -18,17 +18,32 @@ import { Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { XpsrError } from '../errors.js';
 import {
-  isTerminal, progressFraction,
-  type DeviceStatus, type DrainSummary, type JobEvent, type JobQueue, type JobRequest, type JobResult, type JobStatus,
-  type QueueStats, type SubmitOptions,
+  isTerminal,
+  progressFraction,
+  type DeviceStatus,
+  type DrainSummary,
+  type JobEvent,
+  type JobQueue,
+  type JobRequest,
+  type JobResult,
+  type JobStatus,
+  type QueueStats,
+  type SubmitOptions,
 } from '../server/jobs.js';
 import { ERR_DRAINING, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTDOWN } from '../server/errors.js';
 import type { JobObserver } from '../server/local-jobs.js';
 import { createBlobStore, type BlobStore, type BlobStoreOptions } from './blobs.js';
 import { requestCancel } from './cancel.js';
 import {
-  DEFAULT_QUEUE, ERR_REDIS_UNAVAILABLE, ERR_WORKER_LOST, JOB_NAME, QueueKeys,
-  type BlobRef, type FinalRecord, type QueueJobData, type QueueProgress,
+  DEFAULT_QUEUE,
+  ERR_REDIS_UNAVAILABLE,
+  ERR_WORKER_LOST,
+  JOB_NAME,
+  QueueKeys,
+  type BlobRef,
+  type FinalRecord,
+  type QueueJobData,
+  type QueueProgress,
 } from './protocol.js';
 import { parseFailure, readFinal, settle } from './records.js';
 import { connectRedis, redisWarnings, waitReady } from './redis.js';
@@ -113,7 +128,10 @@ export class RedisJobQueue implements JobQueue {
       await waitReady(q.#redis, 10_000);
     } catch {
       await q.close();
-      throw new XpsrError(ERR_REDIS_UNAVAILABLE, `cannot reach Redis at ${o.redis.replace(/\/\/[^@/]*@/, '//***@')} (is it running? is the URL right?)`);
+      throw new XpsrError(
+        ERR_REDIS_UNAVAILABLE,
+        `cannot reach Redis at ${o.redis.replace(/\/\/[^@/]*@/, '//***@')} (is it running? is the URL right?)`,
+      );
     }
     q.warnings = await redisWarnings(q.#redis).catch(() => []);
     for (const w of q.warnings) (o.onNotice ?? ((m: string) => console.warn(m)))(`xpsr serve: warning: ${w}`);
@@ -146,8 +164,9 @@ export class RedisJobQueue implements JobQueue {
     const waiting = counts.wait + counts.delayed + counts.prioritized;
     if (waiting >= this.#o.maxQueue) {
       const retryAfterSeconds = this.retryAfterSeconds();
-      throw new XpsrError(ERR_QUEUE_FULL, `the queue is full (${this.#o.maxQueue} jobs waiting); retry in about ${retryAfterSeconds} s`,
-        { retryAfterSeconds });
+      throw new XpsrError(ERR_QUEUE_FULL, `the queue is full (${this.#o.maxQueue} jobs waiting); retry in about ${retryAfterSeconds} s`, {
+        retryAfterSeconds,
+      });
     }
     const id = randomUUID();
     const createdAt = Date.now();
@@ -176,8 +195,12 @@ export class RedisJobQueue implements JobQueue {
       input,
       // The seed is fixed here so that every attempt (after a worker died) computes the same image.
       options: { ...request.options, seed: request.options.seed ?? randomInt(2 ** 31) },
-      format: request.format, maxInputPixels: this.#o.maxInputPixels, createdAt, timeoutMs: this.#o.jobTimeoutMs,
-      resultTtlMs: this.#o.resultTtlMs, ephemeral,
+      format: request.format,
+      maxInputPixels: this.#o.maxInputPixels,
+      createdAt,
+      timeoutMs: this.#o.jobTimeoutMs,
+      resultTtlMs: this.#o.resultTtlMs,
+      ephemeral,
     };
     await this.queue.add(JOB_NAME, data, {
       jobId: id,
@@ -208,15 +231,24 @@ export class RedisJobQueue implements JobQueue {
       const error = parseFailure(job.failedReason, /stalled/i.test(job.failedReason ?? '') ? ERR_WORKER_LOST : 'ERR_INTERNAL');
       if (error.code === ERR_WORKER_LOST) error.message = `the job's worker stopped responding too many times (${job.failedReason})`;
       return {
-        ...this.#base(id, data.createdAt), state: 'failed', startedAt: iso(job.processedOn), finishedAt: iso(finishedAt),
-        expiresAt: iso(expiresAt), error, progress: 0,
+        ...this.#base(id, data.createdAt),
+        state: 'failed',
+        startedAt: iso(job.processedOn),
+        finishedAt: iso(finishedAt),
+        expiresAt: iso(expiresAt),
+        error,
+        progress: 0,
       };
     }
     if (state === 'active') {
       const p = (typeof job.progress === 'object' ? job.progress : null) as QueueProgress | null;
       // Before the worker's first progress report, BullMQ's record of the consumer (named after the device) tells where it runs.
-      return this.#runningStatus(id, data.createdAt, p ?? { stage: null, step: 0, total: 0, device: job.processedBy ?? '', worker: '', startedAt: job.processedOn ?? Date.now() },
-        job.processedOn);
+      return this.#runningStatus(
+        id,
+        data.createdAt,
+        p ?? { stage: null, step: 0, total: 0, device: job.processedBy ?? '', worker: '', startedAt: job.processedOn ?? Date.now() },
+        job.processedOn,
+      );
     }
     // waiting, delayed (a retry's backoff), prioritized, paused
     let position: number;
@@ -261,8 +293,17 @@ export class RedisJobQueue implements JobQueue {
       // Removed before any worker took it: this server ends it.
       const now = Date.now();
       await settle(this.#redis, this.keys, {
-        id, state: 'cancelled', error: { code, message }, result: null, device: null, worker: null, createdAt: Date.parse(s.createdAt),
-        startedAt: null, finishedAt: now, expiresAt: now + this.#o.resultTtlMs, attempts: 0,
+        id,
+        state: 'cancelled',
+        error: { code, message },
+        result: null,
+        device: null,
+        worker: null,
+        createdAt: Date.parse(s.createdAt),
+        startedAt: null,
+        finishedAt: now,
+        expiresAt: now + this.#o.resultTtlMs,
+        attempts: 0,
       });
       await this.blobs.delete(this.keys.inputBlob(id));
       await this.#redis.del(this.keys.cancel(id));
@@ -355,8 +396,20 @@ export class RedisJobQueue implements JobQueue {
 
   #base(id: string, createdAt: number): JobStatus {
     return {
-      id, state: 'queued', position: null, stage: null, step: 0, total: 0, progress: 0, device: null, createdAt: iso(createdAt)!,
-      startedAt: null, finishedAt: null, expiresAt: null, error: null, result: null,
+      id,
+      state: 'queued',
+      position: null,
+      stage: null,
+      step: 0,
+      total: 0,
+      progress: 0,
+      device: null,
+      createdAt: iso(createdAt)!,
+      startedAt: null,
+      finishedAt: null,
+      expiresAt: null,
+      error: null,
+      result: null,
     };
   }
 
@@ -367,8 +420,13 @@ export class RedisJobQueue implements JobQueue {
   #runningStatus(id: string, createdAt: number, p: QueueProgress | null, processedOn?: number): JobStatus {
     const stage = p?.stage ?? null;
     return {
-      ...this.#base(id, createdAt), state: 'running', stage, step: p?.step ?? 0, total: p?.total ?? 0,
-      progress: progressFraction('running', stage, p?.step ?? 0, p?.total ?? 0), device: p?.device || null,
+      ...this.#base(id, createdAt),
+      state: 'running',
+      stage,
+      step: p?.step ?? 0,
+      total: p?.total ?? 0,
+      progress: progressFraction('running', stage, p?.step ?? 0, p?.total ?? 0),
+      device: p?.device || null,
       startedAt: iso(p?.startedAt ?? processedOn ?? Date.now()),
     };
   }
@@ -377,10 +435,22 @@ export class RedisJobQueue implements JobQueue {
     if (f.expiresAt <= Date.now()) return undefined;
     const r = f.result;
     return {
-      ...this.#base(f.id, f.createdAt), state: f.state, device: f.device, startedAt: iso(f.startedAt), finishedAt: iso(f.finishedAt),
-      expiresAt: iso(f.expiresAt), error: f.error, progress: progressFraction(f.state, null, 0, 0),
+      ...this.#base(f.id, f.createdAt),
+      state: f.state,
+      device: f.device,
+      startedAt: iso(f.startedAt),
+      finishedAt: iso(f.finishedAt),
+      expiresAt: iso(f.expiresAt),
+      error: f.error,
+      progress: progressFraction(f.state, null, 0, 0),
       result: r && {
-        format: r.format, contentType: r.contentType, bytes: r.bytes, width: r.width, height: r.height, seed: r.seed, prompts: r.prompts,
+        format: r.format,
+        contentType: r.contentType,
+        bytes: r.bytes,
+        width: r.width,
+        height: r.height,
+        seed: r.seed,
+        prompts: r.prompts,
         timingsMs: r.timingsMs,
       },
     };
@@ -511,8 +581,13 @@ export class RedisJobQueue implements JobQueue {
       if (gone.length) await this.#redis.zrem(this.keys.workers, ...gone);
       devices.sort((a, b) => a.name.localeCompare(b.name));
       this.#view = {
-        queued: counts.wait + counts.delayed + counts.prioritized, running: counts.active, stored: 0, storedBytes: 0,
-        accepting: this.#accepting, ready: devices.some((d) => d.state === 'ready'), devices,
+        queued: counts.wait + counts.delayed + counts.prioritized,
+        running: counts.active,
+        stored: 0,
+        storedBytes: 0,
+        accepting: this.#accepting,
+        ready: devices.some((d) => d.state === 'ready'),
+        devices,
       };
     } catch {
       this.#view = { ...this.#view, ready: false };

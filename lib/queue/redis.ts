@@ -29,8 +29,10 @@ export async function redisWarnings(redis: Redis): Promise<string[]> {
   const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim();
   const policy = field('maxmemory_policy');
   if (policy && policy !== 'noeviction')
-    out.push(`Redis maxmemory-policy is '${policy}': Redis may evict queued jobs and blobs under memory pressure; ` +
-      "set 'maxmemory-policy noeviction' (docs/deployment.md)");
+    out.push(
+      `Redis maxmemory-policy is '${policy}': Redis may evict queued jobs and blobs under memory pressure; ` +
+        "set 'maxmemory-policy noeviction' (docs/deployment.md)",
+    );
   if (field('aof_enabled') === '0')
     out.push("Redis has appendonly off: queued jobs are lost if Redis crashes; set 'appendonly yes' (docs/deployment.md)");
   return out;

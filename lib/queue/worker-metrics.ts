@@ -28,24 +28,63 @@ export class WorkerMetrics {
     const r = this.registry;
     r.setDefaultLabels({ worker });
     collectDefaultMetrics({ register: r, prefix: 'xpsr_' });
-    this.#attempts = new Counter({ name: 'xpsr_worker_jobs_total', help: 'Job attempts on this worker by device and outcome',
-      labelNames: ['device', 'outcome'], registers: [r] });
-    this.#errors = new Counter({ name: 'xpsr_job_errors_total', help: 'Failed or cancelled jobs by error code', labelNames: ['code'], registers: [r] });
-    this.#stage = new Histogram({ name: 'xpsr_stage_duration_seconds', help: 'Time per pipeline stage of done jobs', labelNames: ['stage'],
-      buckets: BUCKETS, registers: [r] });
-    this.#wait = new Histogram({ name: 'xpsr_queue_wait_seconds', help: 'Time from submission to start on this worker', buckets: BUCKETS, registers: [r] });
-    this.#overhead = new Histogram({ name: 'xpsr_worker_job_overhead_seconds',
-      help: 'Time of a done job outside the library call: blob reads and writes, encoding, the final record', buckets: BUCKETS, registers: [r] });
-    new Gauge({ name: 'xpsr_worker_busy', help: '1 while the device runs a job', labelNames: ['device'], registers: [r], collect() {
-      this.reset();
-      for (const d of devices()) this.set({ device: d.name }, d.busy ? 1 : 0);
-    } });
-    new Gauge({ name: 'xpsr_worker_ready', help: '1 when the device has its engine and takes jobs', labelNames: ['device'], registers: [r], collect() {
-      this.reset();
-      for (const d of devices()) this.set({ device: d.name }, d.state === 'ready' ? 1 : 0);
-    } });
-    new Gauge({ name: 'xpsr_device_memory_used_bytes', help: 'Memory in use per device (CUDA: total - free; cpu: process RSS)',
-      labelNames: ['device'], registers: [r], collect() {
+    this.#attempts = new Counter({
+      name: 'xpsr_worker_jobs_total',
+      help: 'Job attempts on this worker by device and outcome',
+      labelNames: ['device', 'outcome'],
+      registers: [r],
+    });
+    this.#errors = new Counter({
+      name: 'xpsr_job_errors_total',
+      help: 'Failed or cancelled jobs by error code',
+      labelNames: ['code'],
+      registers: [r],
+    });
+    this.#stage = new Histogram({
+      name: 'xpsr_stage_duration_seconds',
+      help: 'Time per pipeline stage of done jobs',
+      labelNames: ['stage'],
+      buckets: BUCKETS,
+      registers: [r],
+    });
+    this.#wait = new Histogram({
+      name: 'xpsr_queue_wait_seconds',
+      help: 'Time from submission to start on this worker',
+      buckets: BUCKETS,
+      registers: [r],
+    });
+    this.#overhead = new Histogram({
+      name: 'xpsr_worker_job_overhead_seconds',
+      help: 'Time of a done job outside the library call: blob reads and writes, encoding, the final record',
+      buckets: BUCKETS,
+      registers: [r],
+    });
+    new Gauge({
+      name: 'xpsr_worker_busy',
+      help: '1 while the device runs a job',
+      labelNames: ['device'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const d of devices()) this.set({ device: d.name }, d.busy ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'xpsr_worker_ready',
+      help: '1 when the device has its engine and takes jobs',
+      labelNames: ['device'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const d of devices()) this.set({ device: d.name }, d.state === 'ready' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'xpsr_device_memory_used_bytes',
+      help: 'Memory in use per device (CUDA: total - free; cpu: process RSS)',
+      labelNames: ['device'],
+      registers: [r],
+      collect() {
         this.reset();
         const list = devices();
         let cuda: { index: number; totalMemory: number; freeMemory: number }[] = [];
@@ -62,7 +101,8 @@ export class WorkerMetrics {
           const c = m && cuda.find((x) => x.index === Number(m[1]));
           if (c) this.set({ device: d.name }, c.totalMemory - c.freeMemory);
         }
-      } });
+      },
+    });
   }
 
   attempt(device: string, outcome: AttemptOutcome, code?: string): void {
@@ -81,19 +121,30 @@ export class WorkerMetrics {
 }
 
 /** GET /metrics, /healthz (alive) and /readyz (200 when every device takes jobs) on host:port; resolves with the URL. */
-export async function serveMetrics(metrics: WorkerMetrics, ready: () => boolean, host: string, port: number): Promise<{ url: string; close(): Promise<void> }> {
+export async function serveMetrics(
+  metrics: WorkerMetrics,
+  ready: () => boolean,
+  host: string,
+  port: number,
+): Promise<{ url: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => res.writeHead(status, { 'Content-Type': type }).end(body);
     if (req.method !== 'GET') return send(405, 'application/json', JSON.stringify({ code: 'ERR_BAD_REQUEST', message: 'GET only' }));
     if (url === '/metrics') {
-      metrics.registry.metrics().then((text) => send(200, metrics.registry.contentType, text),
-        () => send(500, 'application/json', JSON.stringify({ code: 'ERR_INTERNAL', message: 'metrics failed' })));
+      metrics.registry.metrics().then(
+        (text) => send(200, metrics.registry.contentType, text),
+        () => send(500, 'application/json', JSON.stringify({ code: 'ERR_INTERNAL', message: 'metrics failed' })),
+      );
     } else if (url === '/healthz') {
       send(200, 'application/json', JSON.stringify({ status: 'ok' }));
     } else if (url === '/readyz') {
       const ok = ready();
-      send(ok ? 200 : 503, 'application/json', JSON.stringify(ok ? { ready: true } : { code: 'ERR_NOT_READY', message: 'the worker is loading, draining or lost its device' }));
+      send(
+        ok ? 200 : 503,
+        'application/json',
+        JSON.stringify(ok ? { ready: true } : { code: 'ERR_NOT_READY', message: 'the worker is loading, draining or lost its device' }),
+      );
     } else {
       send(404, 'application/json', JSON.stringify({ code: 'ERR_NOT_FOUND', message: `no route GET ${url.slice(0, 200)}` }));
     }
@@ -105,9 +156,10 @@ export async function serveMetrics(metrics: WorkerMetrics, ready: () => boolean,
   const a = server.address() as AddressInfo;
   return {
     url: `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`,
-    close: () => new Promise<void>((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -27,8 +27,15 @@ import { XPSR } from '../xpsr.js';
 import { createBlobStore, type BlobStore } from './blobs.js';
 import { CancelWatcher } from './cancel.js';
 import {
-  DEFAULT_QUEUE, ERR_BLOB_STORE_MISMATCH, ERR_INPUT_EXPIRED, ERR_REDIS_UNAVAILABLE, QueueKeys, TRANSIENT_CODES,
-  type FinalRecord, type QueueJobData, type QueueProgress,
+  DEFAULT_QUEUE,
+  ERR_BLOB_STORE_MISMATCH,
+  ERR_INPUT_EXPIRED,
+  ERR_REDIS_UNAVAILABLE,
+  QueueKeys,
+  TRANSIENT_CODES,
+  type FinalRecord,
+  type QueueJobData,
+  type QueueProgress,
 } from './protocol.js';
 import { failureText, readFinal, settle } from './records.js';
 import { connectRedis, redisWarnings, waitReady } from './redis.js';
@@ -120,7 +127,11 @@ class DeviceRunner {
   error: JobError | null = null;
   current: Running | undefined;
 
-  constructor(public name: string, public device: string, readonly owned: boolean) {}
+  constructor(
+    public name: string,
+    public device: string,
+    readonly owned: boolean,
+  ) {}
 
   status(): DeviceStatus {
     return { name: this.name, state: this.state, busy: this.busy, jobsRun: this.jobsRun, error: this.error };
@@ -130,7 +141,8 @@ class DeviceRunner {
 function deviceList(d: WorkerOptions['devices']): string[] {
   const list = d === undefined ? ['auto'] : Array.isArray(d) ? d : d.split(',');
   const out = list.map((x) => String(x).trim()).filter((x) => x.length > 0);
-  if (out.length === 0) throw new XpsrError('ERR_INVALID_OPTION', "Invalid option 'devices': expected a device list such as 'cuda:0' or 'cuda:0,cuda:1'");
+  if (out.length === 0)
+    throw new XpsrError('ERR_INVALID_OPTION', "Invalid option 'devices': expected a device list such as 'cuda:0' or 'cuda:0,cuda:1'");
   return out;
 }
 
@@ -170,12 +182,14 @@ class QueueWorker implements XpsrWorker {
   #stoppedResolve!: () => void;
 
   constructor(o: WorkerOptions) {
-    if (typeof o.redis !== 'string' || !o.redis) throw new XpsrError('ERR_INVALID_OPTION', "Invalid option 'redis': expected a Redis URL such as redis://127.0.0.1:6379");
+    if (typeof o.redis !== 'string' || !o.redis)
+      throw new XpsrError('ERR_INVALID_OPTION', "Invalid option 'redis': expected a Redis URL such as redis://127.0.0.1:6379");
     this.#o = o;
     this.queue = o.queue ?? DEFAULT_QUEUE;
     this.#keys = new QueueKeys(this.queue);
     this.name = o.name ?? `${hostname()}-${process.pid}`;
-    if (!/^[\w.:@-]{1,100}$/.test(this.name)) throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'name': letters, digits and . : @ _ - only, got '${this.name.slice(0, 100)}'`);
+    if (!/^[\w.:@-]{1,100}$/.test(this.name))
+      throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'name': letters, digits and . : @ _ - only, got '${this.name.slice(0, 100)}'`);
     this.#notice = o.onNotice ?? ((m) => console.warn(m));
     this.#lockDurationMs = positive('lockDurationMs', o.lockDurationMs, 30_000, 100);
     this.#stalledIntervalMs = positive('stalledIntervalMs', o.stalledIntervalMs, 30_000, 100);
@@ -197,7 +211,10 @@ class QueueWorker implements XpsrWorker {
     } catch {
       this.#redis.disconnect();
       this.#subscriber.disconnect();
-      throw new XpsrError(ERR_REDIS_UNAVAILABLE, `cannot reach Redis at ${o.redis.replace(/\/\/[^@/]*@/, '//***@')} (is it running? is the URL right?)`);
+      throw new XpsrError(
+        ERR_REDIS_UNAVAILABLE,
+        `cannot reach Redis at ${o.redis.replace(/\/\/[^@/]*@/, '//***@')} (is it running? is the URL right?)`,
+      );
     }
     this.warnings = await redisWarnings(this.#redis).catch(() => []);
     for (const w of this.warnings) this.#notice(`xpsr worker: warning: ${w}`);
@@ -274,7 +291,8 @@ class QueueWorker implements XpsrWorker {
     });
     // Connection errors while Redis restarts are expected (ioredis reconnects); others go to the log.
     r.bull.on('error', (e) => {
-      if (!/ECONNREFUSED|ECONNRESET|Connection is closed|EPIPE|ETIMEDOUT/.test(String(e?.message))) this.#notice(`xpsr worker ${r.name}: ${e.message}`);
+      if (!/ECONNREFUSED|ECONNRESET|Connection is closed|EPIPE|ETIMEDOUT/.test(String(e?.message)))
+        this.#notice(`xpsr worker ${r.name}: ${e.message}`);
     });
     void r.bull.run().catch((e: Error) => this.#notice(`xpsr worker ${r.name}: stopped consuming: ${e.message}`));
   }
@@ -289,8 +307,12 @@ class QueueWorker implements XpsrWorker {
         status.state = 'unusable';
         status.error = { code: 'ERR_DRAINING', message: 'the worker is shutting down' };
       }
-      m.set(this.#keys.worker(r.name), JSON.stringify({ ...status, worker: this.name, host: hostname(), pid: process.pid, metricsUrl: this.metricsUrl ?? null }),
-        'PX', 3 * this.#heartbeatMs + 1000);
+      m.set(
+        this.#keys.worker(r.name),
+        JSON.stringify({ ...status, worker: this.name, host: hostname(), pid: process.pid, metricsUrl: this.metricsUrl ?? null }),
+        'PX',
+        3 * this.#heartbeatMs + 1000,
+      );
       m.zadd(this.#keys.workers, now, r.name);
     }
     await m.exec().catch(() => undefined);
@@ -319,8 +341,10 @@ class QueueWorker implements XpsrWorker {
     r.busy = true;
     r.jobsRun++;
     const unwatch = this.#cancels.watch(id, (c) => stopWith({ code: c.code, message: c.message }));
-    const timer = setTimeout(() => stopWith({ code: ERR_TIMEOUT, message: `the job ran longer than its timeout (${(d.timeoutMs / 1000).toFixed(1)} s)` }),
-      d.timeoutMs);
+    const timer = setTimeout(
+      () => stopWith({ code: ERR_TIMEOUT, message: `the job ran longer than its timeout (${(d.timeoutMs / 1000).toFixed(1)} s)` }),
+      d.timeoutMs,
+    );
     this.metrics.started(startedAt - d.createdAt);
     const report = (stage: string | null, step: number, total: number) => {
       const p: QueueProgress = { stage, step, total, device: r.name, worker: this.name, startedAt };
@@ -345,11 +369,26 @@ class QueueWorker implements XpsrWorker {
       await this.#blobs.put(blob.name, data, d.resultTtlMs, { ifAbsent: true });
       const now = Date.now();
       const { record, won } = await settle(this.#redis, this.#keys, {
-        id, state: 'done', error: null, device: r.name, worker: this.name, createdAt: d.createdAt, startedAt, finishedAt: now,
-        expiresAt: now + d.resultTtlMs, attempts: job.attemptsStarted || 1,
+        id,
+        state: 'done',
+        error: null,
+        device: r.name,
+        worker: this.name,
+        createdAt: d.createdAt,
+        startedAt,
+        finishedAt: now,
+        expiresAt: now + d.resultTtlMs,
+        attempts: job.attemptsStarted || 1,
         result: {
-          format: d.format, contentType: CONTENT_TYPES[d.format], bytes: data.length, width: out.width, height: out.height,
-          seed: out.seed, prompts: out.prompts, timingsMs: { ...out.timingsMs }, blob,
+          format: d.format,
+          contentType: CONTENT_TYPES[d.format],
+          bytes: data.length,
+          width: out.width,
+          height: out.height,
+          seed: out.seed,
+          prompts: out.prompts,
+          timingsMs: { ...out.timingsMs },
+          blob,
         },
       });
       if (!won && record.state !== 'done') await this.#blobs.delete(blob.name); // cancelled meanwhile: our result is not the job's
@@ -375,7 +414,14 @@ class QueueWorker implements XpsrWorker {
   }
 
   /** Ends, retries or hands back a job whose attempt threw (never returns normally unless an earlier attempt had finished it). */
-  async #failed(r: DeviceRunner, job: Job<QueueJobData, FinalRecord>, token: string | undefined, run: Running, e: unknown, startedAt: number): Promise<FinalRecord> {
+  async #failed(
+    r: DeviceRunner,
+    job: Job<QueueJobData, FinalRecord>,
+    token: string | undefined,
+    run: Running,
+    e: unknown,
+    startedAt: number,
+  ): Promise<FinalRecord> {
     const err = e as { code?: unknown; message?: unknown };
     const coded = typeof err?.code === 'string';
     const code = coded ? (err.code as string) : 'ERR_INTERNAL';
@@ -404,8 +450,17 @@ class QueueWorker implements XpsrWorker {
     const now = Date.now();
     const d = job.data;
     const { record } = await settle(this.#redis, this.#keys, {
-      id: job.id!, state, error, result: null, device: r.name, worker: this.name, createdAt: d.createdAt, startedAt, finishedAt: now,
-      expiresAt: now + d.resultTtlMs, attempts: job.attemptsStarted || 1,
+      id: job.id!,
+      state,
+      error,
+      result: null,
+      device: r.name,
+      worker: this.name,
+      createdAt: d.createdAt,
+      startedAt,
+      finishedAt: now,
+      expiresAt: now + d.resultTtlMs,
+      attempts: job.attemptsStarted || 1,
     });
     await this.#dropInput(d, job.id!);
     this.metrics.attempt(r.name, record.state === 'done' ? 'duplicate' : record.state, record.error?.code);
@@ -415,8 +470,11 @@ class QueueWorker implements XpsrWorker {
 
   async #readInput(d: QueueJobData): Promise<Buffer> {
     if (d.input.store !== this.#blobs.kind)
-      throw new XpsrError(ERR_BLOB_STORE_MISMATCH, `the job's input is in the ${d.input.store} blob store but this worker uses the ${this.#blobs.kind} ` +
-        'store: start the servers and the workers with the same --blob-dir (or none)');
+      throw new XpsrError(
+        ERR_BLOB_STORE_MISMATCH,
+        `the job's input is in the ${d.input.store} blob store but this worker uses the ${this.#blobs.kind} ` +
+          'store: start the servers and the workers with the same --blob-dir (or none)',
+      );
     const input = await this.#blobs.get(d.input.name);
     if (!input) throw new XpsrError(ERR_INPUT_EXPIRED, 'the input image expired before a worker took the job (raise --input-ttl or add workers)');
     return input;
@@ -470,9 +528,11 @@ class QueueWorker implements XpsrWorker {
         for (const r of this.#runners) m.del(this.#keys.worker(r.name)).zrem(this.#keys.workers, r.name);
         await m.exec().catch(() => undefined);
       }
-      await Promise.all(this.#runners.map(async (r) => {
-        if (r.owned) await r.engine?.dispose();
-      }));
+      await Promise.all(
+        this.#runners.map(async (r) => {
+          if (r.owned) await r.engine?.dispose();
+        }),
+      );
       await this.#metricsServer?.close();
       await Promise.all([quit(this.#subscriber), quit(this.#redis)]);
       this.#stoppedResolve();

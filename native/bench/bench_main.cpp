@@ -42,7 +42,6 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-
 const char* kUsage =
     "xpsr_bench [--device cpu|cuda|cuda:N] [--latent 64] [--steps N] [--only step,vae_encode,vae_decode,text]\n"
     "           [--threads N] [--repeat N] [--precision fp32|bf16|both]\n"
@@ -53,7 +52,7 @@ const char* kUsage =
 struct Result {
   std::string name;
   double ms_first = 0, ms = 0, gflop = 0;
-  double cpu_s = 0;  // process CPU time of the best run (all threads; CPU backend only)
+  double cpu_s = 0;                    // process CPU time of the best run (all threads; CPU backend only)
   double gemm_wall = 0, gemm_cpu = 0;  // the baseline GEMM re-measured right before and after (mean)
   size_t arena = 0;
   int runs = 0;
@@ -166,7 +165,8 @@ void write_components(std::ostringstream& js, const char* key, const std::vector
        << ", \"arena_mib\": " << (r.arena >> 20) << ", \"runs\": " << r.runs;
     if (!cuda && r.cpu_s > 0)
       js << ", \"cpu_s\": " << r.cpu_s << ", \"gflops_per_cpu_s\": " << r.gflop / r.cpu_s
-         << ", \"gemm_gflops_per_cpu_s\": " << r.gemm_cpu << ", \"cpu_ratio_to_gemm\": " << r.gflop / r.cpu_s / r.gemm_cpu;
+         << ", \"gemm_gflops_per_cpu_s\": " << r.gemm_cpu
+         << ", \"cpu_ratio_to_gemm\": " << r.gflop / r.cpu_s / r.gemm_cpu;
     if (ref)
       for (const Result& f : *ref)
         if (f.name == r.name && r.cpu_s > 0 && r.ms > 0)
@@ -264,9 +264,10 @@ int main(int argc, char** argv) {
         ct.data.insert(ct.data.end(), c.data.begin(), c.data.end());
         req.in.cond = ct;
         req.in.timestep = 951;
-        results.push_back(measure("cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w),
-                                  [&](RunStats* st) { e.step(req, nullptr, st); }, repeat, base));
-  #ifdef XPSR_HAVE_CUDA
+        results.push_back(measure(
+            "cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w),
+            [&](RunStats* st) { e.step(req, nullptr, st); }, repeat, base));
+#ifdef XPSR_HAVE_CUDA
         if (cuda) {  // the step is one plan: its captured graph's kernel nodes are the launches per step
           const CudaBackendStats st = cuda_backend_stats(e.backend());
           if (st.graphs_captured > 0) {
@@ -278,7 +279,7 @@ int main(int argc, char** argv) {
             log("kernel launches per CFG step: unknown (no graph captured: " + st.last_graph_failure + ")");
           }
         }
-  #endif
+#endif
         if (steps > 0) {
           t0 = now_ms();
           const double c0 = cpu::process_cpu_seconds();
@@ -307,13 +308,15 @@ int main(int argc, char** argv) {
         ModelInfo vae = e.load(ModelKind::Vae, o);
         if (want("vae_encode")) {
           VaeEncodeRequest req{vae.id, randn({1, 3, H, W}, 7, 0.5f), false};
-          results.push_back(measure("vae_encode_" + std::to_string(H) + "x" + std::to_string(W),
-                                    [&](RunStats* st) { e.vae_encode(req, nullptr, st); }, repeat, base));
+          results.push_back(measure(
+              "vae_encode_" + std::to_string(H) + "x" + std::to_string(W),
+              [&](RunStats* st) { e.vae_encode(req, nullptr, st); }, repeat, base));
         }
         if (want("vae_decode")) {
           VaeDecodeRequest req{vae.id, randn({1, 4, h, w}, 8), false};
-          results.push_back(measure("vae_decode_" + std::to_string(H) + "x" + std::to_string(W),
-                                    [&](RunStats* st) { e.vae_decode(req, nullptr, st); }, repeat, base));
+          results.push_back(measure(
+              "vae_decode_" + std::to_string(H) + "x" + std::to_string(W),
+              [&](RunStats* st) { e.vae_decode(req, nullptr, st); }, repeat, base));
         }
         e.unload(vae.id);
       }
@@ -326,7 +329,8 @@ int main(int argc, char** argv) {
         req.model = te.id;
         req.input_ids = TokenIds{1, 77, {}};
         for (int i = 0; i < 77; ++i) req.input_ids.ids.push_back(i == 0 ? 49406 : (i < 20 ? 320 + i : 49407));
-        results.push_back(measure("text_encoder_1x77", [&](RunStats* st) { e.text_encode(req, nullptr, st); }, cuda ? repeat : 2, base));
+        results.push_back(measure(
+            "text_encoder_1x77", [&](RunStats* st) { e.text_encode(req, nullptr, st); }, cuda ? repeat : 2, base));
         e.unload(te.id);
       }
       return results;
@@ -354,13 +358,15 @@ int main(int argc, char** argv) {
     }
 
     std::ostringstream js;
-    js << "{\n  \"device\": \"" << device << "\",\n  \"description\": \"" << desc << "\",\n  \"latent\": [" << h << ", " << w
-       << "],\n  \"hardware_threads\": " << std::thread::hardware_concurrency()
+    js << "{\n  \"device\": \"" << device << "\",\n  \"description\": \"" << desc << "\",\n  \"latent\": [" << h << ", "
+       << w << "],\n  \"hardware_threads\": " << std::thread::hardware_concurrency()
        << ",\n  \"baseline_gemm_gflops_per_s\": " << gemm.wall;
     if (!cuda) js << ",\n  \"baseline_gemm_gflops_per_cpu_s\": " << gemm.cpu;
     if (gemm_bf16.cpu > 0)
-      js << ",\n  \"bf16\": {\"description\": \"" << desc_bf16 << "\", \"baseline_gemm_gflops_per_s\": " << gemm_bf16.wall
-         << ", \"baseline_gemm_gflops_per_cpu_s\": " << gemm_bf16.cpu << ", \"gemm_speedup_vs_fp32\": " << gemm_bf16.wall / gemm.wall
+      js << ",\n  \"bf16\": {\"description\": \"" << desc_bf16
+         << "\", \"baseline_gemm_gflops_per_s\": " << gemm_bf16.wall
+         << ", \"baseline_gemm_gflops_per_cpu_s\": " << gemm_bf16.cpu
+         << ", \"gemm_speedup_vs_fp32\": " << gemm_bf16.wall / gemm.wall
          << ", \"gemm_cpu_speedup_vs_fp32\": " << gemm_bf16.cpu / gemm.cpu << "}";
     if (run_fp32) write_components(js, "components", results, cuda, nullptr);
     if (run_bf16) write_components(js, "components_bf16", results_bf16, cuda, run_fp32 ? &results : nullptr);
@@ -375,9 +381,10 @@ int main(int argc, char** argv) {
         }
         return o;
       };
-      js << ",\n  \"cuda\": {\"launches_per_step\": " << launches_per_step << ", \"graph_nodes_per_step\": " << graph_nodes_per_step
-         << ", \"graphs_captured\": " << st.graphs_captured << ", \"graph_replays\": " << st.graph_replays
-         << ", \"graph_fallbacks\": " << st.graph_fallbacks << ", \"last_graph_failure\": \"" << esc(st.last_graph_failure)
+      js << ",\n  \"cuda\": {\"launches_per_step\": " << launches_per_step
+         << ", \"graph_nodes_per_step\": " << graph_nodes_per_step << ", \"graphs_captured\": " << st.graphs_captured
+         << ", \"graph_replays\": " << st.graph_replays << ", \"graph_fallbacks\": " << st.graph_fallbacks
+         << ", \"last_graph_failure\": \"" << esc(st.last_graph_failure)
          << "\", \"device_used_peak_bytes\": " << st.device_used_peak << ", \"act_bytes_peak\": " << st.act_bytes_peak
          << ", \"tile_notes\": \"" << esc(st.tile_notes) << "\"}";
       log("peak device memory " + std::to_string(st.device_used_peak >> 20) + " MiB, graph fallbacks " +

@@ -61,16 +61,16 @@ void pack_kv(const Geo& g, int64_t b, int64_t h, int64_t j0, int64_t j1, float* 
 }
 
 // One query block of one (b, h): queries [q0, q0+rows).
-void query_block(const Kernels& kr, const Geo& g, int64_t b, int64_t h, int64_t q0, const float* kp,
-                 const float* vt, float* work) {
+void query_block(const Kernels& kr, const Geo& g, int64_t b, int64_t h, int64_t q0, const float* kp, const float* vt,
+                 float* work) {
   const AttentionArgs& a = *g.a;
   const int64_t rows = std::min(g.bq, (int64_t)a.Lq - q0), d = g.d;
-  float* Qt = work;                 // [qpan][d][16], scaled by scale * log2(e)
-  float* S = Qt + g.qpan * d * kPanel;  // [qpan][bk][16]
+  float* Qt = work;                        // [qpan][d][16], scaled by scale * log2(e)
+  float* S = Qt + g.qpan * d * kPanel;     // [qpan][bk][16]
   float* Ot = S + g.qpan * g.bk * kPanel;  // [dpad][bq]
-  float* m = Ot + g.dpad * g.bq;    // [bq] running max (base-2 logits)
-  float* l = m + g.bq;              // [bq] running sum
-  float* corr = l + g.bq;           // [bq] rescale of the current key block
+  float* m = Ot + g.dpad * g.bq;           // [bq] running max (base-2 logits)
+  float* l = m + g.bq;                     // [bq] running sum
+  float* corr = l + g.bq;                  // [bq] rescale of the current key block
   const float* Q = static_cast<const float*>(a.q);
   const float qs = a.scale * kLog2e;
   std::memset(Qt, 0, sizeof(float) * (size_t)(g.qpan * d * kPanel));
@@ -154,10 +154,9 @@ void attention_op(Context& ctx, const AttentionArgs& a) {
   const int64_t pairs = (int64_t)a.B * a.heads;
   const int64_t group = std::clamp<int64_t>(kPackBudget / g.pair_floats, 1, pairs);
   const int64_t T = ctx.pool.size();
-  const int64_t work_floats =
-      round_up(g.qpan * kPanel * (g.d + g.bk) + g.dpad * g.bq + 3 * g.bq, 16);
-  float* packed = static_cast<float*>(
-      ctx.scratch.get(sizeof(float) * (size_t)(group * g.pair_floats + T * work_floats)));
+  const int64_t work_floats = round_up(g.qpan * kPanel * (g.d + g.bk) + g.dpad * g.bq + 3 * g.bq, 16);
+  float* packed =
+      static_cast<float*>(ctx.scratch.get(sizeof(float) * (size_t)(group * g.pair_floats + T * work_floats)));
   float* work = packed + group * g.pair_floats;
   const int64_t kchunks = ceil_div(g.lkpad, g.bk);
   for (int64_t p0 = 0; p0 < pairs; p0 += group) {

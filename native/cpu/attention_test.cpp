@@ -17,8 +17,8 @@ struct AttnCase {
   int B, Lq, Lk, heads, d;
   bool causal = false;
   int ldq = 0, ldk = 0, ldv = 0, ldo = 0;  // 0: heads * d
-  int row_step = 1;                          // reference for every row_step-th query row (plus the last)
-  double amp = 1.0;                          // input range: larger -> sharper softmax
+  int row_step = 1;                        // reference for every row_step-th query row (plus the last)
+  double amp = 1.0;                        // input range: larger -> sharper softmax
   double tol = 2e-5;
 };
 
@@ -50,7 +50,8 @@ void run_attention(Backend& be, const AttnCase& c, uint64_t seed) {
         for (int j = 0; j < nk; ++j) {
           double dot = 0;
           for (int t = 0; t < c.d; ++t)
-            dot += (double)q[((size_t)b * c.Lq + i) * ldq + h * c.d + t] * k[((size_t)b * c.Lk + j) * ldk + h * c.d + t];
+            dot +=
+                (double)q[((size_t)b * c.Lq + i) * ldq + h * c.d + t] * k[((size_t)b * c.Lk + j) * ldk + h * c.d + t];
           s[j] = dot * (double)a.scale;
           mx = std::max(mx, s[j]);
         }
@@ -84,13 +85,13 @@ TEST(cpu_attention_sd_shapes) {
     std::printf("    kernel set %s\n", cpu::isa_name(isa));
     auto be = make_cpu_backend();
     if (isa != cpu::Isa::Portable)
-      run_attention(*be, {1, 4096, 4096, 8, 40, false, 0, 0, 0, 0, 331}, 1);           // level-0 self-attention
-    run_attention(*be, {2, 1024, 77, 8, 80, false, 3 * 640, 1280, 1280, 0, 37}, 2);   // level-1 cross, packed q|kv
-    run_attention(*be, {2, 256, 77, 8, 160, false, 0, 0, 0, 0, 7}, 3);                // level-2 cross
+      run_attention(*be, {1, 4096, 4096, 8, 40, false, 0, 0, 0, 0, 331}, 1);         // level-0 self-attention
+    run_attention(*be, {2, 1024, 77, 8, 80, false, 3 * 640, 1280, 1280, 0, 37}, 2);  // level-1 cross, packed q|kv
+    run_attention(*be, {2, 256, 77, 8, 160, false, 0, 0, 0, 0, 7}, 3);               // level-2 cross
     run_attention(*be, {2, 64, 64, 8, 160, false, 3 * 1280, 3 * 1280, 3 * 1280, 1280, 1}, 4);  // mid self, packed qkv
-    run_attention(*be, {1, 256, 256, 1, 512, false, 0, 0, 0, 0, 5}, 5);                // VAE mid (single head)
-    run_attention(*be, {2, 77, 77, 12, 64, true, 0, 0, 0, 0, 1}, 6);                   // CLIP causal
-    run_attention(*be, {1, 1024, 1024, 8, 80, false, 0, 0, 0, 0, 101, 4.0}, 7);        // sharp softmax
+    run_attention(*be, {1, 256, 256, 1, 512, false, 0, 0, 0, 0, 5}, 5);                        // VAE mid (single head)
+    run_attention(*be, {2, 77, 77, 12, 64, true, 0, 0, 0, 0, 1}, 6);                           // CLIP causal
+    run_attention(*be, {1, 1024, 1024, 8, 80, false, 0, 0, 0, 0, 101, 4.0}, 7);                // sharp softmax
   }
 }
 
@@ -101,9 +102,14 @@ TEST(cpu_attention_odd_sizes) {
     std::printf("    kernel set %s\n", cpu::isa_name(isa));
     auto be = make_cpu_backend(3);
     const AttnCase cases[] = {
-        {1, 1, 1, 1, 1},           {1, 5, 300, 3, 7},  {2, 300, 300, 2, 9, true},  {1, 70, 513, 1, 17},
-        {3, 13, 11, 5, 33},        {1, 2, 257, 1, 16, false, 0, 0, 0, 0, 1, 12.0},
-        {1, 600, 600, 1, 24, true, 0, 0, 0, 0, 1, 3.0}, {1, 9, 9, 4, 3, true, 20, 14, 13, 15},
+        {1, 1, 1, 1, 1},
+        {1, 5, 300, 3, 7},
+        {2, 300, 300, 2, 9, true},
+        {1, 70, 513, 1, 17},
+        {3, 13, 11, 5, 33},
+        {1, 2, 257, 1, 16, false, 0, 0, 0, 0, 1, 12.0},
+        {1, 600, 600, 1, 24, true, 0, 0, 0, 0, 1, 3.0},
+        {1, 9, 9, 4, 3, true, 20, 14, 13, 15},
         {1, 130, 131, 2, 41, true, 0, 0, 0, 0, 1, 2.0},  // key blocks of 126 / 128 split a causal block
     };
     uint64_t seed = 30;
@@ -177,8 +183,9 @@ TEST(cpu_softmax_panel_kernel) {
         for (int64_t r = 0; r < rows; ++r) {
           // the kernel's argument is the f32 difference s - m (m is a data value); exp2 of it in double
           const double eb = r <= delta + rows + q ? std::exp2((double)(b[r * 16 + q] - (float)mx)) : 0.0;
-          CHECK_MSG(std::fabs(pb[r * 16 + q] - eb) <= 3e-7 * std::max(eb, 1e-30) || (eb == 0.0 && pb[r * 16 + q] == 0.0f),
-                    "second block probabilities");
+          CHECK_MSG(
+              std::fabs(pb[r * 16 + q] - eb) <= 3e-7 * std::max(eb, 1e-30) || (eb == 0.0 && pb[r * 16 + q] == 0.0f),
+              "second block probabilities");
           if (r > delta + q) CHECK_MSG(pa[r * 16 + q] == 0.0f, "masked entries are exactly 0");
         }
       }

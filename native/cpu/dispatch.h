@@ -79,10 +79,10 @@ struct Kernels {
   void (*to_bf16)(const float* x, uint16_t* y, size_t n) = nullptr;
 };
 
-const Kernels& kernels();          // the active set
-Isa best_isa();                    // best set compiled in, supported by this CPU, allowed by XPSR_CPU_ISA
-bool isa_available(Isa isa);       // compiled in and supported by this CPU
-void set_isa(Isa isa);             // switch the active set (tests); throws Error(Unsupported) if unavailable
+const Kernels& kernels();     // the active set
+Isa best_isa();               // best set compiled in, supported by this CPU, allowed by XPSR_CPU_ISA
+bool isa_available(Isa isa);  // compiled in and supported by this CPU
+void set_isa(Isa isa);        // switch the active set (tests); throws Error(Unsupported) if unavailable
 const char* isa_name(Isa isa);
 // bf16 compute mode usable: the CPU has AVX512_BF16 and the AVX-512 set is the best allowed
 // (XPSR_CPU_ISA=avx2 turns it off).

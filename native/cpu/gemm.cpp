@@ -94,7 +94,7 @@ void pack_b_conv_bf16(const float* w, int64_t Ko, int64_t C, int64_t R, int64_t 
 
 namespace {
 
-constexpr int64_t kNcPanels = 16;   // 256 columns per NC block: the KC x NC block of B is 192-256 KB
+constexpr int64_t kNcPanels = 16;    // 256 columns per NC block: the KC x NC block of B is 192-256 KB
 constexpr int64_t kSuperRows = 384;  // rows per super-block: its C block (384 x 256 floats) is 384 KB
 
 // Copies columns [k0, k0+kc) of the im2col row of output pixel (n, p, q) into dst. No divisions in
@@ -266,14 +266,14 @@ void epilogue_only(int64_t M, int64_t N, const Epilogue& ep, float* y, int64_t l
 
 }  // namespace
 
-void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep,
-          float* y, int64_t ldy) {
+void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep, float* y,
+          int64_t ldy) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return epilogue_only(M, N, ep, y, ldy);
   const Kernels& kr = kernels();
   const bool bf16 = b.bf16 != nullptr;
-  XPSR_CHECK(!bf16 || kr.ukr_bf16, ErrorCode::Unsupported, "bf16 GEMM needs the AVX-512 kernel set (active: ",
-             kr.name, ")");
+  XPSR_CHECK(!bf16 || kr.ukr_bf16, ErrorCode::Unsupported, "bf16 GEMM needs the AVX-512 kernel set (active: ", kr.name,
+             ")");
   // K blocks of equal size (at most kr.kc, even so bf16 pairs never straddle a block): K = 640 runs as
   // 4 x 160, not 3 x 192 + a 64-deep pass that pays the C tile loads / stores for a third of the work.
   const int64_t kc = std::min(K, round_up(ceil_div(K, ceil_div(K, (int64_t)kr.kc)), 2));

@@ -61,7 +61,7 @@ struct Epilogue {
 };
 
 // Multi-threaded driver. y must not overlap A.
-void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep,
-          float* y, int64_t ldy);
+void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep, float* y,
+          int64_t ldy);
 
 }  // namespace xpsr::cpu

@@ -24,7 +24,9 @@ void require_bf16() {
   if (!cpu_bf16_available()) SKIP("this CPU has no AVX512_BF16 (or XPSR_CPU_ISA disables AVX-512): bf16 mode untested");
 }
 
-std::unique_ptr<Backend> bf16_backend(int threads) { return make_cpu_backend(CpuBackendOptions{threads, CpuPrecision::BF16}); }
+std::unique_ptr<Backend> bf16_backend(int threads) {
+  return make_cpu_backend(CpuBackendOptions{threads, CpuPrecision::BF16});
+}
 
 struct Case {
   int M, K, N;
@@ -114,7 +116,7 @@ TEST(cpu_bf16_linear) {
   require_bf16();
   auto be = bf16_backend(0);
   CHECK(be->description().find("bf16") != std::string::npos);
-  run_linear_bf16(*be, {4096, 320, 320, true, false, false, 97}, 1);   // level-0 q/k/v/out
+  run_linear_bf16(*be, {4096, 320, 320, true, false, false, 97}, 1);    // level-0 q/k/v/out
   run_linear_bf16(*be, {512, 1280, 10240, true, false, false, 61}, 2);  // level-2 GEGLU proj (panel split)
   run_linear_bf16(*be, {128, 5120, 1280, true, true, false, 9}, 3);     // level-3 FF out + residual
   run_linear_bf16(*be, {154, 768, 640, false, false, false, 1}, 4);     // cross-attention K/V
@@ -137,7 +139,7 @@ TEST(cpu_bf16_work_split) {
 TEST(cpu_bf16_conv) {
   require_bf16();
   auto be = bf16_backend(0);
-  run_conv_bf16(*be, 2, 64, 320, 320, 1, 517, 1);  // level-0 resnet conv
+  run_conv_bf16(*be, 2, 64, 320, 320, 1, 517, 1);   // level-0 resnet conv
   run_conv_bf16(*be, 2, 16, 1280, 1280, 1, 37, 2);  // level-2 (panel split, K = 11520)
   run_conv_bf16(*be, 1, 64, 3, 16, 1, 7, 3);        // 3-channel input conv (K = 27, odd)
   run_conv_bf16(*be, 2, 13, 33, 40, 2, 1, 4);       // odd size, stride 2, edge tiles

@@ -149,9 +149,9 @@ void softmax_panel(float* s, int64_t nk, int64_t delta, float* m, float* l, floa
   }
 }
 
-const Kernels kPortable = {Isa::Portable, "portable", kMr,   1,     256,          64,
-                           ukr,          unary,      axpby, norm_apply, geglu, channel_stats, layer_norm_row,
-                           softmax_panel};
+const Kernels kPortable = {
+    Isa::Portable, "portable",     kMr,          1, 256, 64, ukr, unary, axpby, norm_apply, geglu,
+    channel_stats, layer_norm_row, softmax_panel};
 
 }  // namespace
 

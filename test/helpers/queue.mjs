@@ -15,8 +15,11 @@ export const FAST_LOCKS = ['--lock-duration', '2', '--stalled-interval', '1'];
  * consumes jobs; `exited` with { code, signal }.
  */
 export function spawnWorker(redisUrl, { name, args = [] } = {}) {
-  const proc = spawn(process.execPath, [CLI, 'worker', '--redis', redisUrl, '--model', model, '--device', 'cpu', '--threads', '1',
-    '--name', name, ...FAST_LOCKS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(
+    process.execPath,
+    [CLI, 'worker', '--redis', redisUrl, '--model', model, '--device', 'cpu', '--threads', '1', '--name', name, ...FAST_LOCKS, ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let stderr = '';
   let onLine = () => {};
   const ready = new Promise((resolve, reject) => {
@@ -33,7 +36,10 @@ export function spawnWorker(redisUrl, { name, args = [] } = {}) {
   proc.stdout.on('data', () => undefined);
   const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
   return {
-    proc, name, ready, exited,
+    proc,
+    name,
+    ready,
+    exited,
     get stderr() {
       return stderr;
     },

@@ -53,8 +53,26 @@ export async function startRedis(config = {}) {
   if (!haveRedis()) throw new Error(`${REDIS_SERVER} not found: install Debian's redis-server (apt-get install -y redis-server)`);
   const dir = mkdtempSync(path.join(tmpdir(), 'xpsr-redis-'));
   const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes',
-    '--appendfsync', 'always', '--maxmemory-policy', 'noeviction', '--protected-mode', 'no', '--loglevel', 'warning'];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'always',
+    '--maxmemory-policy',
+    'noeviction',
+    '--protected-mode',
+    'no',
+    '--loglevel',
+    'warning',
+  ];
   for (const [k, v] of Object.entries(config)) args.push(`--${k}`, String(v));
   let proc;
   let log = '';
