@@ -282,6 +282,16 @@ test('doctor: build, CUDA architectures, the device a run would use, env variabl
   t.regex(r.stdout, /^device: auto -> (cpu|cuda:0) \(/m);
   r = xpsr(['doctor', '--device', 'cpu']);
   t.regex(r.stdout, /^device: cpu -> cpu \(CPU/m);
+  // a CUDA build summarises its kernels' resources; --verbose lists the hot kernels (registers, smem, CTAs/SM)
+  const cudaBuilt = /^CUDA architectures: sm_/m.test(r.stdout);
+  if (cudaBuilt) {
+    t.regex(r.stdout, /^CUDA kernels: (\d+ instantiations for sm_|no resource report)/m);
+    const verbose = xpsr(['doctor', '--device', 'cpu', '--verbose']);
+    t.is(verbose.status, 0, verbose.stdout);
+    if (/^CUDA kernels: \d+/m.test(verbose.stdout)) t.regex(verbose.stdout, /^ {2}sm_\d+ +\S.* +\d+ regs +[\d.]+ KiB smem +\d+ thr +CTAs\/SM /m);
+  } else {
+    t.notRegex(r.stdout, /^CUDA kernels:/m);
+  }
   // weights from the environment, as for xpsr upscale
   r = xpsr(['doctor'], { env: { ...process.env, XPSR_MODEL: model } });
   t.is(r.status, 0, r.stdout);

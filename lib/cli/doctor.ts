@@ -13,17 +13,19 @@ import { captionerAddonSpec, captionerDisabledByEnv } from '../captioners/native
 import { Engine } from '../engine/engine.js';
 import { checkWeightsReport } from '../weights/index.js';
 import { checkLoadOptions } from '../options.js';
+import { cudaResourceLines, readCudaResources } from '../cuda-resources.js';
 import { EXIT, asUsage, describeError, parseFlags } from './common.js';
 
 const HELP = `Usage: xpsr doctor [--sd DIR|FILE|REPO_ID] [--xpsr DIR|REPO_ID] [--model DIR] [--variant fp16] [--sd-config DIR]
-                   [--device auto|cpu|cuda|cuda:N]
+                   [--device auto|cpu|cuda|cuda:N] [--verbose]
 
 Prints the build, backends, CPU features, GPUs and the device a run would use. With weights, checks
 every component without running anything: SD-1.5 (--sd: a diffusers folder with text_encoder, tokenizer,
 vae, scheduler; an original-layout single file; or a repo id in the local Hugging Face cache),
 the XPSR checkpoint (--xpsr: unet, controlnet), or one folder holding all (--model). Weights default
 to the env variables XPSR_SD, XPSR_WEIGHTS and XPSR_MODEL, as for xpsr upscale.
-Exit status: 0 all checks passed, 1 a problem was found, 2 usage error.
+--verbose (-v) adds the CUDA kernels' registers, shared memory, CTAs per SM and spills (ptxas report of
+the build). Exit status: 0 all checks passed, 1 a problem was found, 2 usage error.
 `;
 
 export async function runDoctorCommand(argv: string[]): Promise<number> {
@@ -35,6 +37,7 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     variant: { type: 'string' },
     'sd-config': { type: 'string' },
     device: { type: 'string' },
+    verbose: { type: 'boolean', short: 'v' },
     help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
@@ -71,6 +74,8 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     out(`backends built: ${info.backends.join(', ')}`);
     const archs = info.cudaArchitectures;
     out(`CUDA architectures: ${!info.cudaBuilt ? 'none (built without CUDA)' : archs?.length ? archs.join(', ') : 'unknown'}`);
+    // registers, shared memory, occupancy and spills per kernel, from the build's ptxas report
+    if (info.cudaBuilt) for (const line of cudaResourceLines(readCudaResources(), v.verbose)) out(line);
     out(`CPU: ${info.hardwareThreads} hardware threads; features: ${info.cpuFeatures.join(' ') || 'none detected'}; ${info.cpuBackend}`);
     const devs = addon.listDevices();
     if (devs.cuda.length === 0) out(`GPUs: none usable (${devs.reason})`);

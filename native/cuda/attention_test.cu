@@ -205,7 +205,7 @@ TEST(cuda_op_attention_multi_problem_launch) {
   AttnCase sp{"SFA spatial", 2, 1024, 1024, 8, 80, false, false, 0, 64};
   auto s1 = setup(hi, 330), s2 = setup(lo, 331), s3 = setup(sp, 332);
   AttentionArgs probs[3] = {s1->args(hi, false), s2->args(lo, false), s3->args(sp, false)};
-  attention_multi(gpu(), probs, 3);
+  gpu().attention_multi(probs, 3);
   gpu().synchronize();
   compare(hi, *s1);
   compare(lo, *s2);
@@ -231,19 +231,19 @@ TEST(cuda_op_attention_tile_edges) {
   run_attn({"peaky generic d512", 1, 200, 200, 1, 512, false, false, 0, 0, 8.0f}, 362);
 }
 
-// Backend::attention_batched (task: SFA): one query length, two different K/V contexts - the 77-token
+// Backend::attention_multi (task: SFA): one query length, two different K/V contexts - the 77-token
 // high-level context and the 4096-token low-level one - in ONE launch on CUDA, compared to two single
 // attention() calls on the CPU backend. Then the same inside execute() (eager, captured graph, replay),
 // a heterogeneous list (different head dims and causal flags: the per-problem fallback) and 5 problems
 // (more than kMaxAttnProblems = 4 per launch).
-TEST(cuda_op_attention_batched_sfa) {
+TEST(cuda_op_attention_multi_sfa) {
   Backend& g = gpu();
   {
     AttnCase hi{"SFA batched: ctx 77 (d40)", 2, 4096, 77, 8, 40, false, false, 0, 64};
     AttnCase lo{"SFA batched: ctx 4096 (d40)", 2, 4096, 4096, 8, 40, false, false, 0, 64};
     auto s1 = setup(hi, 340), s2 = setup(lo, 341);
     AttentionArgs probs[2] = {s1->args(hi, false), s2->args(lo, false)};
-    g.attention_batched(probs, 2);
+    g.attention_multi(probs, 2);
     g.synchronize();
     compare(hi, *s1);
     compare(lo, *s2);
@@ -258,7 +258,7 @@ TEST(cuda_op_attention_batched_sfa) {
     for (int call = 0; call < 3; ++call) {  // eager, capture + launch, replay
       s1->o->poison();
       s2->o->poison();
-      g.execute(&tag, [&] { g.attention_batched(probs, 2); });
+      g.execute(&tag, [&] { g.attention_multi(probs, 2); });
       compare(hi, *s1);
       compare(lo, *s2);
     }
@@ -275,7 +275,7 @@ TEST(cuda_op_attention_batched_sfa) {
     std::vector<std::unique_ptr<AttnSetup>> st;
     std::vector<AttentionArgs> probs;
     for (int i = 0; i < 5; ++i) st.push_back(setup(c[i], 344 + i)), probs.push_back(st[i]->args(c[i], false));
-    g.attention_batched(probs.data(), 5);
+    g.attention_multi(probs.data(), 5);
     g.synchronize();
     for (int i = 0; i < 5; ++i) compare(c[i], *st[i]);
   }
@@ -286,7 +286,7 @@ TEST(cuda_op_attention_batched_sfa) {
     std::vector<std::unique_ptr<AttnSetup>> st;
     std::vector<AttentionArgs> probs;
     for (int i = 0; i < 5; ++i) st.push_back(setup(c[i], 350 + i)), probs.push_back(st[i]->args(c[i], false));
-    g.attention_batched(probs.data(), 5);
+    g.attention_multi(probs.data(), 5);
     g.synchronize();
     for (int i = 0; i < 5; ++i) compare(c[i], *st[i]);
   }

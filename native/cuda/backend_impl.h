@@ -52,9 +52,9 @@ class CudaBackend final : public Backend {
   void group_norm(const GroupNormArgs& a) override;
   void layer_norm(const LayerNormArgs& a) override;
   void attention(const AttentionArgs& a) override;
-  // Same-head-dim, same-causal problems run as ONE launch (attention_multi); anything else falls back to a
-  // loop of attention() calls (inside attention_multi).
-  void attention_batched(const AttentionArgs* problems, int count) override { attention_multi(problems, count); }
+  // Same-head-dim, same-causal problems run as ONE launch; anything else falls back to a loop of
+  // attention() calls.
+  void attention_multi(const AttentionArgs* problems, int count) override;
   void geglu(const GegluArgs& a) override;
   void unary(const UnaryArgs& a) override;
   void axpby(const AxpbyArgs& a) override;
@@ -69,7 +69,6 @@ class CudaBackend final : public Backend {
   void synchronize() override;
 
   // Extensions (reached through cuda_backend.h free functions).
-  void attention_multi(const AttentionArgs* problems, int count);
   CudaBackendStats stats() const;
   cudaStream_t stream() const { return stream_; }
   std::string tile_notes() const;  // policy, the d=160 variant and registers per tile on this device

@@ -44,10 +44,4 @@ CudaBackendStats cuda_backend_stats(const Backend& b);
 // The cudaStream_t (as void*) a CUDA backend runs its ops on, for interop and benchmarks; null otherwise.
 void* cuda_backend_stream(const Backend& b);
 
-// Several independent attention problems of the same head_dim in ONE launch (e.g. the high- and
-// low-level branches of a Semantic-Fusion Attention block). Same result as calling b.attention() on
-// each. Works on any backend (falls back to a loop); on CUDA it is a single kernel launch for up to 4
-// problems with the fast path. See native/cuda/attention.cuh.
-void attention_multi(Backend& b, const AttentionArgs* problems, int count);
-
 }  // namespace xpsr

@@ -97,12 +97,4 @@ void* cuda_backend_stream(const Backend& b) {
   return nullptr;
 }
 
-void attention_multi(Backend& b, const AttentionArgs* problems, int count) {
-  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&b)) {
-    c->attention_multi(problems, count);
-    return;
-  }
-  for (int i = 0; i < count; ++i) b.attention(problems[i]);
-}
-
 }  // namespace xpsr

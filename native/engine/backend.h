@@ -225,7 +225,7 @@ class Backend {
   virtual void attention(const AttentionArgs& a) = 0;
   // Several independent attention problems (e.g. the high- and low-level branches of a Semantic-Fusion
   // Attention unit, which read the same input). Backends that can run them in one launch override this.
-  virtual void attention_batched(const AttentionArgs* problems, int count) {
+  virtual void attention_multi(const AttentionArgs* problems, int count) {
     for (int i = 0; i < count; ++i) attention(problems[i]);
   }
   virtual void geglu(const GegluArgs& a) = 0;

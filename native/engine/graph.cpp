@@ -251,19 +251,19 @@ Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
   return out;
 }
 
-Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale) {
+Val Graph::attention_multi(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale) {
   Dims qd[2] = {dims(q0), dims(q1)}, kd[2] = {dims(k0), dims(k1)}, vd[2] = {dims(v0), dims(v1)};
   for (int i = 0; i < 2; ++i)
     if (qd[i].h != 1 || kd[i].h != 1 || qd[i].n != kd[i].n || kd[i].n != vd[i].n || kd[i].w != vd[i].w ||
         qd[i].c != kd[i].c || kd[i].c != vd[i].c || qd[i].c % heads)
-      shape_fail("attention_pair", "q " + qd[i].str() + ", k " + kd[i].str() + ", v " + vd[i].str());
-  if (!(qd[0] == qd[1])) shape_fail("attention_pair", "the two queries differ: " + qd[0].str() + " vs " + qd[1].str());
+      shape_fail("attention_multi", "q " + qd[i].str() + ", k " + kd[i].str() + ", v " + vd[i].str());
+  if (!(qd[0] == qd[1])) shape_fail("attention_multi", "the two queries differ: " + qd[0].str() + " vs " + qd[1].str());
   Dims yd = qd[0];
   yd.n *= 2;
   const Val q[2] = {q0, q1}, k[2] = {k0, k1}, v[2] = {v0, v1};
   double flops = 4.0 * qd[0].n * (double)qd[0].w * (kd[0].w + kd[1].w) * qd[0].c;
   Val out = push(
-      "attention_pair", {q0, k0, v0, q1, k1, v1}, yd,
+      "attention_multi", {q0, k0, v0, q1, k1, v1}, yd,
       [=](const Exec& e, Val y) {
         AttentionArgs a[2];
         const size_t elt = dtype_size(e.backend().act_dtype());
@@ -274,7 +274,7 @@ Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int he
           a[i].B = qd[0].n, a[i].Lq = qd[0].w, a[i].Lk = kd[i].w, a[i].heads = heads, a[i].head_dim = qd[0].c / heads;
           a[i].scale = scale, a[i].causal = false;
         }
-        e.backend().attention_batched(a, 2);
+        e.backend().attention_multi(a, 2);
       },
       flops);
   OpAttrs& A = attrs_of_last();

@@ -75,9 +75,9 @@ class Graph {
   Val layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps);
   // q: [B,1,Lq,*], k/v: [B,1,Lk,*] (may be column views); result [B,1,Lq,heads*head_dim].
   Val attention(Val q, Val k, Val v, int heads, float scale, bool causal = false);
-  // Two independent attention problems with equal q shapes in one op (backend.attention_batched: one
+  // Two independent attention problems with equal q shapes in one op (backend.attention_multi: one
   // launch on CUDA). Result [2B,1,Lq,C]: problem 0 in batch rows [0,B), problem 1 in [B,2B) (see rows()).
-  Val attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale);
+  Val attention_multi(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int heads, float scale);
   Val geglu(Val x);
   Val unary(Val x, UnaryOp op);
   Val silu(Val x) { return unary(x, UnaryOp::Silu); }

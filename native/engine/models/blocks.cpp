@@ -158,16 +158,16 @@ std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, V
     Val qkv[2];
     for (int i = 0; i < 2; ++i)
       qkv[i] = b[i]->attn1.qkv(g, g.layer_norm(t[i], b[i]->norm1.gamma.get(), b[i]->norm1.beta.get(), 1e-5f));
-    Val a = g.attention_pair(g.cols(qkv[0], 0, C), g.cols(qkv[0], C, C), g.cols(qkv[0], 2 * C, C), g.cols(qkv[1], 0, C),
-                             g.cols(qkv[1], C, C), g.cols(qkv[1], 2 * C, C), heads, scale);
+    Val a = g.attention_multi(g.cols(qkv[0], 0, C), g.cols(qkv[0], C, C), g.cols(qkv[0], 2 * C, C),
+                              g.cols(qkv[1], 0, C), g.cols(qkv[1], C, C), g.cols(qkv[1], 2 * C, C), heads, scale);
     for (int i = 0; i < 2; ++i) t[i] = b[i]->attn1.out(g, g.rows(a, i * N, N), t[i]);  // self-attention + residual
     Val q[2], kv[2];
     for (int i = 0; i < 2; ++i) {
       q[i] = b[i]->attn2.q(g, g.layer_norm(t[i], b[i]->norm2.gamma.get(), b[i]->norm2.beta.get(), 1e-5f));
       kv[i] = b[i]->attn2.kv(g, ctx[i]);
     }
-    a = g.attention_pair(q[0], g.cols(kv[0], 0, C), g.cols(kv[0], C, C), q[1], g.cols(kv[1], 0, C), g.cols(kv[1], C, C),
-                         heads, scale);
+    a = g.attention_multi(q[0], g.cols(kv[0], 0, C), g.cols(kv[0], C, C), q[1], g.cols(kv[1], 0, C),
+                          g.cols(kv[1], C, C), heads, scale);
     for (int i = 0; i < 2; ++i) {
       t[i] = b[i]->attn2.out(g, g.rows(a, i * N, N), t[i]);  // cross-attention + residual
       Val f = g.geglu(b[i]->ff_in(g, g.layer_norm(t[i], b[i]->norm3.gamma.get(), b[i]->norm3.beta.get(), 1e-5f)));

@@ -84,7 +84,7 @@ struct Transformer2D {
 };
 
 // Two Transformer2D modules (same width, heads and depth) applied in lockstep, so that their attention ops
-// pair up into attention_pair ops (one launch for both on CUDA). Same math as calling each alone.
+// pair up into attention_multi ops (one launch for both on CUDA). Same math as calling each alone.
 std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B,
                                      Val xb, Val ctx_b);
 

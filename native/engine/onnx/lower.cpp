@@ -30,7 +30,7 @@ class Lowerer {
   const LowerSpec& s_;
   Model m_;
   std::vector<std::array<std::string, 2>> names_;    // per value: ONNX name in CL / CF form ("" = none yet)
-  std::map<int, std::array<std::string, 2>> pairs_;  // attention_pair results: the two halves (CL)
+  std::map<int, std::array<std::string, 2>> pairs_;  // attention_multi results: the two halves (CL)
   std::map<std::string, std::string> consts_, weights_;
   std::map<std::string, const void*> weight_owner_;   // initializer name -> (weight, variant) key, for collisions
   std::map<std::string, std::string> scalar_inputs_;  // ONNX input name -> value of type T
@@ -445,7 +445,7 @@ void Lowerer::lower_node(int index, const Graph::Node& n) {
   } else if (n.op == "attention") {
     f = CL;
     out = attention(need(arg(0), CL), need(arg(1), CL), need(arg(2), CL), dims(arg(0)), dims(arg(1)).w, a);
-  } else if (n.op == "attention_pair") {
+  } else if (n.op == "attention_multi") {
     std::array<std::string, 2> halves;
     for (int i = 0; i < 2; ++i)
       halves[i] = attention(need(arg(3 * i), CL), need(arg(3 * i + 1), CL), need(arg(3 * i + 2), CL), dims(arg(3 * i)),
