@@ -1,16 +1,16 @@
 // The `xpsr` command as users run it: upscale (files, folders, JSON lines, errors), demo, doctor, parity.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync, cpSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, cpSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { root, fixtures, model } from './helpers/fixtures.mjs';
 import { readImageMetadata } from '../dist/lib/index.js';
+import { tempDir } from './helpers/tmp.mjs';
 
 const bin = path.join(root, 'dist', 'lib', 'cli', 'main.js');
 const xpsr = (args, opts = {}) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 300_000, ...opts });
-const tmp = () => mkdtempSync(path.join(tmpdir(), 'xpsr-cli-'));
+const tmp = () => tempDir('xpsr-cli-');
 const img = (n) => path.join(fixtures, 'images', n);
 const quick = ['--model', model, '--device', 'cpu', '--steps', '2', '--process-size', '64', '--seed', '3'];
 

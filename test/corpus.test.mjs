@@ -6,20 +6,20 @@
 // native half) and, until they are merged, a `pendingEngine` case may still kill the process that loads it.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync, copyFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, writeFileSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { XPSR } from '../dist/lib/index.js';
 import { fixtures, model, root } from './helpers/fixtures.mjs';
 import { imageCases } from './corpus/images.mjs';
 import { brokenModel, weightCases } from './corpus/weights.mjs';
+import { tempDir } from './helpers/tmp.mjs';
 
 const bin = path.join(root, 'dist', 'lib', 'cli', 'main.js');
 const probe = path.join(root, 'test', 'corpus', 'probe.mjs');
 const goodImage = path.join(fixtures, 'images', 'coffee_32x24.png');
 const quick = { steps: 1, processSize: 64, seed: 1 };
 const quickFlags = ['--steps', '1', '--process-size', '64', '--seed', '1'];
-const tmp = (p) => mkdtempSync(path.join(tmpdir(), `xpsr-corpus-${p}-`));
+const tmp = (p) => tempDir(`xpsr-corpus-${p}-`);
 /** The environment of a child: no XPSR_* variable of the caller leaks in. */
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('XPSR_')));
 const cli = (args, opts = {}) =>

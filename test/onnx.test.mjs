@@ -3,8 +3,7 @@
 // (same tolerances as the native engine's parity), in both layouts, fp16, with a dynamic batch and with
 // external weights; a full pipeline run on onnxruntime gives the native engine's pixels.
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { runParity } from '../dist/lib/parity/index.js';
@@ -18,8 +17,9 @@ import { TextConditioner } from '../dist/lib/pipeline/text.js';
 import { ClipTokenizer } from '../dist/lib/tokenizer/index.js';
 import { ReplayNoise } from '../dist/lib/noise.js';
 import { fixtures, model, root } from './helpers/fixtures.mjs';
+import { tempDir } from './helpers/tmp.mjs';
 
-const tmp = (name) => mkdtempSync(path.join(tmpdir(), `xpsr-onnx-${name}-`));
+const tmp = (name) => tempDir(`xpsr-onnx-${name}-`);
 
 const report = runParity(fixtures, { engine: 'onnxruntime' });
 

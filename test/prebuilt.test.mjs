@@ -4,9 +4,8 @@
 // scripts/test-packed.mjs (.ci/run).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, linkSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { root, fixtures } from './helpers/fixtures.mjs';
@@ -14,9 +13,10 @@ import { readElf, compareVersions } from '../scripts/lib/elf.mjs';
 import { describeEngineAddon } from '../scripts/lib/build-info.mjs';
 import { ClipTokenizer } from '../dist/lib/index.js';
 import { clipVocabFromMerges, clipTokenizerFromGzippedMerges } from '../dist/lib/demo/tokenizer.js';
+import { tempDir } from './helpers/tmp.mjs';
 
 const addon = path.join(root, 'build', 'Release', 'xpsr.node');
-const tmp = () => mkdtempSync(path.join(tmpdir(), 'xpsr-prebuilt-'));
+const tmp = () => tempDir('xpsr-prebuilt-');
 
 function tool(cmd, args) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26 });

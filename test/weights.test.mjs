@@ -4,8 +4,7 @@
 // single file as from the diffusers folder.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import sharp from 'sharp';
@@ -24,6 +23,7 @@ import {
 } from '../dist/lib/weights/index.js';
 import { root, fixtures, model } from './helpers/fixtures.mjs';
 import { ensureSingleFileFixtures, f32ToF16 } from './helpers/single-file-fixtures.mjs';
+import { tempDir } from './helpers/tmp.mjs';
 
 const files = ensureSingleFileFixtures();
 const FP32 = files['sd15-single.safetensors'];
@@ -31,7 +31,7 @@ const FP16 = files['sd15-single-fp16.safetensors'];
 const CKPT = files['sd15-single.ckpt'];
 const bin = path.join(root, 'dist', 'lib', 'cli', 'main.js');
 const xpsrCli = (args, env = process.env) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 300_000, env });
-const tmp = (p = 'xpsr-weights-') => mkdtempSync(path.join(tmpdir(), p));
+const tmp = (p = 'xpsr-weights-') => tempDir(p);
 
 /** A folder holding only the configs of the fixture's text encoder and VAE (its sizes are not SD-1.5's). */
 function configsOnly() {

@@ -2,13 +2,13 @@
 // cancellation, bad images and disposal. Every failure is an error value; the instance keeps serving.
 import test from 'ava';
 import path from 'node:path';
-import { mkdtempSync, mkdirSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync } from 'node:fs';
 import sharp from 'sharp';
 import { XPSR, NoiseSource, readImageMetadata } from '../dist/lib/index.js';
 import { checkProcessingSize } from '../dist/lib/pipeline/memory.js';
 import { fixtures, model } from './helpers/fixtures.mjs';
 import { pngHeader } from './corpus/images.mjs';
+import { tempDir } from './helpers/tmp.mjs';
 
 const img = (name) => path.join(fixtures, 'images', name);
 const quick = { steps: 2, processSize: 64, seed: 7, prompts: { high: 'a cup of coffee', low: 'blurry' } };
@@ -217,7 +217,7 @@ test('the reported seed is null when the call supplies its own noise', async (t)
 
 test('toFile writes atomically and fails with coded errors, never a partial file', async (t) => {
   const r = await xpsr.upscale(img('coffee_32x24.png'), quick);
-  const dir = mkdtempSync(path.join(tmpdir(), 'xpsr-tofile-'));
+  const dir = tempDir('xpsr-tofile-');
   let e = await t.throwsAsync(r.toFile(path.join(dir, 'missing', 'x.png')));
   t.is(e.code, 'ERR_IO');
   t.regex(e.message, /folder does not exist/);
@@ -234,7 +234,7 @@ test('toFile writes atomically and fails with coded errors, never a partial file
 
 test('seed, prompts, model and device are embedded on request and read back', async (t) => {
   const r = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, prompts: { high: 'un café <noir> & "chaud"', low: 'flou' } });
-  const dir = mkdtempSync(path.join(tmpdir(), 'xpsr-meta-'));
+  const dir = tempDir('xpsr-meta-');
   for (const f of ['m.png', 'm.jpg', 'm.webp', 'm.tif']) {
     await r.toFile(path.join(dir, f), { metadata: true });
     const m = await readImageMetadata(path.join(dir, f));
@@ -300,7 +300,7 @@ test('latent tiling path runs and blends (tiles smaller than the latent)', async
 });
 
 test('missing component folders are listed', async (t) => {
-  const empty = mkdtempSync(path.join(tmpdir(), 'xpsr-empty-'));
+  const empty = tempDir('xpsr-empty-');
   const e = await t.throwsAsync(XPSR.load({ sd: empty, xpsr: empty, device: 'cpu' }));
   t.is(e.code, 'ERR_WEIGHTS_MISSING');
   for (const c of ['text_encoder/', 'tokenizer/', 'vae/', 'unet/', 'controlnet/']) t.true(e.message.includes(c), c);

@@ -2,16 +2,16 @@
 // test model (test/fixtures/model). `pendingEngine` marks the config range checks the engine makes
 // (issue 8, native half): until they are merged these cases may still crash the process that loads them,
 // which is why the corpus loads every case in a child process.
-import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { model, writeTorchZip, PICKLE_LIST, PICKLE_OS_SYSTEM } from '../helpers/fixtures.mjs';
+import { tempDir } from '../helpers/tmp.mjs';
 
 const weightsFile = (dir, c) => path.join(dir, c, c === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors');
 
 /** A copy of the tiny model in a temp folder, with `mutate(dir)` applied. */
 export function brokenModel(label, mutate) {
-  const dir = mkdtempSync(path.join(tmpdir(), `xpsr-corpus-${label}-`));
+  const dir = tempDir(`xpsr-corpus-${label}-`);
   cpSync(model, dir, { recursive: true });
   mutate(dir);
   return dir;

@@ -1,8 +1,8 @@
 // Paths of the repo's test fixtures and small helpers to build broken weight folders for error tests.
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './tmp.mjs';
 import { crc32 } from 'node:zlib';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -11,7 +11,7 @@ export const model = path.join(fixtures, 'model');
 
 /** A temp copy of one component folder (config.json + weights) that a test may break. */
 export function copyComponent(name) {
-  const dir = mkdtempSync(path.join(tmpdir(), `xpsr-${name}-`));
+  const dir = tempDir(`xpsr-${name}-`);
   cpSync(path.join(model, name), dir, { recursive: true });
   return dir;
 }

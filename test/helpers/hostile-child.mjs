@@ -2,13 +2,13 @@
 // one JSON line per case ({ name, code, message, ms }). A crash (SIGFPE, abort, uncaught C++ exception)
 // kills this process, never the test runner; the parent asserts a normal exit and the code of every case.
 //   node test/helpers/hostile-child.mjs configs|napi
-import { mkdtempSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Engine } from '../../dist/lib/engine/engine.js';
 import { loadNative } from '../../dist/lib/native.js';
 import { model } from './fixtures.mjs';
 import { CONFIG_CASES } from './hostile-configs.mjs';
+import { tempDir } from './tmp.mjs';
 
 const group = process.argv[2];
 
@@ -29,7 +29,7 @@ const fixtureConfig = (component) => JSON.parse(readFileSync(path.join(model, co
 
 /** A temp copy of a fixture component whose config.json is the fixture's with `patch` applied (or `text`). */
 function patchedFolder(component, patch, text) {
-  const dir = mkdtempSync(path.join(tmpdir(), `xpsr-hostile-${component}-`));
+  const dir = tempDir(`xpsr-hostile-${component}-`);
   cpSync(path.join(model, component), dir, { recursive: true });
   writeFileSync(path.join(dir, 'config.json'), text ?? JSON.stringify({ ...fixtureConfig(component), ...patch }));
   return dir;
