@@ -95,6 +95,11 @@ export interface CoreOptions {
    * would be exceeded; 'on' always; 'off' never.
    */
   vaeTiling: 'auto' | 'on' | 'off';
+  /**
+   * Memory a batch's untiled VAE calls may use, in bytes: the images of a batch are encoded and decoded
+   * together in chunks that fit (at least one image). Default: `tiling.memoryBudgetBytes`, else unlimited.
+   */
+  batchMemoryBudgetBytes?: number;
   /** Explicit initial latents [1, 4, h, w] (replaces the initialisation; parity tests). */
   latents?: Float32Array;
   addedNoiseLevel: number;
@@ -505,8 +510,8 @@ function whenAllAbort(signals: (AbortSignal | undefined)[]): { signal?: AbortSig
  * How many images one untiled VAE call may take: all of them, unless a memory budget is set and the
  * batched activations would exceed it (then as many as fit, at least one).
  */
-function vaeBatchLimit(o: Pick<CoreOptions, 'tiling'>, pixels: number, decoder: boolean, device: string): number {
-  const budget = o.tiling.memoryBudgetBytes;
+function vaeBatchLimit(o: Pick<CoreOptions, 'tiling' | 'batchMemoryBudgetBytes'>, pixels: number, decoder: boolean, device: string): number {
+  const budget = o.batchMemoryBudgetBytes ?? o.tiling.memoryBudgetBytes;
   if (budget === undefined) return Number.MAX_SAFE_INTEGER;
   return Math.max(1, Math.floor(budget / vaeActivationBytes(pixels, decoder, device)));
 }
