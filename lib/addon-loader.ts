@@ -107,7 +107,9 @@ export function prebuiltRemedy(): string {
   const pkg = platformPackage();
   return PREBUILT_PLATFORMS.includes(pkg.slice('@xpsr-native/'.length))
     ? `install the prebuilt binaries: npm installs ${pkg} with xpsr-native (an optional dependency) unless optional ` +
-        'dependencies are omitted (--omit=optional, --no-optional); or `npm install ' + pkg + '` with the same version as xpsr-native;'
+        'dependencies are omitted (--omit=optional, --no-optional); or `npm install ' +
+        pkg +
+        '` with the same version as xpsr-native;'
     : `no prebuilt binaries are published for ${pkg.slice('@xpsr-native/'.length)}: build from source;`;
 }
 
@@ -118,8 +120,10 @@ export function describeBuildInfo(b: AddonBuildInfo): string {
     : '';
   const needs = [`glibc >= ${b.requires?.glibc ?? '?'}`];
   if (b.requires?.glibcxx) needs.push(`libstdc++ GLIBCXX_${b.requires.glibcxx}`);
-  return `backends ${(b.backends ?? ['?']).join(' + ')}${cuda}; CPU kernels ${b.cpuKernels?.join(', ') || 'unknown'}; ` +
-    `compiler ${b.compiler ?? 'unknown'}; needs ${needs.join(', ')}${b.package ? `; ${b.package}` : ''}${b.git ? ` (${b.git.slice(0, 12)})` : ''}`;
+  return (
+    `backends ${(b.backends ?? ['?']).join(' + ')}${cuda}; CPU kernels ${b.cpuKernels?.join(', ') || 'unknown'}; ` +
+    `compiler ${b.compiler ?? 'unknown'}; needs ${needs.join(', ')}${b.package ? `; ${b.package}` : ''}${b.git ? ` (${b.git.slice(0, 12)})` : ''}`
+  );
 }
 
 /** Where a loaded addon came from, for people: "prebuilt package @xpsr-native/linux-x64@0.1.0 (/app/...)". */
@@ -156,9 +160,14 @@ function places(spec: AddonSpec, env: NodeJS.ProcessEnv): Place[] {
     try {
       const pkgJson = createRequire(path.join(addonPackageRoot, 'package.json')).resolve(`${spec.prebuiltPackage}/package.json`);
       const { version } = JSON.parse(readFileSync(pkgJson, 'utf8')) as { version?: string };
-      out.push({ where: `package ${spec.prebuiltPackage}@${version}`, origin, file: path.join(path.dirname(pkgJson), spec.prebuiltFolder ?? '', spec.file) });
+      out.push({
+        where: `package ${spec.prebuiltPackage}@${version}`,
+        origin,
+        file: path.join(path.dirname(pkgJson), spec.prebuiltFolder ?? '', spec.file),
+      });
     } catch {
-      const unpublished = spec.prebuiltPackage === platformPackage() && !PREBUILT_PLATFORMS.includes(spec.prebuiltPackage.slice('@xpsr-native/'.length));
+      const unpublished =
+        spec.prebuiltPackage === platformPackage() && !PREBUILT_PLATFORMS.includes(spec.prebuiltPackage.slice('@xpsr-native/'.length));
       out.push({ where: `package ${spec.prebuiltPackage}`, origin, reason: unpublished ? 'not published for this platform' : 'not installed' });
     }
   }

@@ -29,11 +29,21 @@ const f = Math.fround;
 const EPS = f(1e-5);
 
 function checkImage(img: RgbImage, what: string): void {
-  if (!img || !(img.data instanceof Uint8Array) || !Number.isSafeInteger(img.width) || !Number.isSafeInteger(img.height) || img.width < 1 || img.height < 1) {
+  if (
+    !img ||
+    !(img.data instanceof Uint8Array) ||
+    !Number.isSafeInteger(img.width) ||
+    !Number.isSafeInteger(img.height) ||
+    img.width < 1 ||
+    img.height < 1
+  ) {
     throw new XpsrError(ERR_INVALID_ARGUMENT, `colorFix: ${what} must be {data: Uint8Array, width, height} with positive integer sizes`);
   }
   if (img.data.length !== img.width * img.height * 3) {
-    throw new XpsrError(ERR_SHAPE_MISMATCH, `colorFix: ${what} has ${img.data.length} bytes, expected ${img.width}×${img.height}×3 = ${img.width * img.height * 3}`);
+    throw new XpsrError(
+      ERR_SHAPE_MISMATCH,
+      `colorFix: ${what} has ${img.data.length} bytes, expected ${img.width}×${img.height}×3 = ${img.width * img.height * 3}`,
+    );
   }
 }
 
@@ -107,8 +117,12 @@ function rowSum(size: number, lanes: number, load: (i: number, lane: number) => 
     for (let j = 0; j < levelStep; j++, i++) addRow(i);
     for (let j = 1; j < LEVELS; j++) {
       for (let k = 0; k < ILP; k++) {
-        const dst = acc[j]![k]!, src = acc[j - 1]![k]!;
-        for (let l = 0; l < lanes; l++) { dst[l] = dst[l]! + src[l]!; src[l] = 0; }
+        const dst = acc[j]![k]!,
+          src = acc[j - 1]![k]!;
+        for (let l = 0; l < lanes; l++) {
+          dst[l] = dst[l]! + src[l]!;
+          src[l] = 0;
+        }
       }
       if ((i & (levelMask * 2 ** (j * levelPower))) !== 0) break;
     }
@@ -116,7 +130,8 @@ function rowSum(size: number, lanes: number, load: (i: number, lane: number) => 
   for (; i < sizeIlp; i++) addRow(i);
   for (let j = 1; j < LEVELS; j++) {
     for (let k = 0; k < ILP; k++) {
-      const dst = acc[0]![k]!, src = acc[j]![k]!;
+      const dst = acc[0]![k]!,
+        src = acc[j]![k]!;
       for (let l = 0; l < lanes; l++) dst[l] = dst[l]! + src[l]!;
     }
   }
@@ -216,9 +231,13 @@ export function waveletColorFixFloat(target: RgbImage, source: RgbImage): Float3
   checkImage(target, 'target');
   checkImage(source, 'source');
   if (target.width !== source.width || target.height !== source.height) {
-    throw new XpsrError(ERR_SHAPE_MISMATCH, `colorFix('wavelet'): target is ${target.width}×${target.height} but source is ${source.width}×${source.height}; sizes must match`);
+    throw new XpsrError(
+      ERR_SHAPE_MISMATCH,
+      `colorFix('wavelet'): target is ${target.width}×${target.height} but source is ${source.width}×${source.height}; sizes must match`,
+    );
   }
-  const w = target.width, h = target.height;
+  const w = target.width,
+    h = target.height;
   const [high] = waveletDecomposition(toTensorCHW(target), w, h);
   const [, low] = waveletDecomposition(toTensorCHW(source), w, h);
   const out = new Float32Array(high.length);

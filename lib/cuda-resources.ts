@@ -65,10 +65,14 @@ export function cudaResourceLines(report: CudaResourceReport | null, verbose = f
   const shown = report.kernels.filter((k) => k.hot || k.spill_stores + k.spill_loads > 0);
   for (const k of shown) {
     const smem = k.static_smem + Math.max(0, k.dynamic_smem);
-    const occ = Object.entries(k.ctas_per_sm).map(([a, n]) => `${a}:${n}`).join(' ');
+    const occ = Object.entries(k.ctas_per_sm)
+      .map(([a, n]) => `${a}:${n}`)
+      .join(' ');
     const spill = k.spill_stores + k.spill_loads > 0 ? `  SPILLS ${k.spill_stores}/${k.spill_loads} B` : '';
-    lines.push(`  ${k.arch}  ${shortKernelName(k.name).padEnd(44)} ${String(k.registers).padStart(3)} regs  ` +
-      `${(smem / 1024).toFixed(1).padStart(5)} KiB smem  ${String(k.threads).padStart(3)} thr  CTAs/SM ${occ}${spill}`);
+    lines.push(
+      `  ${k.arch}  ${shortKernelName(k.name).padEnd(44)} ${String(k.registers).padStart(3)} regs  ` +
+        `${(smem / 1024).toFixed(1).padStart(5)} KiB smem  ${String(k.threads).padStart(3)} thr  CTAs/SM ${occ}${spill}`,
+    );
   }
   if (spills.length === 0) lines.push('  no kernel spills registers to local memory');
   return lines;

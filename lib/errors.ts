@@ -101,9 +101,8 @@ export function describeValue(v: unknown): string {
  * XpsrError(ERR_INVALID_OPTION, "Invalid option 'steps': expected an integer between 1 and 1000, got 0 (number)").
  */
 export function invalidOption(name: string, expected: string, actual: unknown): XpsrError {
-  return new XpsrError(
-    ERR_INVALID_OPTION,
-    `Invalid option '${name}': expected ${expected}, got ${describeValue(actual)}`,
-    { option: name, expected },
-  );
+  return new XpsrError(ERR_INVALID_OPTION, `Invalid option '${name}': expected ${expected}, got ${describeValue(actual)}`, {
+    option: name,
+    expected,
+  });
 }

@@ -31,7 +31,10 @@ function checkScale(scale: number): void {
 export function applyGuidancePair(uncond: Float32Array, cond: Float32Array, scale: number, opts: GuidanceOptions = {}): Float32Array {
   checkScale(scale);
   if (uncond.length !== cond.length) {
-    throw new XpsrError(ERR_SHAPE_MISMATCH, `applyGuidance: unconditional (${uncond.length}) and conditional (${cond.length}) predictions differ in size`);
+    throw new XpsrError(
+      ERR_SHAPE_MISMATCH,
+      `applyGuidance: unconditional (${uncond.length}) and conditional (${cond.length}) predictions differ in size`,
+    );
   }
   const n = uncond.length;
   const out = opts.out ?? new Float32Array(n);
@@ -55,7 +58,10 @@ export function applyGuidancePair(uncond: Float32Array, cond: Float32Array, scal
  */
 export function applyGuidance(uncondAndCond: Float32Array, scale: number, opts: GuidanceOptions = {}): Float32Array {
   if (!(uncondAndCond instanceof Float32Array) || uncondAndCond.length % 2 !== 0) {
-    throw new XpsrError(ERR_SHAPE_MISMATCH, `applyGuidance: expected a Float32Array holding 2 rows (even length), got ${uncondAndCond?.length ?? String(uncondAndCond)} values`);
+    throw new XpsrError(
+      ERR_SHAPE_MISMATCH,
+      `applyGuidance: expected a Float32Array holding 2 rows (even length), got ${uncondAndCond?.length ?? String(uncondAndCond)} values`,
+    );
   }
   const half = uncondAndCond.length / 2;
   return applyGuidancePair(uncondAndCond.subarray(0, half), uncondAndCond.subarray(half), scale, opts);

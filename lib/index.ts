@@ -7,9 +7,25 @@ export type { LoadOptions, UpscaleOptions } from './options.js';
 export { XpsrError, ERROR_CODES, type XpsrErrorCode } from './errors.js';
 export { readImageMetadata } from './image/io.js';
 export {
-  Engine, Model, ClipTextEncoder, Vae, UNet, ControlNet,
-  type Tensor, type EngineOptions, type RunOptions, type VaeTileRunOptions, type ModelKind, type ModelInfo, type RunStats,
-  type PlanInfo, type Intermediates, type ControlNetInputs, type StepArgs, type StepResult, type StepShape,
+  Engine,
+  Model,
+  ClipTextEncoder,
+  Vae,
+  UNet,
+  ControlNet,
+  type Tensor,
+  type EngineOptions,
+  type RunOptions,
+  type VaeTileRunOptions,
+  type ModelKind,
+  type ModelInfo,
+  type RunStats,
+  type PlanInfo,
+  type Intermediates,
+  type ControlNetInputs,
+  type StepArgs,
+  type StepResult,
+  type StepShape,
 } from './engine/engine.js';
 export { ClipTokenizer } from './tokenizer/index.js';
 export { createScheduler, SCHEDULER_NAMES, type Scheduler } from './schedulers/index.js';

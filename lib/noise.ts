@@ -38,22 +38,41 @@ const W1 = 0xbb67ae85;
 
 /** High 32 bits of the 64-bit product of two uint32 values (exact, via 16-bit limbs). */
 function mulhi32(a: number, b: number): number {
-  const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
-  const ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+  const al = a & 0xffff,
+    ah = a >>> 16,
+    bl = b & 0xffff,
+    bh = b >>> 16;
+  const ll = al * bl,
+    lh = al * bh,
+    hl = ah * bl,
+    hh = ah * bh;
   const mid = (ll >>> 16) + (lh & 0xffff) + (hl & 0xffff);
   return (hh + Math.floor(lh / 65536) + Math.floor(hl / 65536) + Math.floor(mid / 65536)) >>> 0;
 }
 
 /** Philox4x32-10 block function: returns the 4 output words for `counter` and `key`. */
 export function philox4x32(counter: readonly [number, number, number, number], key: readonly [number, number]): [number, number, number, number] {
-  let c0 = counter[0] >>> 0, c1 = counter[1] >>> 0, c2 = counter[2] >>> 0, c3 = counter[3] >>> 0;
-  let k0 = key[0] >>> 0, k1 = key[1] >>> 0;
+  let c0 = counter[0] >>> 0,
+    c1 = counter[1] >>> 0,
+    c2 = counter[2] >>> 0,
+    c3 = counter[3] >>> 0;
+  let k0 = key[0] >>> 0,
+    k1 = key[1] >>> 0;
   for (let r = 0; r < 10; r++) {
-    if (r > 0) { k0 = (k0 + W0) >>> 0; k1 = (k1 + W1) >>> 0; }
-    const hi0 = mulhi32(M0, c0), lo0 = Math.imul(M0, c0) >>> 0;
-    const hi1 = mulhi32(M1, c2), lo1 = Math.imul(M1, c2) >>> 0;
-    const n0 = (hi1 ^ c1 ^ k0) >>> 0, n2 = (hi0 ^ c3 ^ k1) >>> 0;
-    c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
+    if (r > 0) {
+      k0 = (k0 + W0) >>> 0;
+      k1 = (k1 + W1) >>> 0;
+    }
+    const hi0 = mulhi32(M0, c0),
+      lo0 = Math.imul(M0, c0) >>> 0;
+    const hi1 = mulhi32(M1, c2),
+      lo1 = Math.imul(M1, c2) >>> 0;
+    const n0 = (hi1 ^ c1 ^ k0) >>> 0,
+      n2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
   }
   return [c0, c1, c2, c3];
 }
@@ -75,7 +94,10 @@ export function detLog(x: number): number {
   let e = ((u32[HI]! >>> 20) & 0x7ff) - 1023;
   u32[HI] = (u32[HI]! & 0x800fffff) | 0x3ff00000; // m ∈ [1, 2)
   let m = f64[0]!;
-  if (m > 2 * SQRT1_2) { m = m / 2; e += 1; }
+  if (m > 2 * SQRT1_2) {
+    m = m / 2;
+    e += 1;
+  }
   const s = (m - 1) / (m + 1);
   const s2 = s * s;
   let p = 1 / 23;
@@ -91,23 +113,30 @@ export function detSinCosTurns(u: number): [number, number] {
   const t = u * 4;
   let q = Math.floor(t);
   let fr = t - q;
-  if (fr > 0.5) { fr -= 1; q += 1; }
+  if (fr > 0.5) {
+    fr -= 1;
+    q += 1;
+  }
   const x = fr * TWO_PI_OVER_4;
   const x2 = x * x;
   // sin x = x·(1 − x²/3! + x⁴/5! − …), cos x = 1 − x²/2! + x⁴/4! − …
   let sp = 0;
   let cp = 0;
   for (let k = 8; k >= 1; k--) {
-    sp = (1 - sp * x2) / ((2 * k) * (2 * k + 1));
+    sp = (1 - sp * x2) / (2 * k * (2 * k + 1));
     cp = (1 - cp * x2) / ((2 * k - 1) * (2 * k));
   }
   const s = x * (1 - sp * x2);
   const c = 1 - cp * x2;
   switch (((q % 4) + 4) % 4) {
-    case 0: return [c, s];
-    case 1: return [-s, c];
-    case 2: return [-c, -s];
-    default: return [s, -c];
+    case 0:
+      return [c, s];
+    case 1:
+      return [-s, c];
+    case 2:
+      return [-c, -s];
+    default:
+      return [s, -c];
   }
 }
 
@@ -147,21 +176,32 @@ export class NoiseSource implements NoiseProvider {
 
   /** Moves to value index `k` (the next `normal` call starts there). */
   seek(k: number): void {
-    if (!Number.isSafeInteger(k) || k < 0) throw new XpsrError(ERR_INVALID_ARGUMENT, `NoiseSource.seek: index must be a non-negative integer, got ${String(k)}`);
+    if (!Number.isSafeInteger(k) || k < 0)
+      throw new XpsrError(ERR_INVALID_ARGUMENT, `NoiseSource.seek: index must be a non-negative integer, got ${String(k)}`);
     this.pos = k;
   }
 
   /** The next `n` values of the stream as float32. */
   normal(n: number): Float32Array {
-    if (!Number.isSafeInteger(n) || n < 0) throw new XpsrError(ERR_INVALID_ARGUMENT, `NoiseSource.normal: count must be a non-negative integer, got ${String(n)}`);
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new XpsrError(ERR_INVALID_ARGUMENT, `NoiseSource.normal: count must be a non-negative integer, got ${String(n)}`);
     const out = new Float32Array(n);
     let k = this.pos;
     let i = 0;
     while (i < n) {
       const j = Math.floor(k / 2);
       const [z0, z1] = this.pair(j);
-      if (k % 2 === 0) { out[i++] = z0; k++; if (i < n) { out[i++] = z1; k++; } }
-      else { out[i++] = z1; k++; }
+      if (k % 2 === 0) {
+        out[i++] = z0;
+        k++;
+        if (i < n) {
+          out[i++] = z1;
+          k++;
+        }
+      } else {
+        out[i++] = z1;
+        k++;
+      }
     }
     this.pos = k;
     return out;
@@ -190,7 +230,10 @@ export class ReplayNoise implements NoiseProvider {
    * @param draws recorded tensors, in the order they will be requested.
    * @param label name used in error messages (e.g. the fixture file).
    */
-  constructor(draws: Iterable<Float32Array>, readonly label = 'ReplayNoise') {
+  constructor(
+    draws: Iterable<Float32Array>,
+    readonly label = 'ReplayNoise',
+  ) {
     this.draws = [...draws];
     this.draws.forEach((d, i) => {
       if (!(d instanceof Float32Array)) throw new XpsrError(ERR_INVALID_ARGUMENT, `${label}: recorded draw #${i} is not a Float32Array`);
@@ -201,7 +244,11 @@ export class ReplayNoise implements NoiseProvider {
    * Collects `<prefix>NN` tensors (numeric suffix, sorted numerically) from a tensor map, e.g. a fixture's
    * `noise.00`, `noise.01`, … Only float32 data is accepted.
    */
-  static fromTensors(tensors: Map<string, { dtype: string; data: ArrayLike<number> | ArrayLike<bigint> }>, prefix = 'noise.', label?: string): ReplayNoise {
+  static fromTensors(
+    tensors: Map<string, { dtype: string; data: ArrayLike<number> | ArrayLike<bigint> }>,
+    prefix = 'noise.',
+    label?: string,
+  ): ReplayNoise {
     const found: Array<[number, Float32Array]> = [];
     for (const [k, t] of tensors) {
       if (!k.startsWith(prefix)) continue;
@@ -213,7 +260,10 @@ export class ReplayNoise implements NoiseProvider {
       found.push([Number(rest), t.data]);
     }
     found.sort((a, b) => a[0] - b[0]);
-    return new ReplayNoise(found.map((e) => e[1]), label ?? `ReplayNoise(${prefix}*)`);
+    return new ReplayNoise(
+      found.map((e) => e[1]),
+      label ?? `ReplayNoise(${prefix}*)`,
+    );
   }
 
   /** Number of draws handed out so far. */
@@ -228,13 +278,19 @@ export class ReplayNoise implements NoiseProvider {
 
   normal(n: number): Float32Array {
     if (this.next >= this.draws.length) {
-      throw new XpsrError(ERR_INVALID_ARGUMENT, `${this.label}: draw #${this.next} requested (${n} values) but only ${this.draws.length} draws were recorded`,
-        { requested: this.next, recorded: this.draws.length });
+      throw new XpsrError(
+        ERR_INVALID_ARGUMENT,
+        `${this.label}: draw #${this.next} requested (${n} values) but only ${this.draws.length} draws were recorded`,
+        { requested: this.next, recorded: this.draws.length },
+      );
     }
     const d = this.draws[this.next]!;
     if (d.length !== n) {
-      throw new XpsrError(ERR_SHAPE_MISMATCH, `${this.label}: draw #${this.next} has ${d.length} values but ${n} were requested`,
-        { draw: this.next, recorded: d.length, requested: n });
+      throw new XpsrError(ERR_SHAPE_MISMATCH, `${this.label}: draw #${this.next} has ${d.length} values but ${n} were requested`, {
+        draw: this.next,
+        recorded: d.length,
+        requested: n,
+      });
     }
     this.next++;
     return d.slice();
@@ -243,8 +299,10 @@ export class ReplayNoise implements NoiseProvider {
   /** Throws unless every recorded draw has been used (catches a pipeline that draws too little). */
   assertExhausted(): void {
     if (this.next !== this.draws.length) {
-      throw new XpsrError(ERR_INVALID_ARGUMENT, `${this.label}: only ${this.next} of ${this.draws.length} recorded draws were used`,
-        { consumed: this.next, recorded: this.draws.length });
+      throw new XpsrError(ERR_INVALID_ARGUMENT, `${this.label}: only ${this.next} of ${this.draws.length} recorded draws were used`, {
+        consumed: this.next,
+        recorded: this.draws.length,
+      });
     }
   }
 }

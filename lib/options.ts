@@ -125,8 +125,22 @@ export const LIMITS = Object.freeze({
 });
 
 /** The options after defaults and checks: the pipeline's own settings plus the image-level ones. */
-export type ResolvedUpscaleOptions = Pick<CoreOptions, 'steps' | 'guidanceScale' | 'conditioningScale' | 'scheduler' | 'addedPrompt' |
-  'negativePrompt' | 'lowLevelGuidance' | 'longPrompts' | 'init' | 'addedNoiseLevel' | 'colorFix' | 'tiling' | 'vaeTiling'> & {
+export type ResolvedUpscaleOptions = Pick<
+  CoreOptions,
+  | 'steps'
+  | 'guidanceScale'
+  | 'conditioningScale'
+  | 'scheduler'
+  | 'addedPrompt'
+  | 'negativePrompt'
+  | 'lowLevelGuidance'
+  | 'longPrompts'
+  | 'init'
+  | 'addedNoiseLevel'
+  | 'colorFix'
+  | 'tiling'
+  | 'vaeTiling'
+> & {
   scale: number;
   processSize: number;
   seed: number;
@@ -136,8 +150,7 @@ export type ResolvedUpscaleOptions = Pick<CoreOptions, 'steps' | 'guidanceScale'
 
 function int(name: string, v: unknown, min: number, max: number, def: number): number {
   if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-    throw invalidOption(name, `an integer between ${min} and ${max}`, v);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw invalidOption(name, `an integer between ${min} and ${max}`, v);
   return v;
 }
 
@@ -170,10 +183,11 @@ export function resolveUpscaleOptions(o: UpscaleOptions = {}): ResolvedUpscaleOp
       tileSize: int('tiling.tileSize', o.tiling.tileSize, 8, 4096, DEFAULT_TILING.tileSize),
       overlap: int('tiling.overlap', o.tiling.overlap, 0, 2048, DEFAULT_TILING.overlap),
       maxLatentPixels: int('tiling.maxLatentPixels', o.tiling.maxLatentPixels, 64, 1 << 30, DEFAULT_TILING.maxLatentPixels),
-      memoryBudgetBytes: o.tiling.memoryBudgetMB === undefined ? undefined
-        : num('tiling.memoryBudgetMB', o.tiling.memoryBudgetMB, 1, 1 << 24, 0) * 2 ** 20,
+      memoryBudgetBytes:
+        o.tiling.memoryBudgetMB === undefined ? undefined : num('tiling.memoryBudgetMB', o.tiling.memoryBudgetMB, 1, 1 << 24, 0) * 2 ** 20,
     };
-    if (tiling.overlap >= tiling.tileSize) throw invalidOption('tiling.overlap', `an integer smaller than tileSize (${tiling.tileSize})`, tiling.overlap);
+    if (tiling.overlap >= tiling.tileSize)
+      throw invalidOption('tiling.overlap', `an integer smaller than tileSize (${tiling.tileSize})`, tiling.overlap);
   } else {
     throw invalidOption('tiling', "'auto', 'on', 'off' or an object", o.tiling);
   }
@@ -222,7 +236,6 @@ export function checkLoadOptions(o: LoadOptions): void {
   if (o.onNotice !== undefined && typeof o.onNotice !== 'function') throw invalidOption('onNotice', 'a function', o.onNotice);
   if (o.variant !== undefined && (typeof o.variant !== 'string' || !/^[A-Za-z0-9_-]+$/.test(o.variant)))
     throw invalidOption('variant', "a variant name such as 'fp16'", o.variant);
-  if (!o.model && !(o.sd && o.xpsr))
-    throw new XpsrError('ERR_INVALID_OPTION', "XPSR.load needs { sd, xpsr } (or { model } holding all components)");
+  if (!o.model && !(o.sd && o.xpsr)) throw new XpsrError('ERR_INVALID_OPTION', 'XPSR.load needs { sd, xpsr } (or { model } holding all components)');
   if (o.threads !== undefined) int('threads', o.threads, 0, 1024, 0);
 }

@@ -157,10 +157,7 @@ export class TileBlender {
     this.tileHeight = posInt('tileHeight', shape.tileHeight);
     this.tileWidth = posInt('tileWidth', shape.tileWidth);
     if (this.tileHeight > this.height || this.tileWidth > this.width) {
-      throw new XpsrError(
-        ERR_INVALID_ARGUMENT,
-        `Tile ${this.tileWidth}x${this.tileHeight} is larger than the ${this.width}x${this.height} map`,
-      );
+      throw new XpsrError(ERR_INVALID_ARGUMENT, `Tile ${this.tileWidth}x${this.tileHeight} is larger than the ${this.width}x${this.height} map`);
     }
     this.weights = shape.weights ?? gaussianWeights(this.tileWidth, this.tileHeight);
     if (this.weights.length !== this.tileHeight * this.tileWidth) {

@@ -19,7 +19,7 @@ import { XpsrError } from './errors.js';
 import { LIMITS, checkLoadOptions, resolveUpscaleOptions, type LoadOptions, type ResolvedUpscaleOptions, type UpscaleOptions } from './options.js';
 import { decodeImage, describeInput, encodeImage, toSharp, writeImage, type ImageInput, type RgbImage } from './image/io.js';
 import { preprocess, preprocessGeometry, resizeToOutput, upscaleAlpha } from './image/preprocess.js';
-import { ClipTokenizer } from './tokenizer/index.js';
+import type { ClipTokenizer } from './tokenizer/index.js';
 import { loadTokenizer, resolveWeights } from './weights/index.js';
 import { NoiseSource } from './noise.js';
 import { planTiling, runCoreBatch, useTiledVae, type CoreResult, type PipelineModels, type ProgressEvent, type Stage } from './pipeline/core.js';
@@ -30,7 +30,14 @@ import { SD15_SCHEDULER_CONFIG, loadSchedulerConfig } from './schedulers/index.j
 import { captionXpsr } from './captioners/factory.js';
 import { packageRoot } from './native.js';
 import { Batcher, type BatchMember, type Prepared } from './batch/batcher.js';
-import { AUTO_MAX_BATCH, batchSizeOption, memoryBudgetOption, resolveBatching, type BatchingOptions, type ResolvedBatching } from './batch/options.js';
+import {
+  AUTO_MAX_BATCH,
+  batchSizeOption,
+  memoryBudgetOption,
+  resolveBatching,
+  type BatchingOptions,
+  type ResolvedBatching,
+} from './batch/options.js';
 import { defaultMemoryBudget, largestFittingBatch } from './batch/auto.js';
 
 /** Whether and what to embed in a written image: `true` = the result's `metadata`, or your own fields. */
@@ -94,9 +101,7 @@ export interface LoadedComponents {
 }
 
 /** One entry of upscaleMany(): the result of an image, or the error that stopped it (input order). */
-export type UpscaleOutcome =
-  | { ok: true; input: ImageInput; result: UpscaleResult }
-  | { ok: false; input: ImageInput; error: XpsrError };
+export type UpscaleOutcome = { ok: true; input: ImageInput; result: UpscaleResult } | { ok: false; input: ImageInput; error: XpsrError };
 
 let version: string | undefined;
 function softwareName(): string {
@@ -164,13 +169,14 @@ export class XPSR {
     this.#notice = notice;
     this.#batching = resolveBatching(options.batching);
     const base = (p: string | undefined) => (p ? path.basename(path.resolve(p)) : '');
-    this.#modelName = options.sd || options.xpsr ? `${base(options.sd ?? options.model)} + ${base(options.xpsr ?? options.model)}` : base(options.model);
+    this.#modelName =
+      options.sd || options.xpsr ? `${base(options.sd ?? options.model)} + ${base(options.xpsr ?? options.model)}` : base(options.model);
   }
 
   /** Loads every component on a device. Errors name the missing or malformed file, key and shape. */
   static async load(options: LoadOptions): Promise<XPSR> {
     checkLoadOptions(options);
-    const c = resolveWeights(options);  // lib/weights: folders, single files, variants, the HF cache
+    const c = resolveWeights(options); // lib/weights: folders, single files, variants, the HF cache
     const notice = options.onNotice ?? ((m: string) => console.warn(m));
     // a bad config fails before any weights load; a single file carries none: SD-1.5's, without a notice
     const schedulerConfig = loadSchedulerOrDefault(c.scheduler, c.sdLayout === 'diffusers folder' ? notice : () => undefined);
@@ -199,8 +205,18 @@ export class XPSR {
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
       const c = await make(engine);
-      return new XPSR({ engine, text: new TextConditioner(c.tokenizer, c.textEncoder), vae: c.vae, unet: c.unet, controlnet: c.controlnet,
-        schedulerConfig: c.schedulerConfig }, options, notice);
+      return new XPSR(
+        {
+          engine,
+          text: new TextConditioner(c.tokenizer, c.textEncoder),
+          vae: c.vae,
+          unet: c.unet,
+          controlnet: c.controlnet,
+          schedulerConfig: c.schedulerConfig,
+        },
+        options,
+        notice,
+      );
     } catch (e) {
       engine.dispose();
       throw e;
@@ -227,7 +243,11 @@ export class XPSR {
   /** The instance's dynamic batching settings (see {@link setBatching}). */
   get batching(): { maxBatch: number | 'auto'; maxDelayMs: number; memoryBudgetMB?: number } {
     const b = this.#batching;
-    return { maxBatch: b.maxBatch, maxDelayMs: b.maxDelayMs, ...(b.memoryBudgetBytes === undefined ? {} : { memoryBudgetMB: b.memoryBudgetBytes / 2 ** 20 }) };
+    return {
+      maxBatch: b.maxBatch,
+      maxDelayMs: b.maxDelayMs,
+      ...(b.memoryBudgetBytes === undefined ? {} : { memoryBudgetMB: b.memoryBudgetBytes / 2 ** 20 }),
+    };
   }
 
   /**
@@ -266,14 +286,19 @@ export class XPSR {
     const { batchSize, memoryBudgetMB, ...each } = options;
     resolveUpscaleOptions(each);
     const batching: ResolvedBatching = {
-      maxBatch: batchSizeOption('batchSize', batchSize, 1), maxDelayMs: 0, memoryBudgetBytes: memoryBudgetOption('memoryBudgetMB', memoryBudgetMB),
+      maxBatch: batchSizeOption('batchSize', batchSize, 1),
+      maxDelayMs: 0,
+      memoryBudgetBytes: memoryBudgetOption('memoryBudgetMB', memoryBudgetMB),
     };
     const onProgress = each.onProgress;
-    return Promise.all(inputs.map((input, i) =>
-      this.#submit(input, { ...each, onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })) }, batching).then(
-        (result): UpscaleOutcome => ({ ok: true, input, result }),
-        (e: unknown): UpscaleOutcome => ({ ok: false, input, error: asXpsrError(e) }),
-      )));
+    return Promise.all(
+      inputs.map((input, i) =>
+        this.#submit(input, { ...each, onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })) }, batching).then(
+          (result): UpscaleOutcome => ({ ok: true, input, result }),
+          (e: unknown): UpscaleOutcome => ({ ok: false, input, error: asXpsrError(e) }),
+        ),
+      ),
+    );
   }
 
   #submit(input: ImageInput, options: UpscaleOptions, batching: ResolvedBatching): Promise<UpscaleResult> {
@@ -283,14 +308,20 @@ export class XPSR {
   }
 
   /** Reads, checks and preprocesses the image and finds its captions: everything before the pipeline. */
-  async #prepare(models: PipelineModels, input: ImageInput, options: UpscaleOptions, opts: ResolvedUpscaleOptions,
-    batching: ResolvedBatching): Promise<Prepared<PreparedCall>> {
+  async #prepare(
+    models: PipelineModels,
+    input: ImageInput,
+    options: UpscaleOptions,
+    opts: ResolvedUpscaleOptions,
+    batching: ResolvedBatching,
+  ): Promise<Prepared<PreparedCall>> {
     const t0 = performance.now();
     const name = options.name ?? (typeof input === 'string' ? path.parse(input).name : undefined);
     const what = describeInput(input, typeof input === 'string' ? input : name);
     const device = models.engine.device;
     const onProgress = observer(options.onProgress, (e) =>
-      this.#notice(`xpsr: onProgress failed (the run continues): ${(e as Error)?.message ?? String(e)}`));
+      this.#notice(`xpsr: onProgress failed (the run continues): ${(e as Error)?.message ?? String(e)}`),
+    );
     const decoded = await decodeImage(input, {
       maxInputPixels: opts.maxInputPixels,
       name: typeof input === 'string' ? input : name,
@@ -299,8 +330,14 @@ export class XPSR {
         const geo = preprocessGeometry(width, height, { scale: opts.scale, processSize: opts.processSize });
         const tiled = useTiledVae(opts, geo.height / 8, geo.width / 8, true, device);
         checkProcessingSize({
-          what, width, height, processedWidth: geo.width, processedHeight: geo.height, maxAspectRatio: opts.maxAspectRatio,
-          maxAspectRatioLimit: LIMITS.maxAspectRatio.max, hostBytes: decodeHostBytes(geo.width * geo.height, tiled, device),
+          what,
+          width,
+          height,
+          processedWidth: geo.width,
+          processedHeight: geo.height,
+          maxAspectRatio: opts.maxAspectRatio,
+          maxAspectRatioLimit: LIMITS.maxAspectRatio.max,
+          hostBytes: decodeHostBytes(geo.width * geo.height, tiled, device),
         });
       },
     });
@@ -314,8 +351,11 @@ export class XPSR {
     const captioner = options.captioner ?? this.#options.captioner;
     if (captioner && (options.prompts?.high === undefined || options.prompts?.low === undefined)) {
       onProgress?.({ stage: 'text', step: 0, total: 1, elapsedMs: performance.now() - t0 });
-      const caps = await captionXpsr(captioner, { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 },
-        { signal: options.signal, name, instructions: options.instructions });
+      const caps = await captionXpsr(
+        captioner,
+        { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 },
+        { signal: options.signal, name, instructions: options.instructions },
+      );
       prompts = { high: options.prompts?.high ?? caps.high, low: options.prompts?.low ?? caps.low };
     }
     const captionMs = performance.now() - ts;
@@ -329,8 +369,19 @@ export class XPSR {
       key: JSON.stringify([pre.width, pre.height, shared]),
       limit,
       delayMs: batching.maxDelayMs,
-      value: { models, options, opts, t0, decoded, pre, prompts, captionMs, preprocessMs, budgetBytes,
-        onProgress: onProgress as ((e: ProgressEvent) => void) | undefined },
+      value: {
+        models,
+        options,
+        opts,
+        t0,
+        decoded,
+        pre,
+        prompts,
+        captionMs,
+        preprocessMs,
+        budgetBytes,
+        onProgress: onProgress as ((e: ProgressEvent) => void) | undefined,
+      },
     };
   }
 
@@ -355,14 +406,18 @@ export class XPSR {
   async #runBatch(members: BatchMember<PreparedCall, UpscaleResult>[]): Promise<void> {
     const head = members[0].value;
     const { scale: _s, processSize: _p, seed: _seed, maxInputPixels: _m, maxAspectRatio: _a, ...shared } = head.opts;
-    const outcomes = await runCoreBatch(head.models, members.map((m) => ({
-      image: { rgb: m.value.pre.rgb, width: m.value.pre.width, height: m.value.pre.height },
-      prompts: m.value.prompts,
-      noise: m.value.options.noise ?? new NoiseSource(m.value.opts.seed),
-      signal: m.signal,
-      onProgress: m.value.onProgress,
-      onDropped: (e: unknown) => m.reject(e), // at once: the others of the batch go on
-    })), { ...shared, batchMemoryBudgetBytes: head.budgetBytes });
+    const outcomes = await runCoreBatch(
+      head.models,
+      members.map((m) => ({
+        image: { rgb: m.value.pre.rgb, width: m.value.pre.width, height: m.value.pre.height },
+        prompts: m.value.prompts,
+        noise: m.value.options.noise ?? new NoiseSource(m.value.opts.seed),
+        signal: m.signal,
+        onProgress: m.value.onProgress,
+        onDropped: (e: unknown) => m.reject(e), // at once: the others of the batch go on
+      })),
+      { ...shared, batchMemoryBudgetBytes: head.budgetBytes },
+    );
     outcomes.forEach((o, i) => {
       const m = members[i];
       if (!o.ok) return m.reject(o.error);
@@ -475,8 +530,12 @@ export async function chooseBatchSize(
   models: Pick<PipelineModels, 'engine' | 'controlnet' | 'unet'>,
   s: { height: number; width: number; rowsPerImage: number; budgetBytes: number; cap: number },
 ): Promise<number> {
-  return largestFittingBatch(s.cap, s.budgetBytes, async (b) =>
-    (await models.engine.planStep(models.controlnet, models.unet, { batch: b * s.rowsPerImage, height: s.height, width: s.width })).arenaBytes);
+  return largestFittingBatch(
+    s.cap,
+    s.budgetBytes,
+    async (b) =>
+      (await models.engine.planStep(models.controlnet, models.unet, { batch: b * s.rowsPerImage, height: s.height, width: s.width })).arenaBytes,
+  );
 }
 
 function extractAlpha(rgba: Buffer): Uint8Array {

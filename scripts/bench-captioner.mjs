@@ -18,14 +18,26 @@ import { parseArgs } from 'node:util';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: a } = parseArgs({
   options: {
-    size: { type: 'string', default: '7b' }, tokens: { type: 'string', default: '16' }, runs: { type: 'string', default: '1' },
-    threads: { type: 'string' }, context: { type: 'string', default: '1024' }, gpu: { type: 'string', default: 'auto' },
-    separate: { type: 'boolean', default: false }, models: { type: 'string' }, out: { type: 'string' },
+    size: { type: 'string', default: '7b' },
+    tokens: { type: 'string', default: '16' },
+    runs: { type: 'string', default: '1' },
+    threads: { type: 'string' },
+    context: { type: 'string', default: '1024' },
+    gpu: { type: 'string', default: 'auto' },
+    separate: { type: 'boolean', default: false },
+    models: { type: 'string' },
+    out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (a.help) {
-  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).join('\n') + '\n');
+  process.stdout.write(
+    fs
+      .readFileSync(fileURLToPath(import.meta.url), 'utf8')
+      .split('\n')
+      .slice(1, 12)
+      .join('\n') + '\n',
+  );
   process.exit(0);
 }
 const dist = (p) => import(path.join(ROOT, 'dist', 'lib', 'captioners', p));
@@ -43,10 +55,15 @@ const out = path.resolve(a.out ?? path.join(ROOT, '.bench', `captioner-${size}.j
 let t0 = Date.now();
 let lastPct = -1;
 const files = createRandomLlava({
-  dir: modelsDir, size, reuse: true,
+  dir: modelsDir,
+  size,
+  reuse: true,
   onProgress: (file, w, total) => {
     const pct = Math.floor((w / total) * 20) * 5;
-    if (pct !== lastPct) { lastPct = pct; log(`writing ${path.basename(file)}: ${pct}%`); }
+    if (pct !== lastPct) {
+      lastPct = pct;
+      log(`writing ${path.basename(file)}: ${pct}%`);
+    }
   },
 });
 const genSeconds = (Date.now() - t0) / 1000;
@@ -57,17 +74,25 @@ log(`models ready in ${genSeconds.toFixed(1)} s (${(sizes.model / 2 ** 30).toFix
 const W = 336;
 const H = 336;
 const rgb = new Uint8Array(W * H * 3);
-for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
-  const i = (y * W + x) * 3;
-  rgb[i] = (x * 3) & 255; rgb[i + 1] = (y * 5) & 255; rgb[i + 2] = ((x ^ y) * 7) & 255;
-}
+for (let y = 0; y < H; y++)
+  for (let x = 0; x < W; x++) {
+    const i = (y * W + x) * 3;
+    rgb[i] = (x * 3) & 255;
+    rgb[i + 1] = (y * 5) & 255;
+    rgb[i + 2] = ((x ^ y) * 7) & 255;
+  }
 const image = { data: rgb, width: W, height: H };
 
 t0 = Date.now();
 const threads = a.threads ? Number(a.threads) : Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
 const cap = await LlavaCaptioner.create({
-  model: files.model, mmproj: files.mmproj, threads, contextSize: Number(a.context),
-  gpu: a.gpu === 'cpu' ? false : a.gpu, maxTokens: tokens, minTokens: tokens,
+  model: files.model,
+  mmproj: files.mmproj,
+  threads,
+  contextSize: Number(a.context),
+  gpu: a.gpu === 'cpu' ? false : a.gpu,
+  maxTokens: tokens,
+  minTokens: tokens,
 });
 const loadMs = Date.now() - t0;
 log(`loaded on ${cap.variant} in ${(loadMs / 1000).toFixed(1)} s (${threads} threads)`);
@@ -80,11 +105,19 @@ const summarize = (r, mode) => {
   const genTok = s.answers.reduce((x, y) => x + y.generatedTokens, 0);
   const textPrefill = s.prefixPrefillMs + s.answers.reduce((x, y) => x + y.prefillMs, 0);
   return {
-    mode, totalMs: s.totalMs, imagePasses: s.imagePasses, imageTokens: s.imageTokens, decodeImageMs: s.decodeImageMs,
-    encodeMs: s.encodeMs, imagePrefillMs: s.imagePrefillMs,
+    mode,
+    totalMs: s.totalMs,
+    imagePasses: s.imagePasses,
+    imageTokens: s.imageTokens,
+    decodeImageMs: s.decodeImageMs,
+    encodeMs: s.encodeMs,
+    imagePrefillMs: s.imagePrefillMs,
     imagePrefillMsPerToken: s.imagePrefillMs / Math.max(1, s.imageTokens * s.imagePasses),
-    textPrefillMs: textPrefill, promptTokens: s.answers.map((x) => x.promptTokens),
-    generatedTokens: genTok, generateMs: gen, perTokenMs: gen / Math.max(1, genTok),
+    textPrefillMs: textPrefill,
+    promptTokens: s.answers.map((x) => x.promptTokens),
+    generatedTokens: genTok,
+    generateMs: gen,
+    perTokenMs: gen / Math.max(1, genTok),
     answers: s.answers,
   };
 };
@@ -101,10 +134,24 @@ for (let i = 0; i < runs; i++) {
 await cap.dispose();
 
 const report = {
-  bench: 'captioner', size, date: new Date().toISOString(),
-  machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${process.platform}-${process.arch}`, node: process.version },
-  variant: cap.variant, threads, contextSize: Number(a.context), tokensPerAnswer: tokens,
-  files: { ...sizes, imageTokens: files.imageTokens }, modelGenerationSeconds: genSeconds, loadMs, runs: results,
+  bench: 'captioner',
+  size,
+  date: new Date().toISOString(),
+  machine: {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    platform: `${process.platform}-${process.arch}`,
+    node: process.version,
+  },
+  variant: cap.variant,
+  threads,
+  contextSize: Number(a.context),
+  tokensPerAnswer: tokens,
+  files: { ...sizes, imageTokens: files.imageTokens },
+  modelGenerationSeconds: genSeconds,
+  loadMs,
+  runs: results,
 };
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(out, JSON.stringify(report, null, 2) + '\n');

@@ -36,29 +36,55 @@ const layouts = arg('layout', 'nchw,nhwc').split(',');
 
 // Released configs (native/bench/sd15_configs.h).
 const TRUNK = {
-  in_channels: 4, block_out_channels: [320, 640, 1280, 1280], layers_per_block: 2, attention_head_dim: 8, cross_attention_dim: 768,
-  norm_num_groups: 32, norm_eps: 1e-5, flip_sin_to_cos: true, freq_shift: 0,
+  in_channels: 4,
+  block_out_channels: [320, 640, 1280, 1280],
+  layers_per_block: 2,
+  attention_head_dim: 8,
+  cross_attention_dim: 768,
+  norm_num_groups: 32,
+  norm_eps: 1e-5,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
   down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
 };
-let unet = { ...TRUNK, out_channels: 4, up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-  up_use_lowlevel_prompt: [false, false, false, false], mid_use_lowlevel_prompt: false, down_use_lowlevel_prompt: false };
+let unet = {
+  ...TRUNK,
+  out_channels: 4,
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+  up_use_lowlevel_prompt: [false, false, false, false],
+  mid_use_lowlevel_prompt: false,
+  down_use_lowlevel_prompt: false,
+};
 let controlnet = { ...TRUNK, conditioning_embedding_out_channels: [16, 32, 96, 256], use_lowlevel_prompt: true, use_rrdb: false };
 if (config === 'cut') {
   const cut = { block_out_channels: [320, 640, 640], down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'] };
-  unet = { ...unet, ...cut, up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], up_use_lowlevel_prompt: [false, false, false] };
+  unet = {
+    ...unet,
+    ...cut,
+    up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+    up_use_lowlevel_prompt: [false, false, false],
+  };
   controlnet = { ...controlnet, ...cut };
 } else if (config !== 'full') {
   throw new Error(`--config must be full or cut, got ${config}`);
 }
 const components = { controlnet: { config: controlnet, synthetic: true, seed: 1 }, unet: { config: unet, synthetic: true, seed: 2 } };
-const nativeComponents = { controlnet: { configJson: JSON.stringify(controlnet), synthetic: true, seed: 1 }, unet: { configJson: JSON.stringify(unet), synthetic: true, seed: 2 } };
+const nativeComponents = {
+  controlnet: { configJson: JSON.stringify(controlnet), synthetic: true, seed: 1 },
+  unet: { configJson: JSON.stringify(unet), synthetic: true, seed: 2 },
+};
 
 const h = size / 8;
 const result = { config, image: `${size}x${size}`, latent: `${h}x${h}`, batch: 2, threads, reps, freeMemGiB: +(freemem() / 2 ** 30).toFixed(1) };
 
 // 1. Our CPU backend: the exported step graph, planned and run per op.
 const native = JSON.parse(await loadNative().profileOnnxStep({ components: nativeComponents, size: [size, size], batch: 2, threads, reps }));
-result.native = { backend: native.backend, runsMs: native.runsMs.map((x) => +x.toFixed(1)), msByOp: round(native.msByOp), gflop: +(native.flops / 1e9).toFixed(1) };
+result.native = {
+  backend: native.backend,
+  runsMs: native.runsMs.map((x) => +x.toFixed(1)),
+  msByOp: round(native.msByOp),
+  gflop: +(native.flops / 1e9).toFixed(1),
+};
 
 // 2. onnxruntime on the exported file, per layout.
 result.onnxruntime = {};
@@ -67,8 +93,13 @@ for (const layout of layouts) {
   try {
     const m = await exportOnnx({ components, out, parts: ['step'], sizes: [[size, size]], batch: 2, layout });
     const s = await ort.InferenceSession.create(path.join(out, m.files[0].file), {
-      intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
-      enableProfiling: true, profileFilePrefix: path.join(out, 'profile'), logSeverityLevel: 3,
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      enableProfiling: true,
+      profileFilePrefix: path.join(out, 'profile'),
+      logSeverityLevel: 3,
     });
     const N = 2;
     const fill = (shape, off = 0) => {
@@ -78,11 +109,14 @@ for (const layout of layouts) {
       return new ort.Tensor('float32', d, shape);
     };
     const feeds = {
-      sample: fill([N, 4, h, h]), timestep: new ort.Tensor('float32', new Float32Array(N).fill(501), [N]),
-      encoder_hidden_states: fill([N, 77, 768]), lowlevel_encoder_hidden_states: fill([N, 77, 768]),
-      controlnet_cond: fill([N, 3, size, size], 0.5), conditioning_scale: new ort.Tensor('float32', Float32Array.of(1), [1]),
+      sample: fill([N, 4, h, h]),
+      timestep: new ort.Tensor('float32', new Float32Array(N).fill(501), [N]),
+      encoder_hidden_states: fill([N, 77, 768]),
+      lowlevel_encoder_hidden_states: fill([N, 77, 768]),
+      controlnet_cond: fill([N, 3, size, size], 0.5),
+      conditioning_scale: new ort.Tensor('float32', Float32Array.of(1), [1]),
     };
-    await s.run(feeds);  // warm-up (profiled too; its share is removed below)
+    await s.run(feeds); // warm-up (profiled too; its share is removed below)
     const runs = [];
     for (let r = 0; r < reps; r++) {
       const t0 = performance.now();
@@ -99,9 +133,16 @@ for (const layout of layouts) {
         // Node names are "<engine op>/<onnx op>_<n>"; nodes onnxruntime created while optimising (NCHWc
         // convolutions and their reorders, fused activations) keep no prefix: classed by their op type.
         const opType = e.args?.op_name ?? '';
-        const cls = e.name.includes('/') ? e.name.split('/')[0]
-          : /Conv/.test(opType) ? 'conv2d' : /Reorder|Transpose/.test(opType) ? 'layout' : /MatMul|Gemm/.test(opType) ? 'linear' : `other:${opType}`;
-        byOp[cls] = (byOp[cls] ?? 0) + e.dur / 1000 / (reps + 1);  // µs over reps + warm-up -> ms per run
+        const cls = e.name.includes('/')
+          ? e.name.split('/')[0]
+          : /Conv/.test(opType)
+            ? 'conv2d'
+            : /Reorder|Transpose/.test(opType)
+              ? 'layout'
+              : /MatMul|Gemm/.test(opType)
+                ? 'linear'
+                : `other:${opType}`;
+        byOp[cls] = (byOp[cls] ?? 0) + e.dur / 1000 / (reps + 1); // µs over reps + warm-up -> ms per run
       }
     }
     result.onnxruntime[layout] = { runsMs: runs.map((x) => +x.toFixed(1)), msByOp: round(byOp), nodes: m.files[0].nodes };
@@ -123,5 +164,9 @@ result.note = 'ratio = native ms / onnxruntime ms (> 1: onnxruntime faster); sha
 process.stdout.write(JSON.stringify(result, null, 2) + '\n');
 
 function round(o) {
-  return Object.fromEntries(Object.entries(o).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, +v.toFixed(1)]));
+  return Object.fromEntries(
+    Object.entries(o)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => [k, +v.toFixed(1)]),
+  );
 }

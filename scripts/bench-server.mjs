@@ -18,24 +18,52 @@ import { XPSR, createServer } from '../dist/lib/index.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: v } = parseArgs({
   options: {
-    requests: { type: 'string', default: '120' }, concurrency: { type: 'string', default: '1,4' }, rounds: { type: 'string', default: '4' },
-    steps: { type: 'string', default: '1' }, size: { type: 'string', default: '16' }, 'process-size': { type: 'string', default: '64' },
-    model: { type: 'string', default: path.join(root, 'test', 'fixtures', 'model') }, sd: { type: 'string' }, xpsr: { type: 'string' },
-    device: { type: 'string', default: 'cpu' }, threads: { type: 'string' },
+    requests: { type: 'string', default: '120' },
+    concurrency: { type: 'string', default: '1,4' },
+    rounds: { type: 'string', default: '4' },
+    steps: { type: 'string', default: '1' },
+    size: { type: 'string', default: '16' },
+    'process-size': { type: 'string', default: '64' },
+    model: { type: 'string', default: path.join(root, 'test', 'fixtures', 'model') },
+    sd: { type: 'string' },
+    xpsr: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    threads: { type: 'string' },
   },
 });
 const requests = Number(v.requests);
 const rounds = Number(v.rounds);
 const levels = v.concurrency.split(',').map(Number);
-const options = { steps: Number(v.steps), processSize: Number(v['process-size']), scale: 1, guidanceScale: 1, colorFix: 'none', seed: 1,
-  prompts: { high: 'a cup of coffee', low: 'blurry' } };
-const query = new URLSearchParams({ steps: v.steps, processSize: v['process-size'], scale: '1', guidanceScale: '1', colorFix: 'none',
-  seed: '1', 'prompts.high': options.prompts.high, 'prompts.low': options.prompts.low }).toString();
+const options = {
+  steps: Number(v.steps),
+  processSize: Number(v['process-size']),
+  scale: 1,
+  guidanceScale: 1,
+  colorFix: 'none',
+  seed: 1,
+  prompts: { high: 'a cup of coffee', low: 'blurry' },
+};
+const query = new URLSearchParams({
+  steps: v.steps,
+  processSize: v['process-size'],
+  scale: '1',
+  guidanceScale: '1',
+  colorFix: 'none',
+  seed: '1',
+  'prompts.high': options.prompts.high,
+  'prompts.low': options.prompts.low,
+}).toString();
 const size = Number(v.size);
-const image = await sharp({ create: { width: size, height: size, channels: 3, background: { r: 180, g: 120, b: 60 } } }).png().toBuffer();
+const image = await sharp({ create: { width: size, height: size, channels: 3, background: { r: 180, g: 120, b: 60 } } })
+  .png()
+  .toBuffer();
 
-const engine = await XPSR.load({ ...(v.sd ? { sd: v.sd, xpsr: v.xpsr } : { model: v.model }), device: v.device,
-  threads: v.threads ? Number(v.threads) : undefined, onNotice: () => {} });
+const engine = await XPSR.load({
+  ...(v.sd ? { sd: v.sd, xpsr: v.xpsr } : { model: v.model }),
+  device: v.device,
+  threads: v.threads ? Number(v.threads) : undefined,
+  onNotice: () => {},
+});
 const server = await createServer({ engines: [engine], maxQueue: 1024 });
 const url = await server.listen({ host: '127.0.0.1', port: 0 });
 
@@ -65,14 +93,16 @@ async function block(fn, n, c) {
   const lat = [];
   let next = 0;
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: c }, async () => {
-    while (next < n) {
-      next++;
-      const t = performance.now();
-      await fn();
-      lat.push(performance.now() - t);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      while (next < n) {
+        next++;
+        const t = performance.now();
+        await fn();
+        lat.push(performance.now() - t);
+      }
+    }),
+  );
   return { lat, wallMs: performance.now() - t0 };
 }
 
@@ -92,18 +122,29 @@ for (const c of levels) {
       acc[name].wallMs += b.wallMs;
     }
   }
-  results[`concurrency${c}`] = Object.fromEntries(Object.entries(acc).map(([name, a]) => {
-    const s = [...a.lat].sort((x, y) => x - y);
-    return [name, {
-      requests: s.length, requestsPerSecond: round3(s.length / (a.wallMs / 1000)),
-      p50Ms: round3(pct(s, 50)), p95Ms: round3(pct(s, 95)), p99Ms: round3(pct(s, 99)), meanMs: round3(s.reduce((x, y) => x + y, 0) / s.length),
-    }];
-  }));
+  results[`concurrency${c}`] = Object.fromEntries(
+    Object.entries(acc).map(([name, a]) => {
+      const s = [...a.lat].sort((x, y) => x - y);
+      return [
+        name,
+        {
+          requests: s.length,
+          requestsPerSecond: round3(s.length / (a.wallMs / 1000)),
+          p50Ms: round3(pct(s, 50)),
+          p95Ms: round3(pct(s, 95)),
+          p99Ms: round3(pct(s, 99)),
+          meanMs: round3(s.reduce((x, y) => x + y, 0) / s.length),
+        },
+      ];
+    }),
+  );
   const d = results[`concurrency${c}`].direct;
   for (const name of ['http', 'httpJob']) {
     const h = results[`concurrency${c}`][name];
     h.overhead = {
-      p50Ms: round3(h.p50Ms - d.p50Ms), p50Ratio: round3(h.p50Ms / d.p50Ms), p99Ratio: round3(h.p99Ms / d.p99Ms),
+      p50Ms: round3(h.p50Ms - d.p50Ms),
+      p50Ratio: round3(h.p50Ms / d.p50Ms),
+      p99Ratio: round3(h.p99Ms / d.p99Ms),
       throughputRatio: round3(h.requestsPerSecond / d.requestsPerSecond),
     };
   }

@@ -30,8 +30,16 @@ const RELEASE_DIR = path.join(BUILD_DIR, 'Release');
 const MANIFEST = path.join(RELEASE_DIR, 'manifest.json');
 const STAMP_VERSION = 1;
 // Subset of llama.cpp that mtmd needs (see docs/captioning.md, "How the addon is built").
-const EXTRACT_PATHS = ['tools/mtmd', 'include', 'ggml/include', 'src/llama-ext.h',
-  'vendor/hash', 'vendor/stb', 'vendor/miniaudio', 'vendor/sheredom'];
+const EXTRACT_PATHS = [
+  'tools/mtmd',
+  'include',
+  'ggml/include',
+  'src/llama-ext.h',
+  'vendor/hash',
+  'vendor/stb',
+  'vendor/miniaudio',
+  'vendor/sheredom',
+];
 
 export class CaptionerBuildError extends Error {
   constructor(message, code = 'ERR_CAPTIONER_BUILD') {
@@ -42,7 +50,9 @@ export class CaptionerBuildError extends Error {
 }
 
 export function captionerDisabled(env = process.env) {
-  const v = String(env.XPSR_CAPTIONER ?? '').trim().toLowerCase();
+  const v = String(env.XPSR_CAPTIONER ?? '')
+    .trim()
+    .toLowerCase();
   return v === 'off' || v === '0' || v === 'false' || v === 'disabled';
 }
 
@@ -81,13 +91,19 @@ export function locateNodeLlamaCpp() {
   const bundle = path.join(dir, 'llama', 'gitRelease.bundle');
   const infoFile = path.join(dir, 'llama', 'llama.cpp.info.json');
   if (!fs.existsSync(bundle) || !fs.existsSync(infoFile)) {
-    throw new CaptionerBuildError(`node-llama-cpp ${version} has no llama/gitRelease.bundle; cannot build the captioner offline`,
-      'ERR_CAPTIONER_DEPS');
+    throw new CaptionerBuildError(
+      `node-llama-cpp ${version} has no llama/gitRelease.bundle; cannot build the captioner offline`,
+      'ERR_CAPTIONER_DEPS',
+    );
   }
   const tag = JSON.parse(fs.readFileSync(infoFile, 'utf8')).tag;
   const base = `${process.platform}-${process.arch}`;
   const variants = [];
-  for (const [name, pkg] of [['cpu', base], ['cuda', `${base}-cuda`], ['vulkan', `${base}-vulkan`]]) {
+  for (const [name, pkg] of [
+    ['cpu', base],
+    ['cuda', `${base}-cuda`],
+    ['vulkan', `${base}-vulkan`],
+  ]) {
     const pdir = findPackageDir(`@node-llama-cpp/${pkg}`, dir);
     if (!pdir) continue;
     const bins = path.join(pdir, 'bins', pkg);
@@ -104,8 +120,10 @@ export function locateNodeLlamaCpp() {
 function git(args, opts = {}) {
   const r = spawnSync('git', args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
   if (r.error) {
-    throw new CaptionerBuildError(`git is needed to extract llama.cpp from node-llama-cpp's bundle but could not run: ${r.error.message}`,
-      'ERR_CAPTIONER_TOOLS');
+    throw new CaptionerBuildError(
+      `git is needed to extract llama.cpp from node-llama-cpp's bundle but could not run: ${r.error.message}`,
+      'ERR_CAPTIONER_TOOLS',
+    );
   }
   if (r.status !== 0) throw new CaptionerBuildError(`git ${args.join(' ')} failed: ${(r.stderr || '').trim()}`);
   return r.stdout;
@@ -176,7 +194,9 @@ function findOnPath(cmd) {
     try {
       fs.accessSync(p, fs.constants.X_OK);
       if (fs.statSync(p).isFile()) return p;
-    } catch { /* next */ }
+    } catch {
+      /* next */
+    }
   }
   return null;
 }
@@ -217,19 +237,32 @@ export async function buildCaptioner(options = {}) {
     return { status: 'disabled', variants: [], dir: RELEASE_DIR, seconds: seconds() };
   }
   if (process.platform !== 'linux') {
-    throw new CaptionerBuildError(`the captioner addon is built on Linux only (this is ${process.platform}); ` +
-      'set XPSR_CAPTIONER=off to skip it and use the HTTP or fixed captioners', 'ERR_CAPTIONER_UNSUPPORTED');
+    throw new CaptionerBuildError(
+      `the captioner addon is built on Linux only (this is ${process.platform}); ` +
+        'set XPSR_CAPTIONER=off to skip it and use the HTTP or fixed captioners',
+      'ERR_CAPTIONER_UNSUPPORTED',
+    );
   }
   const nlc = locateNodeLlamaCpp();
   if (nlc.variants.length === 0 || nlc.variants[0].name !== 'cpu') {
-    throw new CaptionerBuildError(`no prebuilt node-llama-cpp binaries for ${process.platform}-${process.arch} ` +
-      `(@node-llama-cpp/${process.platform}-${process.arch}); cannot link the captioner`, 'ERR_CAPTIONER_DEPS');
+    throw new CaptionerBuildError(
+      `no prebuilt node-llama-cpp binaries for ${process.platform}-${process.arch} ` +
+        `(@node-llama-cpp/${process.platform}-${process.arch}); cannot link the captioner`,
+      'ERR_CAPTIONER_DEPS',
+    );
   }
   const commit = bundleCommit(nlc.bundle);
-  const stamp = sha256(JSON.stringify({
-    v: STAMP_VERSION, nlc: nlc.version, commit, src: hashTree(SRC_DIR), script: sha256(fs.readFileSync(fileURLToPath(import.meta.url))),
-    variants: nlc.variants.map((v) => [v.name, v.bins, v.llama, v.ggml]), platform: `${process.platform}-${process.arch}`,
-  }));
+  const stamp = sha256(
+    JSON.stringify({
+      v: STAMP_VERSION,
+      nlc: nlc.version,
+      commit,
+      src: hashTree(SRC_DIR),
+      script: sha256(fs.readFileSync(fileURLToPath(import.meta.url))),
+      variants: nlc.variants.map((v) => [v.name, v.bins, v.llama, v.ggml]),
+      platform: `${process.platform}-${process.arch}`,
+    }),
+  );
   const outFile = (v) => path.join(RELEASE_DIR, `xpsr_captioner.${v}.node`);
   if (!force && fs.existsSync(MANIFEST)) {
     try {
@@ -238,18 +271,22 @@ export async function buildCaptioner(options = {}) {
         log(`up to date (${m.variants.join(', ')}; node-llama-cpp ${nlc.version}, llama.cpp ${nlc.tag})`);
         return { status: 'up-to-date', variants: m.variants, dir: RELEASE_DIR, seconds: seconds() };
       }
-    } catch { /* rebuild */ }
+    } catch {
+      /* rebuild */
+    }
   }
   fs.mkdirSync(BUILD_DIR, { recursive: true });
   if (force) fs.rmSync(CMAKE_OUT, { recursive: true, force: true });
   extractLlamaCpp(nlc, commit, log);
 
-  const jobs = options.jobs ?? Math.max(1, (os.availableParallelism?.() ?? os.cpus().length));
+  const jobs = options.jobs ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
   const cmakeJs = createRequire(path.join(ROOT, 'package.json')).resolve('cmake-js/bin/cmake-js');
   const cmake = process.env.CMAKE_PATH || findOnPath('cmake');
   if (!cmake) {
-    throw new CaptionerBuildError('CMake >= 3.19 is needed to build the captioner addon (e.g. apt install cmake); ' +
-      'or set XPSR_CAPTIONER=off', 'ERR_CAPTIONER_TOOLS');
+    throw new CaptionerBuildError(
+      'CMake >= 3.19 is needed to build the captioner addon (e.g. apt install cmake); ' + 'or set XPSR_CAPTIONER=off',
+      'ERR_CAPTIONER_TOOLS',
+    );
   }
   const common = ['--directory', SRC_DIR, '--out', CMAKE_OUT, '--config', 'Release', '--cmake-path', cmake];
   const defs = [
@@ -262,8 +299,7 @@ export async function buildCaptioner(options = {}) {
   await run(process.execPath, [cmakeJs, 'configure', ...common, ...defs, '--log-level', 'warn'], { cwd: ROOT, quiet, log });
   log(`compiling mtmd + addon with ${jobs} job(s); a first build takes ~1.5-5 min on 2 cores...`);
   const tb = Date.now();
-  await run(process.execPath, [cmakeJs, 'build', ...common, '--parallel', String(jobs), '--log-level', 'warn'],
-    { cwd: ROOT, quiet, log });
+  await run(process.execPath, [cmakeJs, 'build', ...common, '--parallel', String(jobs), '--log-level', 'warn'], { cwd: ROOT, quiet, log });
   log(`compiled in ${((Date.now() - tb) / 1000).toFixed(1)} s`);
 
   fs.mkdirSync(RELEASE_DIR, { recursive: true });
@@ -278,11 +314,22 @@ export async function buildCaptioner(options = {}) {
   }
   log('checking that the cpu addon loads next to node-llama-cpp...');
   const info = verifyCpuAddon(outFile('cpu'), nlc.dir);
-  fs.writeFileSync(MANIFEST, JSON.stringify({
-    stamp, variants: built, nodeLlamaCpp: nlc.version, llamaCpp: { tag: nlc.tag, commit },
-    libs: Object.fromEntries(nlc.variants.map((v) => [v.name, { llama: v.llama, ggml: v.ggml, pkg: v.pkg }])),
-    buildInfo: info, builtAt: new Date().toISOString(),
-  }, null, 2) + '\n');
+  fs.writeFileSync(
+    MANIFEST,
+    JSON.stringify(
+      {
+        stamp,
+        variants: built,
+        nodeLlamaCpp: nlc.version,
+        llamaCpp: { tag: nlc.tag, commit },
+        libs: Object.fromEntries(nlc.variants.map((v) => [v.name, { llama: v.llama, ggml: v.ggml, pkg: v.pkg }])),
+        buildInfo: info,
+        builtAt: new Date().toISOString(),
+      },
+      null,
+      2,
+    ) + '\n',
+  );
   log(`built ${built.map((v) => `xpsr_captioner.${v}.node`).join(', ')} in ${seconds()} s -> ${path.relative(ROOT, RELEASE_DIR)}/`);
   return { status: 'built', variants: built, dir: RELEASE_DIR, seconds: seconds() };
 }
@@ -291,8 +338,10 @@ const isMain = process.argv[1] && path.resolve(process.argv[1]) === fileURLToPat
 if (isMain) {
   const args = process.argv.slice(2);
   if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write('usage: node scripts/build-captioner.mjs [--force] [--jobs N] [--quiet]\n' +
-      '  builds build-captioner/Release/xpsr_captioner.<variant>.node; XPSR_CAPTIONER=off skips\n');
+    process.stdout.write(
+      'usage: node scripts/build-captioner.mjs [--force] [--jobs N] [--quiet]\n' +
+        '  builds build-captioner/Release/xpsr_captioner.<variant>.node; XPSR_CAPTIONER=off skips\n',
+    );
     process.exit(0);
   }
   const ji = args.indexOf('--jobs');
@@ -300,8 +349,9 @@ if (isMain) {
   buildCaptioner({ force: args.includes('--force'), quiet: args.includes('--quiet'), jobs: Number.isFinite(jobs) ? jobs : undefined })
     .then(() => process.exit(0))
     .catch((e) => {
-      process.stderr.write(`[captioner] build FAILED: ${e.message}\n` +
-        '[captioner] (set XPSR_CAPTIONER=off to install without the in-process LLaVA captioner)\n');
+      process.stderr.write(
+        `[captioner] build FAILED: ${e.message}\n` + '[captioner] (set XPSR_CAPTIONER=off to install without the in-process LLaVA captioner)\n',
+      );
       process.exit(1);
     });
 }

@@ -61,24 +61,46 @@ export async function buildNative(options = {}) {
   if (!force && existsSync(addon) && process.env.npm_lifecycle_event !== 'install') {
     log(`engine addon already built: ${path.relative(root, addon)}`);
   } else if (has('cmake')) {
-    log(`building the engine addon with cmake-js in ${path.relative(root, out) || '.'} (${jobs} jobs; ` +
-      `CUDA: ${process.env.XPSR_CUDA ?? 'auto'}${process.env.XPSR_CUDA_ARCHS ? `, architectures ${process.env.XPSR_CUDA_ARCHS}` : ''})`);
+    log(
+      `building the engine addon with cmake-js in ${path.relative(root, out) || '.'} (${jobs} jobs; ` +
+        `CUDA: ${process.env.XPSR_CUDA ?? 'auto'}${process.env.XPSR_CUDA_ARCHS ? `, architectures ${process.env.XPSR_CUDA_ARCHS}` : ''})`,
+    );
     // the package's own node_modules in a clone, the app's (hoisted) when installed as a dependency
     const cmakeJsBin = createRequire(path.join(root, 'package.json')).resolve('cmake-js/bin/cmake-js');
-    const args = [cmakeJsBin, 'compile', '--parallel', String(jobs), '--out', out, '--config', 'Release',
+    const args = [
+      cmakeJsBin,
+      'compile',
+      '--parallel',
+      String(jobs),
+      '--out',
+      out,
+      '--config',
+      'Release',
       ...(options.addonOnly ? ['--target', 'xpsr'] : []),
-      ...Object.entries(options.defines ?? {}).map(([k, v]) => `--CD${k}=${v}`)];
+      ...Object.entries(options.defines ?? {}).map(([k, v]) => `--CD${k}=${v}`),
+    ];
     const r = run(process.execPath, args);
     if (!r.ok) {
-      throw new NativeBuildError('the engine build failed (see the compiler output above). Requirements: CMake >= 3.18 and a ' +
-        'C++17 compiler; set XPSR_CUDA=off to skip the CUDA backend.');
+      throw new NativeBuildError(
+        'the engine build failed (see the compiler output above). Requirements: CMake >= 3.18 and a ' +
+          'C++17 compiler; set XPSR_CUDA=off to skip the CUDA backend.',
+      );
     }
     log(`engine addon built in ${r.seconds.toFixed(0)} s`);
     built = true;
   } else {
     if (path.relative(root, out) !== 'build') throw new NativeBuildError('--out needs CMake (node-gyp always builds in build/)');
     log('CMake not found: building the CPU-only addon with node-gyp (binding.gyp)');
-    const npmGyp = path.join(path.dirname(path.dirname(process.execPath)), 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+    const npmGyp = path.join(
+      path.dirname(path.dirname(process.execPath)),
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    );
     const gyp = [path.join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'), npmGyp].find((p) => existsSync(p));
     const gypBin = gyp ? [process.execPath, [gyp]] : ['node-gyp', []];
     // Build against this Node's own headers (no header download): npm's nodedir, else <prefix>/include/node.
@@ -91,8 +113,12 @@ export async function buildNative(options = {}) {
   let info = null;
   if (existsSync(addon) && (built || !existsSync(path.join(out, 'Release', 'build-info.json')))) {
     mkdirSync(path.dirname(addon), { recursive: true });
-    info = describeEngineAddon(addon, { buildDir: existsSync(path.join(out, 'CMakeCache.txt')) ? out : null, root,
-      builtWith: existsSync(path.join(out, 'CMakeCache.txt')) ? 'cmake-js' : 'node-gyp', justBuilt: built });
+    info = describeEngineAddon(addon, {
+      buildDir: existsSync(path.join(out, 'CMakeCache.txt')) ? out : null,
+      root,
+      builtWith: existsSync(path.join(out, 'CMakeCache.txt')) ? 'cmake-js' : 'node-gyp',
+      justBuilt: built,
+    });
     writeBuildInfo(path.dirname(addon), info);
     log(`build info: ${summarizeBuildInfo(info)}`);
   }
@@ -120,10 +146,13 @@ if (isMain) {
     process.exit(0);
   }
   const oi = args.indexOf('--out');
-  buildNative({ force: args.includes('--force'), out: oi >= 0 ? args[oi + 1] : undefined, addonOnly: args.includes('--addon-only'),
-    captioner: !args.includes('--no-captioner') })
-    .catch((e) => {
-      log(e instanceof NativeBuildError ? e.message : `build failed: ${e?.stack ?? e}`);
-      process.exit(1);
-    });
+  buildNative({
+    force: args.includes('--force'),
+    out: oi >= 0 ? args[oi + 1] : undefined,
+    addonOnly: args.includes('--addon-only'),
+    captioner: !args.includes('--no-captioner'),
+  }).catch((e) => {
+    log(e instanceof NativeBuildError ? e.message : `build failed: ${e?.stack ?? e}`);
+    process.exit(1);
+  });
 }

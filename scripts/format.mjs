@@ -40,7 +40,14 @@ const step = (label, cmd, args) => {
 };
 
 const biome = path.join(root, 'node_modules', '@biomejs', 'biome', 'bin', 'biome');
-step('biome (TypeScript, JavaScript)', process.execPath, [biome, 'check', ...(write ? ['--write'] : ['--max-diagnostics=50']), 'lib', 'test', 'scripts']);
+step('biome (TypeScript, JavaScript)', process.execPath, [
+  biome,
+  'check',
+  ...(write ? ['--write'] : ['--max-diagnostics=50']),
+  'lib',
+  'test',
+  'scripts',
+]);
 
 const files = nativeSources(path.join(root, 'native')).map((f) => path.relative(root, f));
 const clang = spawnSync('clang-format', ['--version'], { encoding: 'utf8' });

@@ -60,7 +60,9 @@ async function main() {
 
 main().catch((e) => {
   log(e instanceof NativeBuildError ? e.message : `build failed: ${e?.stack ?? e}`);
-  log('Prebuilt binaries: npm installs @xpsr-native/linux-x64 automatically on Linux x64 (glibc) unless optional ' +
-    'dependencies are omitted; elsewhere build from source (see the README, "Install").');
+  log(
+    'Prebuilt binaries: npm installs @xpsr-native/linux-x64 automatically on Linux x64 (glibc) unless optional ' +
+      'dependencies are omitted; elsewhere build from source (see the README, "Install").',
+  );
   process.exit(1);
 });

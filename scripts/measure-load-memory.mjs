@@ -97,14 +97,16 @@ function writeSingleFile(file, dtype) {
   const chunk = Buffer.alloc(1 << 22);
   const pattern = (garbage) => {
     for (let i = 0; i < chunk.length; i += esize) {
-      const v = ((i * 2654435761) >>> 0) / 2 ** 32 - 0.5;  // in [-0.5, 0.5)
-      if (garbage) esize === 4 ? chunk.writeUInt32LE(0x7fc00000, i) : chunk.writeUInt16LE(0x7e00, i);  // NaN
+      const v = ((i * 2654435761) >>> 0) / 2 ** 32 - 0.5; // in [-0.5, 0.5)
+      if (garbage)
+        esize === 4 ? chunk.writeUInt32LE(0x7fc00000, i) : chunk.writeUInt16LE(0x7e00, i); // NaN
       else if (esize === 4) chunk.writeFloatLE(v * 0.04, i);
-      else chunk.writeUInt16LE(v < 0 ? 0xa51f : 0x251f, i);  // about ±0.02 in f16
+      else chunk.writeUInt16LE(v < 0 ? 0xa51f : 0x251f, i); // about ±0.02 in f16
     }
     return Buffer.from(chunk);
   };
-  const good = pattern(false), bad = pattern(true);
+  const good = pattern(false),
+    bad = pattern(true);
   for (const [name, shape] of tensors) {
     let n = shape.reduce((a, b) => a * b, 1) * esize;
     const src = name.startsWith('model.diffusion_model.') ? bad : good;
@@ -120,7 +122,10 @@ mkdirSync(dir, { recursive: true });
 const mib = (b) => Math.round((b / 2 ** 20) * 10) / 10;
 const rows = [];
 try {
-  const files = { F32: writeSingleFile(path.join(dir, 'sd15-synthetic.safetensors'), 'F32'), F16: writeSingleFile(path.join(dir, 'sd15-synthetic-fp16.safetensors'), 'F16') };
+  const files = {
+    F32: writeSingleFile(path.join(dir, 'sd15-synthetic.safetensors'), 'F32'),
+    F16: writeSingleFile(path.join(dir, 'sd15-synthetic-fp16.safetensors'), 'F16'),
+  };
   for (const mode of ['check', 'cpu'])
     for (const [dtype, f] of Object.entries(files)) {
       const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', mode, f.file], { encoding: 'utf8', timeout: 600_000 });
@@ -128,8 +133,16 @@ try {
       const m = JSON.parse(r.stdout.trim().split('\n').pop());
       const extra = m.peak - m.baseline;
       rows.push({
-        mode, dtype, fileMiB: mib(f.bytes), usedMiB: mib(f.usedBytes), f32WeightsMiB: mib((f.usedBytes * 4) / (dtype === 'F16' ? 2 : 4)),
-        tensors: m.tensors, loadMs: Math.round(m.loadMs), baselineMiB: mib(m.baseline), peakMiB: mib(m.peak), peakAboveBaselineMiB: mib(extra),
+        mode,
+        dtype,
+        fileMiB: mib(f.bytes),
+        usedMiB: mib(f.usedBytes),
+        f32WeightsMiB: mib((f.usedBytes * 4) / (dtype === 'F16' ? 2 : 4)),
+        tensors: m.tensors,
+        loadMs: Math.round(m.loadMs),
+        baselineMiB: mib(m.baseline),
+        peakMiB: mib(m.peak),
+        peakAboveBaselineMiB: mib(extra),
         peakOverUsedBytes: Math.round((extra / f.usedBytes) * 100) / 100,
       });
     }

@@ -19,8 +19,15 @@ for (const c of imageCases) {
     await xpsr.upscale(bytes, { name: c.name });
     results[c.name] = { code: null };
   } catch (e) {
-    results[c.name] = { code: e.code, expected: c.code, ms: +(performance.now() - t0).toFixed(1), rssGrowthMiB: +((process.memoryUsage().rss - rss0) / 2 ** 20).toFixed(1) };
+    results[c.name] = {
+      code: e.code,
+      expected: c.code,
+      ms: +(performance.now() - t0).toFixed(1),
+      rssGrowthMiB: +((process.memoryUsage().rss - rss0) / 2 ** 20).toFixed(1),
+    };
   }
 }
 await xpsr.dispose();
-process.stdout.write(JSON.stringify({ machine: { node: process.version, platform: `${process.platform}-${process.arch}` }, results }, null, 1) + '\n');
+process.stdout.write(
+  JSON.stringify({ machine: { node: process.version, platform: `${process.platform}-${process.arch}` }, results }, null, 1) + '\n',
+);

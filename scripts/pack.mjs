@@ -28,7 +28,8 @@ import { compareVersions, readElf } from './lib/elf.mjs';
 import { MAIN_MAX_PACKED_BYTES, PLATFORMS, currentPlatform } from './lib/platforms.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SYSTEM_LIBS = /^(libstdc\+\+\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libc\.so\.6|libdl\.so\.2|librt\.so\.1|libpthread\.so\.0|ld-linux-x86-64\.so\.2)$/;
+const SYSTEM_LIBS =
+  /^(libstdc\+\+\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libc\.so\.6|libdl\.so\.2|librt\.so\.1|libpthread\.so\.0|ld-linux-x86-64\.so\.2)$/;
 
 function log(msg) {
   process.stdout.write(`${msg}\n`);
@@ -72,7 +73,9 @@ async function engineAddon(spec, reuse) {
     let info;
     try {
       info = JSON.parse(fs.readFileSync(path.join(path.dirname(addon), BUILD_INFO_FILE), 'utf8'));
-    } catch { /* describe it now */ }
+    } catch {
+      /* describe it now */
+    }
     const fresh = describeEngineAddon(addon, { buildDir: path.join(root, 'build'), root, justBuilt: false });
     if (!info || info.sha256 !== fresh.sha256) info = fresh;
     return { addon, info: { ...info, packaged: 'reused build (scripts/pack.mjs --reuse-build)' } };
@@ -195,8 +198,9 @@ async function main() {
   const fixtures = list.filter((f) => f.startsWith('test/') || /\.safetensors$|\.node$/.test(f));
   if (fixtures.length) throw new PackError(`the main package would ship test fixtures or binaries: ${fixtures.slice(0, 5).join(', ')}`);
   // every defined platform package, each pinned to this exact version (all must be published with it)
-  const platformDeps = Object.fromEntries(Object.values(PLATFORMS).map((p) =>
-    [JSON.parse(fs.readFileSync(path.join(root, p.dir, 'package.json'), 'utf8')).name, pkg.version]));
+  const platformDeps = Object.fromEntries(
+    Object.values(PLATFORMS).map((p) => [JSON.parse(fs.readFileSync(path.join(root, p.dir, 'package.json'), 'utf8')).name, pkg.version]),
+  );
   const mainPkg = { ...pkg, scripts: { install: pkg.scripts.install }, optionalDependencies: { ...pkg.optionalDependencies, ...platformDeps } };
   delete mainPkg.devDependencies;
   delete mainPkg.ava;
@@ -207,19 +211,34 @@ async function main() {
   const platRec = npmPack(platDir, outDir);
   const mainRec = npmPack(mainDir, outDir);
   log(`engine addon: ${summarizeBuildInfo(platInfo)}`);
-  if (capt) log(`captioner: variants ${capt.manifest.variants.join(', ')} for node-llama-cpp ${capt.manifest.nodeLlamaCpp} (llama.cpp ${capt.manifest.llamaCpp.tag})`);
+  if (capt)
+    log(
+      `captioner: variants ${capt.manifest.variants.join(', ')} for node-llama-cpp ${capt.manifest.nodeLlamaCpp} (llama.cpp ${capt.manifest.llamaCpp.tag})`,
+    );
   report(`platform package ${platPkg.name}@${platPkg.version}`, platRec, spec.maxPackedBytes);
   report(`main package ${pkg.name}@${pkg.version}`, mainRec, MAIN_MAX_PACKED_BYTES);
   const rec = (r) => ({ file: r.file, packed: r.size, unpacked: r.unpackedSize, files: r.entryCount });
-  fs.writeFileSync(path.join(outDir, 'pack-report.json'), JSON.stringify({
-    version: pkg.version, platform, reusedBuild: reuse, main: rec(mainRec), platformPackage: { name: platPkg.name, ...rec(platRec) },
-    buildInfo: platInfo, captioner: capt ? { variants: capt.manifest.variants, nodeLlamaCpp: capt.manifest.nodeLlamaCpp } : null,
-  }, null, 2) + '\n');
+  fs.writeFileSync(
+    path.join(outDir, 'pack-report.json'),
+    JSON.stringify(
+      {
+        version: pkg.version,
+        platform,
+        reusedBuild: reuse,
+        main: rec(mainRec),
+        platformPackage: { name: platPkg.name, ...rec(platRec) },
+        buildInfo: platInfo,
+        captioner: capt ? { variants: capt.manifest.variants, nodeLlamaCpp: capt.manifest.nodeLlamaCpp } : null,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
   fs.rmSync(stage, { recursive: true, force: true });
   log(`\npack: OK -> ${outDir}`);
 }
 
 main().catch((e) => {
-  process.stderr.write(`pack: FAILED: ${e instanceof PackError ? e.message : e?.stack ?? e}\n`);
+  process.stderr.write(`pack: FAILED: ${e instanceof PackError ? e.message : (e?.stack ?? e)}\n`);
   process.exit(1);
 });

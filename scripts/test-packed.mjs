@@ -49,7 +49,12 @@ function run(cmd, cmdArgs, opts = {}) {
 }
 
 function tail(s, n = 25) {
-  return s.trim().split('\n').slice(-n).map((l) => `      ${l}`).join('\n');
+  return s
+    .trim()
+    .split('\n')
+    .slice(-n)
+    .map((l) => `      ${l}`)
+    .join('\n');
 }
 
 function which(cmd, env) {
@@ -68,20 +73,32 @@ async function main() {
   const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 
   // ---- 1. the tarballs
-  let tarDir = ti >= 0 ? path.resolve(args[ti + 1]) : path.join(tmp, 'tarballs');
+  const tarDir = ti >= 0 ? path.resolve(args[ti + 1]) : path.join(tmp, 'tarballs');
   if (ti < 0) {
     const r = run(process.execPath, [path.join(root, 'scripts', 'pack.mjs'), tarDir, '--reuse-build'], { cwd: root });
-    process.stdout.write(r.out.split('\n').filter((l) => /packed|^\s+[0-9.]+ MiB|engine addon:|captioner:/.test(l)).map((l) => `      ${l}`).join('\n') + '\n');
+    process.stdout.write(
+      r.out
+        .split('\n')
+        .filter((l) => /packed|^\s+[0-9.]+ MiB|engine addon:|captioner:/.test(l))
+        .map((l) => `      ${l}`)
+        .join('\n') + '\n',
+    );
     if (!check('scripts/pack.mjs --reuse-build packs both tarballs', r.status === 0, `${r.seconds.toFixed(0)} s`)) {
       process.stdout.write(tail(r.out) + '\n');
       return;
     }
   }
   const report = JSON.parse(fs.readFileSync(path.join(tarDir, 'pack-report.json'), 'utf8'));
-  check('main package is under 3 MB packed', report.main.packed < MAIN_MAX_PACKED_BYTES,
-    `${(report.main.packed / 1e6).toFixed(2)} MB packed, ${(report.main.unpacked / 1e6).toFixed(2)} MB unpacked`);
-  check('platform package is under 100 MB packed', report.platformPackage.packed < spec.maxPackedBytes,
-    `${(report.platformPackage.packed / 1e6).toFixed(2)} MB packed, ${(report.platformPackage.unpacked / 1e6).toFixed(2)} MB unpacked`);
+  check(
+    'main package is under 3 MB packed',
+    report.main.packed < MAIN_MAX_PACKED_BYTES,
+    `${(report.main.packed / 1e6).toFixed(2)} MB packed, ${(report.main.unpacked / 1e6).toFixed(2)} MB unpacked`,
+  );
+  check(
+    'platform package is under 100 MB packed',
+    report.platformPackage.packed < spec.maxPackedBytes,
+    `${(report.platformPackage.packed / 1e6).toFixed(2)} MB packed, ${(report.platformPackage.unpacked / 1e6).toFixed(2)} MB unpacked`,
+  );
 
   // ---- 2. a PATH without build tools
   const bin = path.join(tmp, 'bin');
@@ -99,17 +116,41 @@ async function main() {
   env.PATH = bin;
   const tools = ['cc', 'gcc', 'g++', 'c++', 'clang', 'clang++', 'cmake', 'make', 'ninja', 'nvcc', 'ld', 'node-gyp'];
   const visible = tools.filter((t) => which(t, env));
-  check('the install PATH hides every compiler, CMake, make, ninja and nvcc', visible.length === 0 && which('node', env) && which('npm', env),
-    visible.length ? `visible: ${visible.join(', ')}` : `PATH=${bin}: node, npm, npx, sh only`);
+  check(
+    'the install PATH hides every compiler, CMake, make, ninja and nvcc',
+    visible.length === 0 && which('node', env) && which('npm', env),
+    visible.length ? `visible: ${visible.join(', ')}` : `PATH=${bin}: node, npm, npx, sh only`,
+  );
 
   // ---- 3. install into a fresh app
   fs.mkdirSync(app);
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'xpsr-packed-test-app', version: '1.0.0', private: true, type: 'module' }, null, 2));
-  const install = run('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error',
-    report.main.file, report.platformPackage.file,
-    `typescript@${pkg.devDependencies.typescript}`, `@types/node@${pkg.devDependencies['@types/node']}`], { cwd: app, env });
-  if (!check('npm install --ignore-scripts of both tarballs (+ typescript, @types/node) in a fresh app', install.status === 0,
-    `${install.seconds.toFixed(0)} s`)) {
+  fs.writeFileSync(
+    path.join(app, 'package.json'),
+    JSON.stringify({ name: 'xpsr-packed-test-app', version: '1.0.0', private: true, type: 'module' }, null, 2),
+  );
+  const install = run(
+    'npm',
+    [
+      'install',
+      '--ignore-scripts',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      '--loglevel=error',
+      report.main.file,
+      report.platformPackage.file,
+      `typescript@${pkg.devDependencies.typescript}`,
+      `@types/node@${pkg.devDependencies['@types/node']}`,
+    ],
+    { cwd: app, env },
+  );
+  if (
+    !check(
+      'npm install --ignore-scripts of both tarballs (+ typescript, @types/node) in a fresh app',
+      install.status === 0,
+      `${install.seconds.toFixed(0)} s`,
+    )
+  ) {
     process.stdout.write(tail(install.out) + '\n');
     failedEarly = true;
     return;
@@ -118,26 +159,39 @@ async function main() {
   const plat = path.join(app, 'node_modules', ...report.platformPackage.name.split('/'));
   const mainPkg = JSON.parse(fs.readFileSync(path.join(main, 'package.json'), 'utf8'));
   const platPkg = JSON.parse(fs.readFileSync(path.join(plat, 'package.json'), 'utf8'));
-  check('xpsr-native pins the platform package as an exact optional dependency',
+  check(
+    'xpsr-native pins the platform package as an exact optional dependency',
     mainPkg.optionalDependencies?.[platPkg.name] === pkg.version && platPkg.version === pkg.version,
-    `${platPkg.name}: ${mainPkg.optionalDependencies?.[platPkg.name]}`);
-  check('the platform package has os/cpu/libc fields and no scripts',
+    `${platPkg.name}: ${mainPkg.optionalDependencies?.[platPkg.name]}`,
+  );
+  check(
+    'the platform package has os/cpu/libc fields and no scripts',
     platPkg.os?.includes(process.platform) && platPkg.cpu?.includes(process.arch) && platPkg.libc?.includes('glibc') && !platPkg.scripts,
-    `os ${platPkg.os}, cpu ${platPkg.cpu}, libc ${platPkg.libc}`);
+    `os ${platPkg.os}, cpu ${platPkg.cpu}, libc ${platPkg.libc}`,
+  );
   const shipped = (dir) => (fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }) : []);
-  check('xpsr-native ships no test fixtures and no binaries; nothing was built at install',
-    !fs.existsSync(path.join(main, 'test')) && !fs.existsSync(path.join(main, 'build')) && !fs.existsSync(path.join(main, 'build-captioner')) &&
-      !shipped(main).some((f) => /\.(node|safetensors)$/.test(f)));
+  check(
+    'xpsr-native ships no test fixtures and no binaries; nothing was built at install',
+    !fs.existsSync(path.join(main, 'test')) &&
+      !fs.existsSync(path.join(main, 'build')) &&
+      !fs.existsSync(path.join(main, 'build-captioner')) &&
+      !shipped(main).some((f) => /\.(node|safetensors)$/.test(f)),
+  );
 
   // ---- 4. the binaries
   const addon = path.join(plat, 'xpsr.node');
   const elf = readElf(addon);
   const info = JSON.parse(fs.readFileSync(path.join(plat, 'build-info.json'), 'utf8'));
-  check('xpsr.node does not link libcudart dynamically (only the NVIDIA driver is needed) and has no RUNPATH',
-    !elf.needed.some((n) => /cudart|libcuda\.so/.test(n)) && !elf.runpath, `NEEDED: ${elf.needed.join(' ')}`);
-  check(`xpsr.node needs at most GLIBC_${spec.floors.glibc} and GLIBCXX_${spec.floors.glibcxx} (the documented floor)`,
+  check(
+    'xpsr.node does not link libcudart dynamically (only the NVIDIA driver is needed) and has no RUNPATH',
+    !elf.needed.some((n) => /cudart|libcuda\.so/.test(n)) && !elf.runpath,
+    `NEEDED: ${elf.needed.join(' ')}`,
+  );
+  check(
+    `xpsr.node needs at most GLIBC_${spec.floors.glibc} and GLIBCXX_${spec.floors.glibcxx} (the documented floor)`,
     compareVersions(elf.glibc, spec.floors.glibc) <= 0 && (!elf.glibcxx || compareVersions(elf.glibcxx, spec.floors.glibcxx) <= 0),
-    `highest GLIBC_${elf.glibc}, GLIBCXX_${elf.glibcxx}, CXXABI_${elf.cxxabi}`);
+    `highest GLIBC_${elf.glibc}, GLIBCXX_${elf.glibcxx}, CXXABI_${elf.cxxabi}`,
+  );
   const objdump = which('objdump', process.env);
   if (objdump) {
     const r = run(objdump, ['-T', addon]);
@@ -147,20 +201,28 @@ async function main() {
     process.stdout.write('note  objdump not installed: the GLIBC_ cross-check with binutils is skipped\n');
   }
   const sha = createHash('sha256').update(fs.readFileSync(addon)).digest('hex');
-  check('build-info.json describes this very xpsr.node (sha256, glibc, CUDA code)',
-    info.sha256 === sha && info.requires.glibc === elf.glibc &&
+  check(
+    'build-info.json describes this very xpsr.node (sha256, glibc, CUDA code)',
+    info.sha256 === sha &&
+      info.requires.glibc === elf.glibc &&
       JSON.stringify(info.cuda?.architectures ?? []) === JSON.stringify(elf.cuda?.sass ?? []) &&
       JSON.stringify(info.cuda?.ptx ?? []) === JSON.stringify(elf.cuda?.ptx ?? []),
-    info.cuda ? `CUDA ${info.cuda.architectures.join(' ')} + PTX ${info.cuda.ptx.join(' ')}, cudart ${info.cuda.cudart}` : 'CPU only');
+    info.cuda ? `CUDA ${info.cuda.architectures.join(' ')} + PTX ${info.cuda.ptx.join(' ')}, cudart ${info.cuda.cudart}` : 'CPU only',
+  );
   if (!report.reusedBuild) {
-    check('release build: SASS for every release architecture + PTX',
+    check(
+      'release build: SASS for every release architecture + PTX',
       JSON.stringify(elf.cuda?.sass) === JSON.stringify(spec.cudaArchs.map((a) => `sm_${a}`)) &&
-        JSON.stringify(elf.cuda?.ptx) === JSON.stringify([`compute_${spec.cudaArchs[0]}`]));
+        JSON.stringify(elf.cuda?.ptx) === JSON.stringify([`compute_${spec.cudaArchs[0]}`]),
+    );
   }
   const captDir = path.join(plat, 'captioner');
   if (report.captioner) {
-    const bad = report.captioner.variants.map((v) => ({ v, e: readElf(path.join(captDir, `xpsr_captioner.${v}.node`)) }))
-      .filter(({ e }) => e.runpath || compareVersions(e.glibc, spec.floors.glibc) > 0 || (e.glibcxx && compareVersions(e.glibcxx, spec.floors.glibcxx) > 0));
+    const bad = report.captioner.variants
+      .map((v) => ({ v, e: readElf(path.join(captDir, `xpsr_captioner.${v}.node`)) }))
+      .filter(
+        ({ e }) => e.runpath || compareVersions(e.glibc, spec.floors.glibc) > 0 || (e.glibcxx && compareVersions(e.glibcxx, spec.floors.glibcxx) > 0),
+      );
     check('captioner addons: no RUNPATH, within the glibc floor', bad.length === 0, `variants ${report.captioner.variants.join(', ')}`);
   }
 
@@ -178,36 +240,71 @@ async function main() {
   let got = null;
   try {
     got = JSON.parse(e2e.stdout.trim().split('\n').pop());
-  } catch { /* reported below */ }
-  if (!check("import { XPSR } from 'xpsr-native' runs the tiny model end to end", e2e.status === 0 && got?.width === 256 && got?.height === 192,
-    got ? `${got.width}x${got.height}, ${e2e.seconds.toFixed(1)} s` : 'no result')) process.stdout.write(tail(e2e.out) + '\n');
+  } catch {
+    /* reported below */
+  }
+  if (
+    !check(
+      "import { XPSR } from 'xpsr-native' runs the tiny model end to end",
+      e2e.status === 0 && got?.width === 256 && got?.height === 192,
+      got ? `${got.width}x${got.height}, ${e2e.seconds.toFixed(1)} s` : 'no result',
+    )
+  )
+    process.stdout.write(tail(e2e.out) + '\n');
   // the same run on the clone's own build (dist/ + build/Release): the prebuilt addon must give the same pixels
-  fs.writeFileSync(path.join(tmp, 'local.mjs'), appScript.replace("from 'xpsr-native'", `from ${JSON.stringify(pathToFileURL(path.join(root, 'dist', 'lib', 'index.js')).href)}`));
+  fs.writeFileSync(
+    path.join(tmp, 'local.mjs'),
+    appScript.replace("from 'xpsr-native'", `from ${JSON.stringify(pathToFileURL(path.join(root, 'dist', 'lib', 'index.js')).href)}`),
+  );
   const local = run(process.execPath, [path.join(tmp, 'local.mjs')], { cwd: root, env: { ...process.env, XPSR_NATIVE_ADDON: '' } });
   let want = null;
   try {
     want = JSON.parse(local.stdout.trim().split('\n').pop());
-  } catch { /* reported below */ }
-  check('its output is identical to the local build\'s', got && want && got.sha === want.sha, want ? `sha256 ${want.sha.slice(0, 16)}` : tail(local.out, 5));
+  } catch {
+    /* reported below */
+  }
+  check(
+    "its output is identical to the local build's",
+    got && want && got.sha === want.sha,
+    want ? `sha256 ${want.sha.slice(0, 16)}` : tail(local.out, 5),
+  );
 
   const doctor = run('npx', ['xpsr', 'doctor'], { cwd: app, env });
   const esc = (s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
   const prebuiltLine = new RegExp(`engine addon: OK, prebuilt package ${esc(platPkg.name)}@${esc(pkg.version)} \\(${esc(addon)}\\)`);
-  if (!check('npx xpsr doctor reports the prebuilt addon, where it is and what it was built with',
-    doctor.status === 0 && prebuiltLine.test(doctor.stdout) && /built with: backends cpu/.test(doctor.stdout) &&
-      doctor.stdout.includes(`glibc >= ${elf.glibc}`) &&
-      (!report.captioner || doctor.stdout.includes(`captioner addon: prebuilt package ${platPkg.name}@${pkg.version} (${captDir})`)),
-    (doctor.stdout.match(/^(engine addon|built with).*$/gm) ?? []).join(' | '))) process.stdout.write(tail(doctor.out) + '\n');
+  if (
+    !check(
+      'npx xpsr doctor reports the prebuilt addon, where it is and what it was built with',
+      doctor.status === 0 &&
+        prebuiltLine.test(doctor.stdout) &&
+        /built with: backends cpu/.test(doctor.stdout) &&
+        doctor.stdout.includes(`glibc >= ${elf.glibc}`) &&
+        (!report.captioner || doctor.stdout.includes(`captioner addon: prebuilt package ${platPkg.name}@${pkg.version} (${captDir})`)),
+      (doctor.stdout.match(/^(engine addon|built with).*$/gm) ?? []).join(' | '),
+    )
+  )
+    process.stdout.write(tail(doctor.out) + '\n');
 
   const demoOut = path.join(app, 'demo.png');
   const demo = run('npx', ['xpsr', 'demo', '--device', 'cpu', '--steps', '2', '-o', demoOut], { cwd: app, env });
-  if (!check('npx xpsr demo runs without test fixtures (synthetic tiny model)', demo.status === 0 && fs.existsSync(demoOut) && /demo: OK/.test(demo.stdout),
-    `${demo.seconds.toFixed(1)} s`)) process.stdout.write(tail(demo.out) + '\n');
+  if (
+    !check(
+      'npx xpsr demo runs without test fixtures (synthetic tiny model)',
+      demo.status === 0 && fs.existsSync(demoOut) && /demo: OK/.test(demo.stdout),
+      `${demo.seconds.toFixed(1)} s`,
+    )
+  )
+    process.stdout.write(tail(demo.out) + '\n');
 
   const rebuild = run('npm', ['rebuild', 'xpsr-native', '--foreground-scripts'], { cwd: app, env });
-  if (!check('the install script (npm rebuild xpsr-native) builds nothing when the prebuilt addon loads',
-    rebuild.status === 0 && /nothing to build/.test(rebuild.out) && !fs.existsSync(path.join(main, 'build')),
-    (rebuild.out.match(/engine addon loads.*$/m) ?? [''])[0].trim())) process.stdout.write(tail(rebuild.out) + '\n');
+  if (
+    !check(
+      'the install script (npm rebuild xpsr-native) builds nothing when the prebuilt addon loads',
+      rebuild.status === 0 && /nothing to build/.test(rebuild.out) && !fs.existsSync(path.join(main, 'build')),
+      (rebuild.out.match(/engine addon loads.*$/m) ?? [''])[0].trim(),
+    )
+  )
+    process.stdout.write(tail(rebuild.out) + '\n');
 
   if (report.captioner) {
     const captScript = `import { getLlama } from 'node-llama-cpp';
@@ -224,9 +321,17 @@ async function main() {
     let ci = null;
     try {
       ci = JSON.parse(c.stdout.trim().split('\n').pop());
-    } catch { /* reported below */ }
-    if (!check("the prebuilt captioner (cpu) loads next to the app's node-llama-cpp", c.status === 0 && ci?.origin === 'prebuilt package' &&
-      typeof ci.marker === 'string' && ci.file.startsWith(captDir), ci ? `${ci.origin}: ${ci.file}` : '')) process.stdout.write(tail(c.out) + '\n');
+    } catch {
+      /* reported below */
+    }
+    if (
+      !check(
+        "the prebuilt captioner (cpu) loads next to the app's node-llama-cpp",
+        c.status === 0 && ci?.origin === 'prebuilt package' && typeof ci.marker === 'string' && ci.file.startsWith(captDir),
+        ci ? `${ci.origin}: ${ci.file}` : '',
+      )
+    )
+      process.stdout.write(tail(c.out) + '\n');
   }
 
   // without the platform package (unsupported platform, optional dependencies omitted): the install script
@@ -236,20 +341,37 @@ async function main() {
   fs.renameSync(plat, aside);
   try {
     const rb = run('npm', ['rebuild', 'xpsr-native', '--foreground-scripts'], { cwd: app, env });
-    if (!check('without the platform package the install script falls back to a source build; with no compiler it fails saying how to get binaries',
-      rb.status !== 0 && /building it from source \(fallback/.test(rb.out) && rb.out.includes(`${platPkg.name}: not installed`) &&
-        /Prebuilt binaries: npm installs/.test(rb.out))) process.stdout.write(tail(rb.out) + '\n');
+    if (
+      !check(
+        'without the platform package the install script falls back to a source build; with no compiler it fails saying how to get binaries',
+        rb.status !== 0 &&
+          /building it from source \(fallback/.test(rb.out) &&
+          rb.out.includes(`${platPkg.name}: not installed`) &&
+          /Prebuilt binaries: npm installs/.test(rb.out),
+      )
+    )
+      process.stdout.write(tail(rb.out) + '\n');
     const d = run('npx', ['xpsr', 'doctor'], { cwd: app, env });
-    if (!check('... and xpsr doctor says NOT LOADED, lists every place tried and how to get an addon',
-      d.status === 1 && /engine addon: NOT LOADED/.test(d.stdout) && d.stdout.includes(`package ${platPkg.name}: not installed`) &&
-        /--omit=optional/.test(d.stdout) && /npx xpsr build/.test(d.stdout))) process.stdout.write(tail(d.out) + '\n');
+    if (
+      !check(
+        '... and xpsr doctor says NOT LOADED, lists every place tried and how to get an addon',
+        d.status === 1 &&
+          /engine addon: NOT LOADED/.test(d.stdout) &&
+          d.stdout.includes(`package ${platPkg.name}: not installed`) &&
+          /--omit=optional/.test(d.stdout) &&
+          /npx xpsr build/.test(d.stdout),
+      )
+    )
+      process.stdout.write(tail(d.out) + '\n');
   } finally {
     fs.rmSync(path.join(main, 'build'), { recursive: true, force: true });
     fs.renameSync(aside, plat);
   }
 
   // ---- 6. TypeScript consumers
-  fs.writeFileSync(path.join(app, 'consumer.ts'), `import { XPSR, XpsrError, Engine, type UpscaleOptions, type UpscaleResult } from 'xpsr-native';
+  fs.writeFileSync(
+    path.join(app, 'consumer.ts'),
+    `import { XPSR, XpsrError, Engine, type UpscaleOptions, type UpscaleResult } from 'xpsr-native';
 
 export async function upscaleOne(file: string): Promise<UpscaleResult> {
   const options: UpscaleOptions = { steps: 20, seed: 1, scheduler: 'ddpm' };
@@ -267,25 +389,44 @@ export const engine: Promise<Engine> = Engine.create({ device: 'cpu' });
 // the types are real, not any: a wrong option must be an error
 // @ts-expect-error device is a string
 export const wrong = XPSR.load({ model: '/m', device: 42 });
-`);
+`,
+  );
   // skipLibCheck off, so the shipped .d.ts files are checked too; errors inside other packages' .d.ts
   // (node-llama-cpp's own declarations have some) are reported as notes, not failures.
   for (const resolution of ['node16', 'bundler']) {
     const cfg = `tsconfig.${resolution}.json`;
-    fs.writeFileSync(path.join(app, cfg), JSON.stringify({
-      compilerOptions: {
-        target: 'ES2022', module: resolution === 'node16' ? 'node16' : 'esnext', moduleResolution: resolution,
-        strict: true, noEmit: true, skipLibCheck: false, types: ['node'], lib: ['ES2022'],
-      },
-      files: ['consumer.ts'],
-    }, null, 2));
+    fs.writeFileSync(
+      path.join(app, cfg),
+      JSON.stringify(
+        {
+          compilerOptions: {
+            target: 'ES2022',
+            module: resolution === 'node16' ? 'node16' : 'esnext',
+            moduleResolution: resolution,
+            strict: true,
+            noEmit: true,
+            skipLibCheck: false,
+            types: ['node'],
+            lib: ['ES2022'],
+          },
+          files: ['consumer.ts'],
+        },
+        null,
+        2,
+      ),
+    );
     const r = run('npx', ['tsc', '-p', cfg], { cwd: app, env });
     const errors = r.stdout.split('\n').filter((l) => /^\S.*\(\d+,\d+\): error TS/.test(l));
     const ours = errors.filter((l) => /^(consumer\.ts|node_modules\/(xpsr-native|@xpsr-native)\/)/.test(l));
     const others = [...new Set(errors.filter((l) => !ours.includes(l)).map((l) => l.split('/')[1]))];
     const ok = r.status === 0 || (errors.length > 0 && ours.length === 0);
-    if (!check(`tsc --noEmit: an ESM TypeScript consumer with moduleResolution ${resolution} (shipped .d.ts checked)`, ok,
-      `${r.seconds.toFixed(1)} s${others.length ? `; note: ${errors.length - ours.length} error(s) inside ${others.join(', ')}'s own .d.ts, not ours` : ''}`))
+    if (
+      !check(
+        `tsc --noEmit: an ESM TypeScript consumer with moduleResolution ${resolution} (shipped .d.ts checked)`,
+        ok,
+        `${r.seconds.toFixed(1)} s${others.length ? `; note: ${errors.length - ours.length} error(s) inside ${others.join(', ')}'s own .d.ts, not ours` : ''}`,
+      )
+    )
       process.stdout.write(tail(ours.length ? ours.join('\n') : r.out) + '\n');
   }
 }

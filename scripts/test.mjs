@@ -30,7 +30,7 @@ function run(label, cmd, cmdArgs, parse) {
     failed += counts.failed;
   }
   if (r.status !== 0) {
-    if (!counts || counts.failed === 0) failed += 1;  // a crash or a failed step counts as a failure
+    if (!counts || counts.failed === 0) failed += 1; // a crash or a failed step counts as a failure
     return false;
   }
   return true;

@@ -15,14 +15,28 @@ test.after.always(() => fixtureModels.engine.dispose());
 
 /** A fixture image resized to W x H, as the pipeline's X (HxWx3 uint8). */
 async function picture(name, W, H) {
-  const rgb = await sharp(path.join(fixtures, 'images', name)).removeAlpha().resize(W, H, { fit: 'fill' }).raw().toBuffer();
+  const rgb = await sharp(path.join(fixtures, 'images', name))
+    .removeAlpha()
+    .resize(W, H, { fit: 'fill' })
+    .raw()
+    .toBuffer();
   return { rgb: new Uint8Array(rgb), width: W, height: H };
 }
 
 const base = {
-  steps: 3, guidanceScale: 4.5, conditioningScale: 1, scheduler: 'ddpm', addedPrompt: 'clean, sharp', negativePrompt: 'blurry',
-  lowLevelGuidance: 'official', longPrompts: 'truncate', init: 'lr', addedNoiseLevel: 800, colorFix: 'adain',
-  tiling: { mode: 'off', tileSize: 320, overlap: 8, maxLatentPixels: 320 * 320 }, vaeTiling: 'off',
+  steps: 3,
+  guidanceScale: 4.5,
+  conditioningScale: 1,
+  scheduler: 'ddpm',
+  addedPrompt: 'clean, sharp',
+  negativePrompt: 'blurry',
+  lowLevelGuidance: 'official',
+  longPrompts: 'truncate',
+  init: 'lr',
+  addedNoiseLevel: 800,
+  colorFix: 'adain',
+  tiling: { mode: 'off', tileSize: 320, overlap: 8, maxLatentPixels: 320 * 320 },
+  vaeTiling: 'off',
 };
 
 const names = ['coffee_64x48.png', 'chelsea_100x75.png', 'noise_32x24.png', 'rocket_75x100.png'];
@@ -53,9 +67,18 @@ async function alone(models, it, o) {
 
 async function together(models, items, o, hooks = () => ({})) {
   const recs = items.map(() => recorder());
-  const outcomes = await runCoreBatch(models, items.map((it, i) => ({
-    image: it.image, prompts: it.prompts, latents: it.latents, noise: new NoiseSource(it.seed), record: recs[i].record, ...hooks(i),
-  })), o);
+  const outcomes = await runCoreBatch(
+    models,
+    items.map((it, i) => ({
+      image: it.image,
+      prompts: it.prompts,
+      latents: it.latents,
+      noise: new NoiseSource(it.seed),
+      record: recs[i].record,
+      ...hooks(i),
+    })),
+    o,
+  );
   return outcomes.map((x, i) => (x.ok ? { ...x, latents: recs[i].final(o.steps) } : x));
 }
 
@@ -96,7 +119,10 @@ test.serial('fixture model: without CFG, UniPC, noise init', async (t) => {
 
 test.serial('fixture model: latent tiling and the tiled VAE, DPM-Solver++', async (t) => {
   const batched = await checkBatchEqualsAlone(t, fixtureModels, await makeItems(2, 64, 48), {
-    ...base, scheduler: 'dpmpp', tiling: { mode: 'on', tileSize: 4, overlap: 1, maxLatentPixels: 320 * 320 }, vaeTiling: 'on',
+    ...base,
+    scheduler: 'dpmpp',
+    tiling: { mode: 'on', tileSize: 4, overlap: 1, maxLatentPixels: 320 * 320 },
+    vaeTiling: 'on',
   });
   t.deepEqual(batched[0].result.tiled, { tiles: 6, tileSize: 4 });
 });
@@ -161,15 +187,25 @@ test.serial('an image that fails leaves the others unchanged; cancelling every i
 
   const ctl = new AbortController();
   const all = await together(fixtureModels, items.slice(1), { ...base, steps: 20 }, () => ({
-    signal: ctl.signal, onProgress: (e) => e.stage === 'denoise' && e.step === 1 && ctl.abort(),
+    signal: ctl.signal,
+    onProgress: (e) => e.stage === 'denoise' && e.step === 1 && ctl.abort(),
   }));
-  t.deepEqual(all.map((x) => x.error?.code), ['ERR_CANCELLED', 'ERR_CANCELLED']);
+  t.deepEqual(
+    all.map((x) => x.error?.code),
+    ['ERR_CANCELLED', 'ERR_CANCELLED'],
+  );
 });
 
 test.serial('images of different sizes are refused as one batch', async (t) => {
   const a = await picture(names[0], 64, 48);
   const b = await picture(names[1], 64, 64);
-  const e = await t.throwsAsync(runCoreBatch(fixtureModels, [a, b].map((image) => ({ image, prompts: captions[0], noise: new NoiseSource(1) })), base));
+  const e = await t.throwsAsync(
+    runCoreBatch(
+      fixtureModels,
+      [a, b].map((image) => ({ image, prompts: captions[0], noise: new NoiseSource(1) })),
+      base,
+    ),
+  );
   t.is(e.code, 'ERR_INVALID_ARGUMENT');
   t.deepEqual(await runCoreBatch(fixtureModels, [], base), []);
 });

@@ -27,19 +27,31 @@ test('loadAddon tries every place in order and lists each with its reason', (t) 
   fs.writeFileSync(broken, 'not a shared object');
   const checked = [];
   const spec = {
-    name: 'test addon', file: 'x.node', envFile: 'T_ADDON_FILE', envDir: 'T_ADDON_DIR',
+    name: 'test addon',
+    file: 'x.node',
+    envFile: 'T_ADDON_FILE',
+    envDir: 'T_ADDON_DIR',
     folders: [path.relative(addonPackageRoot, path.join(dir, 'refused')), 'no-such-folder'],
     prebuiltPackage: '@xpsr-native/no-such-prebuilt',
-    check: (file) => { checked.push(file); return 'built for another version'; },
+    check: (file) => {
+      checked.push(file);
+      return 'built for another version';
+    },
     remedies: ['rebuild it;', 'or set T_ADDON_FILE.'],
   };
   const e = t.throws(() => loadAddon(spec, { T_ADDON_FILE: broken, T_ADDON_DIR: path.join(dir, 'envdir') }));
   t.is(e.name, 'XpsrError');
   t.is(e.code, 'ERR_NATIVE_MISSING');
-  t.deepEqual(e.details.tried.map((x) => x.where), [
-    `T_ADDON_FILE=${broken}`, `T_ADDON_DIR=${path.join(dir, 'envdir')}`, path.join(dir, 'refused', 'x.node'),
-    path.join(addonPackageRoot, 'no-such-folder', 'x.node'), 'package @xpsr-native/no-such-prebuilt',
-  ]);
+  t.deepEqual(
+    e.details.tried.map((x) => x.where),
+    [
+      `T_ADDON_FILE=${broken}`,
+      `T_ADDON_DIR=${path.join(dir, 'envdir')}`,
+      path.join(dir, 'refused', 'x.node'),
+      path.join(addonPackageRoot, 'no-such-folder', 'x.node'),
+      'package @xpsr-native/no-such-prebuilt',
+    ],
+  );
   const reasons = e.details.tried.map((x) => x.reason);
   t.is(reasons[0], 'built for another version', 'the check runs before loading');
   t.regex(reasons[1], /envdir\/x\.node not found/);
@@ -84,7 +96,11 @@ llavaTest('the captioner addon in two worker_threads at once: per-environment st
     });
     const messages = [];
     const waiters = [];
-    w.on('message', (msg) => { const r = waiters.shift(); if (r) r(msg); else messages.push(msg); });
+    w.on('message', (msg) => {
+      const r = waiters.shift();
+      if (r) r(msg);
+      else messages.push(msg);
+    });
     const failed = new Promise((_, reject) => w.on('error', reject));
     const exited = new Promise((resolve) => w.on('exit', resolve));
     const next = () => Promise.race([failed, messages.length ? Promise.resolve(messages.shift()) : new Promise((r) => waiters.push(r))]);

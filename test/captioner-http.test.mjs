@@ -18,19 +18,29 @@ async function server(handler) {
   const sockets = new Set();
   const s = http.createServer((req, res) => {
     let body = '';
-    req.on('data', (c) => { body += c; });
+    req.on('data', (c) => {
+      body += c;
+    });
     req.on('end', () => {
       const rec = { method: req.method, url: req.url, headers: req.headers, body: body ? JSON.parse(body) : undefined };
       requests.push(rec);
       handler(req, res, rec, requests.length);
     });
   });
-  s.on('connection', (c) => { sockets.add(c); c.on('close', () => sockets.delete(c)); });
+  s.on('connection', (c) => {
+    sockets.add(c);
+    c.on('close', () => sockets.delete(c));
+  });
   await new Promise((r) => s.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${s.address().port}`;
   return {
-    base, requests,
-    close: () => new Promise((r) => { sockets.forEach((c) => c.destroy()); s.close(r); }),
+    base,
+    requests,
+    close: () =>
+      new Promise((r) => {
+        sockets.forEach((c) => c.destroy());
+        s.close(r);
+      }),
   };
 }
 
@@ -76,7 +86,20 @@ test('sends the OpenAI chat format with the image as a data URL, one request per
     t.deepEqual(Buffer.from(image.image_url.url.split(',')[1], 'base64'), fs.readFileSync(img), 'the file as it is');
     t.deepEqual(text, { type: 'text', text: HIGH });
     // raw pixels and formats servers do not read (TIFF) are sent as PNG; content given as parts is joined
-    const s2 = await server((req, res) => reply(res, 200, { choices: [{ message: { content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] } }] }));
+    const s2 = await server((req, res) =>
+      reply(res, 200, {
+        choices: [
+          {
+            message: {
+              content: [
+                { type: 'text', text: 'a' },
+                { type: 'text', text: 'b' },
+              ],
+            },
+          },
+        ],
+      }),
+    );
     try {
       const c2 = new HttpCaptioner({ url: `${s2.base}/v1` });
       t.deepEqual(await c2.caption(testRgb(8, 8), [HIGH]), ['ab']);
@@ -84,7 +107,9 @@ test('sends the OpenAI chat format with the image as a data URL, one request per
       t.is(s2.requests[0].headers.authorization, undefined);
       const { default: sharp } = await import('sharp');
       const rgb = testRgb(8, 8);
-      const tiff = await sharp(Buffer.from(rgb.data), { raw: { width: 8, height: 8, channels: 3 } }).tiff({ compression: 'lzw' }).toBuffer();
+      const tiff = await sharp(Buffer.from(rgb.data), { raw: { width: 8, height: 8, channels: 3 } })
+        .tiff({ compression: 'lzw' })
+        .toBuffer();
       await c2.caption(new Uint8Array(tiff), [HIGH]);
       const sent = Buffer.from(s2.requests[1].body.messages[0].content[0].image_url.url.split(',')[1], 'base64');
       t.deepEqual(new Uint8Array(await sharp(sent).raw().toBuffer()), rgb.data);
@@ -153,7 +178,9 @@ test('malformed bodies are ERR_CAPTION_SERVER', async (t) => {
 });
 
 test('timeouts are retried, then ERR_CAPTION_TIMEOUT', async (t) => {
-  const s = await server(() => { /* never answers */ });
+  const s = await server(() => {
+    /* never answers */
+  });
   try {
     const e = await t.throwsAsync(new HttpCaptioner({ url: s.base, timeoutMs: 300, retries: 1, retryDelayMs: 1 }).caption(img, [HIGH]));
     t.is(e.code, 'ERR_CAPTION_TIMEOUT');
@@ -164,7 +191,10 @@ test('timeouts are retried, then ERR_CAPTION_TIMEOUT', async (t) => {
     await s.close();
   }
   // a body that stalls half-way also times out
-  const s2 = await server((req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.write('{"choi'); });
+  const s2 = await server((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write('{"choi');
+  });
   try {
     const e = await t.throwsAsync(new HttpCaptioner({ url: s2.base, timeoutMs: 150, retries: 0 }).caption(img, [HIGH]));
     t.is(e.code, 'ERR_CAPTION_TIMEOUT');

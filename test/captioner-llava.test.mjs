@@ -60,8 +60,14 @@ t('loads a tiny LLaVA pair and answers both instructions from one image encoding
   }
   tt.is(r.stats.imagePasses, 1);
   tt.is(r.stats.imageTokens, tiny.imageTokens);
-  tt.deepEqual(r.stats.answers.map((a) => a.generatedTokens), [12, 12]);
-  tt.deepEqual(r.stats.answers.map((a) => a.stopReason), ['maxTokens', 'maxTokens']);
+  tt.deepEqual(
+    r.stats.answers.map((a) => a.generatedTokens),
+    [12, 12],
+  );
+  tt.deepEqual(
+    r.stats.answers.map((a) => a.stopReason),
+    ['maxTokens', 'maxTokens'],
+  );
   tt.true(r.stats.encodeMs >= 0 && r.stats.imagePrefillMs >= 0 && r.stats.answers[0].generateMs >= 0);
   tt.deepEqual(await c.caption(img, [HIGH, LOW]), r.captions, 'greedy decoding is deterministic');
   tt.deepEqual(await c.caption(img, []), []);
@@ -96,7 +102,11 @@ t('quantized language models (Q4_0, Q8_0, F16) and an F16 mmproj load and captio
     try {
       const a = await c.captionDetailed(img, [HIGH, LOW]);
       const b = await c.captionDetailed(img, [HIGH, LOW], { sharePrefix: false });
-      tt.deepEqual(a.stats.answers.map((x) => x.generatedTokens), [8, 8], ggmlTypeName(textType));
+      tt.deepEqual(
+        a.stats.answers.map((x) => x.generatedTokens),
+        [8, 8],
+        ggmlTypeName(textType),
+      );
       tt.deepEqual(a.raw, b.raw);
     } finally {
       await c.dispose();
@@ -114,11 +124,13 @@ t('path, encoded bytes and raw pixels of the same image give the same captions; 
   for (let i = 0; i < 40 * 30; i++) data4.set([...rgba.data.subarray(i * 3, i * 3 + 3), 7], i * 4);
   tt.deepEqual(await c.caption({ data: data4, width: 40, height: 30, channels: 4 }, [HIGH]), fromPath);
   const { default: sharp } = await import('sharp');
-  const webp = await sharp(Buffer.from(rgba.data), { raw: { width: 40, height: 30, channels: 3 } }).webp({ lossless: true }).toBuffer();
+  const webp = await sharp(Buffer.from(rgba.data), { raw: { width: 40, height: 30, channels: 3 } })
+    .webp({ lossless: true })
+    .toBuffer();
   tt.deepEqual(await c.caption(new Uint8Array(webp), [HIGH]), fromPath);
 });
 
-t('bad images give the library\'s image errors', async (tt) => {
+t("bad images give the library's image errors", async (tt) => {
   const c = await tinyCaptioner();
   const bad = await tt.throwsAsync(c.caption(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]), [HIGH]));
   tt.is(bad.code, 'ERR_IMAGE_UNREADABLE');
@@ -249,9 +261,17 @@ t('sampling with temperature is reproducible with a seed; a small context stops 
   const s = await LlavaCaptioner.create({ model: tiny.model, mmproj: tiny.mmproj, contextSize: 64, threads: 1 });
   try {
     const r = await s.captionDetailed(img, [HIGH, LOW], { maxTokens: 500 });
-    tt.deepEqual(r.stats.answers.map((x) => x.stopReason), ['contextFull', 'contextFull']);
-    const tooSmall = await LlavaCaptioner.create({ model: tiny.model, mmproj: tiny.mmproj, contextSize: 64, threads: 1,
-      promptTemplate: `<image>\nUSER: {instruction} ${'padding '.repeat(40)}\nASSISTANT:` });
+    tt.deepEqual(
+      r.stats.answers.map((x) => x.stopReason),
+      ['contextFull', 'contextFull'],
+    );
+    const tooSmall = await LlavaCaptioner.create({
+      model: tiny.model,
+      mmproj: tiny.mmproj,
+      contextSize: 64,
+      threads: 1,
+      promptTemplate: `<image>\nUSER: {instruction} ${'padding '.repeat(40)}\nASSISTANT:`,
+    });
     const e = await tt.throwsAsync(tooSmall.caption(img, [HIGH]));
     tt.is(e.code, 'ERR_INVALID_OPTION');
     tt.is(e.details.option, 'contextSize');
@@ -277,8 +297,18 @@ t('a caching wrapper does not caption the same image content twice', async (tt) 
   tt.deepEqual(await cached.caption(copy, [HIGH, LOW]), first);
   tt.is(cached.cache.hits, 2);
   // a new process-level cache finds the answers on disk
-  const again = new CachingCaptioner({ kind: 'llava', id: c.id, cacheable: true,
-    caption: () => { throw new Error('must not caption again'); }, dispose: async () => {} }, { dir: cacheDir });
+  const again = new CachingCaptioner(
+    {
+      kind: 'llava',
+      id: c.id,
+      cacheable: true,
+      caption: () => {
+        throw new Error('must not caption again');
+      },
+      dispose: async () => {},
+    },
+    { dir: cacheDir },
+  );
   tt.deepEqual(await again.caption(img, [HIGH, LOW]), first);
 });
 
@@ -335,7 +365,7 @@ t('the image left in the cache by one call is reused by the next call on the sam
   tt.deepEqual((await c.captionDetailed(img, [LOW])).raw, second.raw);
 });
 
-t('one model per caption (LLaVA high, another model low): each caption is that model\'s own', async (tt) => {
+t("one model per caption (LLaVA high, another model low): each caption is that model's own", async (tt) => {
   const { captionXpsr, createCaptionerFromOptions } = await import('../dist/lib/captioners/factory.js');
   const other = makeModels(path.join(tmp.dir, 'm'), 'tiny', 99);
   const a = await tinyCaptioner();
@@ -348,7 +378,7 @@ t('one model per caption (LLaVA high, another model low): each caption is that m
     tt.deepEqual(one, { high: aAlone[0], low: aAlone[1] });
     const two = await captionXpsr({ high: a, low: b }, img);
     tt.deepEqual(two, { high: aAlone[0], low: bAlone[1] });
-    tt.not(two.low, one.low, 'the low-level caption is the second model\'s');
+    tt.not(two.low, one.low, "the low-level caption is the second model's");
     const same = await captionXpsr({ high: a, low: a }, img);
     tt.deepEqual(same, one);
   } finally {
@@ -402,10 +432,36 @@ t('--llava-low-model / --llava-low-mmproj in xpsr caption and xpsr upscale', asy
   tt.deepEqual({ high: line.high, low: line.low }, expected);
 
   const bin = path.join(process.cwd(), 'dist', 'lib', 'cli', 'main.js');
-  const r = spawnSync(process.execPath, [bin, 'upscale', photo, '-o', path.join(tmp.dir, 'up.png'), '--model', model, '--device', 'cpu',
-    '--steps', '2', '--process-size', '64', '--seed', '3', ...flags, ...low, '--json'], { encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(
+    process.execPath,
+    [
+      bin,
+      'upscale',
+      photo,
+      '-o',
+      path.join(tmp.dir, 'up.png'),
+      '--model',
+      model,
+      '--device',
+      'cpu',
+      '--steps',
+      '2',
+      '--process-size',
+      '64',
+      '--seed',
+      '3',
+      ...flags,
+      ...low,
+      '--json',
+    ],
+    { encoding: 'utf8', timeout: 300_000 },
+  );
   tt.is(r.status, 0, r.stderr);
-  const done = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((ev) => ev.event === 'done');
+  const done = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .find((ev) => ev.event === 'done');
   tt.deepEqual(done.prompts, expected);
 });
 

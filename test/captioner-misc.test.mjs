@@ -13,7 +13,11 @@ import { FixedCaptioner, SidecarCaptioner } from '../dist/lib/captioners/fixed.j
 import { describeGgufProblem } from '../dist/lib/captioners/gguf-check.js';
 import { CaptionPixels, imageFile, prepareImage } from '../dist/lib/captioners/image.js';
 import {
-  firstLineLeftStripped, LLAVA15_PROMPT_TEMPLATE, postprocessCaption, splitPromptTemplate, XPSR_INSTRUCTIONS,
+  firstLineLeftStripped,
+  LLAVA15_PROMPT_TEMPLATE,
+  postprocessCaption,
+  splitPromptTemplate,
+  XPSR_INSTRUCTIONS,
 } from '../dist/lib/captioners/instructions.js';
 import { HighLowCaptioner } from '../dist/lib/captioners/pair.js';
 import { CAPTION_HELP, runCaptionCommand } from '../dist/lib/cli/caption.js';
@@ -30,13 +34,18 @@ class CountingCaptioner {
   cacheable = true;
   calls = [];
   images = [];
-  constructor(id = 'count:1', prefix = 'answer to') { this.id = id; this.prefix = prefix; }
+  constructor(id = 'count:1', prefix = 'answer to') {
+    this.id = id;
+    this.prefix = prefix;
+  }
   async caption(image, instructions) {
     this.calls.push(instructions);
     this.images.push(image);
     return instructions.map((s) => `${this.prefix} ${s}`);
   }
-  async dispose() { this.disposed = (this.disposed ?? 0) + 1; }
+  async dispose() {
+    this.disposed = (this.disposed ?? 0) + 1;
+  }
 }
 
 test('XPSR instructions, LLaVA-1.5 prompt format and post-processing (spec section 8)', (t) => {
@@ -83,8 +92,10 @@ test('sidecar files in the official layout: first line, left-stripped', async (t
   fs.writeFileSync(path.join(root, 'lowlevel_prompt_q', '0001.txt'), '');
   const s = new SidecarCaptioner();
   t.deepEqual(await s.caption(lr, [HIGH, LOW]), ['A red car on a street.', '']);
-  t.deepEqual(await new SidecarCaptioner({ root }).caption(new Uint8Array(fs.readFileSync(lr)), [HIGH, LOW], { name: '0001' }),
-    ['A red car on a street.', '']);
+  t.deepEqual(await new SidecarCaptioner({ root }).caption(new Uint8Array(fs.readFileSync(lr)), [HIGH, LOW], { name: '0001' }), [
+    'A red car on a street.',
+    '',
+  ]);
   const other = writeTestPng(path.join(root, 'LR', '0002.png'));
   const e = await t.throwsAsync(s.caption(other, [HIGH, LOW]));
   t.is(e.code, 'ERR_CAPTION_MISSING');
@@ -168,10 +179,14 @@ test('images are decoded by lib/image: path, bytes and pixels of one picture are
   t.deepEqual(await imageFile(fromBytes), { bytes: png, mime: 'image/png' });
   t.deepEqual((await imageFile(fromPath)).bytes, png);
   const { default: sharp } = await import('sharp');
-  const tiff = new Uint8Array(await sharp(Buffer.from(rgb.data), { raw: { width: 5, height: 3, channels: 3 } }).tiff({ compression: 'lzw' }).toBuffer());
+  const tiff = new Uint8Array(
+    await sharp(Buffer.from(rgb.data), { raw: { width: 5, height: 3, channels: 3 } })
+      .tiff({ compression: 'lzw' })
+      .toBuffer(),
+  );
   const sent = await imageFile(await prepareImage(tiff));
   t.is(sent.mime, 'image/png');
-  t.deepEqual(new Uint8Array((await sharp(Buffer.from(sent.bytes)).raw().toBuffer())), rgb.data);
+  t.deepEqual(new Uint8Array(await sharp(Buffer.from(sent.bytes)).raw().toBuffer()), rgb.data);
   t.is((await imageFile(fromRaw)).mime, 'image/png');
   // bad inputs: the library's image codes
   const code = async (x) => (await t.throwsAsync(prepareImage(x))).code;
@@ -198,20 +213,33 @@ test('GGUF writer: layout readable by node-llama-cpp, f16 conversion, quantized 
   t.is(tensorByteSize(GgmlType.Q8_0, [32, 2]), 2 * 34);
   t.throws(() => tensorByteSize(GgmlType.Q4_0, [48, 1]));
   const file = path.join(tmp.dir, 'w.gguf');
-  const size = writeGguf(file, {
-    'general.architecture': gguf.str('llama'), 'x.u32': gguf.u32(7), 'x.arr': gguf.arr(8, ['a', 'bc']),
-  }, [
-    { name: 'a', ne: [64, 2], type: GgmlType.Q4_0, fill: uniformFill(1, 1) },
-    { name: 'b', ne: [3], type: GgmlType.F32, fill: uniformFill(2, 1) },
-    { name: 'c', ne: [32], type: GgmlType.Q8_0, fill: uniformFill(3, 1) },
-  ]);
+  const size = writeGguf(
+    file,
+    {
+      'general.architecture': gguf.str('llama'),
+      'x.u32': gguf.u32(7),
+      'x.arr': gguf.arr(8, ['a', 'bc']),
+    },
+    [
+      { name: 'a', ne: [64, 2], type: GgmlType.Q4_0, fill: uniformFill(1, 1) },
+      { name: 'b', ne: [3], type: GgmlType.F32, fill: uniformFill(2, 1) },
+      { name: 'c', ne: [32], type: GgmlType.Q8_0, fill: uniformFill(3, 1) },
+    ],
+  );
   t.is(fs.statSync(file).size, size);
   t.is(describeGgufProblem(file), undefined);
   const { readGgufFileInfo } = await import('node-llama-cpp');
   const info = await readGgufFileInfo(file, { readTensorInfo: true });
   t.is(info.version, 3);
   t.is(info.metadata.general.architecture, 'llama');
-  t.deepEqual(info.fullTensorInfo.map((x) => [x.name, x.dimensions.map(Number), x.ggmlType]), [['a', [64, 2], 2], ['b', [3], 0], ['c', [32], 8]]);
+  t.deepEqual(
+    info.fullTensorInfo.map((x) => [x.name, x.dimensions.map(Number), x.ggmlType]),
+    [
+      ['a', [64, 2], 2],
+      ['b', [3], 0],
+      ['c', [32], 8],
+    ],
+  );
   const m = makeModels(path.join(tmp.dir, 'm'));
   t.is(describeGgufProblem(m.model), undefined);
   t.is(describeGgufProblem(m.mmproj), undefined);
@@ -271,7 +299,10 @@ test('the public exports: captioners, one error type, no test generators, no CLI
     t.false(gone in api, gone);
   }
   const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
-  t.false(pkg.files.some((f) => f === 'test' || f.startsWith('test/helpers')), 'test helpers are not shipped');
+  t.false(
+    pkg.files.some((f) => f === 'test' || f.startsWith('test/helpers')),
+    'test helpers are not shipped',
+  );
   t.false(fs.existsSync(new URL('../lib/captioners/gguf-writer.ts', import.meta.url)));
   t.false(fs.existsSync(new URL('../lib/captioners/random-llava.ts', import.meta.url)));
 });
@@ -310,8 +341,10 @@ test('factory: a separate low-level source gives each caption its own chain (fix
   fs.mkdirSync(path.join(root, 'lowlevel_prompt_q'), { recursive: true });
   fs.writeFileSync(path.join(root, 'lowlevel_prompt_q', 'im.txt'), 'low from file');
   // low-level model flags without a high-level generator are a usage error naming the flag
-  t.is((await t.throwsAsync(createCaptionerFromOptions({ promptHigh: 'H', llavaLowModel: 'q.gguf', llavaLowMmproj: 'qp.gguf' })))
-    .details.option, '--llava-mmproj');
+  t.is(
+    (await t.throwsAsync(createCaptionerFromOptions({ promptHigh: 'H', llavaLowModel: 'q.gguf', llavaLowMmproj: 'qp.gguf' }))).details.option,
+    '--llava-mmproj',
+  );
   // a missing model file names its role
   const missing = path.join(tmp.dir, 'absent.gguf');
   const e = await t.throwsAsync(createCaptionerFromOptions({ llavaModel: missing, llavaMmproj: missing, llavaLowModel: missing }));
@@ -354,9 +387,30 @@ test('xpsr caption: help, usage errors, fixed captions to stdout, JSON lines and
   err.length = 0;
   const empty = path.join(tmp.dir, 'empty.png');
   fs.writeFileSync(empty, '');
-  t.is(await runCaptionCommand(['--captioner', 'fixed', '--prompt-high', 'h', '--prompt-low', 'l', '--jsonl', '-q',
-    path.join(dir, 'one.png'), path.join(dir, 'missing.png'), empty], io), 1);
-  const lines = out.join('').trim().split('\n').map((l) => JSON.parse(l));
+  t.is(
+    await runCaptionCommand(
+      [
+        '--captioner',
+        'fixed',
+        '--prompt-high',
+        'h',
+        '--prompt-low',
+        'l',
+        '--jsonl',
+        '-q',
+        path.join(dir, 'one.png'),
+        path.join(dir, 'missing.png'),
+        empty,
+      ],
+      io,
+    ),
+    1,
+  );
+  const lines = out
+    .join('')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.deepEqual(lines[0], { image: path.join(dir, 'one.png'), name: 'one', high: 'h', low: 'l', ms: lines[0].ms });
   t.is(lines.length, 3);
   t.is(lines[1].code, 'ERR_IMAGE_UNREADABLE');

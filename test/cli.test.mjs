@@ -32,7 +32,10 @@ test('--json writes parseable JSON lines with progress and results', (t) => {
   const dir = tmp();
   const r = xpsr(['upscale', img('coffee_32x24.png'), '-o', path.join(dir, 'a.png'), ...quick, '--json', '--prompt-low', 'noisy']);
   t.is(r.status, 0, r.stderr);
-  const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const events = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.true(events.some((e) => e.event === 'progress' && e.stage === 'denoise' && e.step === 2));
   const done = events.find((e) => e.event === 'done');
   t.is(done.width, 128);
@@ -42,7 +45,10 @@ test('--json writes parseable JSON lines with progress and results', (t) => {
 
 test('sidecar prompt files in the official layout are used', (t) => {
   const dir = tmp();
-  for (const [sub, text] of [['highlevel_prompt', '  a coffee cup on a table\nsecond line'], ['lowlevel_prompt_q', 'slightly blurry']]) {
+  for (const [sub, text] of [
+    ['highlevel_prompt', '  a coffee cup on a table\nsecond line'],
+    ['lowlevel_prompt_q', 'slightly blurry'],
+  ]) {
     cpSync(img('coffee_32x24.png'), path.join(dir, 'coffee_32x24.png'));
     const d = path.join(dir, sub);
     spawnSync('mkdir', ['-p', d]);
@@ -50,7 +56,11 @@ test('sidecar prompt files in the official layout are used', (t) => {
   }
   const r = xpsr(['upscale', path.join(dir, 'coffee_32x24.png'), '-o', path.join(dir, 'o.png'), ...quick, '--prompt-dir', dir, '--json']);
   t.is(r.status, 0, r.stderr);
-  const done = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.event === 'done');
+  const done = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .find((e) => e.event === 'done');
   t.deepEqual(done.prompts, { high: 'a coffee cup on a table', low: 'slightly blurry' });
 });
 
@@ -108,14 +118,42 @@ test('stdin to stdout with -, and stdin into a folder', async (t) => {
 
 test('seed, prompts, model, device and settings are embedded in the output (XMP), unless --no-metadata', async (t) => {
   const dir = tmp();
-  const args = ['upscale', img('coffee_32x24.png'), ...quick, '--prompt-high', 'a cup of coffee', '--prompt-low', 'noisy',
-    '--negative-prompt', 'ugly', '--added-prompt', 'sharp', '--added-noise-level', '700', '-q'];
+  const args = [
+    'upscale',
+    img('coffee_32x24.png'),
+    ...quick,
+    '--prompt-high',
+    'a cup of coffee',
+    '--prompt-low',
+    'noisy',
+    '--negative-prompt',
+    'ugly',
+    '--added-prompt',
+    'sharp',
+    '--added-noise-level',
+    '700',
+    '-q',
+  ];
   for (const f of ['m.png', 'm.jpg', 'm.webp']) {
     const r = xpsr([...args, '-o', path.join(dir, f)]);
     t.is(r.status, 0, r.stderr);
     const m = await readImageMetadata(path.join(dir, f));
-    t.like(m, { seed: '3', 'prompt-high': 'a cup of coffee', 'prompt-low': 'noisy', 'negative-prompt': 'ugly', 'added-prompt': 'sharp',
-      model: 'model', device: 'cpu', steps: '2', scheduler: 'ddpm', scale: '4' }, f);
+    t.like(
+      m,
+      {
+        seed: '3',
+        'prompt-high': 'a cup of coffee',
+        'prompt-low': 'noisy',
+        'negative-prompt': 'ugly',
+        'added-prompt': 'sharp',
+        model: 'model',
+        device: 'cpu',
+        steps: '2',
+        scheduler: 'ddpm',
+        scale: '4',
+      },
+      f,
+    );
   }
   const r = xpsr([...args, '-o', path.join(dir, 'plain.png'), '--no-metadata']);
   t.is(r.status, 0, r.stderr);
@@ -131,7 +169,11 @@ test('--negative-prompt, --added-prompt and --added-noise-level change the resul
   };
   const base = run('base.png', []);
   t.true(base.equals(run('again.png', [])), 'deterministic');
-  for (const [name, extra] of [['neg.png', ['--negative-prompt', 'a dog']], ['add.png', ['--added-prompt', 'a painting']], ['lvl.png', ['--added-noise-level', '500']]])
+  for (const [name, extra] of [
+    ['neg.png', ['--negative-prompt', 'a dog']],
+    ['add.png', ['--added-prompt', 'a painting']],
+    ['lvl.png', ['--added-noise-level', '500']],
+  ])
     t.false(base.equals(run(name, extra)), name);
 });
 
@@ -146,9 +188,18 @@ test('plain progress lines when stderr is not a terminal; a summary; skipped out
   const before = statSync(out).mtimeMs;
   r = xpsr(['upscale', img('coffee_32x24.png'), '-o', out, ...quick, '--json']);
   t.is(r.status, 0, r.stderr);
-  const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  t.like(events.find((e) => e.event === 'skipped'), { output: out, reason: 'output exists' });
-  t.like(events.find((e) => e.event === 'summary'), { written: 0, skipped: 1, failed: 0, cancelled: false, device: 'cpu' });
+  const events = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.like(
+    events.find((e) => e.event === 'skipped'),
+    { output: out, reason: 'output exists' },
+  );
+  t.like(
+    events.find((e) => e.event === 'summary'),
+    { written: 0, skipped: 1, failed: 0, cancelled: false, device: 'cpu' },
+  );
   t.is(events.find((e) => e.event === 'loaded').device, 'cpu');
   t.is(statSync(out).mtimeMs, before, 'the existing output was not touched');
   r = xpsr(['upscale', img('coffee_32x24.png'), '-o', out, ...quick]);
@@ -163,7 +214,9 @@ test('"image too large" advice is given in flags, with a value the validator acc
   t.regex(r.stderr, /more than --max-input-pixels \(100\); raise --max-input-pixels to at least 1000000 to process it \[ERR_IMAGE_TOO_LARGE\]/);
   t.notRegex(r.stderr, /maxInputPixels/);
   const strip = path.join(dir, 'strip.png');
-  await sharp({ create: { width: 200, height: 2, channels: 3, background: 'gray' } }).png().toFile(strip);
+  await sharp({ create: { width: 200, height: 2, channels: 3, background: 'gray' } })
+    .png()
+    .toFile(strip);
   r = xpsr(['upscale', strip, '-o', path.join(dir, 'b.png'), ...quick]);
   t.is(r.status, 1);
   t.regex(r.stderr, /aspect ratio of 100:1, more than --max-aspect-ratio \(16\).*(raise --max-aspect-ratio to at least 100|crop it)/i);
@@ -174,10 +227,39 @@ test('"image too large" advice is given in flags, with a value the validator acc
 test('--help lists every API option as a flag', (t) => {
   const r = xpsr(['upscale', '--help']);
   t.is(r.status, 0);
-  for (const flag of ['--scale', '--process-size', '--steps', '--guidance', '--conditioning-scale', '--seed', '--scheduler', '--color-fix',
-    '--init', '--added-noise-level', '--added-prompt', '--negative-prompt', '--long-prompts', '--low-level-guidance', '--tiling',
-    '--tile-size', '--tile-overlap', '--tile-max-pixels', '--memory-budget-mb', '--vae-tiling', '--max-input-pixels', '--max-aspect-ratio',
-    '--prompt-high', '--prompt-low', '--instruction-high', '--instruction-low', '--device', '--threads', '--sd', '--xpsr', '--model'])
+  for (const flag of [
+    '--scale',
+    '--process-size',
+    '--steps',
+    '--guidance',
+    '--conditioning-scale',
+    '--seed',
+    '--scheduler',
+    '--color-fix',
+    '--init',
+    '--added-noise-level',
+    '--added-prompt',
+    '--negative-prompt',
+    '--long-prompts',
+    '--low-level-guidance',
+    '--tiling',
+    '--tile-size',
+    '--tile-overlap',
+    '--tile-max-pixels',
+    '--memory-budget-mb',
+    '--vae-tiling',
+    '--max-input-pixels',
+    '--max-aspect-ratio',
+    '--prompt-high',
+    '--prompt-low',
+    '--instruction-high',
+    '--instruction-low',
+    '--device',
+    '--threads',
+    '--sd',
+    '--xpsr',
+    '--model',
+  ])
     t.regex(r.stdout, new RegExp(`${flag}\\b`), flag);
   t.regex(r.stdout, /Exit status: 0 .* 1 .* 2 usage error .* 130 interrupted/s);
   t.notRegex(r.stdout, /\.bmp/);
@@ -261,6 +343,9 @@ test('parity prints the training-only heads as SKIP, outside the pass count', (t
   const skips = r.stdout.split('\n').filter((l) => /^SKIP {2}controlnet .*training-only head/.test(l));
   t.true(skips.some((l) => /controlnet_cond_rgbs\.0/.test(l)) && skips.some((l) => /degradation_rgb_mid/.test(l)));
   const passes = r.stdout.split('\n').filter((l) => l.startsWith('PASS')).length;
-  t.regex(r.stdout, new RegExp(`^parity: ${passes} passed, 0 failed \\(${skips.length} reference tensors of training-only heads not computed: SKIP\\)$`, 'm'));
+  t.regex(
+    r.stdout,
+    new RegExp(`^parity: ${passes} passed, 0 failed \\(${skips.length} reference tensors of training-only heads not computed: SKIP\\)$`, 'm'),
+  );
   t.is(xpsr(['parity']).status, 2);
 });

@@ -2,9 +2,7 @@ import test from 'ava';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { readSafetensors } from '../dist/lib/io/safetensors.js';
-import {
-  colorFix, adainColorFixFloat, waveletColorFixFloat, chwToU8Truncate, toTensorCHW, torchSumF32,
-} from '../dist/lib/colorfix.js';
+import { colorFix, adainColorFixFloat, waveletColorFixFloat, chwToU8Truncate, toTensorCHW, torchSumF32 } from '../dist/lib/colorfix.js';
 
 const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const fx = readSafetensors(join(FIX, 'colorfix.safetensors'));
@@ -14,12 +12,19 @@ const target = { data: T('target_u8').data, width: W, height: H };
 const source = { data: T('source_u8').data, width: W, height: H };
 
 function err(a, b) {
-  let abs = 0, neq = 0;
-  for (let i = 0; i < b.length; i++) { abs = Math.max(abs, Math.abs(a[i] - b[i])); if (a[i] !== b[i]) neq++; }
+  let abs = 0,
+    neq = 0;
+  for (let i = 0; i < b.length; i++) {
+    abs = Math.max(abs, Math.abs(a[i] - b[i]));
+    if (a[i] !== b[i]) neq++;
+  }
   return { abs, neq };
 }
 
-for (const [kind, fn] of [['adain', adainColorFixFloat], ['wavelet', waveletColorFixFloat]]) {
+for (const [kind, fn] of [
+  ['adain', adainColorFixFloat],
+  ['wavelet', waveletColorFixFloat],
+]) {
   test(`${kind}: float result matches ${kind}_float32 (and float64 within 1e-6), uint8 matches ${kind}_u8`, (t) => {
     const r = fn(target, source);
     t.is(r.length, 3 * H * W);
@@ -29,9 +34,16 @@ for (const [kind, fn] of [['adain', adainColorFixFloat], ['wavelet', waveletColo
     t.true(e64.abs <= 1e-6, `float64 max abs ${e64.abs}`);
     const u8 = colorFix(kind, target, source);
     const ref = T(`${kind}_u8`).data;
-    let diff = 0, maxd = 0;
-    for (let i = 0; i < ref.length; i++) if (u8[i] !== ref[i]) { diff++; maxd = Math.max(maxd, Math.abs(u8[i] - ref[i])); }
-    t.log(`vs float32: max ${e32.abs.toExponential(2)} (${e32.neq} of ${r.length} differ); vs float64: ${e64.abs.toExponential(2)}; uint8: ${diff} differ (max ${maxd})`);
+    let diff = 0,
+      maxd = 0;
+    for (let i = 0; i < ref.length; i++)
+      if (u8[i] !== ref[i]) {
+        diff++;
+        maxd = Math.max(maxd, Math.abs(u8[i] - ref[i]));
+      }
+    t.log(
+      `vs float32: max ${e32.abs.toExponential(2)} (${e32.neq} of ${r.length} differ); vs float64: ${e64.abs.toExponential(2)}; uint8: ${diff} differ (max ${maxd})`,
+    );
     t.is(diff, 0);
   });
 }
@@ -55,7 +67,10 @@ test('none returns a copy; argument validation', (t) => {
 test('ToTensor / ToPILImage conversions (truncating, clamped)', (t) => {
   const img = { data: Uint8Array.from([0, 128, 255, 1, 2, 3]), width: 2, height: 1 };
   const chw = toTensorCHW(img);
-  t.deepEqual(Array.from(chw), [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)));
+  t.deepEqual(
+    Array.from(chw),
+    [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)),
+  );
   t.deepEqual(chwToU8Truncate(chw, 2, 1), img.data);
   // truncation, clamping, NaN → 0
   const u = chwToU8Truncate(Float32Array.from([0.9999, -0.5, 2, NaN, 0.5, 0.00392]), 2, 1);

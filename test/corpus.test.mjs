@@ -22,7 +22,8 @@ const quickFlags = ['--steps', '1', '--process-size', '64', '--seed', '1'];
 const tmp = (p) => mkdtempSync(path.join(tmpdir(), `xpsr-corpus-${p}-`));
 /** The environment of a child: no XPSR_* variable of the caller leaks in. */
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('XPSR_')));
-const cli = (args, opts = {}) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL', env, ...opts });
+const cli = (args, opts = {}) =>
+  spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL', env, ...opts });
 const files = (dir) => (existsSync(dir) ? readdirSync(dir).sort() : []);
 /** A child ended on its own with one of the documented statuses (not killed by a signal: no crash). */
 const noCrash = (t, r, label) => {
@@ -57,12 +58,29 @@ test.serial('image through the API: a folder, a device file and a missing path a
 // One CLI batch: every hostile file, then a good one. Each bad file fails on its own (an 'error' event with
 // its code); the good one is written; nothing else is; the exit status is 1.
 let batch;
-const cliBatch = () => (batch ??= (() => {
-  const out = tmp('images-out');
-  const r = cli(['upscale', ...imageCases.map((c) => path.join(imageDir, c.name)), goodImage, '-o', out, '--model', model, '--device', 'cpu', ...quickFlags, '--json']);
-  const events = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-  return { r, out, events };
-})());
+const cliBatch = () =>
+  (batch ??= (() => {
+    const out = tmp('images-out');
+    const r = cli([
+      'upscale',
+      ...imageCases.map((c) => path.join(imageDir, c.name)),
+      goodImage,
+      '-o',
+      out,
+      '--model',
+      model,
+      '--device',
+      'cpu',
+      ...quickFlags,
+      '--json',
+    ]);
+    const events = r.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    return { r, out, events };
+  })());
 
 for (const c of imageCases) {
   test.serial(`image through the CLI: ${c.name} -> ${c.code}, the batch goes on`, (t) => {
@@ -88,7 +106,11 @@ test.serial('image batch through the CLI: exit 1, only the good image written, s
 const weightDirs = new Map(weightCases.map((c) => [c.label, brokenModel(c.label, c.mutate)]));
 const runProbe = (dirs) => {
   const r = spawnSync(process.execPath, [probe, ...dirs], { encoding: 'utf8', timeout: 60_000 + 10_000 * dirs.length, killSignal: 'SIGKILL', env });
-  const lines = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
   return { r, lines };
 };
 let safeProbe;
@@ -107,7 +129,10 @@ for (const c of weightCases) {
     const line = lines.find((l) => l.dir === dir);
     t.truthy(line, 'no result line');
     t.is(line?.code, c.code, line?.message);
-    t.true(lines.some((l) => l.serving === true), 'the same process loads and runs the good model afterwards');
+    t.true(
+      lines.some((l) => l.serving === true),
+      'the same process loads and runs the good model afterwards',
+    );
     t.notRegex(r.stdout + r.stderr, /pwned/, 'nothing from a pickle is ever executed');
   });
 }
@@ -174,8 +199,15 @@ for (const c of optionCases) {
 }
 
 test.serial('API-only options: wrong types are refused with the option name', async (t) => {
-  for (const [opts, name] of [[{ prompts: 'x' }, 'prompts'], [{ signal: {} }, 'signal'], [{ onProgress: 5 }, 'onProgress'],
-    [{ noise: {} }, 'noise'], [{ negativePrompt: 5 }, 'negativePrompt'], [{ name: 5 }, 'name'], [{ tiling: 'sometimes' }, 'tiling']]) {
+  for (const [opts, name] of [
+    [{ prompts: 'x' }, 'prompts'],
+    [{ signal: {} }, 'signal'],
+    [{ onProgress: 5 }, 'onProgress'],
+    [{ noise: {} }, 'noise'],
+    [{ negativePrompt: 5 }, 'negativePrompt'],
+    [{ name: 5 }, 'name'],
+    [{ tiling: 'sometimes' }, 'tiling'],
+  ]) {
     const e = await t.throwsAsync(xpsr.upscale(goodImage, { ...quick, ...opts }));
     t.is(e.code, 'ERR_INVALID_OPTION', name);
     t.regex(e.message, new RegExp(`'${name}`));
@@ -219,15 +251,39 @@ const cliMisuse = [
   { label: 'no input', args: (o) => ['upscale', '-o', o], say: /no input images/ },
   { label: 'an unknown flag', args: (o) => ['upscale', goodImage, '-o', o, '--frobnicate'], say: /Unknown option '--frobnicate'/ },
   { label: 'a flag without its value', args: (o) => ['upscale', goodImage, '-o', o, '--steps'], say: /--steps/ },
-  { label: 'several inputs to one file', args: (o) => ['upscale', goodImage, path.join(fixtures, 'images', 'noise_32x24.png'), '-o', path.join(o, 'one.png')], say: /2 inputs would all be written to the one file/ },
-  { label: 'an unknown output extension', args: (o) => ['upscale', goodImage, '-o', path.join(o, 'x.bmp')], say: /unknown extension '\.bmp'/, code: 'ERR_UNSUPPORTED' },
-  { label: '--format against the extension', args: (o) => ['upscale', goodImage, '-o', path.join(o, 'x.png'), '--format', 'webp'], say: /--format webp conflicts with -o/ },
+  {
+    label: 'several inputs to one file',
+    args: (o) => ['upscale', goodImage, path.join(fixtures, 'images', 'noise_32x24.png'), '-o', path.join(o, 'one.png')],
+    say: /2 inputs would all be written to the one file/,
+  },
+  {
+    label: 'an unknown output extension',
+    args: (o) => ['upscale', goodImage, '-o', path.join(o, 'x.bmp')],
+    say: /unknown extension '\.bmp'/,
+    code: 'ERR_UNSUPPORTED',
+  },
+  {
+    label: '--format against the extension',
+    args: (o) => ['upscale', goodImage, '-o', path.join(o, 'x.png'), '--format', 'webp'],
+    say: /--format webp conflicts with -o/,
+  },
   { label: 'an unknown --format', args: (o) => ['upscale', goodImage, '-o', o, '--format', 'bmp'], say: /--format must be one of/ },
   { label: '-o - with two inputs', args: () => ['upscale', goodImage, goodImage, '-o', '-'], say: /exactly one input/ },
   { label: '-o - with --json', args: () => ['upscale', goodImage, '-o', '-', '--json'], say: /--json and -o - both write to stdout/ },
-  { label: 'a missing output folder for a file', args: (o) => ['upscale', goodImage, '-o', path.join(o, 'no', 'such', 'x.png')], say: /does not exist/, code: 'ERR_IO' },
+  {
+    label: 'a missing output folder for a file',
+    args: (o) => ['upscale', goodImage, '-o', path.join(o, 'no', 'such', 'x.png')],
+    say: /does not exist/,
+    code: 'ERR_IO',
+  },
   { label: 'no weights', args: (o) => ['upscale', goodImage, '-o', o], weights: false, say: /the weights are needed/ },
-  { label: 'a weights folder that does not exist', args: (o) => ['upscale', goodImage, '-o', o, '--model', '/nonexistent/xpsr'], weights: false, say: /--model folder not found/, code: 'ERR_WEIGHTS_MISSING' },
+  {
+    label: 'a weights folder that does not exist',
+    args: (o) => ['upscale', goodImage, '-o', o, '--model', '/nonexistent/xpsr'],
+    weights: false,
+    say: /--model folder not found/,
+    code: 'ERR_WEIGHTS_MISSING',
+  },
   { label: 'a bad --device', args: (o) => ['upscale', goodImage, '-o', o, '--device', 'tpu'], say: /Invalid value for --device/ },
   { label: 'a bad --threads', args: (o) => ['upscale', goodImage, '-o', o, '--threads', 'many'], say: /--threads expects a number/ },
   { label: 'parity without --fixtures', args: () => ['parity'], weights: false, say: /needs --fixtures/ },
@@ -267,8 +323,27 @@ test.serial('CLI usage error: x.png and x.jpg in one folder would collide; an in
 function interrupt(signal, when) {
   const out = path.join(tmp('signal'), 'out');
   mkdirSync(out);
-  const child = spawn(process.execPath, [bin, 'upscale', goodImage, path.join(fixtures, 'images', 'noise_32x24.png'), '-o', out,
-    '--model', model, '--device', 'cpu', '--steps', '400', '--process-size', '64', ...(when === 'load' ? [] : ['--json'])], { env });
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      'upscale',
+      goodImage,
+      path.join(fixtures, 'images', 'noise_32x24.png'),
+      '-o',
+      out,
+      '--model',
+      model,
+      '--device',
+      'cpu',
+      '--steps',
+      '400',
+      '--process-size',
+      '64',
+      ...(when === 'load' ? [] : ['--json']),
+    ],
+    { env },
+  );
   let stdout = '';
   let stderr = '';
   let sent = false;
@@ -292,9 +367,15 @@ test.serial('SIGINT during a run: the image is cancelled, exit 130, no partial f
   noCrash(t, r, 'SIGINT');
   t.is(r.status, 130, r.stderr);
   t.deepEqual(files(r.out), [], 'no output and no temporary file');
-  const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const events = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.truthy(events.find((e) => e.event === 'cancelled'));
-  t.like(events.find((e) => e.event === 'summary'), { written: 0, cancelled: true, notRun: 2, device: 'cpu' });
+  t.like(
+    events.find((e) => e.event === 'summary'),
+    { written: 0, cancelled: true, notRun: 2, device: 'cpu' },
+  );
 });
 
 test.serial('SIGTERM during a run: exit 143, no partial file', async (t) => {

@@ -19,7 +19,8 @@ const architecture = readFileSync(path.join(root, 'docs', 'architecture.md'), 'u
 const sections = new Set([...architecture.matchAll(/^#{2,3} (\d+(?:bis)?(?:\.\d+)?)[. ]/gm)].map((m) => m[1]));
 
 test('the architecture document has the numbered sections the code cites', (t) => {
-  for (const s of ['1', '2.1', '2.5', '3.6', '3bis', '4.3', '5.2', '5bis', '6.3', '7.1', '7.9', '7.12', '8', '9', '10', '11']) t.true(sections.has(s), s);
+  for (const s of ['1', '2.1', '2.5', '3.6', '3bis', '4.3', '5.2', '5bis', '6.3', '7.1', '7.9', '7.12', '8', '9', '10', '11'])
+    t.true(sections.has(s), s);
 });
 
 test('every docs/*.md reference exists and every docs/architecture.md § names a section', (t) => {
@@ -29,7 +30,8 @@ test('every docs/*.md reference exists and every docs/architecture.md § names a
     for (const m of text.matchAll(/docs\/([\w.-]+\.md)((?:[ ,]*(?:and )?§[\w.]+(?:[–-]§?[\w.]+)?)*)/g)) {
       if (!existsSync(path.join(root, 'docs', m[1]))) bad.push(`${f}: docs/${m[1]} does not exist`);
       if (m[1] !== 'architecture.md') continue;
-      for (const s of m[2].matchAll(/§?([\d]+(?:bis)?(?:\.\d+)?)/g)) if (!sections.has(s[1])) bad.push(`${f}: docs/architecture.md §${s[1]} is not a section`);
+      for (const s of m[2].matchAll(/§?([\d]+(?:bis)?(?:\.\d+)?)/g))
+        if (!sections.has(s[1])) bad.push(`${f}: docs/architecture.md §${s[1]} is not a section`);
     }
   }
   t.deepEqual(bad, []);

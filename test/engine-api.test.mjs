@@ -21,8 +21,11 @@ function ramp(shape, phase, amp = 1) {
 
 function stepArgs(rows, h, w, phase = 0) {
   return {
-    sample: ramp([rows, 4, h, w], phase), timestep: 501, ctxHigh: ramp([rows, 77, 32], phase + 1),
-    ctxLow: ramp([rows, 77, 32], phase + 2), cond: ramp([rows, 16, h, w], phase + 3, 0.5),
+    sample: ramp([rows, 4, h, w], phase),
+    timestep: 501,
+    ctxHigh: ramp([rows, 77, 32], phase + 1),
+    ctxLow: ramp([rows, 77, 32], phase + 2),
+    cond: ramp([rows, 16, h, w], phase + 3, 0.5),
   };
 }
 
@@ -47,7 +50,10 @@ test.serial('conditioning scales that differ past the 6th digit do not share a p
   t.false(other.stats.planReused, 'a plan built for scale 1 was reused for 1.0000001');
   // The residuals are the unscaled ones times fround(s), exactly.
   const fs = Math.fround(s);
-  t.deepEqual(Array.from(other.mid.data), Array.from(one.mid.data, (v) => Math.fround(v * fs)));
+  t.deepEqual(
+    Array.from(other.mid.data),
+    Array.from(one.mid.data, (v) => Math.fround(v * fs)),
+  );
   t.notDeepEqual(Array.from(other.mid.data), Array.from(one.mid.data));
   const again = await cn.forward({ ...args, conditioningScale: s });
   t.true(again.stats.planReused);
@@ -58,7 +64,10 @@ test.serial('conditioning scales that differ past the 6th digit do not share a p
   const b = await engine.step(cn, unet, { ...step, conditioningScale: s });
   t.false(b.stats.planReused);
   t.not(maxAbsDiff(a.noisePred.data, b.noisePred.data), 0);
-  const keys = engine.plans().filter((p) => p.entry === 'step').map((p) => p.key);
+  const keys = engine
+    .plans()
+    .filter((p) => p.entry === 'step')
+    .map((p) => p.key);
   t.is(new Set(keys).size, keys.length);
 });
 
@@ -103,7 +112,12 @@ test.serial('reuseConstants keeps the contexts and the condition on the device',
   // The constants are not sent: garbage of the right shape in their place must not matter.
   const garbage = (x) => ({ shape: x.shape, data: new Float32Array(x.data.length).fill(1e3) });
   const kept = await engine.step(cn, unet, {
-    sample: sample2, timestep: 301, ctxHigh: garbage(A.ctxHigh), ctxLow: garbage(A.ctxLow), cond: garbage(A.cond), reuseConstants: true,
+    sample: sample2,
+    timestep: 301,
+    ctxHigh: garbage(A.ctxHigh),
+    ctxLow: garbage(A.ctxLow),
+    cond: garbage(A.cond),
+    reuseConstants: true,
   });
   t.true(kept.stats.planReused);
   t.deepEqual(Array.from(kept.noisePred.data), Array.from(resent.noisePred.data));

@@ -178,7 +178,12 @@ test.serial('a cancelled run rejects with ERR_CANCELLED and the engine keeps ser
 });
 
 test.serial('asking for CUDA on a build or machine without it gives a clear error', async (t) => {
-  const e = await t.throwsAsync(Engine.create({ device: 'cuda' }).then((x) => { x.dispose(); throw Object.assign(new Error('cuda available'), { code: 'SKIP' }); }));
+  const e = await t.throwsAsync(
+    Engine.create({ device: 'cuda' }).then((x) => {
+      x.dispose();
+      throw Object.assign(new Error('cuda available'), { code: 'SKIP' });
+    }),
+  );
   if (e.code === 'SKIP') return t.pass('a CUDA device is present');
   t.is(e.code, 'ERR_DEVICE_UNAVAILABLE');
   t.regex(e.message, /cuda/i);

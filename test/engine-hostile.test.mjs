@@ -9,9 +9,15 @@ import { CONFIG_CASES } from './helpers/hostile-configs.mjs';
 
 function runChild(group) {
   const r = spawnSync(process.execPath, [path.join(root, 'test', 'helpers', 'hostile-child.mjs'), group], {
-    cwd: root, encoding: 'utf8', timeout: 300_000, maxBuffer: 1 << 26,
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 300_000,
+    maxBuffer: 1 << 26,
   });
-  const lines = (r.stdout ?? '').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const lines = (r.stdout ?? '')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
   return { status: r.status, signal: r.signal, stderr: r.stderr ?? '', byName: new Map(lines.map((l) => [l.name, l])), lines };
 }
 

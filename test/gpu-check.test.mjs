@@ -14,7 +14,8 @@ test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
 pyTest(`gpu-check --self-test builds the report from canned logs${py ? '' : ' [skipped: no python3]'}`, (t) => {
   const r = spawnSync('bash', [path.join(packageRoot, 'scripts', 'gpu-check.sh'), '--self-test', dir], {
-    encoding: 'utf8', env: { ...process.env, PYTHON: py },
+    encoding: 'utf8',
+    env: { ...process.env, PYTHON: py },
   });
   t.is(r.status, 0, `${r.stdout}\n${r.stderr}`);
   t.regex(r.stdout, /self-test: ok/);
@@ -33,7 +34,10 @@ pyTest(`gpu-check --self-test builds the report from canned logs${py ? '' : ' [s
   t.regex(md, /CUDA graph fallbacks: op bench 0, full network 0/);
   t.regex(md, /kernel launches per CFG step: 1234/);
   // per op: ours vs torch, vs legacy, vs floor (compute-bound conv: 15.1 GFLOP at 780 TFLOP/s = 0.0194 ms)
-  t.regex(md, /\| conv3x3 320->320 64x64 s1 \| 0\.0400 \| 128x128\/4w\(64x64\) x2 \| 0\.0500 \| 128x64\/4w\(64x32\) x1 \| 0\.80 \| 0\.0250 \| cudnn channels_last \| 1\.60 \*\* \| 0\.0194 \| compute \| 48% \|/);
+  t.regex(
+    md,
+    /\| conv3x3 320->320 64x64 s1 \| 0\.0400 \| 128x128\/4w\(64x64\) x2 \| 0\.0500 \| 128x64\/4w\(64x32\) x1 \| 0\.80 \| 0\.0250 \| cudnn channels_last \| 1\.60 \*\* \| 0\.0194 \| compute \| 48% \|/,
+  );
   t.regex(md, /compute-sanitizer memcheck: failed \(30 s\), 2 errors/);
   t.regex(md, /\| nvcc \| 13\.0 \| >= 12\.0 \| ok \|/);
 });

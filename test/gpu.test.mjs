@@ -15,7 +15,10 @@ const gpuTest = gpu ? test.serial : test.skip;
 gpuTest(`every network fixture reproduces through the CUDA backend within the fp16 tolerance${reason}`, async (t) => {
   const only = ['text_encoder', 'vae_encoder', 'vae_decoder', 'controlnet', 'unet', 'unet_lowlevel_variant'];
   const r = await runParity(fixtures, { device: 'cuda', only });
-  t.deepEqual(r.lines.filter((l) => !l.pass).map((l) => `${l.component} ${l.tensor} ${l.maxAbs} > ${l.tol}`), []);
+  t.deepEqual(
+    r.lines.filter((l) => !l.pass).map((l) => `${l.component} ${l.tensor} ${l.maxAbs} > ${l.tol}`),
+    [],
+  );
   t.true(r.passed > 150);
 });
 
@@ -41,7 +44,10 @@ test(`device 'auto' picks ${gpu ? 'CUDA' : 'the CPU with a notice'}`, async (t) 
   if (gpu) t.regex(x.device, /^cuda/);
   else {
     t.is(x.device, 'cpu');
-    t.true(notices.some((m) => /CPU/.test(m)), notices.join('\n'));
+    t.true(
+      notices.some((m) => /CPU/.test(m)),
+      notices.join('\n'),
+    );
   }
   await x.dispose();
 });

@@ -37,8 +37,12 @@ test('matches the pipeline fixture noise_pred_guided (golden float64, g = 4.5)',
     const ref = fx.tensors.get(`step.${step}.noise_pred_guided`).data;
     for (const precision of ['float32', 'float64']) {
       const r = applyGuidance(both, g, { precision });
-      let abs = 0, mx = 0;
-      for (let i = 0; i < ref.length; i++) { abs = Math.max(abs, Math.abs(r[i] - ref[i])); mx = Math.max(mx, Math.abs(ref[i])); }
+      let abs = 0,
+        mx = 0;
+      for (let i = 0; i < ref.length; i++) {
+        abs = Math.max(abs, Math.abs(r[i] - ref[i]));
+        mx = Math.max(mx, Math.abs(ref[i]));
+      }
       // inputs are float32 roundings of float64 values, so exact equality is impossible; stay within 1e-6·max|ref|
       t.true(abs <= 1e-6 * Math.max(1, mx), `step ${step} ${precision}: ${abs}`);
       t.log(`step ${step} ${precision}: max abs ${abs.toExponential(2)} (max|ref| ${mx.toFixed(2)})`);

@@ -128,7 +128,10 @@ test('16-bit RGB PNG → 8-bit by taking the high byte (like libvips and PIL)', 
   const d = await decodeImage(png16(4, 1, 2, vals));
   t.is(d.bitDepth, 16);
   t.is(d.width, 4);
-  t.deepEqual(Array.from(d.rgb), vals.map((v) => v >> 8));
+  t.deepEqual(
+    Array.from(d.rgb),
+    vals.map((v) => v >> 8),
+  );
 });
 
 test('16-bit grey+alpha PNG → RGB + alpha, 8-bit', async (t) => {
@@ -140,7 +143,9 @@ test('16-bit grey+alpha PNG → RGB + alpha, 8-bit', async (t) => {
 });
 
 test('grayscale PNG → RGB with equal channels', async (t) => {
-  const g = await sharp(Buffer.from([0, 50, 100, 150, 200, 255]), { raw: { width: 3, height: 2, channels: 1 } }).png().toBuffer();
+  const g = await sharp(Buffer.from([0, 50, 100, 150, 200, 255]), { raw: { width: 3, height: 2, channels: 1 } })
+    .png()
+    .toBuffer();
   const d = await decodeImage(g);
   t.is(d.width, 3);
   t.is(d.height, 2);
@@ -190,7 +195,9 @@ test('EXIF orientation is applied (orientation 6 = rotate 90° clockwise)', asyn
   // rotated 90° clockwise: output (x', y') = input (x = y', y = h - 1 - x')
   const at = (img, W, x, y, c) => img[(y * W + x) * 3 + c];
   const plain = await decodeImage(
-    await sharp(Buffer.from(rgb), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 100, chromaSubsampling: '4:4:4' }).toBuffer(),
+    await sharp(Buffer.from(rgb), { raw: { width: w, height: h, channels: 3 } })
+      .jpeg({ quality: 100, chromaSubsampling: '4:4:4' })
+      .toBuffer(),
   );
   let maxd = 0;
   for (let yp = 0; yp < w; yp++)
@@ -296,7 +303,9 @@ test('over the pixel limit → ERR_IMAGE_TOO_LARGE with the limit and the option
 
 test('default limit applies to a huge (cheap to encode) image, from its header only', async (t) => {
   // 9000 x 8000 = 72 MP single-colour PNG: the header is read, the pixels are never decoded
-  const big = await sharp({ create: { width: 9000, height: 8000, channels: 3, background: '#000' } }).png({ compressionLevel: 9 }).toBuffer();
+  const big = await sharp({ create: { width: 9000, height: 8000, channels: 3, background: '#000' } })
+    .png({ compressionLevel: 9 })
+    .toBuffer();
   await rejectsWith(t, decodeImage(big), 'ERR_IMAGE_TOO_LARGE', /9000x8000/, /64,000,000/, /maxInputPixels/);
 });
 

@@ -14,9 +14,7 @@ test('Philox4x32-10 known-answer vectors (Random123 kat_vectors)', (t) => {
 });
 
 test('stream is pinned: first values for seed 0 and seed 42 (regression guard for the documented algorithm)', (t) => {
-  t.deepEqual(Array.from(new NoiseSource(0).normal(4)), [
-    -0.09047304838895798, -1.0051318407058716, -0.9238336086273193, -2.512953758239746,
-  ]);
+  t.deepEqual(Array.from(new NoiseSource(0).normal(4)), [-0.09047304838895798, -1.0051318407058716, -0.9238336086273193, -2.512953758239746]);
   const a = new NoiseSource(42).normal(3);
   const b = new NoiseSource(42n).normal(3);
   t.deepEqual(a, b);
@@ -44,12 +42,19 @@ test('determinism, independence of seeds/streams, position-based stream', (t) =>
 test('N(0,1) sanity over 1e6 samples', (t) => {
   const n = 1_000_000;
   const z = new NoiseSource(20240601).normal(n);
-  let sum = 0, sq = 0, k4 = 0, in1 = 0, in2 = 0;
-  for (const v of z) { sum += v; }
+  let sum = 0,
+    sq = 0,
+    k4 = 0,
+    in1 = 0,
+    in2 = 0;
+  for (const v of z) {
+    sum += v;
+  }
   const mean = sum / n;
   for (const v of z) {
     const d = v - mean;
-    sq += d * d; k4 += d ** 4;
+    sq += d * d;
+    k4 += d ** 4;
     if (Math.abs(v) < 1) in1++;
     if (Math.abs(v) < 2) in2++;
   }
@@ -59,14 +64,15 @@ test('N(0,1) sanity over 1e6 samples', (t) => {
   t.true(Math.abs(std - 1) < 0.005);
   t.true(Math.abs(k4 / n / std ** 4 - 3) < 0.05);
   t.true(Math.abs(in1 / n - 0.682689) < 0.003);
-  t.true(Math.abs(in2 / n - 0.954500) < 0.002);
+  t.true(Math.abs(in2 / n - 0.9545) < 0.002);
   t.true(z.every(Number.isFinite));
 });
 
 test('deterministic log / sincos are accurate', (t) => {
-  let le = 0, se = 0;
+  let le = 0,
+    se = 0;
   for (let i = 1; i <= 20000; i++) {
-    const x = i / 20000 * (i % 2 ? 1 : 1e-9);
+    const x = (i / 20000) * (i % 2 ? 1 : 1e-9);
     le = Math.max(le, Math.abs(detLog(x) - Math.log(x)) / Math.max(1, Math.abs(Math.log(x))));
     const u = (i - 1) / 20000;
     const [c, s] = detSinCosTurns(u);

@@ -28,20 +28,33 @@ test('the ELF reader agrees with readelf on NEEDED libraries and symbol versions
   const dyn = tool('readelf', ['-dW', addon]);
   const ver = tool('readelf', ['-VW', addon]);
   if (!dyn || !ver) return t.fail('readelf (binutils) is needed for this test: install binutils');
-  t.deepEqual(elf.needed, [...dyn.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]));
+  t.deepEqual(
+    elf.needed,
+    [...dyn.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]),
+  );
   const section = ver.slice(ver.indexOf('.gnu.version_r'));
   const want = [...new Set([...section.matchAll(/Name: (\S+)\s+Flags/g)].map((m) => m[1]))].sort();
   t.deepEqual(elf.versions, want);
-  const glibc = want.filter((v) => v.startsWith('GLIBC_')).map((v) => v.slice(6)).sort(compareVersions).pop();
+  const glibc = want
+    .filter((v) => v.startsWith('GLIBC_'))
+    .map((v) => v.slice(6))
+    .sort(compareVersions)
+    .pop();
   t.is(elf.glibc, glibc);
-  t.false(elf.needed.some((n) => n.startsWith('libcudart')), 'cudart must be linked statically');
+  t.false(
+    elf.needed.some((n) => n.startsWith('libcudart')),
+    'cudart must be linked statically',
+  );
 });
 
 test('the CUDA code found in the addon is what CMake compiled (SASS per architecture + PTX)', (t) => {
   const elf = readElf(addon);
   const ninja = readFileSync(path.join(root, 'build', 'build.ninja'), 'utf8');
   // the kernels' flags: --generate-code=arch=compute_80,code=[sm_80] (SASS) / code=[compute_80] (PTX)
-  const lib = ninja.split('\nbuild ').filter((b) => b.includes('xpsr_cuda.dir') && !b.includes('_test')).join('\n');
+  const lib = ninja
+    .split('\nbuild ')
+    .filter((b) => b.includes('xpsr_cuda.dir') && !b.includes('_test'))
+    .join('\n');
   const sass = [...new Set([...lib.matchAll(/code=\[(sm_\d+)\]/g)].map((m) => m[1]))].sort();
   const ptx = [...new Set([...lib.matchAll(/code=\[(compute_\d+)\]/g)].map((m) => m[1]))].sort();
   if (sass.length === 0) {
@@ -130,7 +143,7 @@ test('with no addon anywhere the error lists every place and says how to get one
   if (process.platform === 'linux' && process.arch === 'x64') t.regex(e.message, /--omit=optional/);
 });
 
-test('the demo tokenizer: vocab.json derived from the shipped merges equals CLIP\'s', (t) => {
+test("the demo tokenizer: vocab.json derived from the shipped merges equals CLIP's", (t) => {
   const merges = gunzipSync(readFileSync(path.join(root, 'data', 'demo', 'clip-merges.txt.gz'))).toString('utf8');
   const tokDir = path.join(fixtures, 'model', 'tokenizer');
   t.is(merges, readFileSync(path.join(tokDir, 'merges.txt'), 'utf8'));

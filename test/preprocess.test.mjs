@@ -150,9 +150,15 @@ test('toControlImage / toVaeInput: NCHW layout and float32 values', (t) => {
   const rgb = new Uint8Array([0, 128, 255, 1, 2, 3]); // 2x1
   const c = toControlImage(rgb, 2, 1);
   t.true(c instanceof Float32Array);
-  t.deepEqual(Array.from(c), [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)));
+  t.deepEqual(
+    Array.from(c),
+    [0, 1, 128, 2, 255, 3].map((v) => Math.fround(v / 255)),
+  );
   const v = toVaeInput(rgb, 2, 1);
-  t.deepEqual(Array.from(v), [0, 1, 128, 2, 255, 3].map((x) => Math.fround(Math.fround(x / 255) * 2 - 1)));
+  t.deepEqual(
+    Array.from(v),
+    [0, 1, 128, 2, 255, 3].map((x) => Math.fround(Math.fround(x / 255) * 2 - 1)),
+  );
   t.is(v[0], -1);
   t.is(v[4], 1);
 });

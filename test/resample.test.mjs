@@ -101,8 +101,7 @@ test('mirror symmetry for integer scale factors', (t) => {
   const img = noise(w, h, 3, 7);
   const flip = new Uint8Array(img.data.length);
   for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++)
-      for (let c = 0; c < 3; c++) flip[(y * w + x) * 3 + c] = img.data[(y * w + (w - 1 - x)) * 3 + c];
+    for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) flip[(y * w + x) * 3 + c] = img.data[(y * w + (w - 1 - x)) * 3 + c];
   for (const f of ['bilinear', 'bicubic', 'lanczos']) {
     for (const [W, H] of [
       [64, 40],
@@ -112,8 +111,7 @@ test('mirror symmetry for integer scale factors', (t) => {
       const b = resize({ ...img, data: flip }, W, H, f).data;
       let bad = 0;
       for (let y = 0; y < H; y++)
-        for (let x = 0; x < W; x++)
-          for (let c = 0; c < 3; c++) if (a[(y * W + x) * 3 + c] !== b[(y * W + (W - 1 - x)) * 3 + c]) bad++;
+        for (let x = 0; x < W; x++) for (let c = 0; c < 3; c++) if (a[(y * W + x) * 3 + c] !== b[(y * W + (W - 1 - x)) * 3 + c]) bad++;
       t.is(bad, 0, `${f} ${W}x${H}`);
     }
   }

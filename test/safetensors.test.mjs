@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  readSafetensors, writeSafetensors, serializeSafetensors, toFloat32, toNumbers, halfToFloat, bf16ToFloat,
+  readSafetensors,
+  writeSafetensors,
+  serializeSafetensors,
+  toFloat32,
+  toNumbers,
+  halfToFloat,
+  bf16ToFloat,
 } from '../dist/lib/io/safetensors.js';
 
 const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -113,7 +119,11 @@ test('reader validation errors name the file', (t) => {
     ['shape.st', rawFile({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)), /invalid shape/],
     ['size.st', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)), /needs 8 bytes but data_offsets span 4/],
     ['outside.st', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(4)), /outside the data block/],
-    ['overlap.st', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8)), /overlap/],
+    [
+      'overlap.st',
+      rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8)),
+      /overlap/,
+    ],
     ['meta.st', rawFile({ __metadata__: { a: 1 } }), /__metadata__\["a"\] is not a string/],
   ];
   for (const [name, bytes, re] of cases) {

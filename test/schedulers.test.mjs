@@ -3,9 +3,19 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { readSafetensors, toNumbers } from '../dist/lib/io/safetensors.js';
 import {
-  createScheduler, loadSchedulerConfig, SCHEDULER_NAMES, makeNoiseSchedule, torchLinspaceF32, fma32,
-  parseSchedulerConfig, parsePythonJson, checkSchedulerConfig, SD15_SCHEDULER_CONFIG,
-  DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler,
+  createScheduler,
+  loadSchedulerConfig,
+  SCHEDULER_NAMES,
+  makeNoiseSchedule,
+  torchLinspaceF32,
+  fma32,
+  parseSchedulerConfig,
+  parsePythonJson,
+  checkSchedulerConfig,
+  SD15_SCHEDULER_CONFIG,
+  DDPMScheduler,
+  DPMSolverMultistepScheduler,
+  UniPCMultistepScheduler,
 } from '../dist/lib/schedulers/index.js';
 import { torchExpF32 } from '../dist/lib/schedulers/torchmath.js';
 import { solveF32 } from '../dist/lib/schedulers/unipc.js';
@@ -18,7 +28,9 @@ const parseInfo = (s) => JSON.parse(s.replace(/-Infinity/g, 'null'));
 
 /** max |a − b| and that divided by max |b|. */
 function err(a, b) {
-  let m = 0, ref = 0, neq = 0;
+  let m = 0,
+    ref = 0,
+    neq = 0;
   for (let i = 0; i < b.length; i++) {
     m = Math.max(m, Math.abs(a[i] - b[i]));
     ref = Math.max(ref, Math.abs(b[i]));
@@ -45,7 +57,8 @@ test('fma32 is a single-rounding float32 fma; linspace edge cases', (t) => {
   const f = Math.fround;
   t.is(fma32(f(1.5), f(2), f(0.25)), 3.25);
   // a product whose float64 sum lands exactly on a float32 midpoint must still round by the residual
-  const a = f(1 + 2 ** -12), b = f(1 + 2 ** -12); // a*b = 1 + 2^-11 + 2^-24 exactly
+  const a = f(1 + 2 ** -12),
+    b = f(1 + 2 ** -12); // a*b = 1 + 2^-11 + 2^-24 exactly
   t.is(fma32(a, b, f(2 ** -60)), f(1 + 2 ** -11 + 2 ** -23));
   t.is(fma32(a, b, -f(2 ** -60)), f(1 + 2 ** -11));
   t.deepEqual(Array.from(torchLinspaceF32(0, 1, 1)), [0]);
@@ -157,7 +170,9 @@ test('DDPM prediction types, clipping, variance types and rejected options', (t)
   t.deepEqual(smp.step(out, 501, x, z).predOriginalSample, out);
   const clip = new DDPMScheduler({ ...base, clip_sample: true, clip_sample_range: 0.5, prediction_type: 'sample' });
   clip.setTimesteps(20);
-  t.true(clip.step(Float32Array.from([3, -3]), 501, Float32Array.from([0, 0]), new Float32Array(2)).predOriginalSample.every((q) => Math.abs(q) === 0.5));
+  t.true(
+    clip.step(Float32Array.from([3, -3]), 501, Float32Array.from([0, 0]), new Float32Array(2)).predOriginalSample.every((q) => Math.abs(q) === 0.5),
+  );
   for (const vt of ['fixed_small_log', 'fixed_large']) {
     const s = new DDPMScheduler({ ...base, variance_type: vt });
     s.setTimesteps(20);
@@ -236,7 +251,9 @@ for (const [file, name, Cls] of [
         t.true(x.every(Number.isFinite), `${name} order ${order} steps ${steps}`);
         // with an exact epsilon model the solvers follow the ODE exactly (up to rounding) down to t = 0
         let worst = 0;
-        x.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - (Math.sqrt(ac[0]) * 0.5 + Math.sqrt(1 - ac[0]) * n0[i]))); });
+        x.forEach((v, i) => {
+          worst = Math.max(worst, Math.abs(v - (Math.sqrt(ac[0]) * 0.5 + Math.sqrt(1 - ac[0]) * n0[i])));
+        });
         t.true(worst < 1e-4, `${name} order ${order} steps ${steps}: ${worst}`);
       }
     }
@@ -250,8 +267,12 @@ test('DPM-Solver++ heun and spacing options; UniPC bh1 / predict_x0=false / disa
   const trail = new UniPCMultistepScheduler({ ...base, timestep_spacing: 'trailing' });
   t.deepEqual(trail.setTimesteps(4), [999, 749, 499, 249]);
   for (const cfg of [
-    ['dpmpp', { solver_type: 'heun' }], ['dpmpp', { solver_type: 'bh2' }], ['unipc', { solver_type: 'bh1' }],
-    ['unipc', { predict_x0: false }], ['unipc', { disable_corrector: [0, 1] }], ['dpmpp', { prediction_type: 'v_prediction' }],
+    ['dpmpp', { solver_type: 'heun' }],
+    ['dpmpp', { solver_type: 'bh2' }],
+    ['unipc', { solver_type: 'bh1' }],
+    ['unipc', { predict_x0: false }],
+    ['unipc', { disable_corrector: [0, 1] }],
+    ['dpmpp', { prediction_type: 'v_prediction' }],
   ]) {
     const s = createScheduler(cfg[0], { ...base, ...cfg[1] });
     let x = new NoiseSource(3).normal(16);
@@ -277,13 +298,28 @@ test('solveF32 agrees with a float64 solve', (t) => {
       t.true(Math.abs(r) < 1e-5, `residual ${r}`);
     }
   }
-  t.throws(() => solveF32([[0, 0], [0, 0]], [1, 1]), { message: /singular/ });
+  t.throws(
+    () =>
+      solveF32(
+        [
+          [0, 0],
+          [0, 0],
+        ],
+        [1, 1],
+      ),
+    { message: /singular/ },
+  );
 });
 
 test('registry, aliases and config loading', (t) => {
   t.deepEqual([...SCHEDULER_NAMES].sort(), ['ddpm', 'dpm-solver++', 'dpmpp', 'dpmsolver++', 'dpmsolvermultistep', 'unipc']);
-  for (const [n, cls] of [['ddpm', DDPMScheduler], ['DPMPP', DPMSolverMultistepScheduler], ['dpmsolver++', DPMSolverMultistepScheduler],
-    ['dpm-solver++', DPMSolverMultistepScheduler], ['unipc', UniPCMultistepScheduler]]) {
+  for (const [n, cls] of [
+    ['ddpm', DDPMScheduler],
+    ['DPMPP', DPMSolverMultistepScheduler],
+    ['dpmsolver++', DPMSolverMultistepScheduler],
+    ['dpm-solver++', DPMSolverMultistepScheduler],
+    ['unipc', UniPCMultistepScheduler],
+  ]) {
     t.true(createScheduler(n) instanceof cls, n);
   }
   const e = t.throws(() => createScheduler('euler'), { message: /Unknown scheduler "euler"/ });
@@ -341,11 +377,22 @@ test('one config reader: NaN, infinities and absurd values are refused with the 
 
 test('the SD-1.5 default config passes the same checks as a file', (t) => {
   t.notThrows(() => checkSchedulerConfig({ ...SD15_SCHEDULER_CONFIG }, 'built-in'));
-  t.deepEqual(createScheduler('ddpm', { ...SD15_SCHEDULER_CONFIG }).setTimesteps(20).slice(0, 2), [951, 901]);
+  t.deepEqual(
+    createScheduler('ddpm', { ...SD15_SCHEDULER_CONFIG })
+      .setTimesteps(20)
+      .slice(0, 2),
+    [951, 901],
+  );
 });
 
 test('DDPM with SD-1.5 settings refuses a step count that would reach past the last timestep, naming steps', (t) => {
-  const s = createScheduler('ddpm', { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', steps_offset: 1 });
+  const s = createScheduler('ddpm', {
+    num_train_timesteps: 1000,
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: 'scaled_linear',
+    steps_offset: 1,
+  });
   const e = t.throws(() => s.setTimesteps(1000));
   t.is(e.code, 'ERR_INVALID_OPTION');
   t.regex(e.message, /'steps': expected at most 999/);

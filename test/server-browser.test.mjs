@@ -11,8 +11,16 @@ import { XPSR, createServer } from '../dist/lib/index.js';
 import { fixtures, model, root } from './helpers/fixtures.mjs';
 
 const CHROMIUM = process.env.XPSR_CHROMIUM ?? '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const outDir = path.join(root, 'test-output');
 
 const run = existsSync(CHROMIUM) ? test : test.skip;
@@ -27,7 +35,11 @@ run('web page: upload, live progress from the event stream, comparison slider, d
   const profile = mkdtempSync(path.join(tmpdir(), 'xpsr-chromium-'));
   // A persistent context on a fresh, empty profile directory (Playwright passes it as --user-data-dir).
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, args: FLAGS, acceptDownloads: true, viewport: { width: 1100, height: 1000 },
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    acceptDownloads: true,
+    viewport: { width: 1100, height: 1000 },
   });
   t.teardown(async () => {
     await context.close();
@@ -35,7 +47,7 @@ run('web page: upload, live progress from the event stream, comparison slider, d
     await server.close(0);
     await engine.dispose();
   });
-  const page = context.pages()[0] ?? await context.newPage();
+  const page = context.pages()[0] ?? (await context.newPage());
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
 
@@ -61,7 +73,10 @@ run('web page: upload, live progress from the event stream, comparison slider, d
   await page.click('#run');
   await page.waitForSelector('#result:not([hidden])', { timeout: 120_000 });
   const seen = await page.evaluate(() => window.progressSeen);
-  t.true(seen.some((v) => v > 0 && v < 1), `intermediate progress shown (${seen.join(', ')})`);
+  t.true(
+    seen.some((v) => v > 0 && v < 1),
+    `intermediate progress shown (${seen.join(', ')})`,
+  );
   t.is(seen.at(-1), 1);
   t.is(await page.textContent('#progress-text'), 'done');
   t.regex(await page.textContent('#result-meta'), /^128×96 · seed 11 · /);
@@ -108,8 +123,14 @@ run('web page: upload, live progress from the event stream, comparison slider, d
   t.is(meta.format, 'png');
   t.is(meta.width, 128);
   t.is(meta.height, 96);
-  const direct = await engine.upscale(input, { steps: 3, seed: 11, processSize: 64, guidanceScale: 4.5, scale: 4,
-    prompts: { high: 'a cup of coffee', low: '' } });
+  const direct = await engine.upscale(input, {
+    steps: 3,
+    seed: 11,
+    processSize: 64,
+    guidanceScale: 4.5,
+    scale: 4,
+    prompts: { high: 'a cup of coffee', low: '' },
+  });
   const downloaded = await sharp(readFileSync(file)).raw().toBuffer();
   t.true(downloaded.equals(direct.image), 'the download holds the pixels of XPSR.upscale with the same settings');
 

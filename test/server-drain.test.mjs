@@ -12,8 +12,9 @@ const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
 
 /** Starts `xpsr serve` on a free port; resolves once it is ready. */
 async function serve(args) {
-  const child = spawn(process.execPath, [cli, 'serve', '--model', model, '--device', 'cpu', '--threads', '1', '--port', '0', ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [cli, 'serve', '--model', model, '--device', 'cpu', '--threads', '1', '--port', '0', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
@@ -36,10 +37,13 @@ test('SIGTERM: refuse new work, finish running, queued and in-flight synchronous
   const streams = [running, ...queued].map((j) => readEvents(`${s.url}/v1/jobs/${j.id}/events`));
   const sync = postImage(`${s.url}/v1/upscale?${query(QUICK)}`, await tinyPng());
   // Everything is accepted (1 running, 3 queued including the synchronous one) before the signal.
-  await waitFor(async () => {
-    const info = await (await fetch(`${s.url}/v1/info`)).json();
-    return info.running === 1 && info.queued === 3;
-  }, { what: 'one running and three queued jobs' });
+  await waitFor(
+    async () => {
+      const info = await (await fetch(`${s.url}/v1/info`)).json();
+      return info.running === 1 && info.queued === 3;
+    },
+    { what: 'one running and three queued jobs' },
+  );
 
   s.child.kill('SIGTERM');
   await waitFor(async () => (await fetch(`${s.url}/readyz`)).status === 503, { what: 'readyz 503' });
@@ -50,7 +54,10 @@ test('SIGTERM: refuse new work, finish running, queued and in-flight synchronous
   t.is(status.status, 200, 'job status stays readable while draining');
 
   const finals = (await Promise.all(streams)).map((events) => events.at(-1));
-  t.deepEqual(finals.map((e) => e.event), ['done', 'done', 'done']);
+  t.deepEqual(
+    finals.map((e) => e.event),
+    ['done', 'done', 'done'],
+  );
   const syncRes = await sync;
   t.is(syncRes.status, 200, 'the synchronous request in flight got its image');
   t.is(syncRes.headers.get('content-type'), 'image/png');

@@ -28,8 +28,8 @@ test('1000 mixed requests at concurrency 8: 0 lost, 0 duplicated, bounded RSS, s
   for (let i = 0; i < 16; i++) t.is((await postImage(`${url}/v1/upscale?${query(QUICK)}`, images[i % 4])).status, 200);
   const rssBefore = process.memoryUsage().rss;
 
-  const accepted = new Map();  // job id -> request index
-  const outcome = new Map();   // job id -> final state seen by the client
+  const accepted = new Map(); // job id -> request index
+  const outcome = new Map(); // job id -> final state seen by the client
   const problems = [];
   let duplicated = 0;
   let rejected = 0;
@@ -69,15 +69,19 @@ test('1000 mixed requests at concurrency 8: 0 lost, 0 duplicated, bounded RSS, s
     if (kind === 'cancel') {
       const del = await fetch(`${url}/v1/jobs/${id}`, { method: 'DELETE' });
       if (del.status === 200) final = await del.json();
-      else if (del.status === 409) final = await (await fetch(`${url}/v1/jobs/${id}`)).json(); // it had already finished
+      else if (del.status === 409)
+        final = await (await fetch(`${url}/v1/jobs/${id}`)).json(); // it had already finished
       else return void problems.push(`cancel #${i}: DELETE HTTP ${del.status}`);
     } else if (i % 2 === 0) {
       final = (await readEvents(`${url}/v1/jobs/${id}/events`)).at(-1).data;
     } else {
-      final = await waitFor(async () => {
-        const s = await (await fetch(`${url}/v1/jobs/${id}`)).json();
-        return ['done', 'failed', 'cancelled'].includes(s.state) && s;
-      }, { intervalMs: 20, timeoutMs: 120_000, what: `job #${i}` });
+      final = await waitFor(
+        async () => {
+          const s = await (await fetch(`${url}/v1/jobs/${id}`)).json();
+          return ['done', 'failed', 'cancelled'].includes(s.state) && s;
+        },
+        { intervalMs: 20, timeoutMs: 120_000, what: `job #${i}` },
+      );
     }
     if (final.state === 'done') {
       const r = await fetch(`${url}/v1/jobs/${id}/result`);
@@ -92,9 +96,11 @@ test('1000 mixed requests at concurrency 8: 0 lost, 0 duplicated, bounded RSS, s
 
   const t0 = performance.now();
   let next = 0;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (next < REQUESTS) await one(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < REQUESTS) await one(next++);
+    }),
+  );
   const seconds = (performance.now() - t0) / 1000;
 
   const lost = [...accepted.keys()].filter((id) => !outcome.has(id)).length;
@@ -119,9 +125,11 @@ test('1000 mixed requests at concurrency 8: 0 lost, 0 duplicated, bounded RSS, s
   await waitFor(() => server.jobs.stats().stored === 0, { timeoutMs: 10_000, what: 'results to expire' });
   t.is(server.jobs.stats().storedBytes, 0);
   const rssAfter = process.memoryUsage().rss;
-  t.log(`soak: ${REQUESTS} requests in ${seconds.toFixed(1)} s (${(REQUESTS / seconds).toFixed(1)} req/s), ` +
-    `${states.done} done, ${states.cancelled} cancelled, ${rejected} refused; ` +
-    `RSS before ${(rssBefore / MiB).toFixed(0)} MiB, after ${(rssAfter / MiB).toFixed(0)} MiB (${((rssAfter - rssBefore) / MiB).toFixed(0)} MiB)`);
+  t.log(
+    `soak: ${REQUESTS} requests in ${seconds.toFixed(1)} s (${(REQUESTS / seconds).toFixed(1)} req/s), ` +
+      `${states.done} done, ${states.cancelled} cancelled, ${rejected} refused; ` +
+      `RSS before ${(rssBefore / MiB).toFixed(0)} MiB, after ${(rssAfter / MiB).toFixed(0)} MiB (${((rssAfter - rssBefore) / MiB).toFixed(0)} MiB)`,
+  );
   t.true(rssAfter - rssBefore < 256 * MiB, `RSS grew by ${((rssAfter - rssBefore) / MiB).toFixed(0)} MiB`);
   const ready = await fetch(`${url}/readyz`);
   t.is(ready.status, 200);

@@ -49,7 +49,7 @@ async function assertError(t, res, status, code, what, extraKeys = []) {
 }
 
 const submit = async (url, options, image, headers = {}) => {
-  const res = await postImage(`${url}/v1/jobs?${query(options)}`, image ?? await tinyPng(), { headers });
+  const res = await postImage(`${url}/v1/jobs?${query(options)}`, image ?? (await tinyPng()), { headers });
   if (res.status !== 202) throw new Error(`submit: HTTP ${res.status} ${await res.text()}`);
   return res.json();
 };
@@ -99,8 +99,15 @@ test.serial('POST /v1/upscale answers with the image, seed, prompts and timings;
   t.is(cut.status, 200);
   t.is(cut.headers.get('x-xpsr-prompts-truncated'), 'true');
   t.is(decodeURIComponent(cut.headers.get('x-xpsr-prompt-high')), long.slice(0, 1000));
-  const direct = await engine.upscale(input, { steps: 1, processSize: 64, scale: 1, guidanceScale: 1, colorFix: 'none', seed: 42,
-    prompts: { high: 'a café, 50% off', low: 'blurry' } });
+  const direct = await engine.upscale(input, {
+    steps: 1,
+    processSize: 64,
+    scale: 1,
+    guidanceScale: 1,
+    colorFix: 'none',
+    seed: 42,
+    prompts: { high: 'a café, 50% off', low: 'blurry' },
+  });
   t.true(Buffer.from(data).equals(direct.image), 'same pixels as XPSR.upscale with the same options');
 });
 
@@ -112,11 +119,15 @@ test.serial('multipart upload with options as form fields; the format comes from
     return fd;
   };
   const png = await tinyPng(5);
-  const a = await fetch(`${url}/v1/upscale`, { method: 'POST', body: (() => {
-    const fd = form({ ...QUICK, scale: '2', seed: '7' });
-    fd.append('image', new Blob([png], { type: 'image/png' }), 'in.png');
-    return fd;
-  })(), headers: { accept: 'image/jpeg' } });
+  const a = await fetch(`${url}/v1/upscale`, {
+    method: 'POST',
+    body: (() => {
+      const fd = form({ ...QUICK, scale: '2', seed: '7' });
+      fd.append('image', new Blob([png], { type: 'image/png' }), 'in.png');
+      return fd;
+    })(),
+    headers: { accept: 'image/jpeg' },
+  });
   t.is(a.status, 200);
   t.is(a.headers.get('content-type'), 'image/jpeg');
   const meta = await sharp(Buffer.from(await a.arrayBuffer())).metadata();
@@ -145,12 +156,23 @@ test.serial('a job: 202 with Location, status, progress events for every step, t
     onEvent: (e) => e.data.state === 'queued' && fetch(`${url}/v1/jobs/${blocker.id}`, { method: 'DELETE' }),
   });
   const events = await stream;
-  t.deepEqual(events.filter((e) => e.event === 'state').map((e) => e.data.state), ['queued', 'running', 'done']);
+  t.deepEqual(
+    events.filter((e) => e.event === 'state').map((e) => e.data.state),
+    ['queued', 'running', 'done'],
+  );
   const denoise = events.filter((e) => e.event === 'progress' && e.data.stage === 'denoise').map((e) => `${e.data.step}/${e.data.total}`);
   t.deepEqual(denoise, ['1/3', '2/3', '3/3']);
-  for (const stage of ['text', 'encode', 'decode']) t.true(events.some((e) => e.data.stage === stage), stage);
+  for (const stage of ['text', 'encode', 'decode'])
+    t.true(
+      events.some((e) => e.data.stage === stage),
+      stage,
+    );
   const fractions = events.map((e) => e.data.progress);
-  t.deepEqual(fractions, [...fractions].sort((x, y) => x - y), 'progress never goes back');
+  t.deepEqual(
+    fractions,
+    [...fractions].sort((x, y) => x - y),
+    'progress never goes back',
+  );
   const last = events.at(-1);
   t.is(last.event, 'done');
   t.is(last.data.state, 'done');
@@ -169,7 +191,10 @@ test.serial('a job: 202 with Location, status, progress events for every step, t
   t.is((await sharp(Buffer.from(await r.arrayBuffer())).metadata()).width, 16);
   // A finished job's event stream answers at once with its final state.
   const again = await readEvents(`${url}/v1/jobs/${job.id}/events`);
-  t.deepEqual(again.map((e) => e.event), ['state', 'done']);
+  t.deepEqual(
+    again.map((e) => e.event),
+    ['state', 'done'],
+  );
 });
 
 test.serial('queue positions, 429 + Retry-After when full, and DELETE cancels queued and running jobs', async (t) => {
@@ -246,8 +271,13 @@ test.serial('a synchronous client that disconnects cancels its job', async (t) =
   const { url, server } = await start();
   const png = await tinyPng();
   const u = new URL(`${url}/v1/upscale?${query(SLOW)}`);
-  const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'POST',
-    headers: { 'content-type': 'image/png', 'content-length': png.length } });
+  const req = http.request({
+    host: u.hostname,
+    port: u.port,
+    path: u.pathname + u.search,
+    method: 'POST',
+    headers: { 'content-type': 'image/png', 'content-length': png.length },
+  });
   req.on('error', () => {});
   req.end(png);
   await waitFor(() => server.jobs.stats().running === 1, { what: 'the job to run' });
@@ -265,31 +295,63 @@ test.serial('bad requests get the right status and a JSON error, and the server 
   const png = await tinyPng();
   const up = (q = QUICK) => `${url}/v1/upscale?${query(q)}`;
   const boundary = '----xpsrtest';
-  const multipartHead = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n` +
-    'Content-Type: image/png\r\n\r\n');
+  const multipartHead = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n` + 'Content-Type: image/png\r\n\r\n',
+  );
   const cases = [
     ['garbage body', () => postImage(up(), Buffer.from('this is not an image at all')), 422, 'ERR_IMAGE_UNREADABLE'],
-    ['wrong content type', () => fetch(up(), { method: 'POST', body: '{"image": 1}', headers: { 'content-type': 'application/json' } }),
-      415, 'ERR_UNSUPPORTED_MEDIA_TYPE'],
+    [
+      'wrong content type',
+      () => fetch(up(), { method: 'POST', body: '{"image": 1}', headers: { 'content-type': 'application/json' } }),
+      415,
+      'ERR_UNSUPPORTED_MEDIA_TYPE',
+    ],
     ['text body', () => fetch(up(), { method: 'POST', body: 'hello', headers: { 'content-type': 'text/plain' } }), 415, 'ERR_UNSUPPORTED_MEDIA_TYPE'],
     ['empty image body', () => postImage(up(), Buffer.alloc(0)), 400, 'ERR_IMAGE_MISSING'],
     ['no body at all', () => fetch(up(), { method: 'POST' }), 400, 'ERR_IMAGE_MISSING'],
-    ['truncated multipart', () => rawRequest(url, { path: `/v1/jobs?${query(QUICK)}`,
-      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
-      body: Buffer.concat([multipartHead, png.subarray(0, 40)]) }), 400, 'ERR_BAD_REQUEST'],
-    ['multipart without a file', () => {
-      const fd = new FormData();
-      fd.append('steps', '1');
-      return fetch(`${url}/v1/jobs`, { method: 'POST', body: fd });
-    }, 400, 'ERR_IMAGE_MISSING'],
+    [
+      'truncated multipart',
+      () =>
+        rawRequest(url, {
+          path: `/v1/jobs?${query(QUICK)}`,
+          headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+          body: Buffer.concat([multipartHead, png.subarray(0, 40)]),
+        }),
+      400,
+      'ERR_BAD_REQUEST',
+    ],
+    [
+      'multipart without a file',
+      () => {
+        const fd = new FormData();
+        fd.append('steps', '1');
+        return fetch(`${url}/v1/jobs`, { method: 'POST', body: fd });
+      },
+      400,
+      'ERR_IMAGE_MISSING',
+    ],
     ['oversized raw body', () => postImage(up(), Buffer.alloc(100 * 1024, 1)), 413, 'ERR_BODY_TOO_LARGE'],
-    ['oversized body with a lying Content-Length', () => rawRequest(url, { path: `/v1/upscale?${query(QUICK)}`,
-      headers: { 'content-type': 'image/png', 'transfer-encoding': 'chunked' }, body: Buffer.alloc(100 * 1024, 2) }), 413, 'ERR_BODY_TOO_LARGE'],
-    ['oversized multipart file', () => {
-      const fd = new FormData();
-      fd.append('image', new Blob([Buffer.alloc(100 * 1024, 3)]), 'big.png');
-      return fetch(`${url}/v1/jobs`, { method: 'POST', body: fd });
-    }, 413, 'ERR_BODY_TOO_LARGE'],
+    [
+      'oversized body with a lying Content-Length',
+      () =>
+        rawRequest(url, {
+          path: `/v1/upscale?${query(QUICK)}`,
+          headers: { 'content-type': 'image/png', 'transfer-encoding': 'chunked' },
+          body: Buffer.alloc(100 * 1024, 2),
+        }),
+      413,
+      'ERR_BODY_TOO_LARGE',
+    ],
+    [
+      'oversized multipart file',
+      () => {
+        const fd = new FormData();
+        fd.append('image', new Blob([Buffer.alloc(100 * 1024, 3)]), 'big.png');
+        return fetch(`${url}/v1/jobs`, { method: 'POST', body: fd });
+      },
+      413,
+      'ERR_BODY_TOO_LARGE',
+    ],
     ['huge declared image size', () => postImage(up(), pngDeclaring(100_000, 100_000)), 413, 'ERR_IMAGE_TOO_LARGE'],
     ['output above the output pixel limit', () => postImage(up({ ...QUICK, scale: '16', processSize: '8192' }), png), 413, 'ERR_IMAGE_TOO_LARGE'],
     ['unknown option', () => postImage(up({ ...QUICK, stepz: '2' }), png), 400, 'ERR_INVALID_OPTION'],
@@ -338,13 +400,22 @@ test.serial('API keys: a missing or wrong key gets the same 401; a right key pas
   const keys = ['first-secret-key', 'second-secret-key'];
   const { url } = await start({ apiKeys: keys });
   const bodies = [];
-  for (const headers of [{}, { authorization: 'Bearer wrong-secret-key' }, { authorization: 'Bearer first-secret-kez' },
-    { authorization: 'Basic Zmlyc3Qtc2VjcmV0LWtleQ==' }, { authorization: 'Bearer ' }, { authorization: 'first-secret-key' }]) {
+  for (const headers of [
+    {},
+    { authorization: 'Bearer wrong-secret-key' },
+    { authorization: 'Bearer first-secret-kez' },
+    { authorization: 'Basic Zmlyc3Qtc2VjcmV0LWtleQ==' },
+    { authorization: 'Bearer ' },
+    { authorization: 'first-secret-key' },
+  ]) {
     const res = await fetch(`${url}/v1/info`, { headers });
     t.is(res.headers.get('www-authenticate'), 'Bearer');
     bodies.push(await assertError(t, res, 401, 'ERR_UNAUTHORIZED', JSON.stringify(headers)));
   }
-  t.true(bodies.every((b) => b.message === bodies[0].message), 'the refusal does not say what was wrong');
+  t.true(
+    bodies.every((b) => b.message === bodies[0].message),
+    'the refusal does not say what was wrong',
+  );
   for (const key of keys) t.is((await fetch(`${url}/v1/info`, { headers: { authorization: `Bearer ${key}` } })).status, 200);
   t.is((await fetch(`${url}/metrics`)).status, 401);
   t.is((await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${keys[0]}` } })).status, 200);
@@ -388,8 +459,7 @@ test.serial('/metrics: queue depth, running jobs, outcomes, error codes, stage l
   t.is(metric(m, 'xpsr_jobs_total', { outcome: 'done' }), 4);
   t.is(metric(m, 'xpsr_jobs_total', { outcome: 'failed' }), 1);
   t.is(metric(m, 'xpsr_job_errors_total', { code: 'ERR_IMAGE_UNREADABLE' }), 1);
-  for (const stage of ['text', 'encode', 'denoise', 'decode', 'total'])
-    t.is(metric(m, 'xpsr_stage_duration_seconds_count', { stage }), 4, stage);
+  for (const stage of ['text', 'encode', 'denoise', 'decode', 'total']) t.is(metric(m, 'xpsr_stage_duration_seconds_count', { stage }), 4, stage);
   t.is(metric(m, 'xpsr_queue_wait_seconds_count'), 5);
   t.true(metric(m, 'xpsr_device_memory_used_bytes', { device: 'cpu' }) > 0);
   t.true(metric(m, 'xpsr_http_responses_total', { route: '/v1/jobs', method: 'POST', status: '202' }) >= 4);
@@ -400,8 +470,9 @@ test.serial('OpenAPI: every route is documented and every documented route exist
   const { url, server } = await start();
   const doc = await (await fetch(`${url}/openapi.json`)).json();
   t.is(doc.openapi, '3.1.0');
-  const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
-    Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`)).sort();
+  const documented = Object.entries(doc.paths)
+    .flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`))
+    .sort();
   const assets = new Set(['/app.js', '/style.css']);
   const served = [...new Set(server.routes.filter((r) => !assets.has(r.url)).map((r) => `${r.method} ${r.url}`))].sort();
   t.deepEqual(documented, served);
@@ -416,7 +487,10 @@ test.serial('two engines: jobs go to the first free device, one job per device a
   t.teardown(() => second.dispose());
   const { url, server } = await start({ engines: [engine, second] });
   const info = await (await fetch(`${url}/v1/info`)).json();
-  t.deepEqual(info.devices.map((d) => d.name), ['cpu', 'cpu#2']);
+  t.deepEqual(
+    info.devices.map((d) => d.name),
+    ['cpu', 'cpu#2'],
+  );
   const a = await submit(url, SLOW);
   const b = await submit(url, SLOW);
   const c = await submit(url, QUICK);

@@ -92,7 +92,7 @@ test('Gaussian weights at known points, with the different x / y centres', (t) =
   const norm = Math.sqrt(2 * Math.PI * 0.01);
   const peak = 1 / norm; // 3.989422804014327
   t.true(Math.abs(peak - 3.989422804014327) < 1e-15);
-  const wy = (y) => w[y * ts + 159] / w[160 * ts + 159] * peak; // recover wy from one column
+  const wy = (y) => (w[y * ts + 159] / w[160 * ts + 159]) * peak; // recover wy from one column
   // y centre is ts/2 = 160: wy(160) is the exact peak and wy is NOT symmetric about 159.5
   const wx159 = Math.exp(-(0.5 * 0.5) / (ts * ts) / 0.02) / norm;
   t.true(Math.abs(w[160 * ts + 159] - peak * wx159) < 1e-12);
@@ -125,7 +125,10 @@ test('blending a constant field through overlapping tiles gives the constant bac
     const B = 2;
     const C = 4;
     const v = 0.7;
-    const out = blendTiles(fieldTiles(g, B, C, () => v), { batch: B, channels: C, height: h, width: w, tileHeight: g.tileSize, tileWidth: g.tileSize });
+    const out = blendTiles(
+      fieldTiles(g, B, C, () => v),
+      { batch: B, channels: C, height: h, width: w, tileHeight: g.tileSize, tileWidth: g.tileSize },
+    );
     t.is(out.length, B * C * h * w);
     let max = 0;
     for (const x of out) max = Math.max(max, Math.abs(x - v));
@@ -144,7 +147,8 @@ test('a smooth gradient through tiles is reproduced with max error < 1e-5', (t) 
     let max = 0;
     for (let b = 0; b < B; b++)
       for (let c = 0; c < C; c++)
-        for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) max = Math.max(max, Math.abs(out[((b * C + c) * h + y) * w + x] - Math.fround(f(b, c, y, x))));
+        for (let y = 0; y < h; y++)
+          for (let x = 0; x < w; x++) max = Math.max(max, Math.abs(out[((b * C + c) * h + y) * w + x] - Math.fround(f(b, c, y, x))));
     t.true(max < 1e-5, `${h}x${w}: max error ${max}`);
   }
 });

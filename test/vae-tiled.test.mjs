@@ -30,8 +30,12 @@ function noise(n, seed, scale = 1) {
   const out = new Float32Array(n);
   let s = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = (s / 4294967296 * 2 - 1) * scale;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * scale;
   }
   return out;
 }
@@ -64,7 +68,7 @@ test.serial('a smooth latent gradient decodes tiled with no step at the tile bor
   for (let c = 0; c < 4; c++)
     for (let y = 0; y < h; y++)
       for (let x = 0; x < w; x++)
-        z[(c * h + y) * w + x] = (c % 2 ? -1 : 1) * (2 * x / (w - 1) - 1) * (1 + 0.3 * c) + 0.5 * Math.sin(Math.PI * y / h + c);
+        z[(c * h + y) * w + x] = (c % 2 ? -1 : 1) * ((2 * x) / (w - 1) - 1) * (1 + 0.3 * c) + 0.5 * Math.sin((Math.PI * y) / h + c);
   const zt = { shape: [1, 4, h, w], data: z };
   const tile = 8;
   const pad = 4;
@@ -86,10 +90,10 @@ test.serial('a smooth latent gradient decodes tiled with no step at the tile bor
   const stepExcess = (img) => {
     let m = 0;
     for (let c = 0; c < 3; c++) {
-      for (const X of bx) for (let y = 0; y < H; y++)
-        m = Math.max(m, Math.abs((at(img, c, y, X) - at(img, c, y, X - 1)) - (at(ref, c, y, X) - at(ref, c, y, X - 1))));
-      for (const Y of by) for (let x = 0; x < W; x++)
-        m = Math.max(m, Math.abs((at(img, c, Y, x) - at(img, c, Y - 1, x)) - (at(ref, c, Y, x) - at(ref, c, Y - 1, x))));
+      for (const X of bx)
+        for (let y = 0; y < H; y++) m = Math.max(m, Math.abs(at(img, c, y, X) - at(img, c, y, X - 1) - (at(ref, c, y, X) - at(ref, c, y, X - 1))));
+      for (const Y of by)
+        for (let x = 0; x < W; x++) m = Math.max(m, Math.abs(at(img, c, Y, x) - at(img, c, Y - 1, x) - (at(ref, c, Y, x) - at(ref, c, Y - 1, x))));
     }
     return m;
   };
@@ -106,18 +110,18 @@ test.serial('a smooth latent gradient decodes tiled with no step at the tile bor
     const iw = input.x1 - input.x0;
     const zi = new Float32Array(4 * ih * iw);
     for (let c = 0; c < 4; c++)
-      for (let y = 0; y < ih; y++)
-        for (let x = 0; x < iw; x++) zi[(c * ih + y) * iw + x] = z[(c * h + input.y0 + y) * w + input.x0 + x];
+      for (let y = 0; y < ih; y++) for (let x = 0; x < iw; x++) zi[(c * ih + y) * iw + x] = z[(c * h + input.y0 + y) * w + input.x0 + x];
     const img = (await vae.decode({ shape: [1, 4, ih, iw], data: zi })).image.data;
     const [cy, cx] = [8 * (b.y0 - input.y0), 8 * (b.x0 - input.x0)];
     for (let c = 0; c < 3; c++)
       for (let y = 0; y < 8 * (b.y1 - b.y0); y++)
-        for (let x = 0; x < 8 * (b.x1 - b.x0); x++)
-          naive[(c * H + 8 * b.y0 + y) * W + 8 * b.x0 + x] = img[(c * 8 * ih + cy + y) * 8 * iw + cx + x];
+        for (let x = 0; x < 8 * (b.x1 - b.x0); x++) naive[(c * H + 8 * b.y0 + y) * W + 8 * b.x0 + x] = img[(c * 8 * ih + cy + y) * 8 * iw + cx + x];
   }
   const naiveStep = stepExcess(naive);
-  t.log(`borders x ${bx.join(',')} y ${by.join(',')} px; step excess: tiled ${tiledStep.toExponential(2)}, ` +
-    `independent tiles ${naiveStep.toExponential(2)}; tiled vs untiled max_abs ${whole.maxAbs.toExponential(2)}`);
+  t.log(
+    `borders x ${bx.join(',')} y ${by.join(',')} px; step excess: tiled ${tiledStep.toExponential(2)}, ` +
+      `independent tiles ${naiveStep.toExponential(2)}; tiled vs untiled max_abs ${whole.maxAbs.toExponential(2)}`,
+  );
   t.true(tiledStep <= STEP_TOL, `tiled step excess ${tiledStep}`);
   t.true(whole.maxAbs <= REL_TOL * Math.max(1, whole.maxRef));
   t.true(naiveStep > 10 * STEP_TOL, `the measure should see the seams of independent tiles (${naiveStep})`);

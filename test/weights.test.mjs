@@ -14,7 +14,14 @@ import { Engine } from '../dist/lib/engine/engine.js';
 import { runParity } from '../dist/lib/parity/index.js';
 import { ClipTokenizer } from '../dist/lib/tokenizer/index.js';
 import { readSafetensors, writeSafetensors, toFloat32 } from '../dist/lib/io/safetensors.js';
-import { bundledTokenizer, BUNDLED_TOKENIZER_DIR, resolveWeights, resolveRepoSnapshot, hubCacheDirs, missingParts } from '../dist/lib/weights/index.js';
+import {
+  bundledTokenizer,
+  BUNDLED_TOKENIZER_DIR,
+  resolveWeights,
+  resolveRepoSnapshot,
+  hubCacheDirs,
+  missingParts,
+} from '../dist/lib/weights/index.js';
 import { root, fixtures, model } from './helpers/fixtures.mjs';
 import { ensureSingleFileFixtures, f32ToF16 } from './helpers/single-file-fixtures.mjs';
 
@@ -57,14 +64,24 @@ const maxDiff = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])),
 
 test('parity: the fp32 file and the .ckpt reproduce the main goldens, the fp16 file the fp16 goldens', async (t) => {
   const r = await runParity(fixtures, { only: ['single_file_fp32', 'single_file_ckpt', 'single_file_fp16'] });
-  t.is(r.failed, 0, r.lines.filter((l) => !l.pass).map((l) => `${l.component} ${l.tensor} ${l.note ?? l.maxRel}`).join('\n'));
+  t.is(
+    r.failed,
+    0,
+    r.lines
+      .filter((l) => !l.pass)
+      .map((l) => `${l.component} ${l.tensor} ${l.note ?? l.maxRel}`)
+      .join('\n'),
+  );
   for (const c of ['single_file_fp32', 'single_file_ckpt', 'single_file_fp16'])
     for (const part of ['text_encoder', 'vae_encoder', 'vae_decoder'])
-      t.true(r.lines.some((l) => l.component === `${c}/${part}` && l.pass), `${c}/${part}`);
+      t.true(
+        r.lines.some((l) => l.component === `${c}/${part}` && l.pass),
+        `${c}/${part}`,
+      );
   t.is(r.passed, 54);
 });
 
-test('a single file whose sizes are not SD-1.5\'s needs its configs, and says so', async (t) => {
+test("a single file whose sizes are not SD-1.5's needs its configs, and says so", async (t) => {
   const e = await t.throwsAsync(XPSR.load({ sd: FP32, xpsr: model, device: 'cpu', onNotice: () => {} }));
   t.is(e.code, 'ERR_UNSUPPORTED');
   t.regex(e.message, /not Stable Diffusion 1\.5's \(hidden_size 32 where SD-1\.5 has 768/);
@@ -100,7 +117,10 @@ test('given configs are checked against the tensors (both names in shape errors)
     writeSafetensors(p, bad);
     e = await t.throwsAsync(engine.loadVae(p, { config: readFileSync(path.join(model, 'vae', 'config.json'), 'utf8') }));
     t.is(e.code, 'ERR_SHAPE_MISMATCH');
-    t.true(e.message.includes("tensor 'decoder.up_blocks.0.resnets.0.conv1.weight' (in the file: 'first_stage_model.decoder.up.3.block.0.conv1.weight')"), e.message);
+    t.true(
+      e.message.includes("tensor 'decoder.up_blocks.0.resnets.0.conv1.weight' (in the file: 'first_stage_model.decoder.up.3.block.0.conv1.weight')"),
+      e.message,
+    );
   } finally {
     engine.dispose();
   }
@@ -239,7 +259,14 @@ function fakeCache(repoId, revisions, main) {
   for (const [rev, { parts, broken = [], age }] of Object.entries(revisions)) {
     const snap = path.join(repo, 'snapshots', rev);
     for (const part of parts)
-      for (const f of ['config.json', 'model.safetensors', 'diffusion_pytorch_model.safetensors', 'vocab.json', 'merges.txt', 'scheduler_config.json']) {
+      for (const f of [
+        'config.json',
+        'model.safetensors',
+        'diffusion_pytorch_model.safetensors',
+        'vocab.json',
+        'merges.txt',
+        'scheduler_config.json',
+      ]) {
         const src = path.join(model, part, f);
         if (!existsSync(src)) continue;
         const blob = path.join(repo, 'blobs', `blob${n++}`);
@@ -256,11 +283,15 @@ const SD = ['text_encoder', 'tokenizer', 'vae', 'scheduler'];
 
 test('a repo id resolves to the newest complete snapshot, offline; incomplete ones are skipped', (t) => {
   const now = Date.now() / 1000;
-  const cache = fakeCache('org/sd15', {
-    aaa: { parts: SD, age: now - 300 },
-    bbb: { parts: SD, age: now - 100 },
-    ccc: { parts: SD, broken: ['vae/diffusion_pytorch_model.safetensors'], age: now }, // interrupted download
-  }, 'ccc');
+  const cache = fakeCache(
+    'org/sd15',
+    {
+      aaa: { parts: SD, age: now - 300 },
+      bbb: { parts: SD, age: now - 100 },
+      ccc: { parts: SD, broken: ['vae/diffusion_pytorch_model.safetensors'], age: now }, // interrupted download
+    },
+    'ccc',
+  );
   const env = { HF_HUB_CACHE: cache };
   const s = resolveRepoSnapshot('org/sd15', (d) => missingParts(d, ['text_encoder', 'tokenizer', 'vae']), env);
   t.is(s.revision, 'bbb', 'refs/main (ccc) is incomplete: the newest complete one');
@@ -276,7 +307,11 @@ test('a repo id resolves to the newest complete snapshot, offline; incomplete on
   t.true(e.message.includes(path.join(home, 'hub', 'models--org--other')), e.message);
   t.true(e.message.includes(path.join('.cache', 'huggingface', 'hub', 'models--org--other')), e.message);
   t.regex(e.message, /nothing is downloaded/);
-  const e2 = t.throws(() => resolveRepoSnapshot('org/sd15', (d) => missingParts(d, ['vae']), { HF_HUB_CACHE: fakeCache('org/sd15', { ccc: { parts: SD, broken: ['vae/config.json'], age: now } }, 'ccc') }));
+  const e2 = t.throws(() =>
+    resolveRepoSnapshot('org/sd15', (d) => missingParts(d, ['vae']), {
+      HF_HUB_CACHE: fakeCache('org/sd15', { ccc: { parts: SD, broken: ['vae/config.json'], age: now } }, 'ccc'),
+    }),
+  );
   t.regex(e2.message, /snapshots\/ccc \(refs\/main\): incomplete, vae\/config\.json missing/);
   t.deepEqual(hubCacheDirs({ HF_HUB_CACHE: '/a', HF_HOME: '/b' }).slice(0, 2), ['/a', '/b/hub']);
 });
@@ -295,7 +330,10 @@ test.serial('XPSR.load and doctor take repo ids from the cache (HF_HUB_CACHE)', 
     t.is(r.snapshots.length, 2);
     const x = await XPSR.load({ sd: 'stable-diffusion-v1-5/stable-diffusion-v1-5', xpsr: 'org/xpsr', device: 'cpu', onNotice: () => {} });
     await x.dispose();
-    const d = xpsrCli(['doctor', '--sd', 'stable-diffusion-v1-5/stable-diffusion-v1-5', '--xpsr', 'org/xpsr'], { ...process.env, HF_HUB_CACHE: sdCache });
+    const d = xpsrCli(['doctor', '--sd', 'stable-diffusion-v1-5/stable-diffusion-v1-5', '--xpsr', 'org/xpsr'], {
+      ...process.env,
+      HF_HUB_CACHE: sdCache,
+    });
     t.is(d.status, 0, d.stdout + d.stderr);
     t.regex(d.stdout, /sd: stable-diffusion-v1-5\/stable-diffusion-v1-5 = Hugging Face cache snapshot .*rev1/);
   } finally {
@@ -327,7 +365,20 @@ test('the same pixels from the single file (CLI --sd FILE) as from the diffusers
   const dir = tmp();
   const img = path.join(fixtures, 'images', 'coffee_32x24.png');
   // --no-metadata: the embedded settings name the weights paths, which differ between the two runs
-  const common = ['--device', 'cpu', '--steps', '3', '--process-size', '64', '--seed', '7', '--prompt-high', 'a cup of coffee', '-q', '--no-metadata'];
+  const common = [
+    '--device',
+    'cpu',
+    '--steps',
+    '3',
+    '--process-size',
+    '64',
+    '--seed',
+    '7',
+    '--prompt-high',
+    'a cup of coffee',
+    '-q',
+    '--no-metadata',
+  ];
   const a = path.join(dir, 'folder.png');
   const b = path.join(dir, 'single.png');
   const c = path.join(dir, 'single-fp16.png');

@@ -62,7 +62,11 @@ test('progress reports every stage and every step', async (t) => {
   await xpsr.upscale(img('coffee_32x24.png'), { ...quick, steps: 3, onProgress: (e) => events.push(e) });
   const steps = events.filter((e) => e.stage === 'denoise').map((e) => e.step);
   t.deepEqual(steps, [1, 2, 3]);
-  for (const s of ['text', 'encode', 'decode', 'colorfix']) t.true(events.some((e) => e.stage === s), s);
+  for (const s of ['text', 'encode', 'decode', 'colorfix'])
+    t.true(
+      events.some((e) => e.stage === s),
+      s,
+    );
 });
 
 test('invalid options are refused with a message naming the option', async (t) => {
@@ -97,8 +101,12 @@ test('corrupt, empty and too large images give clear errors and the next call wo
 
 test('a cancelled call rejects with ERR_CANCELLED and frees the instance for the next call', async (t) => {
   const ctl = new AbortController();
-  const p = xpsr.upscale(img('coffee_32x24.png'), { ...quick, steps: 50, signal: ctl.signal,
-    onProgress: (e) => e.stage === 'denoise' && e.step === 2 && ctl.abort() });
+  const p = xpsr.upscale(img('coffee_32x24.png'), {
+    ...quick,
+    steps: 50,
+    signal: ctl.signal,
+    onProgress: (e) => e.stage === 'denoise' && e.step === 2 && ctl.abort(),
+  });
   const e = await t.throwsAsync(p);
   t.is(e.code, 'ERR_CANCELLED');
   const r = await xpsr.upscale(img('coffee_32x24.png'), quick);
@@ -108,7 +116,10 @@ test('a cancelled call rejects with ERR_CANCELLED and frees the instance for the
 test('upscaleMany keeps input order and reports the image index', async (t) => {
   const seen = new Set();
   const rs = await xpsr.upscaleMany([img('coffee_32x24.png'), img('noise_32x24.png')], { ...quick, onProgress: (e) => seen.add(e.image) });
-  t.deepEqual(rs.map((r) => r.ok), [true, true]);
+  t.deepEqual(
+    rs.map((r) => r.ok),
+    [true, true],
+  );
   t.is(rs[1].input, img('noise_32x24.png'));
   t.is(rs[1].result.width, 128);
   t.deepEqual([...seen].sort(), [1, 2]);
@@ -116,16 +127,27 @@ test('upscaleMany keeps input order and reports the image index', async (t) => {
 
 test('upscaleMany keeps the finished images when a later one fails, and after a cancellation', async (t) => {
   const rs = await xpsr.upscaleMany([img('coffee_32x24.png'), Buffer.from('not an image'), img('noise_32x24.png')], quick);
-  t.deepEqual(rs.map((r) => r.ok), [true, false, true]);
+  t.deepEqual(
+    rs.map((r) => r.ok),
+    [true, false, true],
+  );
   t.is(rs[0].result.width, 128);
   t.is(rs[1].error.code, 'ERR_IMAGE_UNREADABLE');
   t.true(rs[2].result.image.length > 0);
   const ctl = new AbortController();
   const cancelled = await xpsr.upscaleMany([img('coffee_32x24.png'), img('noise_32x24.png'), img('coffee_32x24.png')], {
-    ...quick, signal: ctl.signal, onProgress: (e) => e.image === 1 && e.stage === 'colorfix' && ctl.abort(),
+    ...quick,
+    signal: ctl.signal,
+    onProgress: (e) => e.image === 1 && e.stage === 'colorfix' && ctl.abort(),
   });
-  t.deepEqual(cancelled.map((r) => r.ok), [true, false, false]);
-  t.deepEqual(cancelled.slice(1).map((r) => r.error.code), ['ERR_CANCELLED', 'ERR_CANCELLED']);
+  t.deepEqual(
+    cancelled.map((r) => r.ok),
+    [true, false, false],
+  );
+  t.deepEqual(
+    cancelled.slice(1).map((r) => r.error.code),
+    ['ERR_CANCELLED', 'ERR_CANCELLED'],
+  );
   // invalid options are refused for the whole batch, before any image
   t.is((await t.throwsAsync(xpsr.upscaleMany([img('coffee_32x24.png')], { steps: -1 }))).code, 'ERR_INVALID_OPTION');
 });
@@ -135,11 +157,10 @@ test('a queued call whose signal aborts rejects at once and never runs', async (
   const first = xpsr.upscale(img('coffee_32x24.png'), { ...quick, steps: 12 }).then(() => order.push('first done'));
   const ctl = new AbortController();
   let secondRan = false;
-  const second = xpsr.upscale(img('coffee_32x24.png'), { ...quick, signal: ctl.signal, onProgress: () => (secondRan = true) })
-    .catch((e) => {
-      order.push('second rejected');
-      return e;
-    });
+  const second = xpsr.upscale(img('coffee_32x24.png'), { ...quick, signal: ctl.signal, onProgress: () => (secondRan = true) }).catch((e) => {
+    order.push('second rejected');
+    return e;
+  });
   const third = xpsr.upscale(img('coffee_32x24.png'), quick).then((r) => (order.push('third done'), r));
   setTimeout(() => ctl.abort(), 20);
   const e = await second;
@@ -157,15 +178,22 @@ test('an onProgress that throws or rejects never causes an unhandled rejection; 
   const x = await XPSR.load({ model, device: 'cpu', onNotice: (m) => notices.push(m) });
   try {
     let calls = 0;
-    const r = await x.upscale(img('coffee_32x24.png'), { ...quick, steps: 3, onProgress: async () => {
-      calls++;
-      throw new Error('observer bug');
-    } });
+    const r = await x.upscale(img('coffee_32x24.png'), {
+      ...quick,
+      steps: 3,
+      onProgress: async () => {
+        calls++;
+        throw new Error('observer bug');
+      },
+    });
     t.is(r.width, 128);
     t.true(calls >= 5);
-    const r2 = await x.upscale(img('coffee_32x24.png'), { ...quick, onProgress: () => {
-      throw new Error('sync observer bug');
-    } });
+    const r2 = await x.upscale(img('coffee_32x24.png'), {
+      ...quick,
+      onProgress: () => {
+        throw new Error('sync observer bug');
+      },
+    });
     t.is(r2.width, 128);
     await new Promise((resolve) => setTimeout(resolve, 50));
     t.deepEqual(unhandled, []);
@@ -225,7 +253,9 @@ test('seed, prompts, model and device are embedded on request and read back', as
 });
 
 test('a thin strip is refused before decoding, with the limit in API terms', async (t) => {
-  const strip = await sharp({ create: { width: 1000, height: 1, channels: 3, background: 'gray' } }).png().toBuffer();
+  const strip = await sharp({ create: { width: 1000, height: 1, channels: 3, background: 'gray' } })
+    .png()
+    .toBuffer();
   let e = await t.throwsAsync(xpsr.upscale(strip, { ...quick, processSize: 512 }));
   t.is(e.code, 'ERR_IMAGE_TOO_LARGE');
   t.regex(e.message, /1000x1, an aspect ratio of 1000:1, more than 'maxAspectRatio' \(16\)/);
@@ -296,7 +326,13 @@ test('the tiled VAE gives the same image as the untiled one', async (t) => {
 test('other schedulers and long prompts in 77-token chunks run through the pipeline', async (t) => {
   const long = Array.from({ length: 60 }, (_, i) => `word${i} detail`).join(', ');
   for (const scheduler of ['dpmpp', 'unipc']) {
-    const r = await xpsr.upscale(img('coffee_32x24.png'), { ...quick, scheduler, steps: 3, longPrompts: 'chunks', prompts: { high: long, low: 'blurry' } });
+    const r = await xpsr.upscale(img('coffee_32x24.png'), {
+      ...quick,
+      scheduler,
+      steps: 3,
+      longPrompts: 'chunks',
+      prompts: { high: long, low: 'blurry' },
+    });
     t.is(r.timesteps.length, 3, scheduler);
     t.is(r.width, 128);
   }

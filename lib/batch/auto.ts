@@ -30,7 +30,9 @@ export async function largestFittingBatch(cap: number, budgetBytes: number, byte
 export function freeDeviceMemory(device: string): number {
   const m = /^cuda(?::(\d+))?$/.exec(device);
   if (m) {
-    const cuda = loadNative().listDevices().cuda.find((d) => d.index === Number(m[1] ?? 0));
+    const cuda = loadNative()
+      .listDevices()
+      .cuda.find((d) => d.index === Number(m[1] ?? 0));
     if (cuda) return cuda.freeMemory;
   }
   return freemem();

@@ -75,7 +75,10 @@ export class Batcher<P, R> {
   submit(prepare: () => Promise<Prepared<P>>, signal?: AbortSignal): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const entry: Entry<P, R> = {
-        prepare, signal, readyAt: 0, settled: false,
+        prepare,
+        signal,
+        readyAt: 0,
+        settled: false,
         resolve: (r) => {
           if (!entry.settled) (entry.settled = true), entry.offAbort(), resolve(r);
         },

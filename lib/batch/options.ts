@@ -40,7 +40,8 @@ export interface ResolvedBatching {
 export function batchSizeOption(name: string, v: unknown, def: number | 'auto'): number | 'auto' {
   if (v === undefined) return def;
   if (v === 'auto') return v;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_BATCH) throw invalidOption(name, `an integer between 1 and ${MAX_BATCH} or 'auto'`, v);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_BATCH)
+    throw invalidOption(name, `an integer between 1 and ${MAX_BATCH} or 'auto'`, v);
   return v;
 }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { throwIfAborted } from './errors.js';
 import { prepareImage } from './image.js';
-import { CaptionImage, CaptionOptions, Captioner } from './types.js';
+import type { CaptionImage, CaptionOptions, Captioner } from './types.js';
 
 // 2: images hashed by their decoded pixels (lib/image), not their file bytes
 const KEY_VERSION = 2;
@@ -40,7 +40,11 @@ export class CaptionCache {
   }
 
   static key(parts: { captioner: string; image: string; instruction: string; generation: Record<string, unknown> }): string {
-    const gen = Object.fromEntries(Object.entries(parts.generation).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b)));
+    const gen = Object.fromEntries(
+      Object.entries(parts.generation)
+        .filter(([, v]) => v !== undefined)
+        .sort(([a], [b]) => a.localeCompare(b)),
+    );
     return createHash('sha256')
       .update(JSON.stringify([KEY_VERSION, parts.captioner, parts.image, parts.instruction, gen]))
       .digest('hex');
@@ -66,7 +70,9 @@ export class CaptionCache {
           this.hits++;
           return e.caption;
         }
-      } catch { /* missing or corrupt: a miss */ }
+      } catch {
+        /* missing or corrupt: a miss */
+      }
     }
     this.misses++;
     return undefined;
@@ -118,21 +124,25 @@ export class CachingCaptioner implements Captioner {
     throwIfAborted(options.signal);
     const img = await prepareImage(image, options.name);
     const imageHash = img.contentHash();
-    const generation = { maxTokens: options.maxTokens, temperature: options.temperature, topK: options.topK, topP: options.topP,
-      seed: options.seed };
-    const keys = instructions.map((instruction) =>
-      CaptionCache.key({ captioner: this.inner.id, image: imageHash, instruction, generation }));
+    const generation = { maxTokens: options.maxTokens, temperature: options.temperature, topK: options.topK, topP: options.topP, seed: options.seed };
+    const keys = instructions.map((instruction) => CaptionCache.key({ captioner: this.inner.id, image: imageHash, instruction, generation }));
     const out: Array<string | undefined> = await Promise.all(keys.map((k) => this.cache.get(k)));
     const missing = out.map((v, i) => (v === undefined ? i : -1)).filter((i) => i >= 0);
     if (missing.length > 0) {
       // the decoded image is passed on: decoded once
-      const answers = await this.inner.caption(img, missing.map((i) => instructions[i]!), { ...options, name: img.source.name });
+      const answers = await this.inner.caption(
+        img,
+        missing.map((i) => instructions[i]!),
+        { ...options, name: img.source.name },
+      );
       const created = new Date().toISOString();
-      await Promise.all(missing.map(async (i, k) => {
-        const caption = answers[k] ?? '';
-        out[i] = caption;
-        await this.cache.set(keys[i]!, { caption, captioner: this.inner.id, instruction: instructions[i]!, image: imageHash, created });
-      }));
+      await Promise.all(
+        missing.map(async (i, k) => {
+          const caption = answers[k] ?? '';
+          out[i] = caption;
+          await this.cache.set(keys[i]!, { caption, captioner: this.inner.id, instruction: instructions[i]!, image: imageHash, created });
+        }),
+      );
     }
     return out as string[];
   }

@@ -2,7 +2,7 @@
 // their parseArgs() spec, their help text, and their translation into factory options.
 import { XpsrError } from '../errors.js';
 import type { CaptionerFactoryOptions } from './factory.js';
-import { XPSR_INSTRUCTIONS, XpsrInstructions } from './instructions.js';
+import { XPSR_INSTRUCTIONS, type XpsrInstructions } from './instructions.js';
 
 /** Help lines of CAPTIONER_CLI_OPTIONS (part of the help text of `xpsr caption` and `xpsr upscale`). */
 export const CAPTIONER_CLI_HELP = `Captioner (default: inferred from the options given)
@@ -42,20 +42,34 @@ Generation
  * own options and pass the parsed values to captionerOptionsFromArgs().
  */
 export const CAPTIONER_CLI_OPTIONS = {
-  captioner: { type: 'string' }, 'llava-model': { type: 'string' }, 'llava-mmproj': { type: 'string' },
-  'llava-low-model': { type: 'string' }, 'llava-low-mmproj': { type: 'string' },
-  'llava-gpu': { type: 'string' }, 'llava-gpu-layers': { type: 'string' }, 'llava-threads': { type: 'string' },
+  captioner: { type: 'string' },
+  'llava-model': { type: 'string' },
+  'llava-mmproj': { type: 'string' },
+  'llava-low-model': { type: 'string' },
+  'llava-low-mmproj': { type: 'string' },
+  'llava-gpu': { type: 'string' },
+  'llava-gpu-layers': { type: 'string' },
+  'llava-threads': { type: 'string' },
   'llava-context-size': { type: 'string' },
-  'caption-url': { type: 'string' }, 'caption-model': { type: 'string' }, 'caption-api-key': { type: 'string' },
-  'caption-timeout': { type: 'string' }, 'caption-retries': { type: 'string' },
-  'prompt-high': { type: 'string' }, 'prompt-low': { type: 'string' }, 'prompt-dir': { type: 'string' },
-  'caption-max-tokens': { type: 'string' }, 'caption-temperature': { type: 'string' }, 'caption-seed': { type: 'string' },
-  'caption-cache': { type: 'string' }, 'no-caption-cache': { type: 'boolean' },
-  'instruction-high': { type: 'string' }, 'instruction-low': { type: 'string' },
+  'caption-url': { type: 'string' },
+  'caption-model': { type: 'string' },
+  'caption-api-key': { type: 'string' },
+  'caption-timeout': { type: 'string' },
+  'caption-retries': { type: 'string' },
+  'prompt-high': { type: 'string' },
+  'prompt-low': { type: 'string' },
+  'prompt-dir': { type: 'string' },
+  'caption-max-tokens': { type: 'string' },
+  'caption-temperature': { type: 'string' },
+  'caption-seed': { type: 'string' },
+  'caption-cache': { type: 'string' },
+  'no-caption-cache': { type: 'boolean' },
+  'instruction-high': { type: 'string' },
+  'instruction-low': { type: 'string' },
 } as const;
 
 export type ParsedCaptionerArgs = {
-  [K in keyof typeof CAPTIONER_CLI_OPTIONS]?: (typeof CAPTIONER_CLI_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string
+  [K in keyof typeof CAPTIONER_CLI_OPTIONS]?: (typeof CAPTIONER_CLI_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
 };
 
 /** XpsrError(ERR_INVALID_OPTION) naming the flag: "--llava-gpu must be auto, cpu, cuda or vulkan, got 'x'". */
@@ -67,8 +81,10 @@ function num(name: string, v: string | undefined, opts: { int?: boolean; min?: n
   if (v === undefined) return undefined;
   const n = Number(v);
   if (v.trim() === '' || !Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
-    throw badFlag(`--${name}`, `expects ${opts.int ? 'an integer' : 'a number'}` + (opts.min !== undefined ? ` >= ${opts.min}` : '') +
-      `, got '${v}'`);
+    throw badFlag(
+      `--${name}`,
+      `expects ${opts.int ? 'an integer' : 'a number'}` + (opts.min !== undefined ? ` >= ${opts.min}` : '') + `, got '${v}'`,
+    );
   }
   return n;
 }
@@ -94,15 +110,22 @@ export function captionerOptionsFromArgs(v: ParsedCaptionerArgs): CaptionerFacto
   }
   return {
     captioner: kind === 'fixed' ? 'none' : kind,
-    llavaModel: v['llava-model'], llavaMmproj: v['llava-mmproj'],
-    llavaLowModel: v['llava-low-model'], llavaLowMmproj: v['llava-low-mmproj'], gpu,
+    llavaModel: v['llava-model'],
+    llavaMmproj: v['llava-mmproj'],
+    llavaLowModel: v['llava-low-model'],
+    llavaLowMmproj: v['llava-low-mmproj'],
+    gpu,
     gpuLayers: v['llava-gpu-layers'] === 'max' ? 'max' : num('llava-gpu-layers', v['llava-gpu-layers'], { int: true, min: 0 }),
     threads: num('llava-threads', v['llava-threads'], { int: true, min: 1 }),
     contextSize: num('llava-context-size', v['llava-context-size'], { int: true, min: 64 }),
-    captionUrl: v['caption-url'], captionModel: v['caption-model'], captionApiKey: v['caption-api-key'],
+    captionUrl: v['caption-url'],
+    captionModel: v['caption-model'],
+    captionApiKey: v['caption-api-key'],
     captionTimeoutMs: num('caption-timeout', v['caption-timeout'], { min: 1 }),
     captionRetries: num('caption-retries', v['caption-retries'], { int: true, min: 0 }),
-    promptHigh: v['prompt-high'], promptLow: v['prompt-low'], promptDir: v['prompt-dir'],
+    promptHigh: v['prompt-high'],
+    promptLow: v['prompt-low'],
+    promptDir: v['prompt-dir'],
     maxTokens: num('caption-max-tokens', v['caption-max-tokens'], { int: true, min: 0 }),
     temperature: num('caption-temperature', v['caption-temperature'], { min: 0 }),
     seed: num('caption-seed', v['caption-seed'], { int: true, min: 0 }),

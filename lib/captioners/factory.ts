@@ -8,10 +8,10 @@ import { invalidOption, XpsrError } from '../errors.js';
 import { CaptionCache, CachingCaptioner } from './cache.js';
 import { FixedCaptioner, SidecarCaptioner, XPSR_SIDECAR_DIRS } from './fixed.js';
 import { HttpCaptioner } from './http.js';
-import { XPSR_INSTRUCTIONS, XpsrInstructions } from './instructions.js';
+import { XPSR_INSTRUCTIONS, type XpsrInstructions } from './instructions.js';
 import { LlavaCaptioner } from './llava.js';
 import { HighLowCaptioner } from './pair.js';
-import { CaptionImage, CaptionOptions, Captioner, isCaptioner, isCaptionerPair, XpsrCaptioner } from './types.js';
+import { type CaptionImage, type CaptionOptions, type Captioner, isCaptioner, isCaptionerPair, type XpsrCaptioner } from './types.js';
 
 export type CaptionerKind = 'llava' | 'http' | 'sidecar' | 'fixed' | 'none';
 
@@ -70,14 +70,28 @@ export function inferCaptionerKind(o: CaptionerFactoryOptions): CaptionerKind {
   return 'none';
 }
 
-function llava(o: CaptionerFactoryOptions, model: string | undefined, mmproj: string | undefined, flags: [string, string],
-  llamaModel?: LlamaModel): Promise<LlavaCaptioner> {
+function llava(
+  o: CaptionerFactoryOptions,
+  model: string | undefined,
+  mmproj: string | undefined,
+  flags: [string, string],
+  llamaModel?: LlamaModel,
+): Promise<LlavaCaptioner> {
   if (!mmproj) throw invalidOption(flags[1], 'the mmproj GGUF of the LLaVA model', mmproj);
   if (!model && !llamaModel) throw invalidOption(flags[0], 'the language model GGUF of the LLaVA model', model);
   return LlavaCaptioner.create({
-    model, llamaModel, mmproj, llama: o.llama,
-    gpu: o.gpu === 'cpu' ? false : o.gpu, gpuLayers: o.gpuLayers, threads: o.threads, contextSize: o.contextSize,
-    maxTokens: o.maxTokens, temperature: o.temperature, seed: o.seed, signal: o.signal,
+    model,
+    llamaModel,
+    mmproj,
+    llama: o.llama,
+    gpu: o.gpu === 'cpu' ? false : o.gpu,
+    gpuLayers: o.gpuLayers,
+    threads: o.threads,
+    contextSize: o.contextSize,
+    maxTokens: o.maxTokens,
+    temperature: o.temperature,
+    seed: o.seed,
+    signal: o.signal,
   });
 }
 
@@ -89,8 +103,14 @@ async function generators(o: CaptionerFactoryOptions, kind: CaptionerKind): Prom
   } else if (kind === 'http') {
     if (!o.captionUrl) throw invalidOption('--caption-url', 'the URL of an OpenAI-compatible server (the http captioner)', o.captionUrl);
     high = new HttpCaptioner({
-      url: o.captionUrl, model: o.captionModel, apiKey: o.captionApiKey ?? process.env.XPSR_CAPTION_API_KEY,
-      timeoutMs: o.captionTimeoutMs, retries: o.captionRetries, maxTokens: o.maxTokens, temperature: o.temperature, seed: o.seed,
+      url: o.captionUrl,
+      model: o.captionModel,
+      apiKey: o.captionApiKey ?? process.env.XPSR_CAPTION_API_KEY,
+      timeoutMs: o.captionTimeoutMs,
+      retries: o.captionRetries,
+      maxTokens: o.maxTokens,
+      temperature: o.temperature,
+      seed: o.seed,
     });
   }
   if (o.llavaLowModel === undefined && o.llavaLowMmproj === undefined) return { high, low: high };
@@ -119,7 +139,7 @@ export async function createCaptionerFromOptions(o: CaptionerFactoryOptions = {}
   const known: CaptionerKind[] = ['llava', 'http', 'sidecar', 'fixed', 'none'];
   if (!known.includes(kind)) throw invalidOption('captioner', known.join(', '), kind);
   const gen = await generators(o, kind);
-  const cache = o.captionCache === false ? undefined : o.cache ?? new CaptionCache({ dir: o.captionCache || undefined });
+  const cache = o.captionCache === false ? undefined : (o.cache ?? new CaptionCache({ dir: o.captionCache || undefined }));
   const cached = (c: Captioner | undefined) => (c && cache ? new CachingCaptioner(c, cache) : c);
   const sidecar = o.promptDir !== undefined || kind === 'sidecar';
   const highGen = cached(gen.high);
@@ -161,8 +181,11 @@ export async function captionXpsr(captioner: XpsrCaptioner, image: CaptionImage,
   const low = instructions?.low ?? XPSR_INSTRUCTIONS.low;
   const answers = await c.caption(image, [high, low], rest);
   if (!Array.isArray(answers) || answers.length !== 2 || answers.some((a) => typeof a !== 'string')) {
-    throw new XpsrError('ERR_INVALID_OPTION', `Invalid option 'captioner': the '${String(c.kind)}' captioner did not answer ` +
-      'both instructions with strings', { option: 'captioner' });
+    throw new XpsrError(
+      'ERR_INVALID_OPTION',
+      `Invalid option 'captioner': the '${String(c.kind)}' captioner did not answer ` + 'both instructions with strings',
+      { option: 'captioner' },
+    );
   }
   return { high: answers[0]!, low: answers[1]! };
 }

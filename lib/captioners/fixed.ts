@@ -9,17 +9,27 @@ import { XpsrError } from '../errors.js';
 import { throwIfAborted } from './errors.js';
 import { CaptionPixels } from './image.js';
 import { firstLineLeftStripped } from './instructions.js';
-import { CaptionImage, CaptionOptions, Captioner } from './types.js';
+import type { CaptionImage, CaptionOptions, Captioner } from './types.js';
 
 /** Official folder names: slot 0 = high-level caption, slot 1 = low-level caption. */
 export const XPSR_SIDECAR_DIRS: readonly string[] = Object.freeze(['highlevel_prompt', 'lowlevel_prompt_q']);
 
-async function fallbackFor(fallback: Captioner | undefined, image: CaptionImage, instructions: readonly string[],
-  missing: number[], options: CaptionOptions, what: (i: number) => string): Promise<Map<number, string>> {
+async function fallbackFor(
+  fallback: Captioner | undefined,
+  image: CaptionImage,
+  instructions: readonly string[],
+  missing: number[],
+  options: CaptionOptions,
+  what: (i: number) => string,
+): Promise<Map<number, string>> {
   const out = new Map<number, string>();
   if (missing.length === 0) return out;
   if (!fallback) throw new XpsrError('ERR_CAPTION_MISSING', what(missing[0]!), { instruction: instructions[missing[0]!] });
-  const answers = await fallback.caption(image, missing.map((i) => instructions[i]!), options);
+  const answers = await fallback.caption(
+    image,
+    missing.map((i) => instructions[i]!),
+    options,
+  );
   missing.forEach((i, k) => out.set(i, answers[k] ?? ''));
   return out;
 }
@@ -42,15 +52,22 @@ export class FixedCaptioner implements Captioner {
     this.#answers = [...options.answers];
     this.#fallback = options.fallback;
     this.cacheable = false;
-    this.id = `fixed:${createHash('sha256').update(JSON.stringify(this.#answers)).digest('hex').slice(0, 16)}` +
+    this.id =
+      `fixed:${createHash('sha256').update(JSON.stringify(this.#answers)).digest('hex').slice(0, 16)}` +
       (options.fallback ? `+${options.fallback.id}` : '');
   }
 
   async caption(image: CaptionImage, instructions: readonly string[], options: CaptionOptions = {}): Promise<string[]> {
     throwIfAborted(options.signal);
     const missing = instructions.map((_, i) => i).filter((i) => this.#answers[i] === undefined);
-    const fb = await fallbackFor(this.#fallback, image, instructions, missing, options,
-      (i) => `no fixed caption for instruction ${i + 1} ("${instructions[i]}")`);
+    const fb = await fallbackFor(
+      this.#fallback,
+      image,
+      instructions,
+      missing,
+      options,
+      (i) => `no fixed caption for instruction ${i + 1} ("${instructions[i]}")`,
+    );
     return instructions.map((_, i) => this.#answers[i] ?? fb.get(i) ?? '');
   }
 
@@ -94,8 +111,8 @@ export class SidecarCaptioner implements Captioner {
     if (!stem) {
       throw new XpsrError('ERR_INVALID_ARGUMENT', 'sidecar captions need the image name: pass a path or options.name');
     }
-    const roots = this.#o.root !== undefined ? [this.#o.root]
-      : file ? [path.dirname(path.dirname(path.resolve(file))), path.dirname(path.resolve(file))] : ['.'];
+    const roots =
+      this.#o.root !== undefined ? [this.#o.root] : file ? [path.dirname(path.dirname(path.resolve(file))), path.dirname(path.resolve(file))] : ['.'];
     return [...new Set(roots)].map((r) => path.join(r, dir, `${stem}.txt`));
   }
 

@@ -4,9 +4,26 @@ import fs from 'node:fs';
 
 // bytes per block / elements per block of ggml types (those whose layout is certain)
 const TYPE_SIZES: Record<number, [number, number]> = {
-  0: [4, 1], 1: [2, 1], 2: [18, 32], 3: [20, 32], 6: [22, 32], 7: [24, 32], 8: [34, 32], 9: [36, 32],
-  10: [84, 256], 11: [110, 256], 12: [144, 256], 13: [176, 256], 14: [210, 256], 15: [292, 256],
-  24: [1, 1], 25: [2, 1], 26: [4, 1], 27: [8, 1], 28: [8, 1], 30: [2, 1],
+  0: [4, 1],
+  1: [2, 1],
+  2: [18, 32],
+  3: [20, 32],
+  6: [22, 32],
+  7: [24, 32],
+  8: [34, 32],
+  9: [36, 32],
+  10: [84, 256],
+  11: [110, 256],
+  12: [144, 256],
+  13: [176, 256],
+  14: [210, 256],
+  15: [292, 256],
+  24: [1, 1],
+  25: [2, 1],
+  26: [4, 1],
+  27: [8, 1],
+  28: [8, 1],
+  30: [2, 1],
 };
 const SCALAR_SIZES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 
@@ -14,7 +31,10 @@ class Reader {
   pos = 0;
   private buf = new Uint8Array(0);
   private bufStart = 0;
-  constructor(private fd: number, readonly size: number) {}
+  constructor(
+    private fd: number,
+    readonly size: number,
+  ) {}
   private need(n: number): DataView {
     if (this.pos + n > this.size) throw new RangeError(`header ends early (needs byte ${this.pos + n}, file has ${this.size})`);
     if (this.pos < this.bufStart || this.pos + n > this.bufStart + this.buf.length) {
@@ -27,8 +47,12 @@ class Reader {
     this.pos += n;
     return new DataView(this.buf.buffer, this.buf.byteOffset + off, n);
   }
-  u32(): number { return this.need(4).getUint32(0, true); }
-  u64(): number { return Number(this.need(8).getBigUint64(0, true)); }
+  u32(): number {
+    return this.need(4).getUint32(0, true);
+  }
+  u64(): number {
+    return Number(this.need(8).getBigUint64(0, true));
+  }
   skip(n: number): void {
     if (this.pos + n > this.size) throw new RangeError(`header ends early (needs byte ${this.pos + n}, file has ${this.size})`);
     this.pos += n;
@@ -61,11 +85,17 @@ export function describeGgufProblem(file: string): string | undefined {
     if (nTensors > 1e6 || nKv > 1e6) return `corrupt header (${nTensors} tensors, ${nKv} metadata entries)`;
     let alignment = 32;
     const skipValue = (type: number, key: string): void => {
-      if (type === 8) { r.str(); return; }
+      if (type === 8) {
+        r.str();
+        return;
+      }
       if (type === 9) {
         const itemType = r.u32();
         const count = r.u64();
-        if (itemType === 8) { for (let i = 0; i < count; i++) r.str(); return; }
+        if (itemType === 8) {
+          for (let i = 0; i < count; i++) r.str();
+          return;
+        }
         const s = SCALAR_SIZES[itemType];
         if (s === undefined) throw new RangeError(`metadata '${key}' has an unknown array item type ${itemType}`);
         r.skip(s * count);
@@ -73,7 +103,10 @@ export function describeGgufProblem(file: string): string | undefined {
       }
       const s = SCALAR_SIZES[type];
       if (s === undefined) throw new RangeError(`metadata '${key}' has an unknown value type ${type}`);
-      if (key === 'general.alignment' && type === 4) { alignment = r.u32(); return; }
+      if (key === 'general.alignment' && type === 4) {
+        alignment = r.u32();
+        return;
+      }
       r.skip(s);
     };
     for (let i = 0; i < nKv; i++) {

@@ -7,7 +7,7 @@ import { invalidOption, XpsrError } from '../errors.js';
 import { cancelledError, throwIfAborted } from './errors.js';
 import { imageFile, prepareImage } from './image.js';
 import { postprocessCaption } from './instructions.js';
-import { CaptionImage, CaptionOptions, Captioner, GenerationOptions } from './types.js';
+import type { CaptionImage, CaptionOptions, Captioner, GenerationOptions } from './types.js';
 
 export interface HttpCaptionerOptions extends GenerationOptions {
   /**
@@ -55,13 +55,24 @@ export function resolveChatCompletionsUrl(url: string): string {
   return u.toString();
 }
 
-const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve, reject) => {
-  const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-  const onAbort = () => { clearTimeout(t); reject(cancelledError(signal?.reason)); };
-  signal?.addEventListener('abort', onAbort, { once: true });
-});
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(cancelledError(signal?.reason));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 
-interface Attempt { retry: boolean; error: XpsrError; retryAfterMs?: number }
+interface Attempt {
+  retry: boolean;
+  error: XpsrError;
+  retryAfterMs?: number;
+}
 
 function snippet(text: string): string {
   const s = text.replace(/\s+/g, ' ').trim();
@@ -75,7 +86,9 @@ function serverMessage(body: string): string {
     if (j.error && typeof j.error.message === 'string') return j.error.message;
     if (typeof j.message === 'string') return j.message;
     if (typeof j.detail === 'string') return j.detail;
-  } catch { /* not JSON */ }
+  } catch {
+    /* not JSON */
+  }
   return snippet(body);
 }
 
@@ -88,7 +101,7 @@ export function parseChatCompletion(body: string, endpoint: string): string {
     throw new XpsrError('ERR_CAPTION_SERVER', `${endpoint} did not return JSON: ${snippet(body) || '(empty body)'}`, { endpoint });
   }
   const choice = (j as { choices?: unknown })?.choices;
-  const first = Array.isArray(choice) ? choice[0] as { message?: { content?: unknown }; text?: unknown } : undefined;
+  const first = Array.isArray(choice) ? (choice[0] as { message?: { content?: unknown }; text?: unknown }) : undefined;
   const content = first?.message?.content ?? first?.text;
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {
@@ -97,8 +110,7 @@ export function parseChatCompletion(body: string, endpoint: string): string {
     return texts;
   }
   if (first?.message && first.message.content === null) return '';
-  throw new XpsrError('ERR_CAPTION_SERVER',
-    `${endpoint} returned JSON without choices[0].message.content: ${snippet(body)}`, { endpoint });
+  throw new XpsrError('ERR_CAPTION_SERVER', `${endpoint} returned JSON without choices[0].message.content: ${snippet(body)}`, { endpoint });
 }
 
 export class HttpCaptioner implements Captioner {
@@ -116,16 +128,27 @@ export class HttpCaptioner implements Captioner {
     this.#o = options;
     this.#fetch = options.fetch ?? globalThis.fetch;
     if (typeof this.#fetch !== 'function') throw new XpsrError('ERR_UNSUPPORTED', 'no fetch() in this Node.js');
-    for (const [k, v] of [['timeoutMs', options.timeoutMs], ['retries', options.retries], ['retryDelayMs', options.retryDelayMs],
-      ['concurrency', options.concurrency]] as const) {
+    for (const [k, v] of [
+      ['timeoutMs', options.timeoutMs],
+      ['retries', options.retries],
+      ['retryDelayMs', options.retryDelayMs],
+      ['concurrency', options.concurrency],
+    ] as const) {
       if (v !== undefined && (!Number.isFinite(v) || v < (k === 'concurrency' ? 1 : 0))) {
         throw invalidOption(k, `a number >= ${k === 'concurrency' ? 1 : 0}`, v);
       }
     }
     const identity = {
-      endpoint: this.endpoint, model: options.model ?? '', system: options.systemPrompt ?? '',
-      maxTokens: options.maxTokens ?? null, temperature: options.temperature ?? 0, topK: options.topK ?? null,
-      topP: options.topP ?? null, seed: options.seed ?? null, extra: options.extraBody ?? null, post: options.postprocess ?? true,
+      endpoint: this.endpoint,
+      model: options.model ?? '',
+      system: options.systemPrompt ?? '',
+      maxTokens: options.maxTokens ?? null,
+      temperature: options.temperature ?? 0,
+      topK: options.topK ?? null,
+      topP: options.topP ?? null,
+      seed: options.seed ?? null,
+      extra: options.extraBody ?? null,
+      post: options.postprocess ?? true,
     };
     this.id = `http:${createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 32)}`;
   }
@@ -156,7 +179,10 @@ export class HttpCaptioner implements Captioner {
     if (o.systemPrompt) messages.push({ role: 'system', content: o.systemPrompt });
     messages.push({
       role: 'user',
-      content: [{ type: 'image_url', image_url: { url: dataUrl } }, { type: 'text', text: instruction }],
+      content: [
+        { type: 'image_url', image_url: { url: dataUrl } },
+        { type: 'text', text: instruction },
+      ],
     });
     const body: Record<string, unknown> = { messages, stream: false, temperature: options.temperature ?? o.temperature ?? 0 };
     if (o.model) body.model = o.model;
@@ -194,7 +220,10 @@ export class HttpCaptioner implements Captioner {
     const timeoutMs = o.timeoutMs ?? 120_000;
     const ctl = new AbortController();
     let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; ctl.abort(); }, timeoutMs);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ctl.abort();
+    }, timeoutMs);
     const onAbort = () => ctl.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     const ep = this.endpoint;
@@ -211,16 +240,19 @@ export class HttpCaptioner implements Captioner {
         if (timedOut) {
           return {
             retry: true,
-            error: new XpsrError('ERR_CAPTION_TIMEOUT', `${ep} did not answer within ${timeoutMs} ms`, { endpoint: ep, timeoutMs },
-              { cause: e }),
+            error: new XpsrError('ERR_CAPTION_TIMEOUT', `${ep} did not answer within ${timeoutMs} ms`, { endpoint: ep, timeoutMs }, { cause: e }),
           };
         }
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         const why = cause?.code ?? cause?.message ?? (e as Error).message;
         return {
           retry: true,
-          error: new XpsrError('ERR_CAPTION_UNREACHABLE', `cannot reach ${ep} (${why}); is the server running?`, { endpoint: ep, reason: why },
-            { cause: e }),
+          error: new XpsrError(
+            'ERR_CAPTION_UNREACHABLE',
+            `cannot reach ${ep} (${why}); is the server running?`,
+            { endpoint: ep, reason: why },
+            { cause: e },
+          ),
         };
       }
       const status = res.status;
@@ -237,22 +269,28 @@ export class HttpCaptioner implements Captioner {
       if (status === 404) {
         return {
           retry: false,
-          error: new XpsrError('ERR_CAPTION_SERVER',
-            `${ep} returned HTTP 404: ${msg} (expected an OpenAI-compatible /v1/chat/completions endpoint)`, { endpoint: ep, status }),
+          error: new XpsrError(
+            'ERR_CAPTION_SERVER',
+            `${ep} returned HTTP 404: ${msg} (expected an OpenAI-compatible /v1/chat/completions endpoint)`,
+            { endpoint: ep, status },
+          ),
         };
       }
       if (status === 408 || status === 429 || status >= 500) {
         return {
-          retry: true, retryAfterMs,
+          retry: true,
+          retryAfterMs,
           error: new XpsrError('ERR_CAPTION_SERVER', `${ep} answered HTTP ${status}: ${msg}`, { endpoint: ep, status }),
         };
       }
       if (status === 400 || status === 413 || status === 415 || status === 422) {
         return {
           retry: false,
-          error: new XpsrError('ERR_CAPTION_SERVER',
+          error: new XpsrError(
+            'ERR_CAPTION_SERVER',
             `${ep} rejected the request (HTTP ${status}): ${msg} (does the served model accept images? llama-server needs --mmproj)`,
-            { endpoint: ep, status }),
+            { endpoint: ep, status },
+          ),
         };
       }
       return { retry: false, error: new XpsrError('ERR_CAPTION_SERVER', `${ep} answered HTTP ${status}: ${msg}`, { endpoint: ep, status }) };

@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { XpsrError } from '../errors.js';
 import { decodeImage, encodeImage } from '../image/io.js';
-import { CaptionImage, isRawImage, RawImage } from './types.js';
+import { type CaptionImage, isRawImage, type RawImage } from './types.js';
 
 /** Where decoded pixels came from: the encoded original is kept for captioners that send files (HTTP). */
 export interface CaptionImageSource {
@@ -47,17 +47,31 @@ export class CaptionPixels implements RawImage {
 function rawToRgb(image: RawImage): Uint8Array {
   const { width, height } = image;
   const ch = image.channels ?? 3;
-  if (!Number.isInteger(width) || !Number.isInteger(height) || width <= 0 || height <= 0 || ![1, 3, 4].includes(ch) ||
-    image.data.length !== width * height * ch) {
-    throw new XpsrError('ERR_INVALID_ARGUMENT', 'raw image: data must hold width*height*channels bytes (channels 1, 3 or 4)',
-      { width, height, channels: ch, bytes: image.data.length });
+  if (
+    !Number.isInteger(width) ||
+    !Number.isInteger(height) ||
+    width <= 0 ||
+    height <= 0 ||
+    ![1, 3, 4].includes(ch) ||
+    image.data.length !== width * height * ch
+  ) {
+    throw new XpsrError('ERR_INVALID_ARGUMENT', 'raw image: data must hold width*height*channels bytes (channels 1, 3 or 4)', {
+      width,
+      height,
+      channels: ch,
+      bytes: image.data.length,
+    });
   }
   if (ch === 3) return image.data;
   const n = width * height;
   const rgb = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {
     if (ch === 1) rgb[i * 3] = rgb[i * 3 + 1] = rgb[i * 3 + 2] = image.data[i]!;
-    else { rgb[i * 3] = image.data[i * 4]!; rgb[i * 3 + 1] = image.data[i * 4 + 1]!; rgb[i * 3 + 2] = image.data[i * 4 + 2]!; }
+    else {
+      rgb[i * 3] = image.data[i * 4]!;
+      rgb[i * 3 + 1] = image.data[i * 4 + 1]!;
+      rgb[i * 3 + 2] = image.data[i * 4 + 2]!;
+    }
   }
   return rgb;
 }
@@ -93,7 +107,9 @@ export async function imageFile(img: CaptionPixels): Promise<{ bytes: Uint8Array
   if (mime && img.source.path) {
     try {
       return { bytes: new Uint8Array(await fs.readFile(img.source.path)), mime };
-    } catch { /* changed since it was decoded: send the decoded pixels */ }
+    } catch {
+      /* changed since it was decoded: send the decoded pixels */
+    }
   }
   const png = await encodeImage({ rgb: img.data, width: img.width, height: img.height }, 'png');
   return { bytes: new Uint8Array(png.buffer, png.byteOffset, png.byteLength), mime: 'image/png' };

@@ -14,10 +14,15 @@ import { describeGgufProblem } from './gguf-check.js';
 import { asBuffer, prepareImage } from './image.js';
 import { LLAVA15_PROMPT_TEMPLATE, postprocessCaption, splitPromptTemplate } from './instructions.js';
 import {
-  CaptionerVariant, detectVariant, loadCaptionerAddon, NativeCaptionerModel, NativeCaptionJob, NativeCaptionStats,
-  NativeLoadInfo,
+  type CaptionerVariant,
+  detectVariant,
+  loadCaptionerAddon,
+  type NativeCaptionerModel,
+  type NativeCaptionJob,
+  type NativeCaptionStats,
+  type NativeLoadInfo,
 } from './native.js';
-import { CaptionImage, CaptionOptions, Captioner, GenerationOptions } from './types.js';
+import type { CaptionImage, CaptionOptions, Captioner, GenerationOptions } from './types.js';
 
 export interface LlavaCaptionerOptions extends GenerationOptions {
   /** Path of the language model GGUF (e.g. a llava-1.5-7b Q4_K_M conversion). */
@@ -87,9 +92,12 @@ async function defaultLlama(gpu: LlavaCaptionerOptions['gpu']): Promise<Llama> {
   } catch (e) {
     // a GPU asked for by name and not usable: the device; anything else: this platform
     const device = gpu === 'cuda' || gpu === 'vulkan';
-    throw new XpsrError(device ? 'ERR_DEVICE_UNAVAILABLE' : 'ERR_UNSUPPORTED',
-      `node-llama-cpp has no usable prebuilt ${device ? `${gpu} ` : ''}binary here: ${(e as Error).message}`, { gpu: gpu ?? 'auto' },
-      { cause: e });
+    throw new XpsrError(
+      device ? 'ERR_DEVICE_UNAVAILABLE' : 'ERR_UNSUPPORTED',
+      `node-llama-cpp has no usable prebuilt ${device ? `${gpu} ` : ''}binary here: ${(e as Error).message}`,
+      { gpu: gpu ?? 'auto' },
+      { cause: e },
+    );
   }
 }
 
@@ -152,9 +160,17 @@ function linkSignal(signal: AbortSignal | undefined, onAbort: () => void): () =>
   return () => signal.removeEventListener('abort', onAbort);
 }
 
-interface DisposalHandle { dispose(): void }
-interface InternalModel { _model?: object; _modelPath?: string; _backendModelDisposeGuard?: { createPreventDisposalHandle(): DisposalHandle } }
-interface InternalLlama { _backendDisposeGuard?: { createPreventDisposalHandle(): DisposalHandle } }
+interface DisposalHandle {
+  dispose(): void;
+}
+interface InternalModel {
+  _model?: object;
+  _modelPath?: string;
+  _backendModelDisposeGuard?: { createPreventDisposalHandle(): DisposalHandle };
+}
+interface InternalLlama {
+  _backendDisposeGuard?: { createPreventDisposalHandle(): DisposalHandle };
+}
 
 let nextJobId = 1;
 
@@ -174,8 +190,14 @@ export class LlavaCaptioner implements Captioner {
   #disposed = false;
   #disposing: Promise<void> | undefined;
 
-  private constructor(native: NativeCaptionerModel, variant: CaptionerVariant, info: NativeLoadInfo,
-    options: LlavaCaptionerOptions, id: string, handles: DisposalHandle[]) {
+  private constructor(
+    native: NativeCaptionerModel,
+    variant: CaptionerVariant,
+    info: NativeLoadInfo,
+    options: LlavaCaptionerOptions,
+    id: string,
+    handles: DisposalHandle[],
+  ) {
     this.#native = native;
     this.variant = variant;
     this.info = info;
@@ -205,14 +227,18 @@ export class LlavaCaptioner implements Captioner {
     checkGgufFile(options.mmproj, 'mmproj');
     throwIfAborted(options.signal);
 
-    const llama = shared?.llama ?? options.llama ?? await defaultLlama(options.gpu);
+    const llama = shared?.llama ?? options.llama ?? (await defaultLlama(options.gpu));
     const variant = detectVariant(llama);
     const addon = loadCaptionerAddon(variant);
     const onGpu = variant !== 'cpu';
     const threads = options.threads ?? Math.max(1, (os.availableParallelism?.() ?? os.cpus().length) - 1);
     const contextSize = options.contextSize ?? 2048;
     const batchSize = options.batchSize ?? 512;
-    for (const [k, v, min] of [['contextSize', contextSize, 64], ['batchSize', batchSize, 1], ['threads', threads, 1]] as const) {
+    for (const [k, v, min] of [
+      ['contextSize', contextSize, 64],
+      ['batchSize', batchSize, 1],
+      ['threads', threads, 1],
+    ] as const) {
       if (!Number.isInteger(v) || v < min) throw invalidOption(k, `an integer >= ${min}`, v);
     }
     const gpuLayers = options.gpuLayers === undefined ? (onGpu ? -1 : 0) : options.gpuLayers === 'max' ? -1 : options.gpuLayers;
@@ -239,9 +265,17 @@ export class LlavaCaptioner implements Captioner {
     let info: NativeLoadInfo;
     try {
       info = await native.load({
-        modelPath: shared ? undefined : path.resolve(options.model!), borrowModel, borrowModelSize,
-        mmprojPath: path.resolve(options.mmproj), contextSize, batchSize, threads, gpuLayers,
-        mmprojGpu: options.mmprojGpu ?? onGpu, warmup: options.warmup ?? false, jobId,
+        modelPath: shared ? undefined : path.resolve(options.model!),
+        borrowModel,
+        borrowModelSize,
+        mmprojPath: path.resolve(options.mmproj),
+        contextSize,
+        batchSize,
+        threads,
+        gpuLayers,
+        mmprojGpu: options.mmprojGpu ?? onGpu,
+        warmup: options.warmup ?? false,
+        jobId,
       });
     } catch (e) {
       handles.forEach((h) => h.dispose());
@@ -259,19 +293,27 @@ export class LlavaCaptioner implements Captioner {
     }
 
     const modelKey = shared
-      ? (typeof shared._modelPath === 'string' && fs.existsSync(shared._modelPath) ? fileFingerprint(shared._modelPath)
-        : `${shared.filename ?? 'model'}:${shared.size}`)
+      ? typeof shared._modelPath === 'string' && fs.existsSync(shared._modelPath)
+        ? fileFingerprint(shared._modelPath)
+        : `${shared.filename ?? 'model'}:${shared.size}`
       : fileFingerprint(options.model!);
     const defaults = {
-      template, maxTokens: options.maxTokens ?? LLAVA_DEFAULT_MAX_TOKENS, temperature: options.temperature ?? 0,
-      topK: options.topK ?? 40, topP: options.topP ?? 0.95, seed: options.seed ?? 0, minTokens: options.minTokens ?? 0,
+      template,
+      maxTokens: options.maxTokens ?? LLAVA_DEFAULT_MAX_TOKENS,
+      temperature: options.temperature ?? 0,
+      topK: options.topK ?? 40,
+      topP: options.topP ?? 0.95,
+      seed: options.seed ?? 0,
+      minTokens: options.minTokens ?? 0,
       postprocess: options.postprocess ?? true,
     };
-    const id = `llava:${modelKey}:${fileFingerprint(options.mmproj)}:` +
-      createHash('sha256').update(JSON.stringify(defaults)).digest('hex').slice(0, 16);
+    const id =
+      `llava:${modelKey}:${fileFingerprint(options.mmproj)}:` + createHash('sha256').update(JSON.stringify(defaults)).digest('hex').slice(0, 16);
     const cap = new LlavaCaptioner(native, variant, info, options, id, handles);
     // node-llama-cpp disposing the model or the backend first disposes this captioner.
-    const onDispose = () => { void cap.dispose(); };
+    const onDispose = () => {
+      void cap.dispose();
+    };
     if (shared) cap.#unsubscribe.push(subscribe(shared.onDispose, onDispose));
     cap.#unsubscribe.push(subscribe(llama.onDispose, onDispose));
     return cap;
@@ -286,8 +328,11 @@ export class LlavaCaptioner implements Captioner {
   }
 
   /** Like caption(), with the raw answers and timings (image encode, prefill, generation). */
-  async captionDetailed(image: CaptionImage, instructions: readonly string[],
-    options: CaptionOptions & { sharePrefix?: boolean; minTokens?: number } = {}): Promise<LlavaCaptionResult> {
+  async captionDetailed(
+    image: CaptionImage,
+    instructions: readonly string[],
+    options: CaptionOptions & { sharePrefix?: boolean; minTokens?: number } = {},
+  ): Promise<LlavaCaptionResult> {
     if (!Array.isArray(instructions) || instructions.some((s) => typeof s !== 'string')) {
       throw new XpsrError('ERR_INVALID_ARGUMENT', 'instructions must be an array of strings');
     }
@@ -318,12 +363,15 @@ export class LlavaCaptioner implements Captioner {
       sharePrefix: options.sharePrefix ?? o.sharePrefix ?? true,
       ...gen,
     };
-    const res = await this.#run({ ...base, jobId: 0, image: { rgb: asBuffer(img.data), width: img.width, height: img.height } },
-      options.signal);
+    const res = await this.#run({ ...base, jobId: 0, image: { rgb: asBuffer(img.data), width: img.width, height: img.height } }, options.signal);
     const decoder = new TextDecoder('utf-8', { fatal: false });
     const raw = res.answers.map((b) => decoder.decode(b));
     const post = o.postprocess ?? true;
-    return { captions: raw.map((r) => (post ? postprocessCaption(r) : r)), raw, stats: { ...res.stats, decodeImageMs, totalMs: performance.now() - t0 } };
+    return {
+      captions: raw.map((r) => (post ? postprocessCaption(r) : r)),
+      raw,
+      stats: { ...res.stats, decodeImageMs, totalMs: performance.now() - t0 },
+    };
   }
 
   /** Serializes native calls (one llama_context); cancellation reaches the native job through its id. */
@@ -368,11 +416,23 @@ export class LlavaCaptioner implements Captioner {
 }
 
 function emptyStats(): LlavaCaptionResult['stats'] {
-  return { imageTokens: 0, imagePositions: 0, imagePasses: 0, prefixReused: false, decodeImageMs: 0, encodeMs: 0, imagePrefillMs: 0,
-    prefixPrefillMs: 0, answers: [], totalMs: 0 };
+  return {
+    imageTokens: 0,
+    imagePositions: 0,
+    imagePasses: 0,
+    prefixReused: false,
+    decodeImageMs: 0,
+    encodeMs: 0,
+    imagePrefillMs: 0,
+    prefixPrefillMs: 0,
+    answers: [],
+    totalMs: 0,
+  };
 }
 
-interface EventRelayLike { createListener(cb: () => void): { dispose(): void } }
+interface EventRelayLike {
+  createListener(cb: () => void): { dispose(): void };
+}
 function subscribe(relay: unknown, cb: () => void): () => void {
   const r = relay as EventRelayLike | undefined;
   if (!r || typeof r.createListener !== 'function') return () => {};

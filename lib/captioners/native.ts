@@ -98,7 +98,9 @@ function findUp(start: string, test: (dir: string) => boolean): string | undefin
 }
 
 export function captionerDisabledByEnv(): boolean {
-  const v = String(process.env.XPSR_CAPTIONER ?? '').trim().toLowerCase();
+  const v = String(process.env.XPSR_CAPTIONER ?? '')
+    .trim()
+    .toLowerCase();
   return v === 'off' || v === '0' || v === 'false' || v === 'disabled';
 }
 
@@ -141,14 +143,18 @@ export function detectVariant(llama: { gpu: unknown }): CaptionerVariant {
     let maps = '';
     try {
       maps = fs.readFileSync('/proc/self/maps', 'utf8');
-    } catch { /* not available: trust llama.gpu */ }
+    } catch {
+      /* not available: trust llama.gpu */
+    }
     if (maps) {
-      const names = new Set((maps.match(/[^/\s]*libllama\.[^/\s]*\.so/g) ?? []));
+      const names = new Set(maps.match(/[^/\s]*libllama\.[^/\s]*\.so/g) ?? []);
       const want = v === 'cpu' ? /^libllama\.v[0-9.]+\.so$/ : new RegExp(`^libllama\\.${v}\\.v[0-9.]+\\.so$`);
       if (names.size > 0 && ![...names].some((n) => want.test(n))) {
-        throw new XpsrError('ERR_UNSUPPORTED',
+        throw new XpsrError(
+          'ERR_UNSUPPORTED',
           `node-llama-cpp loaded ${[...names].join(', ')}, not one of its prebuilt ${v} binaries the captioner is linked ` +
-          "against; use getLlama({ build: 'never' })");
+            "against; use getLlama({ build: 'never' })",
+        );
       }
     }
   }
@@ -161,9 +167,12 @@ export function detectVariant(llama: { gpu: unknown }): CaptionerVariant {
  */
 export function loadCaptionerAddon(variant: CaptionerVariant): NativeCaptionerAddon {
   if (captionerDisabledByEnv()) {
-    throw new XpsrError('ERR_NATIVE_MISSING',
+    throw new XpsrError(
+      'ERR_NATIVE_MISSING',
       'the in-process LLaVA captioner is disabled (XPSR_CAPTIONER=off); use the http, sidecar or fixed captioners, or unset it and ' +
-      REBUILD.slice(0, -1), { addon: 'captioner' });
+        REBUILD.slice(0, -1),
+      { addon: 'captioner' },
+    );
   }
   return loadAddon<NativeCaptionerAddon>(captionerAddonSpec(variant)).addon;
 }

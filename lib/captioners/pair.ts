@@ -2,8 +2,7 @@
 // low-level one) behind the one-captioner interface.
 import { XpsrError } from '../errors.js';
 import { prepareImage } from './image.js';
-import { CaptionImage, CaptionOptions, Captioner, CaptionerPair } from './types.js';
-
+import type { CaptionImage, CaptionOptions, Captioner, CaptionerPair } from './types.js';
 
 /**
  * Answers instruction 1 (the low-level one in XPSR order) with `low` and every other instruction with
@@ -31,10 +30,16 @@ export class HighLowCaptioner implements Captioner {
     const img = await prepareImage(image, options.name);
     const named = { ...options, name: options.name ?? img.source.name };
     const highSlots = instructions.map((_, i) => i).filter((i) => i !== 1);
-    const highAnswers = await this.high.caption(img, highSlots.map((i) => instructions[i]!), named);
+    const highAnswers = await this.high.caption(
+      img,
+      highSlots.map((i) => instructions[i]!),
+      named,
+    );
     const [lowAnswer] = await this.low.caption(img, [instructions[1]!], named);
     const out = new Array<string>(instructions.length);
-    highSlots.forEach((i, k) => { out[i] = highAnswers[k] ?? ''; });
+    highSlots.forEach((i, k) => {
+      out[i] = highAnswers[k] ?? '';
+    });
     out[1] = lowAnswer ?? '';
     return out;
   }

@@ -64,16 +64,19 @@ export interface CaptionerPair {
 export type XpsrCaptioner = Captioner | CaptionerPair;
 
 export function isCaptioner(x: unknown): x is Captioner {
-  return typeof x === 'object' && x !== null && typeof (x as Captioner).caption === 'function' &&
-    typeof (x as Captioner).dispose === 'function';
+  return typeof x === 'object' && x !== null && typeof (x as Captioner).caption === 'function' && typeof (x as Captioner).dispose === 'function';
 }
 
 export function isCaptionerPair(x: unknown): x is CaptionerPair {
-  return typeof x === 'object' && x !== null && !isCaptioner(x) && isCaptioner((x as CaptionerPair).high) &&
-    isCaptioner((x as CaptionerPair).low);
+  return typeof x === 'object' && x !== null && !isCaptioner(x) && isCaptioner((x as CaptionerPair).high) && isCaptioner((x as CaptionerPair).low);
 }
 
 export function isRawImage(x: unknown): x is RawImage {
-  return typeof x === 'object' && x !== null && !(x instanceof Uint8Array) &&
-    (x as RawImage).data instanceof Uint8Array && typeof (x as RawImage).width === 'number';
+  return (
+    typeof x === 'object' &&
+    x !== null &&
+    !(x instanceof Uint8Array) &&
+    (x as RawImage).data instanceof Uint8Array &&
+    typeof (x as RawImage).width === 'number'
+  );
 }

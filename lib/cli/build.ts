@@ -26,7 +26,10 @@ export async function runBuildCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      cuda: { type: 'string' }, 'cuda-archs': { type: 'string' }, 'no-captioner': { type: 'boolean' }, jobs: { type: 'string' },
+      cuda: { type: 'string' },
+      'cuda-archs': { type: 'string' },
+      'no-captioner': { type: 'boolean' },
+      jobs: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 
 import { XpsrError } from '../errors.js';
 import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs, xpsrInstructionsFromArgs } from '../captioners/cli.js';
-import { CaptionerFactoryOptions, captionXpsr, createCaptionerFromOptions, inferCaptionerKind } from '../captioners/factory.js';
+import { type CaptionerFactoryOptions, captionXpsr, createCaptionerFromOptions, inferCaptionerKind } from '../captioners/factory.js';
 import { XPSR_SIDECAR_DIRS } from '../captioners/fixed.js';
 import { prepareImage } from '../captioners/image.js';
 import type { Captioner } from '../captioners/types.js';
@@ -60,7 +60,10 @@ function expandInputs(inputs: string[]): string[] {
       continue;
     }
     if (st.isDirectory()) {
-      const files = fs.readdirSync(p).filter((f) => IMAGE_EXT.has(path.extname(f).toLowerCase())).sort();
+      const files = fs
+        .readdirSync(p)
+        .filter((f) => IMAGE_EXT.has(path.extname(f).toLowerCase()))
+        .sort();
       out.push(...files.map((f) => path.join(p, f)));
     } else {
       out.push(p);
@@ -76,17 +79,25 @@ function usageProblem(factory: CaptionerFactoryOptions, v: { out?: string; jsonl
     let st: fs.Stats | undefined;
     try {
       st = fs.statSync(v.out);
-    } catch { /* created later */ }
+    } catch {
+      /* created later */
+    }
     if (st && !st.isDirectory()) return new XpsrError('ERR_INVALID_OPTION', `--out ${v.out} exists and is not a folder`, { option: '--out' });
   }
   if (inferCaptionerKind(factory) === 'none') {
-    const missing = [factory.promptHigh === undefined ? '--prompt-high' : undefined, factory.promptLow === undefined ? '--prompt-low' : undefined]
-      .filter((x): x is string => x !== undefined);
+    const missing = [
+      factory.promptHigh === undefined ? '--prompt-high' : undefined,
+      factory.promptLow === undefined ? '--prompt-low' : undefined,
+    ].filter((x): x is string => x !== undefined);
     if (missing.length > 0) {
-      return new XpsrError('ERR_INVALID_OPTION',
+      return new XpsrError(
+        'ERR_INVALID_OPTION',
         (missing.length === 2 ? 'no captioner configured' : `no captioner for the ${missing[0] === '--prompt-high' ? 'high' : 'low'}-level caption`) +
-        ': give --llava-model and --llava-mmproj, --caption-url, --prompt-dir, or fixed captions (' + missing.join(' and ') + ')',
-        { option: '--captioner' });
+          ': give --llava-model and --llava-mmproj, --caption-url, --prompt-dir, or fixed captions (' +
+          missing.join(' and ') +
+          ')',
+        { option: '--captioner' },
+      );
     }
   }
   return undefined;
@@ -113,11 +124,16 @@ export async function runCaptionCommand(argv: string[], io: CaptionCommandIo = {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv, allowPositionals: true, strict: true,
+      args: argv,
+      allowPositionals: true,
+      strict: true,
       options: {
         ...CAPTIONER_CLI_OPTIONS,
-        out: { type: 'string' }, overwrite: { type: 'boolean' }, jsonl: { type: 'boolean' },
-        quiet: { type: 'boolean', short: 'q' }, help: { type: 'boolean', short: 'h' },
+        out: { type: 'string' },
+        overwrite: { type: 'boolean' },
+        jsonl: { type: 'boolean' },
+        quiet: { type: 'boolean', short: 'q' },
+        help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (e) {
@@ -128,7 +144,9 @@ export async function runCaptionCommand(argv: string[], io: CaptionCommandIo = {
     stdout.write(CAPTION_HELP);
     return 0;
   }
-  const log = (m: string) => { if (!v.quiet) stderr.write(`${m}\n`); };
+  const log = (m: string) => {
+    if (!v.quiet) stderr.write(`${m}\n`);
+  };
   let factory: CaptionerFactoryOptions;
   try {
     if (parsed.positionals.length === 0) throw new XpsrError('ERR_INVALID_ARGUMENT', 'no images given');

@@ -29,16 +29,38 @@ export class UsageError extends XpsrError {
 
 /** The CLI flag of each API option, for messages (`'processSize'` is written `--process-size`). */
 export const OPTION_FLAGS: Readonly<Record<string, string>> = Object.freeze({
-  sd: '--sd', xpsr: '--xpsr', model: '--model', device: '--device', threads: '--threads',
-  scale: '--scale', processSize: '--process-size', steps: '--steps', guidanceScale: '--guidance',
-  conditioningScale: '--conditioning-scale', seed: '--seed', scheduler: '--scheduler',
-  'prompts.high': '--prompt-high', 'prompts.low': '--prompt-low', addedPrompt: '--added-prompt',
-  negativePrompt: '--negative-prompt', lowLevelGuidance: '--low-level-guidance', longPrompts: '--long-prompts',
-  init: '--init', addedNoiseLevel: '--added-noise-level', colorFix: '--color-fix', tiling: '--tiling',
-  'tiling.mode': '--tiling', 'tiling.tileSize': '--tile-size', 'tiling.overlap': '--tile-overlap',
-  'tiling.maxLatentPixels': '--tile-max-pixels', 'tiling.memoryBudgetMB': '--memory-budget-mb',
-  vaeTiling: '--vae-tiling', maxInputPixels: '--max-input-pixels', maxAspectRatio: '--max-aspect-ratio',
-  format: '--format', fixtures: '--fixtures',
+  sd: '--sd',
+  xpsr: '--xpsr',
+  model: '--model',
+  device: '--device',
+  threads: '--threads',
+  scale: '--scale',
+  processSize: '--process-size',
+  steps: '--steps',
+  guidanceScale: '--guidance',
+  conditioningScale: '--conditioning-scale',
+  seed: '--seed',
+  scheduler: '--scheduler',
+  'prompts.high': '--prompt-high',
+  'prompts.low': '--prompt-low',
+  addedPrompt: '--added-prompt',
+  negativePrompt: '--negative-prompt',
+  lowLevelGuidance: '--low-level-guidance',
+  longPrompts: '--long-prompts',
+  init: '--init',
+  addedNoiseLevel: '--added-noise-level',
+  colorFix: '--color-fix',
+  tiling: '--tiling',
+  'tiling.mode': '--tiling',
+  'tiling.tileSize': '--tile-size',
+  'tiling.overlap': '--tile-overlap',
+  'tiling.maxLatentPixels': '--tile-max-pixels',
+  'tiling.memoryBudgetMB': '--memory-budget-mb',
+  vaeTiling: '--vae-tiling',
+  maxInputPixels: '--max-input-pixels',
+  maxAspectRatio: '--max-aspect-ratio',
+  format: '--format',
+  fixtures: '--fixtures',
 });
 
 /**
@@ -79,7 +101,10 @@ type FlagConfig<T> = { args: string[]; options: T; allowPositionals: boolean; st
 export type ParsedFlags<T extends NonNullable<ParseArgsConfig['options']>> = ReturnType<typeof parseArgs<FlagConfig<T>>>;
 
 export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(
-  command: string, args: string[], options: T, allowPositionals = false,
+  command: string,
+  args: string[],
+  options: T,
+  allowPositionals = false,
 ): ParsedFlags<T> {
   try {
     return parseArgs<FlagConfig<T>>({ args, options, allowPositionals, strict: true });

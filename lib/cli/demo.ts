@@ -12,7 +12,10 @@ import { EXIT, numberFlag, parseFlags } from './common.js';
 
 export async function runDemoCommand(argv: string[]): Promise<number> {
   const { values: v } = parseFlags('demo', argv, {
-    output: { type: 'string', short: 'o' }, device: { type: 'string' }, steps: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    output: { type: 'string', short: 'o' },
+    device: { type: 'string' },
+    steps: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write('Usage: xpsr demo [-o xpsr-demo.png] [--device auto|cpu|cuda] [--steps N]\n');
@@ -30,17 +33,23 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   try {
     say(`models loaded on ${xpsr.device} (${xpsr.deviceDescription})`);
     const r = await xpsr.upscale(image, {
-      steps, seed: 1, processSize: 256,
+      steps,
+      seed: 1,
+      processSize: 256,
       prompts: { high: 'a cup of coffee on a saucer', low: 'the image is small and blurry' },
       onProgress: (e) => e.stage === 'denoise' && e.step > 0 && process.stdout.write(`\r  denoising step ${e.step}/${e.total}`),
     });
     process.stdout.write('\n');
     await r.toFile(output);
     const t = r.timingsMs;
-    say(`wrote ${output}: ${r.width}x${r.height} from the 64x48 input (processed at ${r.processed.width}x${r.processed.height}), ` +
-      `${steps} steps, seed ${r.seed}`);
-    say(`timings (ms): text ${t.text.toFixed(0)}, encode ${t.encode.toFixed(0)}, denoise ${t.denoise.toFixed(0)}, decode ${t.decode.toFixed(0)}, ` +
-      `total ${t.total.toFixed(0)}; whole demo ${(performance.now() - t0).toFixed(0)} ms`);
+    say(
+      `wrote ${output}: ${r.width}x${r.height} from the 64x48 input (processed at ${r.processed.width}x${r.processed.height}), ` +
+        `${steps} steps, seed ${r.seed}`,
+    );
+    say(
+      `timings (ms): text ${t.text.toFixed(0)}, encode ${t.encode.toFixed(0)}, denoise ${t.denoise.toFixed(0)}, decode ${t.decode.toFixed(0)}, ` +
+        `total ${t.total.toFixed(0)}; whole demo ${(performance.now() - t0).toFixed(0)} ms`,
+    );
     say('demo: OK (installation check passed)');
   } finally {
     await xpsr.dispose();

@@ -26,11 +26,16 @@ to the env variables XPSR_SD, XPSR_WEIGHTS and XPSR_MODEL, as for xpsr upscale.
 Exit status: 0 all checks passed, 1 a problem was found, 2 usage error.
 `;
 
-
 export async function runDoctorCommand(argv: string[]): Promise<number> {
   const { values: v } = parseFlags('doctor', argv, {
-    sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, weights: { type: 'string' },
-    variant: { type: 'string' }, 'sd-config': { type: 'string' }, device: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    sd: { type: 'string' },
+    xpsr: { type: 'string' },
+    model: { type: 'string' },
+    weights: { type: 'string' },
+    variant: { type: 'string' },
+    'sd-config': { type: 'string' },
+    device: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write(HELP);
@@ -53,7 +58,8 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
   const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
   out(`xpsr-native ${pkg.version}  (Node ${process.version}, ${process.platform}-${process.arch})`);
   const env = ['XPSR_SD', 'XPSR_WEIGHTS', 'XPSR_MODEL', 'XPSR_NATIVE_ADDON', 'XPSR_CAPTIONER', 'XPSR_CAPTIONER_ADDON_DIR']
-    .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`);
+    .filter((k) => process.env[k])
+    .map((k) => `${k}=${process.env[k]}`);
   out(`environment: ${env.length ? env.join(' ') : 'no XPSR_* variables set'}`);
   try {
     const addon = loadNative();
@@ -69,7 +75,9 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     const devs = addon.listDevices();
     if (devs.cuda.length === 0) out(`GPUs: none usable (${devs.reason})`);
     for (const d of devs.cuda)
-      out(`GPU ${d.index}: ${d.name}, compute capability ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB (${(d.freeMemory / 2 ** 30).toFixed(1)} free)`);
+      out(
+        `GPU ${d.index}: ${d.name}, compute capability ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB (${(d.freeMemory / 2 ** 30).toFixed(1)} free)`,
+      );
     // the device a run would use: created exactly as XPSR.load does, then released
     const notes: string[] = [];
     try {
@@ -83,7 +91,9 @@ export async function runDoctorCommand(argv: string[]): Promise<number> {
     fail(`engine addon: NOT LOADED\n${(e as Error).message}`);
   }
   const captioner = captionerDisabledByEnv() ? undefined : findAddon(captionerAddonSpec('cpu'));
-  out(`captioner addon: ${captioner ? describeOrigin({ ...captioner, file: path.dirname(captioner.file) }) : 'not available (XPSR_CAPTIONER=off, not built, or built for another node-llama-cpp)'}`);
+  out(
+    `captioner addon: ${captioner ? describeOrigin({ ...captioner, file: path.dirname(captioner.file) }) : 'not available (XPSR_CAPTIONER=off, not built, or built for another node-llama-cpp)'}`,
+  );
 
   if (!roots.sd && !roots.xpsr && !roots.model) {
     out(problems ? `\ndoctor: ${problems} problem(s)` : '\ndoctor: all checks passed (no weights given: --sd / --xpsr / --model)');

@@ -60,11 +60,22 @@ export async function runExportCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: rest,
     options: {
-      sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, variant: { type: 'string' }, 'sd-config': { type: 'string' },
+      sd: { type: 'string' },
+      xpsr: { type: 'string' },
+      model: { type: 'string' },
+      variant: { type: 'string' },
+      'sd-config': { type: 'string' },
       out: { type: 'string' },
-      size: { type: 'string', multiple: true }, batch: { type: 'string' }, 'text-batch': { type: 'string' }, 'vae-batch': { type: 'string' },
-      'dynamic-batch': { type: 'boolean' }, fp16: { type: 'boolean' }, parts: { type: 'string' }, layout: { type: 'string' },
-      external: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      size: { type: 'string', multiple: true },
+      batch: { type: 'string' },
+      'text-batch': { type: 'string' },
+      'vae-batch': { type: 'string' },
+      'dynamic-batch': { type: 'boolean' },
+      fp16: { type: 'boolean' },
+      parts: { type: 'string' },
+      layout: { type: 'string' },
+      external: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
@@ -73,7 +84,8 @@ export async function runExportCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.out) throw new XpsrError('ERR_INVALID_OPTION', 'xpsr export onnx needs --out DIR');
-  if (!values.model && !(values.sd && values.xpsr)) throw new XpsrError('ERR_INVALID_OPTION', 'xpsr export onnx needs --sd DIR and --xpsr DIR (or --model DIR)');
+  if (!values.model && !(values.sd && values.xpsr))
+    throw new XpsrError('ERR_INVALID_OPTION', 'xpsr export onnx needs --sd DIR and --xpsr DIR (or --model DIR)');
   const c = resolveWeights({ sd: values.sd, xpsr: values.xpsr, model: values.model, variant: values.variant, sdConfig: values['sd-config'] });
   const src = (x: { path: string; configJson?: string }) => ({ path: x.path, configJson: x.configJson, variant: c.variant });
   if (values.layout !== undefined && values.layout !== 'nchw' && values.layout !== 'nhwc')
@@ -96,7 +108,11 @@ export async function runExportCommand(argv: string[]): Promise<number> {
     external: values.external as 'auto' | 'always' | 'never' | undefined,
   });
   for (const f of manifest.files)
-    process.stdout.write(`${f.file.padEnd(32)} ${(f.bytes / 2 ** 20).toFixed(1).padStart(8)} MiB${f.externalData ? ` + weights in ${f.externalData}` : ''}  (${f.nodes} nodes)\n`);
-  process.stdout.write(`exported ${manifest.files.length} files to ${values.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s (manifest.json)\n`);
+    process.stdout.write(
+      `${f.file.padEnd(32)} ${(f.bytes / 2 ** 20).toFixed(1).padStart(8)} MiB${f.externalData ? ` + weights in ${f.externalData}` : ''}  (${f.nodes} nodes)\n`,
+    );
+  process.stdout.write(
+    `exported ${manifest.files.length} files to ${values.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s (manifest.json)\n`,
+  );
   return 0;
 }

@@ -20,7 +20,11 @@ const HELP =
 
 export async function runParityCommand(argv: string[]): Promise<number> {
   const { values: v } = parseFlags('parity', argv, {
-    fixtures: { type: 'string' }, device: { type: 'string' }, engine: { type: 'string' }, only: { type: 'string' }, json: { type: 'boolean' },
+    fixtures: { type: 'string' },
+    device: { type: 'string' },
+    engine: { type: 'string' },
+    only: { type: 'string' },
+    json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
@@ -40,7 +44,8 @@ export async function runParityCommand(argv: string[]): Promise<number> {
     engine,
     only: v.only?.split(','),
     onLine: (l) => process.stdout.write((json ? JSON.stringify(l) : formatLine(l)) + '\n'),
-    onSkip: (c, reason) => process.stdout.write(json ? JSON.stringify({ component: c, skipped: reason }) + '\n' : `SKIP  ${c.padEnd(22)} ${reason}\n`),
+    onSkip: (c, reason) =>
+      process.stdout.write(json ? JSON.stringify({ component: c, skipped: reason }) + '\n' : `SKIP  ${c.padEnd(22)} ${reason}\n`),
   });
   const notComputed = report.notComputed ? ` (${report.notComputed} reference tensors of training-only heads not computed: SKIP)` : '';
   process.stdout.write(`parity: ${report.passed} passed, ${report.failed} failed${notComputed}\n`);

@@ -78,8 +78,10 @@ export class ProgressReporter {
     const frac = e.stage === 'denoise' ? e.step / e.total : e.stage === 'decode' || e.stage === 'colorfix' ? 1 : 0;
     if (this.#tty) {
       const name = input.split(/[\\/]/).pop()!.slice(0, 24).padEnd(24);
-      process.stderr.write(`\r${name} ${bar(frac)} ${e.stage.padEnd(8)} ${e.stage === 'denoise' ? `${e.step}/${e.total}` : ''}` +
-        `  all ${bar((i + frac) / this.#total, 12)} ${i + 1}/${this.#total}   `);
+      process.stderr.write(
+        `\r${name} ${bar(frac)} ${e.stage.padEnd(8)} ${e.stage === 'denoise' ? `${e.step}/${e.total}` : ''}` +
+          `  all ${bar((i + frac) / this.#total, 12)} ${i + 1}/${this.#total}   `,
+      );
       this.#barShown = true;
       return;
     }

@@ -47,13 +47,26 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv,
     options: {
-      sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-      host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string', multiple: true }, 'api-key-file': { type: 'string' },
-      'max-queue': { type: 'string' }, 'max-body-mb': { type: 'string' }, 'max-input-pixels': { type: 'string' },
-      'max-output-pixels': { type: 'string' }, 'job-timeout': { type: 'string' }, 'result-ttl': { type: 'string' },
-      'max-result-mb': { type: 'string' }, 'drain-timeout': { type: 'string' },
+      sd: { type: 'string' },
+      xpsr: { type: 'string' },
+      model: { type: 'string' },
+      device: { type: 'string' },
+      threads: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'api-key': { type: 'string', multiple: true },
+      'api-key-file': { type: 'string' },
+      'max-queue': { type: 'string' },
+      'max-body-mb': { type: 'string' },
+      'max-input-pixels': { type: 'string' },
+      'max-output-pixels': { type: 'string' },
+      'job-timeout': { type: 'string' },
+      'result-ttl': { type: 'string' },
+      'max-result-mb': { type: 'string' },
+      'drain-timeout': { type: 'string' },
       ...CAPTIONER_CLI_OPTIONS,
-      log: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      log: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
   if (v.help) {
@@ -72,14 +85,20 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     ...(v['api-key'] ?? []),
     ...(process.env.XPSR_API_KEYS ?? '').split(','),
     ...(v['api-key-file'] ? readFileSync(v['api-key-file'], 'utf8').split('\n') : []),
-  ].map((k) => k.trim()).filter((k) => k.length > 0);
+  ]
+    .map((k) => k.trim())
+    .filter((k) => k.length > 0);
 
   const captionerFlags = Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof typeof v] !== undefined);
   const captioner: Captioner | undefined = captionerFlags ? await createCaptionerFromOptions(captionerOptionsFromArgs(v)) : undefined;
 
   const server = await createServer({
-    sd: v.sd ?? process.env.XPSR_SD, xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS, model: v.model ?? process.env.XPSR_MODEL,
-    devices: v.device ?? 'auto', threads: num('threads', v.threads), captioner,
+    sd: v.sd ?? process.env.XPSR_SD,
+    xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS,
+    model: v.model ?? process.env.XPSR_MODEL,
+    devices: v.device ?? 'auto',
+    threads: num('threads', v.threads),
+    captioner,
     apiKeys: keys,
     maxQueue: num('max-queue', v['max-queue']),
     bodyLimitBytes: num('max-body-mb', v['max-body-mb'], 2 ** 20),
@@ -119,7 +138,10 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
   server.loaded.then(
     () => {
-      const devices = server.jobs.stats().devices.map((d) => d.name).join(', ');
+      const devices = server.jobs
+        .stats()
+        .devices.map((d) => d.name)
+        .join(', ');
       log(`ready: models loaded on ${devices} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     },
     (e: { message?: string; code?: string }) => {

@@ -78,17 +78,43 @@ failed (the other images are still processed), 2 usage error (nothing was run), 
 `;
 
 const OPTIONS = {
-  output: { type: 'string', short: 'o' }, sd: { type: 'string' }, xpsr: { type: 'string' }, model: { type: 'string' },
-  variant: { type: 'string' }, 'sd-config': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, scale: { type: 'string' }, 'process-size': { type: 'string' },
-  steps: { type: 'string' }, guidance: { type: 'string' }, 'conditioning-scale': { type: 'string' }, seed: { type: 'string' },
-  scheduler: { type: 'string' }, 'color-fix': { type: 'string' }, init: { type: 'string' }, 'added-noise-level': { type: 'string' },
-  'added-prompt': { type: 'string' }, 'negative-prompt': { type: 'string' },
-  tiling: { type: 'string' }, 'tile-size': { type: 'string' }, 'tile-overlap': { type: 'string' }, 'tile-max-pixels': { type: 'string' },
-  'memory-budget-mb': { type: 'string' }, 'vae-tiling': { type: 'string' }, 'max-input-pixels': { type: 'string' },
-  'max-aspect-ratio': { type: 'string' }, 'long-prompts': { type: 'string' }, 'low-level-guidance': { type: 'string' },
+  output: { type: 'string', short: 'o' },
+  sd: { type: 'string' },
+  xpsr: { type: 'string' },
+  model: { type: 'string' },
+  variant: { type: 'string' },
+  'sd-config': { type: 'string' },
+  device: { type: 'string' },
+  threads: { type: 'string' },
+  scale: { type: 'string' },
+  'process-size': { type: 'string' },
+  steps: { type: 'string' },
+  guidance: { type: 'string' },
+  'conditioning-scale': { type: 'string' },
+  seed: { type: 'string' },
+  scheduler: { type: 'string' },
+  'color-fix': { type: 'string' },
+  init: { type: 'string' },
+  'added-noise-level': { type: 'string' },
+  'added-prompt': { type: 'string' },
+  'negative-prompt': { type: 'string' },
+  tiling: { type: 'string' },
+  'tile-size': { type: 'string' },
+  'tile-overlap': { type: 'string' },
+  'tile-max-pixels': { type: 'string' },
+  'memory-budget-mb': { type: 'string' },
+  'vae-tiling': { type: 'string' },
+  'max-input-pixels': { type: 'string' },
+  'max-aspect-ratio': { type: 'string' },
+  'long-prompts': { type: 'string' },
+  'low-level-guidance': { type: 'string' },
   ...CAPTIONER_CLI_OPTIONS,
-  format: { type: 'string' }, overwrite: { type: 'boolean' }, 'no-metadata': { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  format: { type: 'string' },
+  overwrite: { type: 'boolean' },
+  'no-metadata': { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
 } as const;
 
 type Values = ParsedFlags<typeof OPTIONS>['values'];
@@ -126,7 +152,12 @@ function expandInputs(inputs: string[]): string[] {
   const out: string[] = [];
   for (const p of inputs) {
     if (statSafe(p)?.isDirectory()) {
-      out.push(...readdirSync(p).filter((f) => INPUT_EXTENSIONS.includes(path.extname(f).toLowerCase())).sort().map((f) => path.join(p, f)));
+      out.push(
+        ...readdirSync(p)
+          .filter((f) => INPUT_EXTENSIONS.includes(path.extname(f).toLowerCase()))
+          .sort()
+          .map((f) => path.join(p, f)),
+      );
     } else {
       out.push(p); // a missing file fails for that image (exit 1), the others still run
     }
@@ -175,13 +206,19 @@ function makePlan(v: Values, positionals: string[]): Plan {
     if (j.output === STDIO) continue;
     const key = path.resolve(j.output);
     byOutput.set(key, [...(byOutput.get(key) ?? []), j.input]);
-    if (j.input !== STDIO && path.resolve(j.input) === key) throw new UsageError(`${j.input} would be overwritten by its own output; choose another -o`);
+    if (j.input !== STDIO && path.resolve(j.input) === key)
+      throw new UsageError(`${j.input} would be overwritten by its own output; choose another -o`);
   }
   const clashes = [...byOutput].filter(([, ins]) => ins.length > 1);
   if (clashes.length) {
-    const list = clashes.slice(0, 5).map(([out, ins]) => `  ${ins.join(', ')} -> ${path.relative('.', out) || out}`).join('\n');
-    throw new UsageError(`several inputs would be written to the same output:\n${list}${clashes.length > 5 ? `\n  ... and ${clashes.length - 5} more` : ''}\n` +
-      'rename one of each group, or run them into different output folders');
+    const list = clashes
+      .slice(0, 5)
+      .map(([out, ins]) => `  ${ins.join(', ')} -> ${path.relative('.', out) || out}`)
+      .join('\n');
+    throw new UsageError(
+      `several inputs would be written to the same output:\n${list}${clashes.length > 5 ? `\n  ... and ${clashes.length - 5} more` : ''}\n` +
+        'rename one of each group, or run them into different output folders',
+    );
   }
   for (const j of jobs) j.skip = j.output !== STDIO && !v.overwrite && statSafe(j.output) !== undefined;
 
@@ -189,32 +226,50 @@ function makePlan(v: Values, positionals: string[]): Plan {
   const n = numberFlag;
   const tileFlags = ['tile-size', 'tile-overlap', 'tile-max-pixels', 'memory-budget-mb'] as const;
   const upscale: UpscaleOptions = {
-    scale: n('--scale', v.scale), processSize: n('--process-size', v['process-size']), steps: n('--steps', v.steps),
-    guidanceScale: n('--guidance', v.guidance), conditioningScale: n('--conditioning-scale', v['conditioning-scale']),
-    seed: n('--seed', v.seed), scheduler: v.scheduler, colorFix: v['color-fix'] as UpscaleOptions['colorFix'],
-    init: v.init as UpscaleOptions['init'], addedNoiseLevel: n('--added-noise-level', v['added-noise-level']),
-    addedPrompt: v['added-prompt'], negativePrompt: v['negative-prompt'],
-    longPrompts: v['long-prompts'] as UpscaleOptions['longPrompts'], lowLevelGuidance: v['low-level-guidance'] as UpscaleOptions['lowLevelGuidance'],
-    maxInputPixels: n('--max-input-pixels', v['max-input-pixels']), maxAspectRatio: n('--max-aspect-ratio', v['max-aspect-ratio']),
+    scale: n('--scale', v.scale),
+    processSize: n('--process-size', v['process-size']),
+    steps: n('--steps', v.steps),
+    guidanceScale: n('--guidance', v.guidance),
+    conditioningScale: n('--conditioning-scale', v['conditioning-scale']),
+    seed: n('--seed', v.seed),
+    scheduler: v.scheduler,
+    colorFix: v['color-fix'] as UpscaleOptions['colorFix'],
+    init: v.init as UpscaleOptions['init'],
+    addedNoiseLevel: n('--added-noise-level', v['added-noise-level']),
+    addedPrompt: v['added-prompt'],
+    negativePrompt: v['negative-prompt'],
+    longPrompts: v['long-prompts'] as UpscaleOptions['longPrompts'],
+    lowLevelGuidance: v['low-level-guidance'] as UpscaleOptions['lowLevelGuidance'],
+    maxInputPixels: n('--max-input-pixels', v['max-input-pixels']),
+    maxAspectRatio: n('--max-aspect-ratio', v['max-aspect-ratio']),
     vaeTiling: v['vae-tiling'] as UpscaleOptions['vaeTiling'],
     tiling: tileFlags.some((f) => v[f] !== undefined)
       ? {
-        mode: (v.tiling ?? 'auto') as 'auto', tileSize: n('--tile-size', v['tile-size']), overlap: n('--tile-overlap', v['tile-overlap']),
-        maxLatentPixels: n('--tile-max-pixels', v['tile-max-pixels']), memoryBudgetMB: n('--memory-budget-mb', v['memory-budget-mb']),
-      }
+          mode: (v.tiling ?? 'auto') as 'auto',
+          tileSize: n('--tile-size', v['tile-size']),
+          overlap: n('--tile-overlap', v['tile-overlap']),
+          maxLatentPixels: n('--tile-max-pixels', v['tile-max-pixels']),
+          memoryBudgetMB: n('--memory-budget-mb', v['memory-budget-mb']),
+        }
       : (v.tiling as UpscaleOptions['tiling']),
     instructions: xpsrInstructionsFromArgs(v),
   };
   asUsage(() => resolveUpscaleOptions(upscale));
   const load: LoadOptions = {
-    sd: v.sd ?? process.env.XPSR_SD, xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS, model: v.model ?? process.env.XPSR_MODEL,
-    variant: v.variant, sdConfig: v['sd-config'], device: v.device, threads: n('--threads', v.threads),
+    sd: v.sd ?? process.env.XPSR_SD,
+    xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS,
+    model: v.model ?? process.env.XPSR_MODEL,
+    variant: v.variant,
+    sdConfig: v['sd-config'],
+    device: v.device,
+    threads: n('--threads', v.threads),
   };
   asUsage(() => {
     try {
       checkLoadOptions(load);
     } catch (e) {
-      if (!load.model && !(load.sd && load.xpsr)) throw new UsageError('the weights are needed: --sd DIR --xpsr DIR, or --model DIR (or env XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL)');
+      if (!load.model && !(load.sd && load.xpsr))
+        throw new UsageError('the weights are needed: --sd DIR --xpsr DIR, or --model DIR (or env XPSR_SD / XPSR_WEIGHTS / XPSR_MODEL)');
       throw e;
     }
     resolveWeights(load); // folders, files or cached repo ids present (nothing is read yet)

@@ -35,7 +35,11 @@ export async function makeDemoComponents(engine: Engine): Promise<LoadedComponen
     engine.loadSynthetic('controlnet', m.controlnet, m.seed + 3),
   ]);
   return {
-    tokenizer, textEncoder: textEncoder as LoadedComponents['textEncoder'], vae: vae as LoadedComponents['vae'],
-    unet: unet as LoadedComponents['unet'], controlnet: controlnet as LoadedComponents['controlnet'], schedulerConfig: m.scheduler,
+    tokenizer,
+    textEncoder: textEncoder as LoadedComponents['textEncoder'],
+    vae: vae as LoadedComponents['vae'],
+    unet: unet as LoadedComponents['unet'],
+    controlnet: controlnet as LoadedComponents['controlnet'],
+    schedulerConfig: m.scheduler,
   };
 }

@@ -195,7 +195,10 @@ export class Engine {
   }
   /** AutoencoderKL from a folder or an SD-1.5 single file; `encoder`/`decoder` false skips loading that half. */
   async loadVae(path: string, options: { encoder?: boolean; decoder?: boolean } & WeightSourceOptions = {}): Promise<Vae> {
-    return new Vae(this, await this.#load('vae', { path, vaeEncoder: options.encoder ?? true, vaeDecoder: options.decoder ?? true, ...source(options) }));
+    return new Vae(
+      this,
+      await this.#load('vae', { path, vaeEncoder: options.encoder ?? true, vaeDecoder: options.decoder ?? true, ...source(options) }),
+    );
   }
   /** XPSR UNet (config.json + diffusion_pytorch_model.safetensors / .bin). */
   async loadUNet(path: string, options: WeightSourceOptions = {}): Promise<UNet> {
@@ -222,10 +225,14 @@ export class Engine {
   async loadSynthetic(kind: ModelKind, config: object, seed = 1): Promise<Model> {
     const info = await this.#load(kind, { synthetic: true, configJson: JSON.stringify(config), seed });
     switch (kind) {
-      case 'text_encoder': return new ClipTextEncoder(this, info);
-      case 'vae': return new Vae(this, info);
-      case 'unet': return new UNet(this, info);
-      default: return new ControlNet(this, info);
+      case 'text_encoder':
+        return new ClipTextEncoder(this, info);
+      case 'vae':
+        return new Vae(this, info);
+      case 'unet':
+        return new UNet(this, info);
+      default:
+        return new ControlNet(this, info);
     }
   }
 
@@ -239,13 +246,21 @@ export class Engine {
     const r = await this.call(options, (native, cancel) =>
       native.step(
         {
-          controlnet: controlnet.id, unet: unet.id, sample: args.sample, timestep: args.timestep,
-          ctxHigh: keep(args.ctxHigh)!, ctxLow: keep(args.ctxLow), cond: keep(args.cond), image: keep(args.image),
-          conditioningScale: args.conditioningScale, reuseConstants: args.reuseConstants ?? false,
+          controlnet: controlnet.id,
+          unet: unet.id,
+          sample: args.sample,
+          timestep: args.timestep,
+          ctxHigh: keep(args.ctxHigh)!,
+          ctxLow: keep(args.ctxLow),
+          cond: keep(args.cond),
+          image: keep(args.image),
+          conditioningScale: args.conditioningScale,
+          reuseConstants: args.reuseConstants ?? false,
           intermediates: options.intermediates ?? false,
         },
         cancel,
-      ));
+      ),
+    );
     return { noisePred: r.noisePred, residuals: options.intermediates ? r.residuals : undefined, intermediates: r.intermediates, stats: r.stats };
   }
 
@@ -307,7 +322,8 @@ export class ClipTextEncoder extends Model {
   /** input ids [B, L] (L <= max_position_embeddings) -> last_hidden_state [B, L, D]; intermediates: hidden_states.k. */
   async encode(ids: Int32Array | BigInt64Array, shape: [number, number], options: RunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.textEncode({ model: this.id, inputIds: { shape, data: ids }, intermediates: options.intermediates ?? false }, cancel));
+      native.textEncode({ model: this.id, inputIds: { shape, data: ids }, intermediates: options.intermediates ?? false }, cancel),
+    );
     return { lastHiddenState: r.lastHiddenState, intermediates: r.intermediates, stats: r.stats };
   }
 }
@@ -330,13 +346,15 @@ export class Vae extends Model {
   /** x [N, 3, H, W] in [-1, 1] -> moments [N, 2*latent, H/8, W/8] (mean | logvar, before clamping). */
   async encode(x: Tensor, options: RunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.vaeEncode({ model: this.id, x, intermediates: options.intermediates ?? false }, cancel));
+      native.vaeEncode({ model: this.id, x, intermediates: options.intermediates ?? false }, cancel),
+    );
     return { moments: r.moments, intermediates: r.intermediates, stats: r.stats };
   }
   /** z [N, latent, h, w] (latents / scaling factor) -> image [N, 3, 8h, 8w] in about [-1, 1]. */
   async decode(z: Tensor, options: RunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.vaeDecode({ model: this.id, z, intermediates: options.intermediates ?? false }, cancel));
+      native.vaeDecode({ model: this.id, z, intermediates: options.intermediates ?? false }, cancel),
+    );
     return { image: r.image, intermediates: r.intermediates, stats: r.stats };
   }
   /**
@@ -347,7 +365,8 @@ export class Vae extends Model {
    */
   async encodeTiled(x: Tensor, options: VaeTileRunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.vaeEncodeTiled({ model: this.id, x, tile: options.tile, pad: options.pad }, cancel));
+      native.vaeEncodeTiled({ model: this.id, x, tile: options.tile, pad: options.pad }, cancel),
+    );
     return { moments: r.moments, stats: r.stats };
   }
   /**
@@ -356,7 +375,8 @@ export class Vae extends Model {
    */
   async decodeTiled(z: Tensor, options: VaeTileRunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.vaeDecodeTiled({ model: this.id, z, tile: options.tile, pad: options.pad }, cancel));
+      native.vaeDecodeTiled({ model: this.id, z, tile: options.tile, pad: options.pad }, cancel),
+    );
     return { image: r.image, stats: r.stats };
   }
 }
@@ -366,13 +386,15 @@ export class ControlNet extends Model {
   /** image [N, 3, H, W] in [0, 1] -> conditioning embedding [N, C0, H/8, W/8] (once per image). */
   async condEmbedding(image: Tensor, options: RunOptions = {}): Promise<Tensor> {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.condEmbedding({ model: this.id, image, intermediates: options.intermediates ?? false }, cancel));
+      native.condEmbedding({ model: this.id, image, intermediates: options.intermediates ?? false }, cancel),
+    );
     return r.cond;
   }
   /** Residuals (already times conditioningScale): `down` in skip order and `mid`. */
   async forward(args: ControlNetInputs, options: RunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.controlnetForward({ model: this.id, ...args, intermediates: options.intermediates ?? false }, cancel));
+      native.controlnetForward({ model: this.id, ...args, intermediates: options.intermediates ?? false }, cancel),
+    );
     return { down: r.down, mid: r.mid, intermediates: r.intermediates, stats: r.stats };
   }
 }
@@ -380,12 +402,10 @@ export class ControlNet extends Model {
 /** The XPSR UNet. */
 export class UNet extends Model {
   /** ε prediction [N, 4, h, w] given the ControlNet residuals. */
-  async forward(
-    args: { sample: Tensor; timestep: number; ctxHigh: Tensor; ctxLow?: Tensor; down: Tensor[]; mid: Tensor },
-    options: RunOptions = {},
-  ) {
+  async forward(args: { sample: Tensor; timestep: number; ctxHigh: Tensor; ctxLow?: Tensor; down: Tensor[]; mid: Tensor }, options: RunOptions = {}) {
     const r = await this.engine.call(options, (native, cancel) =>
-      native.unetForward({ model: this.id, ...args, intermediates: options.intermediates ?? false }, cancel));
+      native.unetForward({ model: this.id, ...args, intermediates: options.intermediates ?? false }, cancel),
+    );
     return { sample: r.sample, intermediates: r.intermediates, stats: r.stats };
   }
 }

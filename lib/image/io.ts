@@ -110,9 +110,7 @@ export function describeInput(input: unknown, name?: string): string {
 }
 
 function isSharp(x: unknown): x is Sharp {
-  return (
-    typeof x === 'object' && x !== null && typeof (x as Sharp).metadata === 'function' && typeof (x as Sharp).clone === 'function'
-  );
+  return typeof x === 'object' && x !== null && typeof (x as Sharp).metadata === 'function' && typeof (x as Sharp).clone === 'function';
 }
 
 function fmtInt(n: number): string {
@@ -241,8 +239,7 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
   if (mw * mh > limit) {
     throw new XpsrError(
       ERR_IMAGE_TOO_LARGE,
-      `Image ${what} is ${mw}x${mh} = ${fmtInt(mw * mh)} pixels, more than 'maxInputPixels' (${fmtInt(limit)}); ` +
-        raiseLimitAdvice(mw * mh),
+      `Image ${what} is ${mw}x${mh} = ${fmtInt(mw * mh)} pixels, more than 'maxInputPixels' (${fmtInt(limit)}); ` + raiseLimitAdvice(mw * mh),
       { input: what, width: mw, height: mh, pixels: mw * mh, maxInputPixels: limit, option: 'maxInputPixels' },
     );
   }
@@ -413,7 +410,8 @@ export async function encodeImage(img: RgbImage, formatOrPath: string, options: 
 export const XMP_NAMESPACE = 'https://github.com/xpsr-native/ns/1.0/';
 
 const xmlEscape = (v: string) =>
-  v.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!)
+  v
+    .replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!)
     // XML 1.0 cannot hold most control characters even escaped: keep tab/newline/CR, drop the rest
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '');
 
@@ -422,10 +420,12 @@ function toXmp(fields: Record<string, string>): string {
     if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(k)) throw new XpsrError(ERR_INVALID_ARGUMENT, `metadata key '${k}' is not a valid XML name`);
     return `<xpsr:${k}>${xmlEscape(String(v))}</xpsr:${k}>`;
   });
-  return '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">' +
+  return (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">' +
     '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">' +
     `<rdf:Description rdf:about="" xmlns:xpsr="${XMP_NAMESPACE}">${props.join('')}</rdf:Description>` +
-    '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>';
+    '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+  );
 }
 
 /** The `xpsr:` fields of an image written with encodeImage({ metadata }) (an empty object if none). */
@@ -462,8 +462,16 @@ export async function writeFileAtomic(file: string, data: Uint8Array): Promise<v
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
     const code = (e as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'the folder does not exist' : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-      : code === 'ENOSPC' ? 'no space left on the device' : code === 'EISDIR' ? 'it is a folder' : sharpMessage(e);
+    const reason =
+      code === 'ENOENT'
+        ? 'the folder does not exist'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied'
+          : code === 'ENOSPC'
+            ? 'no space left on the device'
+            : code === 'EISDIR'
+              ? 'it is a folder'
+              : sharpMessage(e);
     throw new XpsrError(ERR_IO, `Cannot write image '${file}': ${reason}`, { path: file, reason: code ?? reason }, { cause: e });
   }
 }

@@ -111,10 +111,7 @@ export function preprocessGeometry(inputWidth: number, inputHeight: number, opti
 }
 
 /** Run the official preprocessing chain on a decoded LR RGB image. */
-export function preprocess(
-  img: { rgb: Uint8Array; width: number; height: number },
-  options: PreprocessOptions = {},
-): PreprocessResult {
+export function preprocess(img: { rgb: Uint8Array; width: number; height: number }, options: PreprocessOptions = {}): PreprocessResult {
   const geo = preprocessGeometry(img.width, img.height, options);
   checkBuffer(img.rgb, img.width * img.height * 3, 'preprocess: rgb');
   let cur = { data: img.rgb, width: img.width, height: img.height, channels: 3 };

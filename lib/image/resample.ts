@@ -227,14 +227,7 @@ function resampleHorizontal(
 }
 
 /** Vertical pass over a whole image (rows already shifted so that bounds index into `src`). */
-function resampleVertical(
-  src: Uint8Array,
-  w: number,
-  ch: number,
-  outH: number,
-  c: AxisCoefficients,
-  boundsShift: number,
-): Uint8Array {
+function resampleVertical(src: Uint8Array, w: number, ch: number, outH: number, c: AxisCoefficients, boundsShift: number): Uint8Array {
   const rowLen = w * ch;
   const out = new Uint8Array(rowLen * outH);
   const { ksize, bounds, fixed } = c;
@@ -256,23 +249,34 @@ function resampleVertical(
     const ob = yy * rowLen;
     // int32 arithmetic like Pillow's C code (normalised weights keep every partial sum in range)
     if (n === 4) {
-      const o0 = offs[0]!, o1 = offs[1]!, o2 = offs[2]!, o3 = offs[3]!;
-      const k0 = ks[0]!, k1 = ks[1]!, k2 = ks[2]!, k3 = ks[3]!;
+      const o0 = offs[0]!,
+        o1 = offs[1]!,
+        o2 = offs[2]!,
+        o3 = offs[3]!;
+      const k0 = ks[0]!,
+        k1 = ks[1]!,
+        k2 = ks[2]!,
+        k3 = ks[3]!;
       for (let i = 0; i < rowLen; i++) {
-        const s =
-          (HALF + Math.imul(src[o0 + i]!, k0) + Math.imul(src[o1 + i]!, k1) + Math.imul(src[o2 + i]!, k2) + Math.imul(src[o3 + i]!, k3)) | 0;
+        const s = (HALF + Math.imul(src[o0 + i]!, k0) + Math.imul(src[o1 + i]!, k1) + Math.imul(src[o2 + i]!, k2) + Math.imul(src[o3 + i]!, k3)) | 0;
         out[ob + i] = clip8(s);
       }
     } else if (n === 3) {
-      const o0 = offs[0]!, o1 = offs[1]!, o2 = offs[2]!;
-      const k0 = ks[0]!, k1 = ks[1]!, k2 = ks[2]!;
+      const o0 = offs[0]!,
+        o1 = offs[1]!,
+        o2 = offs[2]!;
+      const k0 = ks[0]!,
+        k1 = ks[1]!,
+        k2 = ks[2]!;
       for (let i = 0; i < rowLen; i++) {
         const s = (HALF + Math.imul(src[o0 + i]!, k0) + Math.imul(src[o1 + i]!, k1) + Math.imul(src[o2 + i]!, k2)) | 0;
         out[ob + i] = clip8(s);
       }
     } else if (n === 2) {
-      const o0 = offs[0]!, o1 = offs[1]!;
-      const k0 = ks[0]!, k1 = ks[1]!;
+      const o0 = offs[0]!,
+        o1 = offs[1]!;
+      const k0 = ks[0]!,
+        k1 = ks[1]!;
       for (let i = 0; i < rowLen; i++) {
         out[ob + i] = clip8((HALF + Math.imul(src[o0 + i]!, k0) + Math.imul(src[o1 + i]!, k1)) | 0);
       }
@@ -356,13 +360,7 @@ function checkImage(img: Image8, what: string): number {
  * Note: 4-channel input is resampled channel by channel (Pillow's "RGBX"/"CMYK" behaviour, not its
  * premultiplied RGBA path).
  */
-export function resize(
-  img: Image8,
-  newW: number,
-  newH: number,
-  filter: ResampleFilter = 'bicubic',
-  options: ResizeOptions = {},
-): ResizedImage8 {
+export function resize(img: Image8, newW: number, newH: number, filter: ResampleFilter = 'bicubic', options: ResizeOptions = {}): ResizedImage8 {
   const ch = checkImage(img, 'image');
   if (!Number.isInteger(newW) || newW < 1) throw invalidOption('width', 'a positive integer', newW);
   if (!Number.isInteger(newH) || newH < 1) throw invalidOption('height', 'a positive integer', newH);

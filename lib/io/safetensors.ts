@@ -28,16 +28,20 @@ import { endianness } from 'node:os';
 import { ERR_INVALID_ARGUMENT, ERR_IO, ERR_WEIGHTS_INVALID, XpsrError } from '../errors.js';
 
 /** Element types of the safetensors format. */
-export type Dtype =
-  | 'F64' | 'F32' | 'F16' | 'BF16'
-  | 'I64' | 'I32' | 'I16' | 'I8'
-  | 'U64' | 'U32' | 'U16' | 'U8'
-  | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
+export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
 
 /** Typed array holding a tensor's elements (see the module doc for the dtype → array mapping). */
 export type TensorData =
-  | Float64Array | Float32Array | Uint16Array | BigInt64Array | BigUint64Array
-  | Int32Array | Uint32Array | Int16Array | Int8Array | Uint8Array;
+  | Float64Array
+  | Float32Array
+  | Uint16Array
+  | BigInt64Array
+  | BigUint64Array
+  | Int32Array
+  | Uint32Array
+  | Int16Array
+  | Int8Array
+  | Uint8Array;
 
 /** A tensor: dtype, shape (row-major, `[]` = scalar) and its elements (length = product of shape). */
 export interface Tensor {
@@ -54,10 +58,21 @@ export interface SafetensorsFile {
 
 /** Bytes per element for every dtype. */
 export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = Object.freeze({
-  F64: 8, F32: 4, F16: 2, BF16: 2,
-  I64: 8, I32: 4, I16: 2, I8: 1,
-  U64: 8, U32: 4, U16: 2, U8: 1,
-  BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
 });
 
 /** Largest header accepted (safetensors itself caps it at 100 MB). */
@@ -65,21 +80,36 @@ const MAX_HEADER = 100_000_000;
 const LITTLE_ENDIAN_HOST = endianness() === 'LE';
 
 function isDtype(s: unknown): s is Dtype {
-  return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_SIZE, s);
+  return typeof s === 'string' && Object.hasOwn(DTYPE_SIZE, s);
 }
 
 function allocate(dtype: Dtype, n: number): TensorData {
   switch (dtype) {
-    case 'F64': return new Float64Array(n);
-    case 'F32': return new Float32Array(n);
-    case 'F16': case 'BF16': case 'U16': return new Uint16Array(n);
-    case 'I64': return new BigInt64Array(n);
-    case 'U64': return new BigUint64Array(n);
-    case 'I32': return new Int32Array(n);
-    case 'U32': return new Uint32Array(n);
-    case 'I16': return new Int16Array(n);
-    case 'I8': return new Int8Array(n);
-    case 'U8': case 'BOOL': case 'F8_E4M3': case 'F8_E5M2': return new Uint8Array(n);
+    case 'F64':
+      return new Float64Array(n);
+    case 'F32':
+      return new Float32Array(n);
+    case 'F16':
+    case 'BF16':
+    case 'U16':
+      return new Uint16Array(n);
+    case 'I64':
+      return new BigInt64Array(n);
+    case 'U64':
+      return new BigUint64Array(n);
+    case 'I32':
+      return new Int32Array(n);
+    case 'U32':
+      return new Uint32Array(n);
+    case 'I16':
+      return new Int16Array(n);
+    case 'I8':
+      return new Int8Array(n);
+    case 'U8':
+    case 'BOOL':
+    case 'F8_E4M3':
+    case 'F8_E5M2':
+      return new Uint8Array(n);
   }
 }
 
@@ -92,7 +122,9 @@ function swapBytes(bytes: Uint8Array, width: number): void {
   if (width === 1) return;
   for (let i = 0; i < bytes.length; i += width) {
     for (let a = i, b = i + width - 1; a < b; a++, b--) {
-      const t = bytes[a]!; bytes[a] = bytes[b]!; bytes[b] = t;
+      const t = bytes[a]!;
+      bytes[a] = bytes[b]!;
+      bytes[b] = t;
     }
   }
 }
@@ -127,8 +159,7 @@ export function readSafetensors(source: string | Uint8Array, name?: string): Saf
       bytes = new Uint8Array(buf.buffer as ArrayBuffer, buf.byteOffset, buf.byteLength);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new XpsrError(ERR_IO, `${where}: cannot read safetensors file (${code ?? String(e)})`,
-        { path: source }, { cause: e });
+      throw new XpsrError(ERR_IO, `${where}: cannot read safetensors file (${code ?? String(e)})`, { path: source }, { cause: e });
     }
   } else if (source instanceof Uint8Array) {
     bytes = source;
@@ -236,13 +267,22 @@ export function serializeSafetensors(tensors: TensorCollection, metadata?: Recor
     if (!isDtype(t.dtype)) throw new XpsrError(ERR_INVALID_ARGUMENT, `writeSafetensors: tensor "${key}" has unknown dtype ${String(t.dtype)}`);
     const want = expectedArray(t.dtype);
     if (!(t.data instanceof want)) {
-      throw new XpsrError(ERR_INVALID_ARGUMENT, `writeSafetensors: tensor "${key}" (${t.dtype}) needs a ${want.name}, got ${(t.data as object | undefined)?.constructor?.name}`);
+      throw new XpsrError(
+        ERR_INVALID_ARGUMENT,
+        `writeSafetensors: tensor "${key}" (${t.dtype}) needs a ${want.name}, got ${(t.data as object | undefined)?.constructor?.name}`,
+      );
     }
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || product(t.shape) !== t.data.length) {
-      throw new XpsrError(ERR_INVALID_ARGUMENT, `writeSafetensors: tensor "${key}" shape ${JSON.stringify(t.shape)} does not match its ${t.data.length} elements`);
+      throw new XpsrError(
+        ERR_INVALID_ARGUMENT,
+        `writeSafetensors: tensor "${key}" shape ${JSON.stringify(t.shape)} does not match its ${t.data.length} elements`,
+      );
     }
     let raw = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    if (!LITTLE_ENDIAN_HOST) { raw = raw.slice(); swapBytes(raw, DTYPE_SIZE[t.dtype]); }
+    if (!LITTLE_ENDIAN_HOST) {
+      raw = raw.slice();
+      swapBytes(raw, DTYPE_SIZE[t.dtype]);
+    }
     header[key] = { dtype: t.dtype, shape: t.shape.slice(), data_offsets: [offset, offset + raw.length] };
     parts.push(raw);
     offset += raw.length;
@@ -254,7 +294,10 @@ export function serializeSafetensors(tensors: TensorCollection, metadata?: Recor
   out.set(jsonBytes, 8);
   out.fill(0x20, 8 + jsonBytes.length, 8 + headerLen);
   let pos = 8 + headerLen;
-  for (const p of parts) { out.set(p, pos); pos += p.length; }
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
   return out;
 }
 
@@ -294,13 +337,32 @@ export function bf16ToFloat(b: number): number {
 export function toFloat32(t: Tensor): Float32Array {
   const d = t.data;
   switch (t.dtype) {
-    case 'F32': return d as Float32Array;
-    case 'F16': { const s = d as Uint16Array; const o = new Float32Array(s.length); for (let i = 0; i < s.length; i++) o[i] = halfToFloat(s[i]!); return o; }
-    case 'BF16': { const s = d as Uint16Array; const o = new Float32Array(s.length); for (let i = 0; i < s.length; i++) o[i] = bf16ToFloat(s[i]!); return o; }
-    case 'I64': case 'U64': { const s = d as BigInt64Array | BigUint64Array; const o = new Float32Array(s.length); for (let i = 0; i < s.length; i++) o[i] = Number(s[i]!); return o; }
-    case 'F8_E4M3': case 'F8_E5M2':
+    case 'F32':
+      return d as Float32Array;
+    case 'F16': {
+      const s = d as Uint16Array;
+      const o = new Float32Array(s.length);
+      for (let i = 0; i < s.length; i++) o[i] = halfToFloat(s[i]!);
+      return o;
+    }
+    case 'BF16': {
+      const s = d as Uint16Array;
+      const o = new Float32Array(s.length);
+      for (let i = 0; i < s.length; i++) o[i] = bf16ToFloat(s[i]!);
+      return o;
+    }
+    case 'I64':
+    case 'U64': {
+      const s = d as BigInt64Array | BigUint64Array;
+      const o = new Float32Array(s.length);
+      for (let i = 0; i < s.length; i++) o[i] = Number(s[i]!);
+      return o;
+    }
+    case 'F8_E4M3':
+    case 'F8_E5M2':
       throw new XpsrError(ERR_INVALID_ARGUMENT, `toFloat32: ${t.dtype} tensors are not supported`);
-    default: return Float32Array.from(d as Float64Array);
+    default:
+      return Float32Array.from(d as Float64Array);
   }
 }
 

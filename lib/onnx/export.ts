@@ -87,7 +87,8 @@ const PARTS = new Set<OnnxPart>(['text_encoder', 'vae_encoder', 'vae_decoder', '
 function source(name: string, s: ComponentSource | undefined): NativeSource | undefined {
   if (s === undefined) return undefined;
   if ('path' in s && typeof s.path === 'string') return { path: s.path, configJson: s.configJson, variant: s.variant };
-  if ('synthetic' in s && s.synthetic && typeof s.config === 'object') return { configJson: JSON.stringify(s.config), synthetic: true, seed: s.seed ?? 1 };
+  if ('synthetic' in s && s.synthetic && typeof s.config === 'object')
+    return { configJson: JSON.stringify(s.config), synthetic: true, seed: s.seed ?? 1 };
   throw new XpsrError('ERR_INVALID_OPTION', `components.${name} must be { path } or { config, synthetic: true }`);
 }
 
@@ -99,7 +100,8 @@ function positiveInt(name: string, v: number | undefined): number | undefined {
 
 /** Exports the networks; resolves with the manifest (also written to `out/manifest.json`). */
 export async function exportOnnx(options: OnnxExportOptions): Promise<OnnxManifest> {
-  if (!options || typeof options.out !== 'string' || options.out === '') throw new XpsrError('ERR_INVALID_OPTION', "'out' (output folder) is required");
+  if (!options || typeof options.out !== 'string' || options.out === '')
+    throw new XpsrError('ERR_INVALID_OPTION', "'out' (output folder) is required");
   const c = options.components ?? {};
   for (const p of options.parts ?? [])
     if (!PARTS.has(p)) throw new XpsrError('ERR_INVALID_OPTION', `unknown part '${String(p)}' (${[...PARTS].join(', ')})`);
@@ -111,7 +113,12 @@ export async function exportOnnx(options: OnnxExportOptions): Promise<OnnxManife
   if (options.external !== undefined && !['auto', 'always', 'never'].includes(options.external))
     throw new XpsrError('ERR_INVALID_OPTION', `'external' must be 'auto', 'always' or 'never'`);
   const native = {
-    components: { textEncoder: source('textEncoder', c.textEncoder), vae: source('vae', c.vae), unet: source('unet', c.unet), controlnet: source('controlnet', c.controlnet) },
+    components: {
+      textEncoder: source('textEncoder', c.textEncoder),
+      vae: source('vae', c.vae),
+      unet: source('unet', c.unet),
+      controlnet: source('controlnet', c.controlnet),
+    },
     out: options.out,
     parts: options.parts,
     sizes: options.sizes,

@@ -37,19 +37,24 @@ export class OnnxExport {
     } catch (e) {
       throw new XpsrError('ERR_WEIGHTS_MISSING', `${dir} is not an ONNX export folder (manifest.json: ${(e as Error).message})`);
     }
-    if (manifest.format !== 'xpsr-onnx-export/1') throw new XpsrError('ERR_WEIGHTS_INVALID', `${dir}/manifest.json: unknown format '${String(manifest.format)}'`);
+    if (manifest.format !== 'xpsr-onnx-export/1')
+      throw new XpsrError('ERR_WEIGHTS_INVALID', `${dir}/manifest.json: unknown format '${String(manifest.format)}'`);
     return new OnnxExport(dir, manifest, options);
   }
 
   /** The file of `part` for an image of W x H (any size for the text encoder) and `batch` rows. */
   file(part: OnnxPart, batch: number, width?: number, height?: number): OnnxExportedFile {
-    const f = this.manifest.files.find((x) => x.part === part && (width === undefined || (x.width === width && x.height === height)) &&
-      (this.manifest.dynamicBatch || x.batch === batch));
+    const f = this.manifest.files.find(
+      (x) =>
+        x.part === part && (width === undefined || (x.width === width && x.height === height)) && (this.manifest.dynamicBatch || x.batch === batch),
+    );
     if (!f) {
       const have = this.manifest.files.filter((x) => x.part === part).map((x) => `${x.width ?? '-'}x${x.height ?? '-'} batch ${x.batch}`);
-      throw new XpsrError('ERR_UNSUPPORTED',
+      throw new XpsrError(
+        'ERR_UNSUPPORTED',
         `${this.dir} has no '${part}' graph for ${width !== undefined ? `${width}x${height} ` : ''}batch ${batch} ` +
-        `(it has: ${have.join(', ') || 'none'}); export that size with \`xpsr export onnx --size ${width ?? 512}x${height ?? 512}\``);
+          `(it has: ${have.join(', ') || 'none'}); export that size with \`xpsr export onnx --size ${width ?? 512}x${height ?? 512}\``,
+      );
     }
     return f;
   }
@@ -102,7 +107,9 @@ export class OnnxVae {
     return { image: (await s.run({ latent: z })).image };
   }
   encodeTiled(): Promise<{ moments: Tensor }> {
-    return Promise.reject(new XpsrError('ERR_UNSUPPORTED', "the onnxruntime engine has no tiled VAE: use vaeTiling 'off' and export the image's size"));
+    return Promise.reject(
+      new XpsrError('ERR_UNSUPPORTED', "the onnxruntime engine has no tiled VAE: use vaeTiling 'off' and export the image's size"),
+    );
   }
   decodeTiled(): Promise<{ image: Tensor }> {
     return this.encodeTiled() as unknown as Promise<{ image: Tensor }>;
@@ -148,7 +155,10 @@ export class OnnxStepRunner {
     };
     if (args.ctxLow) feeds.lowlevel_encoder_hidden_states = args.ctxLow;
     const out = await (await this.x.session(f)).run(feeds);
-    const res = Object.keys(out).filter((k) => k.startsWith('controlnet.')).sort().map((k) => out[k]);
+    const res = Object.keys(out)
+      .filter((k) => k.startsWith('controlnet.'))
+      .sort()
+      .map((k) => out[k]);
     return { noisePred: out.noise_pred, residuals: options.intermediates && res.length ? res : undefined };
   }
 }

@@ -30,8 +30,10 @@ function get(f: SafetensorsFile, key: string): StTensor {
 }
 const tensor = (f: SafetensorsFile, key: string): Tensor => ({ shape: get(f, key).shape, data: toFloat32(get(f, key)) });
 const scalar = (v: number): Tensor => ({ shape: [1], data: Float32Array.of(v) });
-const timesteps = (f: SafetensorsFile, n: number): Tensor =>
-  ({ shape: [n], data: new Float32Array(n).fill(Number(toFloat32(get(f, 'input.timestep'))[0])) });
+const timesteps = (f: SafetensorsFile, n: number): Tensor => ({
+  shape: [n],
+  data: new Float32Array(n).fill(Number(toFloat32(get(f, 'input.timestep'))[0])),
+});
 
 /** Exports `parts` of the fixture model into a temporary folder, runs `fn` on the sessions, cleans up. */
 async function withExport<T>(
@@ -61,7 +63,13 @@ async function withExport<T>(
 const model = (ctx: ParityContext, sub: string) => ({ path: path.join(ctx.dir, 'model', sub) });
 
 /** Every output with a same-named golden tensor (optionally renamed), sorted like the engine's checks. */
-function compare(component: string, outputs: Record<string, Tensor>, ref: SafetensorsFile, tol: number, rename: Record<string, string> = {}): ParityLine[] {
+function compare(
+  component: string,
+  outputs: Record<string, Tensor>,
+  ref: SafetensorsFile,
+  tol: number,
+  rename: Record<string, string> = {},
+): ParityLine[] {
   const lines: ParityLine[] = [];
   for (const [name, t] of Object.entries(outputs).sort(([a], [b]) => a.localeCompare(b))) {
     const key = rename[name] ?? name;
@@ -101,15 +109,22 @@ function unetCheck(variant: OnnxVariant, component: string, modelDir: string, fi
         encoder_hidden_states: tensor(f, 'input.encoder_hidden_states'),
         mid_block_additional_residual: tensor(f, 'input.mid_block_additional_residual'),
       };
-      if (f.tensors.has('input.lowlevel_encoder_hidden_states')) feeds.lowlevel_encoder_hidden_states = tensor(f, 'input.lowlevel_encoder_hidden_states');
-      for (const k of f.tensors.keys())
-        if (k.startsWith('input.down_block_additional_residuals.')) feeds[k.slice('input.'.length)] = tensor(f, k);
-      return withExport(variant, ctx, { unet: model(ctx, modelDir) }, { parts: ['unet'], sizes: [sizeOf(sample)], batch: sample.shape[0] }, async (open) => {
-        const out = await (await open('unet')).run(feeds);
-        const lines = compare(component, out, f, ctx.tol, { noise_pred: 'sample_out' });
-        if (intermediates && existsSync(path.join(ctx.dir, intermediates))) lines.push(...compare(component, out, ctx.read(intermediates), ctx.tol));
-        return lines;
-      });
+      if (f.tensors.has('input.lowlevel_encoder_hidden_states'))
+        feeds.lowlevel_encoder_hidden_states = tensor(f, 'input.lowlevel_encoder_hidden_states');
+      for (const k of f.tensors.keys()) if (k.startsWith('input.down_block_additional_residuals.')) feeds[k.slice('input.'.length)] = tensor(f, k);
+      return withExport(
+        variant,
+        ctx,
+        { unet: model(ctx, modelDir) },
+        { parts: ['unet'], sizes: [sizeOf(sample)], batch: sample.shape[0] },
+        async (open) => {
+          const out = await (await open('unet')).run(feeds);
+          const lines = compare(component, out, f, ctx.tol, { noise_pred: 'sample_out' });
+          if (intermediates && existsSync(path.join(ctx.dir, intermediates)))
+            lines.push(...compare(component, out, ctx.read(intermediates), ctx.tol));
+          return lines;
+        },
+      );
     },
   };
 }
@@ -126,15 +141,33 @@ function onnxPipelineLoader(variant: OnnxVariant, name: string): PipelineLoader 
     const out = mkdtempSync(path.join(tmpdir(), 'xpsr-onnx-pipeline-'));
     try {
       await exportOnnx({
-        components: { textEncoder: model(ctx, 'text_encoder'), vae: model(ctx, 'vae'), unet: model(ctx, 'unet'), controlnet: model(ctx, 'controlnet') },
-        out, sizes: [[W, H]], batch: settings.guidance_scale > 1 ? 2 : 1, residualOutputs: true, ...variant,
+        components: {
+          textEncoder: model(ctx, 'text_encoder'),
+          vae: model(ctx, 'vae'),
+          unet: model(ctx, 'unet'),
+          controlnet: model(ctx, 'controlnet'),
+        },
+        out,
+        sizes: [[W, H]],
+        batch: settings.guidance_scale > 1 ? 2 : 1,
+        residualOutputs: true,
+        ...variant,
       });
       const models = createOnnxPipeline({
         dir: out,
         tokenizer: await ClipTokenizer.fromDirectory(path.join(ctx.dir, 'model', 'tokenizer')),
-        schedulerConfig: JSON.parse(readFileSync(path.join(ctx.dir, 'model', 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<string, unknown>,
+        schedulerConfig: JSON.parse(readFileSync(path.join(ctx.dir, 'model', 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<
+          string,
+          unknown
+        >,
       });
-      return { models, release: async () => { await models.onnx.release(); rmSync(out, { recursive: true, force: true }); } };
+      return {
+        models,
+        release: async () => {
+          await models.onnx.release();
+          rmSync(out, { recursive: true, force: true });
+        },
+      };
     } catch (e) {
       rmSync(out, { recursive: true, force: true });
       throw e;
@@ -151,10 +184,16 @@ export function onnxParityChecks(variant: OnnxVariant = {}): ParityCheck[] {
       async run(ctx) {
         const f = ctx.read('text_encoder.safetensors');
         const ids = get(f, 'input_ids');
-        return withExport(variant, ctx, { textEncoder: model(ctx, 'text_encoder') }, { parts: ['text_encoder'], textBatch: ids.shape[0], seqLen: ids.shape[1] }, async (open) => {
-          const feeds: Record<string, IdsTensor> = { input_ids: { shape: ids.shape, ids: ids.data as BigInt64Array } };
-          return compare('text_encoder', await (await open('text_encoder')).run(feeds), f, ctx.tol);
-        });
+        return withExport(
+          variant,
+          ctx,
+          { textEncoder: model(ctx, 'text_encoder') },
+          { parts: ['text_encoder'], textBatch: ids.shape[0], seqLen: ids.shape[1] },
+          async (open) => {
+            const feeds: Record<string, IdsTensor> = { input_ids: { shape: ids.shape, ids: ids.data as BigInt64Array } };
+            return compare('text_encoder', await (await open('text_encoder')).run(feeds), f, ctx.tol);
+          },
+        );
       },
     },
     {
@@ -163,8 +202,13 @@ export function onnxParityChecks(variant: OnnxVariant = {}): ParityCheck[] {
       async run(ctx) {
         const f = ctx.read('vae_encoder.safetensors');
         const x = tensor(f, 'x');
-        return withExport(variant, ctx, { vae: model(ctx, 'vae') }, { parts: ['vae_encoder'], sizes: [[x.shape[3], x.shape[2]]], vaeBatch: x.shape[0] }, async (open) =>
-          compare('vae_encoder', await (await open('vae_encoder')).run({ image: x }), f, ctx.tol));
+        return withExport(
+          variant,
+          ctx,
+          { vae: model(ctx, 'vae') },
+          { parts: ['vae_encoder'], sizes: [[x.shape[3], x.shape[2]]], vaeBatch: x.shape[0] },
+          async (open) => compare('vae_encoder', await (await open('vae_encoder')).run({ image: x }), f, ctx.tol),
+        );
       },
     },
     {
@@ -173,8 +217,13 @@ export function onnxParityChecks(variant: OnnxVariant = {}): ParityCheck[] {
       async run(ctx) {
         const f = ctx.read('vae_decoder.safetensors');
         const z = tensor(f, 'z');
-        return withExport(variant, ctx, { vae: model(ctx, 'vae') }, { parts: ['vae_decoder'], sizes: [sizeOf(z)], vaeBatch: z.shape[0] }, async (open) =>
-          compare('vae_decoder', await (await open('vae_decoder')).run({ latent: z }), f, ctx.tol));
+        return withExport(
+          variant,
+          ctx,
+          { vae: model(ctx, 'vae') },
+          { parts: ['vae_decoder'], sizes: [sizeOf(z)], vaeBatch: z.shape[0] },
+          async (open) => compare('vae_decoder', await (await open('vae_decoder')).run({ latent: z }), f, ctx.tol),
+        );
       },
     },
     {
@@ -183,12 +232,19 @@ export function onnxParityChecks(variant: OnnxVariant = {}): ParityCheck[] {
       async run(ctx) {
         const f = ctx.read('controlnet.safetensors');
         const feeds = stepFeeds(f);
-        return withExport(variant, ctx, { controlnet: model(ctx, 'controlnet') }, { parts: ['controlnet'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0] }, async (open) => {
-          const out = await (await open('controlnet')).run(feeds);
-          const lines = compare('controlnet', out, f, ctx.tol);
-          if (existsSync(path.join(ctx.dir, 'controlnet_intermediates.safetensors'))) lines.push(...compare('controlnet', out, ctx.read('controlnet_intermediates.safetensors'), ctx.tol));
-          return lines;
-        });
+        return withExport(
+          variant,
+          ctx,
+          { controlnet: model(ctx, 'controlnet') },
+          { parts: ['controlnet'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0] },
+          async (open) => {
+            const out = await (await open('controlnet')).run(feeds);
+            const lines = compare('controlnet', out, f, ctx.tol);
+            if (existsSync(path.join(ctx.dir, 'controlnet_intermediates.safetensors')))
+              lines.push(...compare('controlnet', out, ctx.read('controlnet_intermediates.safetensors'), ctx.tol));
+            return lines;
+          },
+        );
       },
     },
     unetCheck(variant, 'unet', 'unet', 'unet.safetensors', 'unet_intermediates.safetensors'),
@@ -202,14 +258,19 @@ export function onnxParityChecks(variant: OnnxVariant = {}): ParityCheck[] {
         const chained = chainProblem(cn, un);
         if (chained) return [{ component: 'step', tensor: '(fixtures)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: chained }];
         const feeds = stepFeeds(cn);
-        return withExport(variant, ctx, { controlnet: model(ctx, 'controlnet'), unet: model(ctx, 'unet') },
-          { parts: ['step'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0], residualOutputs: true }, async (open) => {
+        return withExport(
+          variant,
+          ctx,
+          { controlnet: model(ctx, 'controlnet'), unet: model(ctx, 'unet') },
+          { parts: ['step'], sizes: [sizeOf(feeds.sample)], batch: feeds.sample.shape[0], residualOutputs: true },
+          async (open) => {
             const out = await (await open('step')).run(feeds);
             const renamed: Record<string, string> = { noise_pred: 'sample_out' };
             const residuals: Record<string, Tensor> = {};
             for (const [k, t] of Object.entries(out)) if (k.startsWith('controlnet.')) residuals[k.slice('controlnet.'.length)] = t;
             return [...compare('step', residuals, cn, ctx.tol), ...compare('step', { noise_pred: out.noise_pred }, un, ctx.tol, renamed)];
-          });
+          },
+        );
       },
     },
     pipelineCheck('default', onnxPipelineLoader(variant, 'default')),
@@ -229,8 +290,12 @@ function chainProblem(cn: SafetensorsFile, un: SafetensorsFile): string {
     const q = toFloat32(y);
     return p.length === q.length && p.every((v, i) => v === q[i]);
   };
-  const pairs: [string, string][] = [['input.sample', 'input.sample'], ['input.timestep', 'input.timestep'],
-    ['input.encoder_hidden_states', 'input.encoder_hidden_states'], ['mid_block_res_sample', 'input.mid_block_additional_residual']];
+  const pairs: [string, string][] = [
+    ['input.sample', 'input.sample'],
+    ['input.timestep', 'input.timestep'],
+    ['input.encoder_hidden_states', 'input.encoder_hidden_states'],
+    ['mid_block_res_sample', 'input.mid_block_additional_residual'],
+  ];
   for (const k of cn.tensors.keys())
     if (k.startsWith('down_block_res_samples.')) pairs.push([k, `input.down_block_additional_residuals.${k.split('.').pop()}`]);
   const bad = pairs.filter(([a, b]) => !same(a, b)).map(([a]) => a);

@@ -20,13 +20,16 @@ interface OrtSession {
 interface OrtModule {
   Tensor: new (type: 'float32' | 'int64', data: Float32Array | BigInt64Array, dims: number[]) => OrtTensor;
   InferenceSession: {
-    create(path: string, options: {
-      intraOpNumThreads?: number;
-      interOpNumThreads?: number;
-      graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
-      executionMode?: 'sequential' | 'parallel';
-      logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
-    }): Promise<OrtSession>;
+    create(
+      path: string,
+      options: {
+        intraOpNumThreads?: number;
+        interOpNumThreads?: number;
+        graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+        executionMode?: 'sequential' | 'parallel';
+        logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+      },
+    ): Promise<OrtSession>;
   };
 }
 
@@ -40,9 +43,11 @@ export async function loadOrt(): Promise<OrtModule> {
     ortModule = m.default ?? m;
     return ortModule;
   } catch (e) {
-    throw new XpsrError('ERR_UNSUPPORTED',
+    throw new XpsrError(
+      'ERR_UNSUPPORTED',
       `engine 'onnxruntime' needs the onnxruntime-node package (${(e as Error).message.split('\n')[0]}); install it with ` +
-      '`ONNXRUNTIME_NODE_INSTALL=skip npm i onnxruntime-node@1.30.0` (the variable skips its CUDA download)');
+        '`ONNXRUNTIME_NODE_INSTALL=skip npm i onnxruntime-node@1.30.0` (the variable skips its CUDA download)',
+    );
   }
 }
 
@@ -99,11 +104,10 @@ export class OnnxSession {
     const s = this.#live();
     const inputs: Record<string, OrtTensor> = {};
     for (const [name, t] of Object.entries(feeds)) {
-      if (!s.inputNames.includes(name)) continue;  // e.g. an optional context the graph does not take
+      if (!s.inputNames.includes(name)) continue; // e.g. an optional context the graph does not take
       inputs[name] = 'ids' in t ? new this.ort.Tensor('int64', t.ids, t.shape) : new this.ort.Tensor('float32', t.data, t.shape);
     }
-    for (const n of s.inputNames)
-      if (!(n in inputs)) throw new XpsrError('ERR_INVALID_ARGUMENT', `${this.file}: input '${n}' is missing`);
+    for (const n of s.inputNames) if (!(n in inputs)) throw new XpsrError('ERR_INVALID_ARGUMENT', `${this.file}: input '${n}' is missing`);
     let out: Record<string, OrtTensor>;
     try {
       out = await s.run(inputs);

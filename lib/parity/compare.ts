@@ -50,7 +50,11 @@ export function compareU8(component: string, tensor: string, got: Uint8Array, re
   }
   const frac = differing / ref.length;
   return {
-    component, tensor, maxAbs: worst, maxRel: frac, tol: maxDiff,
+    component,
+    tensor,
+    maxAbs: worst,
+    maxRel: frac,
+    tol: maxDiff,
     pass: worst <= maxDiff && frac <= maxFraction,
     note: `${differing} of ${ref.length} values differ`,
   };

@@ -79,8 +79,16 @@ function compareOutputs(component: string, outputs: Record<string, Tensor>, ref:
 function notComputed(component: string, ref: SafetensorsFile, prefixes: string[]): ParityLine[] {
   return [...ref.tensors.keys()]
     .filter((k) => prefixes.some((p) => k.startsWith(p)))
-    .map((k) => ({ component, tensor: k, maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, skipped: true,
-      note: 'training-only head, not computed (docs/architecture.md §5bis)' }));
+    .map((k) => ({
+      component,
+      tensor: k,
+      maxAbs: NaN,
+      maxRel: NaN,
+      tol: 0,
+      pass: false,
+      skipped: true,
+      note: 'training-only head, not computed (docs/architecture.md §5bis)',
+    }));
 }
 
 const TRAINING_ONLY = ['degradation_rgb', 'controlnet_cond_rgbs.', 'inter.controlnet_cond_embedding.1.'];
@@ -122,7 +130,9 @@ async function unetOutputs(ctx: ParityContext, modelDir: string, inputs: Safeten
         sample: asTensor(get(inputs, 'input.sample')),
         timestep: Number(toFloat32(get(inputs, 'input.timestep'))[0]),
         ctxHigh: asTensor(get(inputs, 'input.encoder_hidden_states')),
-        ctxLow: inputs.tensors.has('input.lowlevel_encoder_hidden_states') ? asTensor(get(inputs, 'input.lowlevel_encoder_hidden_states')) : undefined,
+        ctxLow: inputs.tensors.has('input.lowlevel_encoder_hidden_states')
+          ? asTensor(get(inputs, 'input.lowlevel_encoder_hidden_states'))
+          : undefined,
         down,
         mid: asTensor(get(inputs, 'input.mid_block_additional_residual')),
       },
@@ -232,7 +242,8 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
   };
   const report: ParityReport = { passed: 0, failed: 0, notComputed: 0, lines: [], skipped: [] };
   try {
-    const checks = options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...singleFileChecks, ...pipelineChecks];
+    const checks =
+      options.engine === 'onnxruntime' ? (await import('../onnx/parity.js')).onnxChecks : [...engineChecks, ...singleFileChecks, ...pipelineChecks];
     for (const check of checks) {
       if (options.only && !options.only.includes(check.component)) continue;
       const missing = check.files.filter((f) => !existsSync(path.join(dir, f)));
@@ -246,7 +257,18 @@ export async function runParity(dir: string, options: ParityOptions = {}): Promi
       try {
         lines = await check.run(ctx);
         if (!lines.some((l) => !l.skipped))
-          lines = [...lines, { component: check.component, tensor: '(nothing compared)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: 'no reference tensors matched' }];
+          lines = [
+            ...lines,
+            {
+              component: check.component,
+              tensor: '(nothing compared)',
+              maxAbs: NaN,
+              maxRel: NaN,
+              tol: 0,
+              pass: false,
+              note: 'no reference tensors matched',
+            },
+          ];
       } catch (e) {
         lines = [{ component: check.component, tensor: '(error)', maxAbs: NaN, maxRel: NaN, tol: 0, pass: false, note: (e as Error).message }];
       }

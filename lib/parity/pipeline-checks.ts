@@ -65,7 +65,9 @@ export const schedulerChecks: ParityCheck[] = [
         const r = s.step(f32(f, `step${sc.index}.model_output`), sc.timestep, f32(f, `step${sc.index}.sample`), f32(f, `step${sc.index}.noise`));
         lines.push(compareFloat(c, `step${sc.index}.prev_sample`, r.prevSample, f32(f, `step${sc.index}.prev_sample`), 1e-5));
         if (r.predOriginalSample)
-          lines.push(compareFloat(c, `step${sc.index}.pred_original_sample`, r.predOriginalSample, f32(f, `step${sc.index}.pred_original_sample`), 1e-5));
+          lines.push(
+            compareFloat(c, `step${sc.index}.pred_original_sample`, r.predOriginalSample, f32(f, `step${sc.index}.pred_original_sample`), 1e-5),
+          );
       }
       for (const key of f.tensors.keys()) {
         const m = /^add_noise\.t(\d+)$/.exec(key);

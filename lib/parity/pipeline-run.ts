@@ -56,29 +56,52 @@ export type PipelineLoader = (ctx: ParityContext) => Promise<{ models: PipelineN
 
 const nativeLoader: PipelineLoader = async (ctx) => {
   const models = await loadModels(ctx);
-  return { models, release: async () => { for (const m of [models.vae, models.unet, models.controlnet, models.text.encoder]) m.unload(); } };
+  return {
+    models,
+    release: async () => {
+      for (const m of [models.vae, models.unet, models.controlnet, models.text.encoder]) m.unload();
+    },
+  };
 };
 
 export function pipelineCheck(variant: string, load: PipelineLoader = nativeLoader): ParityCheck {
   const component = `pipeline_${variant}`;
   return {
     component,
-    files: [`pipeline_${variant}.safetensors`, `pipeline_${variant}.json`, 'model/unet/config.json', 'model/controlnet/config.json',
-      'model/vae/config.json', 'model/text_encoder/config.json', 'model/tokenizer/vocab.json', 'model/scheduler/scheduler_config.json'],
+    files: [
+      `pipeline_${variant}.safetensors`,
+      `pipeline_${variant}.json`,
+      'model/unet/config.json',
+      'model/controlnet/config.json',
+      'model/vae/config.json',
+      'model/text_encoder/config.json',
+      'model/tokenizer/vocab.json',
+      'model/scheduler/scheduler_config.json',
+    ],
     async run(ctx) {
       const f = ctx.read(`pipeline_${variant}.safetensors`);
       const settings = JSON.parse(readFileSync(path.join(ctx.dir, `pipeline_${variant}.json`), 'utf8')) as {
-        prompt: string; negative_prompt: string; lowlevel_prompt: string; num_inference_steps: number;
-        guidance_scale: number; conditioning_scale: number; args: { init_latent_with_noise: boolean; added_noise_level: number };
+        prompt: string;
+        negative_prompt: string;
+        lowlevel_prompt: string;
+        num_inference_steps: number;
+        guidance_scale: number;
+        conditioning_scale: number;
+        args: { init_latent_with_noise: boolean; added_noise_level: number };
       };
       const { models, release } = await load(ctx);
       const lr = f.tensors.get('input.lr_image_u8');
       if (!lr) throw new XpsrError('ERR_WEIGHTS_MISSING', "fixture tensor 'input.lr_image_u8' is missing");
       const [H, W] = lr.shape;
-      const noises = [...f.tensors.keys()].filter((k) => /^noise\.\d+$/.test(k)).sort().map((k) => toFloat32(f.tensors.get(k)!));
+      const noises = [...f.tensors.keys()]
+        .filter((k) => /^noise\.\d+$/.test(k))
+        .sort()
+        .map((k) => toFloat32(f.tensors.get(k)!));
       const recorded = new Map<string, Tensor>();
       const inputLatents = f.tensors.get('input.latents');
-      const r = await runCore(models, { rgb: lr.data as Uint8Array, width: W, height: H },
+      const r = await runCore(
+        models,
+        { rgb: lr.data as Uint8Array, width: W, height: H },
         { high: settings.prompt, low: settings.lowlevel_prompt },
         {
           steps: settings.num_inference_steps,
@@ -97,17 +120,21 @@ export function pipelineCheck(variant: string, load: PipelineLoader = nativeLoad
           vaeTiling: 'off',
           noise: new ReplayNoise(noises),
           record: (name, t) => recorded.set(name, t),
-        });
+        },
+      );
       const lines: ParityLine[] = [];
       // Token ids of the four texts.
       const tok = models.text.tokenizer;
       const texts: Record<string, string> = {
-        prompt: settings.prompt, negative_prompt: settings.negative_prompt,
-        lowlevel_prompt: settings.lowlevel_prompt, lowlevel_negative_prompt: LOWLEVEL_NEGATIVE_PROMPT,
+        prompt: settings.prompt,
+        negative_prompt: settings.negative_prompt,
+        lowlevel_prompt: settings.lowlevel_prompt,
+        lowlevel_negative_prompt: LOWLEVEL_NEGATIVE_PROMPT,
       };
       for (const [name, text] of Object.entries(texts)) {
         const ref = f.tensors.get(`text.${name}.input_ids`);
-        if (ref) lines.push(exactInts(component, `text.${name}.input_ids`, Array.from(tok.encode(text).ids), Array.from(ref.data as BigInt64Array, Number)));
+        if (ref)
+          lines.push(exactInts(component, `text.${name}.input_ids`, Array.from(tok.encode(text).ids), Array.from(ref.data as BigInt64Array, Number)));
       }
       for (const [name, t] of recorded) {
         const ref = f.tensors.get(name);

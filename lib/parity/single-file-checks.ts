@@ -55,7 +55,11 @@ async function run(ctx: ParityContext, component: string, file: string, goldens:
 
 export const singleFileChecks: ParityCheck[] = FILES.map(([component, file, goldens]) => ({
   component,
-  files: [file, 'model/text_encoder/config.json', 'model/vae/config.json',
-    ...['text_encoder', 'vae_encoder', 'vae_decoder'].map((n) => `${goldens}${n}.safetensors`)],
+  files: [
+    file,
+    'model/text_encoder/config.json',
+    'model/vae/config.json',
+    ...['text_encoder', 'vae_encoder', 'vae_decoder'].map((n) => `${goldens}${n}.safetensors`),
+  ],
   run: (ctx) => run(ctx, component, file, goldens),
 }));

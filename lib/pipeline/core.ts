@@ -286,7 +286,12 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
     let ts = performance.now();
     await eachImage(async (s) => {
       progress(s, 'text', 0, 1);
-      const texts = cfgTexts(s.item.prompts, { addedPrompt: o.addedPrompt, negativePrompt: o.negativePrompt, guidance: cfg, lowLevelGuidance: o.lowLevelGuidance });
+      const texts = cfgTexts(s.item.prompts, {
+        addedPrompt: o.addedPrompt,
+        negativePrompt: o.negativePrompt,
+        guidance: cfg,
+        lowLevelGuidance: o.lowLevelGuidance,
+      });
       s.ctxHigh = await models.text.encodeRows(texts.high, o.longPrompts, s.item.signal);
       s.ctxLow = await models.text.encodeRows(texts.low, o.longPrompts, s.item.signal);
       s.item.record?.('prompt_embeds', s.ctxHigh);
@@ -307,9 +312,14 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
     const toEncode = live().filter((s) => !s.item.latents && o.init !== 'noise');
     for (const group of tiledEncode ? toEncode.map((s) => [s]) : chunks(toEncode, vaeBatchLimit(o, H * W, false, device))) {
       const x = catBatch(group.map((s) => ({ shape: [1, 3, H, W], data: toVaeInput(s.item.image.rgb, W, H) })));
-      const moments = await together(group, async (signal) => (tiledEncode
-        ? await models.vae.encodeTiled(x, { tile: VAE_ENCODER_TILING.tile, pad: VAE_ENCODER_TILING.pad, signal })
-        : await models.vae.encode(x, { signal })).moments);
+      const moments = await together(
+        group,
+        async (signal) =>
+          (tiledEncode
+            ? await models.vae.encodeTiled(x, { tile: VAE_ENCODER_TILING.tile, pad: VAE_ENCODER_TILING.pad, signal })
+            : await models.vae.encode(x, { signal })
+          ).moments,
+      );
       if (!moments) continue;
       group.forEach((s, k) => {
         s.moments = sliceBatch(moments, k, 1);
@@ -374,11 +384,14 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
           const cond = catBatch(await Promise.all(group.map((s) => condFor(s, 0, 0, h, w))));
           const reuseConstants = i > 0 && lastCall.get(shapeKey) === members;
           lastCall.delete(shapeKey);
-          const r = await together(group, (signal) => models.engine.step(
-            models.controlnet, models.unet,
-            { sample, timestep: t, ctxHigh, ctxLow, cond, conditioningScale: o.conditioningScale, reuseConstants },
-            { signal, intermediates: group.some((s) => s.item.record) },
-          ));
+          const r = await together(group, (signal) =>
+            models.engine.step(
+              models.controlnet,
+              models.unet,
+              { sample, timestep: t, ctxHigh, ctxLow, cond, conditioningScale: o.conditioningScale, reuseConstants },
+              { signal, intermediates: group.some((s) => s.item.record) },
+            ),
+          );
           if (!r) continue;
           lastCall.set(shapeKey, members);
           eps = r.noisePred.data;
@@ -387,8 +400,9 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
             if (!rec || !r.residuals) return;
             const n = r.residuals.length - 1;
             rec(`step.${i}.controlnet.mid_block_res_sample`, sliceBatch(r.residuals[n], k * rows, rows));
-            r.residuals.slice(0, n).forEach((res, j) =>
-              rec(`step.${i}.controlnet.down_block_res_samples.${String(j).padStart(2, '0')}`, sliceBatch(res, k * rows, rows)));
+            r.residuals
+              .slice(0, n)
+              .forEach((res, j) => rec(`step.${i}.controlnet.down_block_res_samples.${String(j).padStart(2, '0')}`, sliceBatch(res, k * rows, rows)));
           });
         } else {
           const ts2 = tiling.tileSize;
@@ -396,11 +410,23 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
           let k = 0;
           for (const tile of tiling.tiles) {
             const cond = await together(group, (signal) => Promise.all(group.map((s) => condFor(s, tile.y, tile.x, ts2, ts2, signal))));
-            const r = cond && await together(group, (signal) => models.engine.step(
-              models.controlnet, models.unet,
-              { sample: cropNCHW(sample, tile.y, tile.x, ts2, ts2), timestep: t, ctxHigh, ctxLow, cond: catBatch(cond), conditioningScale: o.conditioningScale },
-              { signal },
-            ));
+            const r =
+              cond &&
+              (await together(group, (signal) =>
+                models.engine.step(
+                  models.controlnet,
+                  models.unet,
+                  {
+                    sample: cropNCHW(sample, tile.y, tile.x, ts2, ts2),
+                    timestep: t,
+                    ctxHigh,
+                    ctxLow,
+                    cond: catBatch(cond),
+                    conditioningScale: o.conditioningScale,
+                  },
+                  { signal },
+                ),
+              ));
             if (!r) break;
             blender.add(r.noisePred.data, tile.x, tile.y);
             k++;
@@ -433,9 +459,14 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
     for (const group of tiledDecode ? live().map((s) => [s]) : chunks(live(), vaeBatchLimit(o, H * W, true, device))) {
       for (const s of group) progress(s, 'decode', 0, 1);
       const z = catBatch(group.map((s) => ({ shape: [1, 4, h, w], data: divF32(s.latents!, models.vae.scalingFactor) })));
-      const image = await together(group, async (signal) => (tiledDecode
-        ? await models.vae.decodeTiled(z, { tile: VAE_DECODER_TILING.tile, pad: VAE_DECODER_TILING.pad, signal })
-        : await models.vae.decode(z, { signal })).image);
+      const image = await together(
+        group,
+        async (signal) =>
+          (tiledDecode
+            ? await models.vae.decodeTiled(z, { tile: VAE_DECODER_TILING.tile, pad: VAE_DECODER_TILING.pad, signal })
+            : await models.vae.decode(z, { signal })
+          ).image,
+      );
       if (!image) continue;
       group.forEach((s, k) => {
         const rec = s.item.record;
@@ -459,10 +490,23 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
     });
     timings.colorfix = performance.now() - ts;
     const tiled = tiling ? { tiles: tiling.tiles.length, tileSize: tiling.tileSize } : null;
-    return slots.map((s) => (s.dropped ? { ok: false, error: s.dropped.error } : {
-      ok: true,
-      result: { decoded: s.decoded!, image: s.image!, width: W, height: H, timesteps, timingsMs: { ...timings }, tiled, batchSize: items.length },
-    }));
+    return slots.map((s) =>
+      s.dropped
+        ? { ok: false, error: s.dropped.error }
+        : {
+            ok: true,
+            result: {
+              decoded: s.decoded!,
+              image: s.image!,
+              width: W,
+              height: H,
+              timesteps,
+              timingsMs: { ...timings },
+              tiled,
+              batchSize: items.length,
+            },
+          },
+    );
   } finally {
     for (const off of unlisten) off();
   }
@@ -545,4 +589,3 @@ export function planTiling(h: number, w: number, t: TilingOptions, device = 'cpu
   if (tiling.tiles.length <= 1) return null;
   return tiling;
 }
-

@@ -70,25 +70,39 @@ export function checkProcessingSize(c: SizeCheck): void {
   const ratio = Math.max(c.width, c.height) / Math.min(c.width, c.height);
   const fits = c.hostBytes <= budget;
   const details = {
-    input: c.what, width: c.width, height: c.height, processedWidth: c.processedWidth, processedHeight: c.processedHeight,
-    aspectRatio: ratio, maxAspectRatio: c.maxAspectRatio, hostBytes: c.hostBytes, hostBudget: budget,
+    input: c.what,
+    width: c.width,
+    height: c.height,
+    processedWidth: c.processedWidth,
+    processedHeight: c.processedHeight,
+    aspectRatio: ratio,
+    maxAspectRatio: c.maxAspectRatio,
+    hostBytes: c.hostBytes,
+    hostBudget: budget,
   };
   const processed = `would be processed at ${c.processedWidth}x${c.processedHeight}`;
   if (ratio > c.maxAspectRatio) {
     const need = Math.ceil(ratio);
-    const advice = fits && need <= c.maxAspectRatioLimit
-      ? `raise 'maxAspectRatio' to at least ${need} to process it`
-      : fits ? `the largest accepted 'maxAspectRatio' is ${c.maxAspectRatioLimit}; crop it`
-        : `it would need about ${gib(c.hostBytes)} of host memory (this machine plans with ${gib(budget)}); crop it`;
-    throw new XpsrError(ERR_IMAGE_TOO_LARGE,
+    const advice =
+      fits && need <= c.maxAspectRatioLimit
+        ? `raise 'maxAspectRatio' to at least ${need} to process it`
+        : fits
+          ? `the largest accepted 'maxAspectRatio' is ${c.maxAspectRatioLimit}; crop it`
+          : `it would need about ${gib(c.hostBytes)} of host memory (this machine plans with ${gib(budget)}); crop it`;
+    throw new XpsrError(
+      ERR_IMAGE_TOO_LARGE,
       `Image ${c.what} is ${c.width}x${c.height}, an aspect ratio of ${ratio.toFixed(ratio < 10 ? 1 : 0)}:1, more than 'maxAspectRatio' ` +
-      `(${c.maxAspectRatio}); it ${processed}. ${cap(advice)}`, { ...details, option: 'maxAspectRatio' });
+        `(${c.maxAspectRatio}); it ${processed}. ${cap(advice)}`,
+      { ...details, option: 'maxAspectRatio' },
+    );
   }
   if (!fits) {
-    throw new XpsrError(ERR_IMAGE_TOO_LARGE,
+    throw new XpsrError(
+      ERR_IMAGE_TOO_LARGE,
       `Image ${c.what} (${c.width}x${c.height}) ${processed}, which needs about ${gib(c.hostBytes)} of host memory, more than this ` +
-      `machine plans with (${gib(budget)} of ${gib(totalmem())}); use a smaller input or a lower 'scale' or 'processSize'`,
-      { ...details, option: 'scale' });
+        `machine plans with (${gib(budget)} of ${gib(totalmem())}); use a smaller input or a lower 'scale' or 'processSize'`,
+      { ...details, option: 'scale' },
+    );
   }
 }
 

@@ -31,7 +31,7 @@ const bitsI = new Int32Array(bitsF.buffer);
 function nextFloat32(x: number, dir: 1 | -1): number {
   if (x === 0) return dir > 0 ? 2 ** -149 : -(2 ** -149);
   bitsF[0] = x;
-  bitsI[0] = bitsI[0]! + ((x > 0) === (dir > 0) ? 1 : -1);
+  bitsI[0] = bitsI[0]! + (x > 0 === dir > 0 ? 1 : -1);
   return bitsF[0]!;
 }
 
@@ -44,12 +44,12 @@ export function fma32(a: number, b: number, c: number): number {
   const p = a * b;
   const s = p + c;
   const bb = s - p;
-  const e = (p - (s - bb)) + (c - bb);
+  const e = p - (s - bb) + (c - bb);
   const r = f32(s);
   if (e === 0 || r === s || !Number.isFinite(s)) return r;
   const other = nextFloat32(r, s > r ? 1 : -1);
   if ((r + other) / 2 !== s) return r;
-  return (e > 0) === (other > r) ? other : r;
+  return e > 0 === other > r ? other : r;
 }
 
 /** `torch.linspace(start, end, steps, dtype=torch.float32)` as computed by PyTorch's x86-64 CPU kernel (see module doc). */
@@ -58,11 +58,13 @@ export function torchLinspaceF32(start: number, end: number, steps: number): Flo
   if (steps <= 0) return out;
   const s0 = f32(start);
   const s1 = f32(end);
-  if (steps === 1) { out[0] = s0; return out; }
+  if (steps === 1) {
+    out[0] = s0;
+    return out;
+  }
   const step = f32(f32(s1 - s0) / (steps - 1));
   const halfway = Math.floor(steps / 2);
-  const scalarAt = (k: number): number =>
-    k < halfway ? fma32(step, k, s0) : fma32(-step, steps - k - 1, s1);
+  const scalarAt = (k: number): number => (k < halfway ? fma32(step, k, s0) : fma32(-step, steps - k - 1, s1));
   const V = 8;
   const vecEnd = Math.floor(steps / (2 * V)) * 2 * V;
   for (let g = 0; g < vecEnd; g += V) {
@@ -93,7 +95,7 @@ export interface NoiseSchedule {
 
 /** diffusers' `betas_for_alpha_bar` (cosine), computed in float64 and stored as float32. */
 function betasForAlphaBar(n: number, maxBeta = 0.999): Float32Array {
-  const alphaBar = (t: number): number => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+  const alphaBar = (t: number): number => Math.cos((((t + 0.008) / 1.008) * Math.PI) / 2) ** 2;
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = Math.min(1 - alphaBar((i + 1) / n) / alphaBar(i / n), maxBeta);
   return out;
@@ -118,7 +120,10 @@ function checkBeta(key: string, v: unknown): number {
 export function makeNoiseSchedule(cfg: BetaScheduleConfig): NoiseSchedule {
   const n = cfg.num_train_timesteps ?? 1000;
   if (!Number.isSafeInteger(n) || n < 2 || n > MAX_TRAIN_TIMESTEPS) {
-    throw new XpsrError(ERR_INVALID_OPTION, `scheduler config: num_train_timesteps must be an integer between 2 and ${MAX_TRAIN_TIMESTEPS}, got ${String(n)}`);
+    throw new XpsrError(
+      ERR_INVALID_OPTION,
+      `scheduler config: num_train_timesteps must be an integer between 2 and ${MAX_TRAIN_TIMESTEPS}, got ${String(n)}`,
+    );
   }
   if (cfg.rescale_betas_zero_snr) {
     throw new XpsrError(ERR_UNSUPPORTED, 'scheduler config: rescale_betas_zero_snr is not supported');
@@ -127,7 +132,8 @@ export function makeNoiseSchedule(cfg: BetaScheduleConfig): NoiseSchedule {
   const b1 = checkBeta('beta_end', cfg.beta_end ?? 0.02);
   let betas: Float32Array;
   if (cfg.trained_betas != null) {
-    if (!Array.isArray(cfg.trained_betas)) throw new XpsrError(ERR_INVALID_OPTION, 'scheduler config: trained_betas must be an array of numbers or null');
+    if (!Array.isArray(cfg.trained_betas))
+      throw new XpsrError(ERR_INVALID_OPTION, 'scheduler config: trained_betas must be an array of numbers or null');
     betas = Float32Array.from(cfg.trained_betas as ArrayLike<number>, (v, i) => checkBeta(`trained_betas[${i}]`, v));
     if (betas.length !== n) {
       throw new XpsrError(ERR_INVALID_OPTION, `scheduler config: trained_betas has ${betas.length} values, expected num_train_timesteps = ${n}`);
@@ -142,7 +148,10 @@ export function makeNoiseSchedule(cfg: BetaScheduleConfig): NoiseSchedule {
     } else if (schedule === 'squaredcos_cap_v2') {
       betas = betasForAlphaBar(n);
     } else {
-      throw new XpsrError(ERR_UNSUPPORTED, `scheduler config: beta_schedule ${JSON.stringify(schedule)} is not supported (linear, scaled_linear, squaredcos_cap_v2)`);
+      throw new XpsrError(
+        ERR_UNSUPPORTED,
+        `scheduler config: beta_schedule ${JSON.stringify(schedule)} is not supported (linear, scaled_linear, squaredcos_cap_v2)`,
+      );
     }
   }
   const alphas = new Float32Array(n);

@@ -16,9 +16,17 @@ export type SchedulerConfig = Record<string, unknown>;
 
 /** SD-1.5's scheduler_config.json (used when the SD folder has no scheduler/). */
 export const SD15_SCHEDULER_CONFIG: Readonly<SchedulerConfig> = Object.freeze({
-  _class_name: 'PNDMScheduler', num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012,
-  beta_schedule: 'scaled_linear', trained_betas: null, clip_sample: false, set_alpha_to_one: false,
-  skip_prk_steps: true, steps_offset: 1, prediction_type: 'epsilon',
+  _class_name: 'PNDMScheduler',
+  num_train_timesteps: 1000,
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  trained_betas: null,
+  clip_sample: false,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  prediction_type: 'epsilon',
 });
 
 /** Keys whose value may legitimately be -Infinity in a diffusers config (Python's json writes `-Infinity`). */
@@ -28,8 +36,10 @@ const MARK = '\u0000nonfinite:';
 
 /** JSON.parse that also reads the bare NaN / Infinity / -Infinity tokens Python's json writes. */
 export function parsePythonJson(text: string): unknown {
-  return JSON.parse(text.replace(NON_FINITE, (m) => JSON.stringify(MARK + m)), (_k, v: unknown) =>
-    typeof v === 'string' && v.startsWith(MARK) ? Number(v.slice(MARK.length)) : v);
+  return JSON.parse(
+    text.replace(NON_FINITE, (m) => JSON.stringify(MARK + m)),
+    (_k, v: unknown) => (typeof v === 'string' && v.startsWith(MARK) ? Number(v.slice(MARK.length)) : v),
+  );
 }
 
 function hasNonFinite(v: unknown): boolean {
@@ -71,8 +81,11 @@ export function parseSchedulerConfig(text: string, source: string): SchedulerCon
  * would fail later fails here. Throws XpsrError ERR_WEIGHTS_INVALID naming `source` and the problem.
  */
 export function checkSchedulerConfig(cfg: SchedulerConfig, source: string): void {
-  for (const make of [(c: SchedulerConfig) => new DDPMScheduler(c), (c: SchedulerConfig) => new DPMSolverMultistepScheduler(c),
-    (c: SchedulerConfig) => new UniPCMultistepScheduler(c)]) {
+  for (const make of [
+    (c: SchedulerConfig) => new DDPMScheduler(c),
+    (c: SchedulerConfig) => new DPMSolverMultistepScheduler(c),
+    (c: SchedulerConfig) => new UniPCMultistepScheduler(c),
+  ]) {
     try {
       const s = make(cfg);
       s.setTimesteps(Math.min(20, s.betas.length));
@@ -95,13 +108,19 @@ export function loadSchedulerConfig(path: string): SchedulerConfig {
       const nested = join(path, 'scheduler', 'scheduler_config.json');
       file = exists(nested) ? nested : join(path, 'scheduler_config.json');
     }
-  } catch { /* reported below */ }
+  } catch {
+    /* reported below */
+  }
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new XpsrError(ERR_IO, `${file}: cannot read scheduler config (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
-      { path: file }, { cause: e });
+    throw new XpsrError(
+      ERR_IO,
+      `${file}: cannot read scheduler config (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+      { path: file },
+      { cause: e },
+    );
   }
   const cfg = parseSchedulerConfig(text, file);
   checkSchedulerConfig(cfg, file);

@@ -24,8 +24,23 @@
 import { ERR_INVALID_ARGUMENT, ERR_INVALID_OPTION, ERR_UNSUPPORTED, XpsrError } from '../errors.js';
 import { f32, makeNoiseSchedule, type NoiseSchedule } from './betas.js';
 import {
-  addNoiseImpl, checkSameLength, checkSteps, checkTimestep, cleanConfig, drawNoise, isBool, isInt, isNum, isStr,
-  npArange, npLinspace, opt, roundHalfEven, type NoiseArg, type Scheduler, type StepResult,
+  addNoiseImpl,
+  checkSameLength,
+  checkSteps,
+  checkTimestep,
+  cleanConfig,
+  drawNoise,
+  isBool,
+  isInt,
+  isNum,
+  isStr,
+  npArange,
+  npLinspace,
+  opt,
+  roundHalfEven,
+  type NoiseArg,
+  type Scheduler,
+  type StepResult,
 } from './common.js';
 
 /** diffusers DDPMScheduler config keys understood here (snake_case, as in scheduler_config.json). */
@@ -73,14 +88,20 @@ export class DDPMScheduler implements Scheduler {
     this.alphasCumprod = this.sched.alphasCumprod;
     this.varianceType = opt(cfg, 'variance_type', 'fixed_small', isStr, 'a string');
     if (this.varianceType === 'fixed_large_log' || this.varianceType === 'learned' || this.varianceType === 'learned_range') {
-      throw new XpsrError(ERR_UNSUPPORTED, `DDPM: variance_type ${JSON.stringify(this.varianceType)} is not supported (needs a model that predicts the variance / is invalid for sampling); use ${VARIANCE_TYPES.join(', ')}`);
+      throw new XpsrError(
+        ERR_UNSUPPORTED,
+        `DDPM: variance_type ${JSON.stringify(this.varianceType)} is not supported (needs a model that predicts the variance / is invalid for sampling); use ${VARIANCE_TYPES.join(', ')}`,
+      );
     }
     if (!VARIANCE_TYPES.includes(this.varianceType)) {
       throw new XpsrError(ERR_UNSUPPORTED, `DDPM: unknown variance_type ${JSON.stringify(this.varianceType)} (${VARIANCE_TYPES.join(', ')})`);
     }
     this.predictionType = opt(cfg, 'prediction_type', 'epsilon', isStr, 'a string');
     if (!PREDICTION_TYPES.includes(this.predictionType)) {
-      throw new XpsrError(ERR_UNSUPPORTED, `DDPM: prediction_type ${JSON.stringify(this.predictionType)} is not supported (${PREDICTION_TYPES.join(', ')})`);
+      throw new XpsrError(
+        ERR_UNSUPPORTED,
+        `DDPM: prediction_type ${JSON.stringify(this.predictionType)} is not supported (${PREDICTION_TYPES.join(', ')})`,
+      );
     }
     if (opt(cfg, 'thresholding', false, isBool, 'a boolean')) {
       throw new XpsrError(ERR_UNSUPPORTED, 'DDPM: thresholding=true (dynamic thresholding) is not supported');
@@ -91,8 +112,13 @@ export class DDPMScheduler implements Scheduler {
     if (!SPACINGS.includes(this.spacing)) {
       throw new XpsrError(ERR_UNSUPPORTED, `DDPM: timestep_spacing ${JSON.stringify(this.spacing)} is not supported (${SPACINGS.join(', ')})`);
     }
-    this.stepsOffset = opt(cfg, 'steps_offset', 0, (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
-      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`);
+    this.stepsOffset = opt(
+      cfg,
+      'steps_offset',
+      0,
+      (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
+      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`,
+    );
     this.config = Object.freeze({
       ...cfg,
       num_train_timesteps: this.sched.numTrainTimesteps,
@@ -114,7 +140,9 @@ export class DDPMScheduler implements Scheduler {
     checkSteps('DDPM.setTimesteps', n, N);
     let ts: number[];
     if (this.spacing === 'linspace') {
-      ts = npLinspace(0, N - 1, n).map(roundHalfEven).reverse();
+      ts = npLinspace(0, N - 1, n)
+        .map(roundHalfEven)
+        .reverse();
     } else if (this.spacing === 'leading') {
       const ratio = Math.floor(N / n);
       const last = (k: number) => (k - 1) * Math.floor(N / k) + this.stepsOffset;
@@ -122,8 +150,12 @@ export class DDPMScheduler implements Scheduler {
         // diffusers would index past the schedule here (SD-1.5: 1000 steps + steps_offset 1 reach t = 1000)
         let most = n;
         while (most > 1 && last(most) > N - 1) most--;
-        throw new XpsrError(ERR_INVALID_OPTION, `Invalid option 'steps': expected at most ${most} with this scheduler ` +
-          `(${N} training timesteps, steps_offset ${this.stepsOffset}), got ${n}`, { option: 'steps' });
+        throw new XpsrError(
+          ERR_INVALID_OPTION,
+          `Invalid option 'steps': expected at most ${most} with this scheduler ` +
+            `(${N} training timesteps, steps_offset ${this.stepsOffset}), got ${n}`,
+          { option: 'steps' },
+        );
       }
       ts = [];
       for (let i = n - 1; i >= 0; i--) ts.push(i * ratio + this.stepsOffset);

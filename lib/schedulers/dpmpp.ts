@@ -28,8 +28,21 @@ import { ERR_INVALID_ARGUMENT, ERR_UNSUPPORTED, XpsrError } from '../errors.js';
 import { f32, makeNoiseSchedule, type NoiseSchedule } from './betas.js';
 import { torchExpF32 } from './torchmath.js';
 import {
-  addNoiseImpl, checkSameLength, checkSteps, cleanConfig, isBool, isInt, isStr, npArange, npLinspace,
-  opt, roundHalfEven, uniqueKeepOrder, type NoiseArg, type Scheduler, type StepResult,
+  addNoiseImpl,
+  checkSameLength,
+  checkSteps,
+  cleanConfig,
+  isBool,
+  isInt,
+  isStr,
+  npArange,
+  npLinspace,
+  opt,
+  roundHalfEven,
+  uniqueKeepOrder,
+  type NoiseArg,
+  type Scheduler,
+  type StepResult,
 } from './common.js';
 
 /** diffusers DPMSolverMultistepScheduler config keys understood here. */
@@ -51,7 +64,11 @@ export interface DPMSolverConfig {
 }
 
 /** float32 tables α_t, σ_t, λ_t shared by the DPM-Solver++ and UniPC schedulers. */
-export interface VpTables { alphaT: Float32Array; sigmaT: Float32Array; lambdaT: Float32Array }
+export interface VpTables {
+  alphaT: Float32Array;
+  sigmaT: Float32Array;
+  lambdaT: Float32Array;
+}
 
 export function makeVpTables(ac: Float32Array): VpTables {
   const n = ac.length;
@@ -71,12 +88,21 @@ export function makeVpTables(ac: Float32Array): VpTables {
  * `trailingFrom` is the arange start for `trailing` (DPM: T, UniPC: N).
  */
 export function multistepTimesteps(
-  who: string, spacing: string, n: number, numTrain: number, lastTimestep: number, stepsOffset: number, trailingFrom: number,
+  who: string,
+  spacing: string,
+  n: number,
+  numTrain: number,
+  lastTimestep: number,
+  stepsOffset: number,
+  trailingFrom: number,
 ): number[] {
   checkSteps(who, n, numTrain);
   let ts: number[];
   if (spacing === 'linspace') {
-    ts = npLinspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
+    ts = npLinspace(0, lastTimestep - 1, n + 1)
+      .map(roundHalfEven)
+      .reverse()
+      .slice(0, n);
   } else if (spacing === 'leading') {
     const ratio = Math.floor(lastTimestep / (n + 1));
     ts = [];
@@ -122,7 +148,10 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     }
     this.predictionType = opt(cfg, 'prediction_type', 'epsilon', isStr, 'a string');
     if (!PREDICTION_TYPES.includes(this.predictionType)) {
-      throw new XpsrError(ERR_UNSUPPORTED, `DPM-Solver++: prediction_type ${JSON.stringify(this.predictionType)} is not supported (${PREDICTION_TYPES.join(', ')})`);
+      throw new XpsrError(
+        ERR_UNSUPPORTED,
+        `DPM-Solver++: prediction_type ${JSON.stringify(this.predictionType)} is not supported (${PREDICTION_TYPES.join(', ')})`,
+      );
     }
     let algorithm = opt(cfg, 'algorithm_type', 'dpmsolver++', isStr, 'a string');
     if (algorithm === 'deis') algorithm = 'dpmsolver++';
@@ -147,10 +176,18 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     }
     this.lowerOrderFinal = opt(cfg, 'lower_order_final', true, isBool, 'a boolean');
     const lmc = cfg['lambda_min_clipped'];
-    this.lambdaMinClipped = lmc === undefined || lmc === null || lmc === '-Infinity' ? -Infinity : opt(cfg, 'lambda_min_clipped', -Infinity, (v) => typeof v === 'number', 'a number');
+    this.lambdaMinClipped =
+      lmc === undefined || lmc === null || lmc === '-Infinity'
+        ? -Infinity
+        : opt(cfg, 'lambda_min_clipped', -Infinity, (v) => typeof v === 'number', 'a number');
     this.spacing = opt(cfg, 'timestep_spacing', 'linspace', isStr, 'a string');
-    this.stepsOffset = opt(cfg, 'steps_offset', 0, (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
-      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`);
+    this.stepsOffset = opt(
+      cfg,
+      'steps_offset',
+      0,
+      (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
+      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`,
+    );
     this.config = Object.freeze({
       ...cfg,
       num_train_timesteps: this.sched.numTrainTimesteps,

@@ -28,7 +28,13 @@ export { makeNoiseSchedule, torchLinspaceF32, fma32, type NoiseSchedule, type Be
 import type { Scheduler } from './common.js';
 
 export {
-  loadSchedulerConfig, parseSchedulerConfig, parsePythonJson, schedulerConfigFrom, checkSchedulerConfig, SD15_SCHEDULER_CONFIG, type SchedulerConfig,
+  loadSchedulerConfig,
+  parseSchedulerConfig,
+  parsePythonJson,
+  schedulerConfigFrom,
+  checkSchedulerConfig,
+  SD15_SCHEDULER_CONFIG,
+  type SchedulerConfig,
 } from './config.js';
 
 const REGISTRY: Record<string, (cfg: SchedulerConfig) => Scheduler> = {
@@ -50,8 +56,9 @@ export const SCHEDULER_NAMES: readonly string[] = Object.freeze(Object.keys(REGI
 export function createScheduler(name: string, config: SchedulerConfig = {}): Scheduler {
   const make = typeof name === 'string' ? REGISTRY[name.toLowerCase()] : undefined;
   if (!make) {
-    throw new XpsrError(ERR_INVALID_OPTION, `Unknown scheduler ${JSON.stringify(name)}: expected one of ${SCHEDULER_NAMES.join(', ')}`,
-      { option: 'scheduler' });
+    throw new XpsrError(ERR_INVALID_OPTION, `Unknown scheduler ${JSON.stringify(name)}: expected one of ${SCHEDULER_NAMES.join(', ')}`, {
+      option: 'scheduler',
+    });
   }
   return make(config);
 }

@@ -18,9 +18,7 @@
 
 import { ERR_INVALID_ARGUMENT, ERR_UNSUPPORTED, XpsrError } from '../errors.js';
 import { f32, makeNoiseSchedule, type NoiseSchedule } from './betas.js';
-import {
-  addNoiseImpl, checkSameLength, cleanConfig, isBool, isInt, isStr, opt, type NoiseArg, type Scheduler, type StepResult,
-} from './common.js';
+import { addNoiseImpl, checkSameLength, cleanConfig, isBool, isInt, isStr, opt, type NoiseArg, type Scheduler, type StepResult } from './common.js';
 import { makeVpTables, multistepTimesteps, type VpTables } from './dpmpp.js';
 
 /** diffusers UniPCMultistepScheduler config keys understood here. */
@@ -62,7 +60,11 @@ export function solveF32(A: number[][], b: number[]): number[] {
   const n = b.length;
   // M = Aᵀ
   const M: number[][] = [];
-  for (let i = 0; i < n; i++) { const row: number[] = []; for (let j = 0; j < n; j++) row.push(f32(A[j]![i]!)); M.push(row); }
+  for (let i = 0; i < n; i++) {
+    const row: number[] = [];
+    for (let j = 0; j < n; j++) row.push(f32(A[j]![i]!));
+    M.push(row);
+  }
   const perm: number[] = [];
   for (let c = 0; c < n; c++) {
     let p = c;
@@ -132,7 +134,10 @@ export class UniPCMultistepScheduler implements Scheduler {
     }
     this.predictionType = opt(cfg, 'prediction_type', 'epsilon', isStr, 'a string');
     if (!PREDICTION_TYPES.includes(this.predictionType)) {
-      throw new XpsrError(ERR_UNSUPPORTED, `UniPC: prediction_type ${JSON.stringify(this.predictionType)} is not supported (${PREDICTION_TYPES.join(', ')})`);
+      throw new XpsrError(
+        ERR_UNSUPPORTED,
+        `UniPC: prediction_type ${JSON.stringify(this.predictionType)} is not supported (${PREDICTION_TYPES.join(', ')})`,
+      );
     }
     this.predictX0 = opt(cfg, 'predict_x0', true, isBool, 'a boolean');
     let solverType = opt(cfg, 'solver_type', 'bh2', isStr, 'a string');
@@ -153,8 +158,13 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.lowerOrderFinal = opt(cfg, 'lower_order_final', true, isBool, 'a boolean');
     this.disableCorrector = opt(cfg, 'disable_corrector', [] as number[], (v) => Array.isArray(v) && v.every(isInt), 'an array of step indices');
     this.spacing = opt(cfg, 'timestep_spacing', 'linspace', isStr, 'a string');
-    this.stepsOffset = opt(cfg, 'steps_offset', 0, (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
-      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`);
+    this.stepsOffset = opt(
+      cfg,
+      'steps_offset',
+      0,
+      (v) => isInt(v) && (v as number) >= 0 && (v as number) < this.sched.numTrainTimesteps,
+      `an integer between 0 and ${this.sched.numTrainTimesteps - 1}`,
+    );
     this.config = Object.freeze({
       ...cfg,
       num_train_timesteps: this.sched.numTrainTimesteps,
@@ -283,7 +293,11 @@ export class UniPCMultistepScheduler implements Scheduler {
     const K = hist.length;
     let rhos: number[] = [];
     if (K === 1) rhos = [0.5];
-    else if (K > 1) rhos = solveF32(R.slice(0, K).map((row) => row.slice(0, K)), b.slice(0, K));
+    else if (K > 1)
+      rhos = solveF32(
+        R.slice(0, K).map((row) => row.slice(0, K)),
+        b.slice(0, K),
+      );
     const n = x.length;
     const out = new Float32Array(n);
     for (let i = 0; i < n; i++) {

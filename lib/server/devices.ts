@@ -31,9 +31,7 @@ export class DeviceSlot {
   }
 }
 
-export type PoolSource =
-  | { load: Omit<LoadOptions, 'device'>; devices: string[] }
-  | { engines: XPSR[] };
+export type PoolSource = { load: Omit<LoadOptions, 'device'>; devices: string[] } | { engines: XPSR[] };
 
 export class DevicePool {
   readonly slots: DeviceSlot[];
@@ -98,8 +96,10 @@ export class DevicePool {
 
   async dispose(): Promise<void> {
     await this.loaded.catch(() => undefined);
-    await Promise.all(this.slots.map(async (s) => {
-      if (s.owned) await s.xpsr?.dispose();
-    }));
+    await Promise.all(
+      this.slots.map(async (s) => {
+        if (s.owned) await s.xpsr?.dispose();
+      }),
+    );
   }
 }

@@ -7,8 +7,20 @@ import type { ServerOptions, XpsrServer } from './server.js';
 
 export type { ServerOptions, XpsrServer } from './server.js';
 export type {
-  JobQueue, JobRequest, JobStatus, JobState, JobResult, JobResultInfo, JobEvent, JobError, JobOptions, DrainSummary, QueueStats,
-  DeviceStatus, OutputFormat, SubmitOptions,
+  JobQueue,
+  JobRequest,
+  JobStatus,
+  JobState,
+  JobResult,
+  JobResultInfo,
+  JobEvent,
+  JobError,
+  JobOptions,
+  DrainSummary,
+  QueueStats,
+  DeviceStatus,
+  OutputFormat,
+  SubmitOptions,
 } from './jobs.js';
 
 export async function createServer(options: ServerOptions = {}): Promise<XpsrServer> {

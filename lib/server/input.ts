@@ -17,11 +17,28 @@ import { ERR_BAD_REQUEST, ERR_IMAGE_MISSING } from './errors.js';
 
 /** Request fields with the library's option names (dots for nested ones) and how their text converts. */
 export const OPTION_FIELDS = {
-  scale: 'number', processSize: 'number', steps: 'number', guidanceScale: 'number', conditioningScale: 'number',
-  seed: 'number', scheduler: 'string', 'prompts.high': 'string', 'prompts.low': 'string', addedPrompt: 'string',
-  negativePrompt: 'string', lowLevelGuidance: 'string', longPrompts: 'string', init: 'string',
-  addedNoiseLevel: 'number', colorFix: 'string', tiling: 'string', 'tiling.tileSize': 'number',
-  'tiling.overlap': 'number', 'tiling.maxLatentPixels': 'number', 'tiling.memoryBudgetMB': 'number', vaeTiling: 'string',
+  scale: 'number',
+  processSize: 'number',
+  steps: 'number',
+  guidanceScale: 'number',
+  conditioningScale: 'number',
+  seed: 'number',
+  scheduler: 'string',
+  'prompts.high': 'string',
+  'prompts.low': 'string',
+  addedPrompt: 'string',
+  negativePrompt: 'string',
+  lowLevelGuidance: 'string',
+  longPrompts: 'string',
+  init: 'string',
+  addedNoiseLevel: 'number',
+  colorFix: 'string',
+  tiling: 'string',
+  'tiling.tileSize': 'number',
+  'tiling.overlap': 'number',
+  'tiling.maxLatentPixels': 'number',
+  'tiling.memoryBudgetMB': 'number',
+  vaeTiling: 'string',
 } as const;
 export type OptionField = keyof typeof OPTION_FIELDS;
 
@@ -50,11 +67,13 @@ export function optionsFromFields(fields: Map<string, string>): { options: JobOp
       continue;
     }
     if (name === 'maxInputPixels')
-      throw new XpsrError('ERR_INVALID_OPTION', "Invalid option 'maxInputPixels': the input pixel limit is set by the server (--max-input-pixels)",
-        { option: name });
+      throw new XpsrError('ERR_INVALID_OPTION', "Invalid option 'maxInputPixels': the input pixel limit is set by the server (--max-input-pixels)", {
+        option: name,
+      });
     if (!(name in OPTION_FIELDS))
-      throw new XpsrError('ERR_INVALID_OPTION', `Unknown option '${name}' (known: ${[...Object.keys(OPTION_FIELDS), ...SERVER_FIELDS].join(', ')})`,
-        { option: name });
+      throw new XpsrError('ERR_INVALID_OPTION', `Unknown option '${name}' (known: ${[...Object.keys(OPTION_FIELDS), ...SERVER_FIELDS].join(', ')})`, {
+        option: name,
+      });
     const kind = OPTION_FIELDS[name as OptionField];
     const value = kind === 'number' && NUMBER_TEXT.test(text.trim()) ? Number(text) : text;
     if (name.startsWith('prompts.')) prompts[name.slice(8)] = value as string;
@@ -99,14 +118,21 @@ export async function checkImageHeader(image: Buffer, options: JobOptions, limit
   if (!width || !height) throw new XpsrError('ERR_IMAGE_UNREADABLE', 'the image header declares no size');
   const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
   if (width * height > limits.maxInputPixels)
-    throw new XpsrError('ERR_IMAGE_TOO_LARGE', `the image is ${width}x${height} = ${fmt(width * height)} pixels; this server accepts at most ` +
-      `${fmt(limits.maxInputPixels)} input pixels`, { width, height, limit: limits.maxInputPixels });
+    throw new XpsrError(
+      'ERR_IMAGE_TOO_LARGE',
+      `the image is ${width}x${height} = ${fmt(width * height)} pixels; this server accepts at most ` + `${fmt(limits.maxInputPixels)} input pixels`,
+      { width, height, limit: limits.maxInputPixels },
+    );
   const r = resolveUpscaleOptions(options);
   const g = preprocessGeometry(width, height, { scale: r.scale, processSize: r.processSize });
   const out = Math.max(g.outWidth * g.outHeight, g.width * g.height);
   if (out > limits.maxOutputPixels)
-    throw new XpsrError('ERR_IMAGE_TOO_LARGE', `the output would be ${fmt(out)} pixels (scale ${r.scale}, processSize ${r.processSize}); ` +
-      `this server produces at most ${fmt(limits.maxOutputPixels)}`, { width, height, limit: limits.maxOutputPixels });
+    throw new XpsrError(
+      'ERR_IMAGE_TOO_LARGE',
+      `the output would be ${fmt(out)} pixels (scale ${r.scale}, processSize ${r.processSize}); ` +
+        `this server produces at most ${fmt(limits.maxOutputPixels)}`,
+      { width, height, limit: limits.maxOutputPixels },
+    );
   return { width, height };
 }
 
@@ -136,7 +162,8 @@ export async function readJobRequest(req: FastifyRequest, limits: InputLimits): 
   }
   const { options, format } = optionsFromFields(fields);
   const chosen = chooseFormat(format, req.headers.accept);
-  if (!image) throw new XpsrError(ERR_IMAGE_MISSING, 'the request has no image (send it as the body with an image/* content type, or as a multipart file)');
+  if (!image)
+    throw new XpsrError(ERR_IMAGE_MISSING, 'the request has no image (send it as the body with an image/* content type, or as a multipart file)');
   await checkImageHeader(image, options, limits);
   return { image, options, format: chosen };
 }

@@ -18,7 +18,10 @@ export const isTerminal = (s: JobState): boolean => TERMINAL_STATES.includes(s);
 export type OutputFormat = 'png' | 'jpeg' | 'webp' | 'tiff';
 export const OUTPUT_FORMATS: readonly OutputFormat[] = ['png', 'jpeg', 'webp', 'tiff'];
 export const CONTENT_TYPES: Record<OutputFormat, string> = {
-  png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp', tiff: 'image/tiff',
+  png: 'image/png',
+  jpeg: 'image/jpeg',
+  webp: 'image/webp',
+  tiff: 'image/tiff',
 };
 
 /** The library's upscale options that a request may set (data only: no signal, callbacks or objects). */

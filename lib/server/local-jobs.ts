@@ -9,9 +9,19 @@ import type { XpsrCaptioner } from '../captioners/types.js';
 import type { UpscaleResult } from '../xpsr.js';
 import type { DevicePool, DeviceSlot } from './devices.js';
 import {
-  CONTENT_TYPES, isTerminal, progressFraction,
-  type DrainSummary, type JobError, type JobEvent, type JobQueue, type JobRequest, type JobResult, type JobState,
-  type JobStatus, type QueueStats, type SubmitOptions,
+  CONTENT_TYPES,
+  isTerminal,
+  progressFraction,
+  type DrainSummary,
+  type JobError,
+  type JobEvent,
+  type JobQueue,
+  type JobRequest,
+  type JobResult,
+  type JobState,
+  type JobStatus,
+  type QueueStats,
+  type SubmitOptions,
 } from './jobs.js';
 import { ERR_DRAINING, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTDOWN, ERR_TIMEOUT } from './errors.js';
 
@@ -43,7 +53,7 @@ export interface JobObserver {
 
 interface Job {
   id: string;
-  request: JobRequest | undefined;   // dropped once the job starts finishing, to free the input bytes
+  request: JobRequest | undefined; // dropped once the job starts finishing, to free the input bytes
   ephemeral: boolean;
   state: JobState;
   stage: string | null;
@@ -92,21 +102,41 @@ export class LocalJobQueue implements JobQueue {
     if (!this.#accepting) throw new XpsrError(ERR_DRAINING, 'the server is shutting down and accepts no new jobs');
     if (!this.#pool.slots.some((s) => s.usable)) {
       const failed = this.#pool.slots.find((s) => s.error);
-      throw new XpsrError(ERR_NOT_READY, failed
-        ? `device ${failed.name} is not usable: ${failed.error!.message}`
-        : 'the server is still loading the model weights');
+      throw new XpsrError(
+        ERR_NOT_READY,
+        failed ? `device ${failed.name} is not usable: ${failed.error!.message}` : 'the server is still loading the model weights',
+      );
     }
     if (this.#queue.length >= this.#o.maxQueue) {
       const retryAfterSeconds = this.retryAfterSeconds();
-      throw new XpsrError(ERR_QUEUE_FULL, `the queue is full (${this.#o.maxQueue} jobs waiting); retry in about ${retryAfterSeconds} s`,
-        { retryAfterSeconds });
+      throw new XpsrError(ERR_QUEUE_FULL, `the queue is full (${this.#o.maxQueue} jobs waiting); retry in about ${retryAfterSeconds} s`, {
+        retryAfterSeconds,
+      });
     }
     let settle!: () => void;
     const settled = new Promise<void>((r) => (settle = r));
     const job: Job = {
-      id: randomUUID(), request, ephemeral: !!options.ephemeral, state: 'queued', stage: null, step: 0, total: 0,
-      device: null, createdAt: Date.now(), startedAt: null, finishedAt: null, expiresAt: null, error: null, result: null,
-      controller: new AbortController(), stopReason: null, listeners: new Set(), settled, settle, expiryTimer: null, timer: null,
+      id: randomUUID(),
+      request,
+      ephemeral: !!options.ephemeral,
+      state: 'queued',
+      stage: null,
+      step: 0,
+      total: 0,
+      device: null,
+      createdAt: Date.now(),
+      startedAt: null,
+      finishedAt: null,
+      expiresAt: null,
+      error: null,
+      result: null,
+      controller: new AbortController(),
+      stopReason: null,
+      listeners: new Set(),
+      settled,
+      settle,
+      expiryTimer: null,
+      timer: null,
     };
     this.#jobs.set(job.id, job);
     this.#queue.push(job);
@@ -255,7 +285,10 @@ export class LocalJobQueue implements JobQueue {
     this.#emit(job, 'state');
     job.timer = setTimeout(() => {
       if (!job.stopReason) {
-        job.stopReason = { code: ERR_TIMEOUT, message: `the job ran longer than the per-job timeout (${(this.#o.jobTimeoutMs / 1000).toFixed(1)} s)` };
+        job.stopReason = {
+          code: ERR_TIMEOUT,
+          message: `the job ran longer than the per-job timeout (${(this.#o.jobTimeoutMs / 1000).toFixed(1)} s)`,
+        };
         job.controller.abort();
       }
     }, this.#o.jobTimeoutMs);
@@ -288,8 +321,15 @@ export class LocalJobQueue implements JobQueue {
       const runMs = Date.now() - job.startedAt!;
       this.#avgRunMs = this.#avgRunMs ? 0.8 * this.#avgRunMs + 0.2 * runMs : runMs;
       job.result = {
-        data, format, contentType: CONTENT_TYPES[format], bytes: data.length,
-        width: out.width, height: out.height, seed: out.seed, prompts: out.prompts, timingsMs: { ...out.timingsMs },
+        data,
+        format,
+        contentType: CONTENT_TYPES[format],
+        bytes: data.length,
+        width: out.width,
+        height: out.height,
+        seed: out.seed,
+        prompts: out.prompts,
+        timingsMs: { ...out.timingsMs },
       };
       this.#finish(job, 'done', null);
     } catch (e) {
@@ -376,8 +416,14 @@ export class LocalJobQueue implements JobQueue {
       expiresAt: iso(job.expiresAt),
       error: job.error,
       result: r && {
-        format: r.format, contentType: r.contentType, bytes: r.bytes, width: r.width, height: r.height,
-        seed: r.seed, prompts: r.prompts, timingsMs: r.timingsMs,
+        format: r.format,
+        contentType: r.contentType,
+        bytes: r.bytes,
+        width: r.width,
+        height: r.height,
+        seed: r.seed,
+        prompts: r.prompts,
+        timingsMs: r.timingsMs,
       },
     };
   }

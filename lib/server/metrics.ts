@@ -26,21 +26,45 @@ export class ServerMetrics {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'xpsr_' }); // xpsr_process_resident_memory_bytes, xpsr_nodejs_*
     const stats = () => queue()?.stats();
-    new Gauge({ name: 'xpsr_queue_depth', help: 'Jobs waiting for a device', registers: [r], collect() {
-      this.set(stats()?.queued ?? 0);
-    } });
-    new Gauge({ name: 'xpsr_jobs_running', help: 'Jobs running on a device', registers: [r], collect() {
-      this.set(stats()?.running ?? 0);
-    } });
-    new Gauge({ name: 'xpsr_results_stored_bytes', help: 'Bytes of finished results kept for their TTL', registers: [r], collect() {
-      this.set(stats()?.storedBytes ?? 0);
-    } });
-    new Gauge({ name: 'xpsr_ready', help: '1 when weights are loaded, every device is usable and jobs are accepted', registers: [r], collect() {
-      const s = stats();
-      this.set(s && s.ready && s.accepting ? 1 : 0);
-    } });
-    new Gauge({ name: 'xpsr_device_memory_used_bytes', help: 'Memory in use per device (CUDA: total - free; cpu: process RSS)',
-      labelNames: ['device'], registers: [r], collect() {
+    new Gauge({
+      name: 'xpsr_queue_depth',
+      help: 'Jobs waiting for a device',
+      registers: [r],
+      collect() {
+        this.set(stats()?.queued ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'xpsr_jobs_running',
+      help: 'Jobs running on a device',
+      registers: [r],
+      collect() {
+        this.set(stats()?.running ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'xpsr_results_stored_bytes',
+      help: 'Bytes of finished results kept for their TTL',
+      registers: [r],
+      collect() {
+        this.set(stats()?.storedBytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'xpsr_ready',
+      help: '1 when weights are loaded, every device is usable and jobs are accepted',
+      registers: [r],
+      collect() {
+        const s = stats();
+        this.set(s && s.ready && s.accepting ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'xpsr_device_memory_used_bytes',
+      help: 'Memory in use per device (CUDA: total - free; cpu: process RSS)',
+      labelNames: ['device'],
+      registers: [r],
+      collect() {
         this.reset();
         const devices = stats()?.devices ?? [];
         let cuda: { index: number; totalMemory: number; freeMemory: number }[] = [];
@@ -57,16 +81,40 @@ export class ServerMetrics {
           const c = m && cuda.find((x) => x.index === Number(m[1]));
           if (c) this.set({ device: d }, c.totalMemory - c.freeMemory);
         }
-      } });
+      },
+    });
     this.#jobs = new Counter({ name: 'xpsr_jobs_total', help: 'Finished jobs by outcome', labelNames: ['outcome'], registers: [r] });
-    this.#errors = new Counter({ name: 'xpsr_job_errors_total', help: 'Failed or cancelled jobs by error code', labelNames: ['code'], registers: [r] });
-    this.#stage = new Histogram({ name: 'xpsr_stage_duration_seconds', help: 'Time per pipeline stage of done jobs', labelNames: ['stage'],
-      buckets: BUCKETS, registers: [r] });
-    this.#wait = new Histogram({ name: 'xpsr_queue_wait_seconds', help: 'Time from submission to start on a device', buckets: BUCKETS, registers: [r] });
-    this.#http = new Counter({ name: 'xpsr_http_responses_total', help: 'HTTP responses by route and status',
-      labelNames: ['route', 'method', 'status'], registers: [r] });
-    this.#rejected = new Counter({ name: 'xpsr_jobs_rejected_total', help: 'Submissions refused (queue full, draining, not ready)',
-      labelNames: ['code'], registers: [r] });
+    this.#errors = new Counter({
+      name: 'xpsr_job_errors_total',
+      help: 'Failed or cancelled jobs by error code',
+      labelNames: ['code'],
+      registers: [r],
+    });
+    this.#stage = new Histogram({
+      name: 'xpsr_stage_duration_seconds',
+      help: 'Time per pipeline stage of done jobs',
+      labelNames: ['stage'],
+      buckets: BUCKETS,
+      registers: [r],
+    });
+    this.#wait = new Histogram({
+      name: 'xpsr_queue_wait_seconds',
+      help: 'Time from submission to start on a device',
+      buckets: BUCKETS,
+      registers: [r],
+    });
+    this.#http = new Counter({
+      name: 'xpsr_http_responses_total',
+      help: 'HTTP responses by route and status',
+      labelNames: ['route', 'method', 'status'],
+      registers: [r],
+    });
+    this.#rejected = new Counter({
+      name: 'xpsr_jobs_rejected_total',
+      help: 'Submissions refused (queue full, draining, not ready)',
+      labelNames: ['code'],
+      registers: [r],
+    });
     for (const o of ['done', 'failed', 'cancelled']) this.#jobs.inc({ outcome: o }, 0);
   }
 

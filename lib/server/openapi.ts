@@ -41,23 +41,34 @@ const imageContent = {
 function optionParameters() {
   return [
     ...Object.entries(OPTION_FIELDS).map(([name, kind]) => ({
-      name, in: 'query', required: false, description: OPTION_TEXT[name as OptionField], schema: { type: kind },
+      name,
+      in: 'query',
+      required: false,
+      description: OPTION_TEXT[name as OptionField],
+      schema: { type: kind },
     })),
-    { name: 'format', in: 'query', required: false, description: "Output format: png (default), jpeg, webp, tiff (else from Accept).",
-      schema: { type: 'string', enum: ['png', 'jpeg', 'webp', 'tiff'] } },
+    {
+      name: 'format',
+      in: 'query',
+      required: false,
+      description: 'Output format: png (default), jpeg, webp, tiff (else from Accept).',
+      schema: { type: 'string', enum: ['png', 'jpeg', 'webp', 'tiff'] },
+    },
   ];
 }
 
 const imageRequestBody = {
   required: true,
-  description: 'The image as the raw body (any image/* type or application/octet-stream), or multipart/form-data with one file ' +
+  description:
+    'The image as the raw body (any image/* type or application/octet-stream), or multipart/form-data with one file ' +
     'field and the options as text fields (same names as the query parameters).',
   content: {
     'image/*': { schema: { type: 'string', format: 'binary' } },
     'application/octet-stream': { schema: { type: 'string', format: 'binary' } },
     'multipart/form-data': {
       schema: {
-        type: 'object', required: ['image'],
+        type: 'object',
+        required: ['image'],
         properties: {
           image: { type: 'string', format: 'binary' },
           ...Object.fromEntries(Object.entries(OPTION_FIELDS).map(([k, kind]) => [k, { type: kind, description: OPTION_TEXT[k as OptionField] }])),
@@ -74,8 +85,10 @@ const submitErrors = {
   413: errorResponse('Body too large, or image above the pixel limits (ERR_BODY_TOO_LARGE, ERR_IMAGE_TOO_LARGE)'),
   415: errorResponse('Unsupported content type'),
   422: errorResponse('The body is not a readable image (ERR_IMAGE_UNREADABLE)'),
-  429: { ...errorResponse('Queue full (ERR_QUEUE_FULL); retry after the Retry-After header'),
-    headers: { 'Retry-After': { schema: { type: 'integer' }, description: 'Seconds' } } },
+  429: {
+    ...errorResponse('Queue full (ERR_QUEUE_FULL); retry after the Retry-After header'),
+    headers: { 'Retry-After': { schema: { type: 'integer' }, description: 'Seconds' } },
+  },
   503: errorResponse('Loading, draining or no usable device (ERR_NOT_READY, ERR_DRAINING)'),
 };
 
@@ -88,14 +101,16 @@ export function openApiDocument(version: string, authEnabled: boolean) {
     info: {
       title: 'xpsr serve',
       version,
-      description: 'XPSR diffusion super-resolution over HTTP: synchronous calls, queued jobs with progress events, ' +
+      description:
+        'XPSR diffusion super-resolution over HTTP: synchronous calls, queued jobs with progress events, ' +
         'health, readiness and Prometheus metrics. Every error is JSON { code, message }.',
     },
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'API key (when the server has any)' } },
       schemas: {
         Error: {
-          type: 'object', required: ['code', 'message'],
+          type: 'object',
+          required: ['code', 'message'],
           properties: { code: { type: 'string', examples: ['ERR_INVALID_OPTION'] }, message: { type: 'string' } },
         },
         JobStatus: {
@@ -116,15 +131,22 @@ export function openApiDocument(version: string, authEnabled: boolean) {
             expiresAt: { type: ['string', 'null'], format: 'date-time', description: 'When the finished job and its result are forgotten' },
             error: { oneOf: [error, { type: 'null' }] },
             result: {
-              oneOf: [{ type: 'null' }, {
-                type: 'object',
-                properties: {
-                  format: { type: 'string' }, contentType: { type: 'string' }, bytes: { type: 'integer' },
-                  width: { type: 'integer' }, height: { type: 'integer' }, seed: { type: 'integer' },
-                  prompts: { type: 'object', properties: { high: { type: 'string' }, low: { type: 'string' } } },
-                  timingsMs: { type: 'object', additionalProperties: { type: 'number' } },
+              oneOf: [
+                { type: 'null' },
+                {
+                  type: 'object',
+                  properties: {
+                    format: { type: 'string' },
+                    contentType: { type: 'string' },
+                    bytes: { type: 'integer' },
+                    width: { type: 'integer' },
+                    height: { type: 'integer' },
+                    seed: { type: 'integer' },
+                    prompts: { type: 'object', properties: { high: { type: 'string' }, low: { type: 'string' } } },
+                    timingsMs: { type: 'object', additionalProperties: { type: 'number' } },
+                  },
                 },
-              }],
+              ],
             },
           },
         },
@@ -203,7 +225,8 @@ export function openApiDocument(version: string, authEnabled: boolean) {
       },
       '/v1/jobs/{id}/events': {
         get: {
-          summary: 'Server-sent events: "state" (now and on each change), "progress" (each step), then one of "done", "failed", ' +
+          summary:
+            'Server-sent events: "state" (now and on each change), "progress" (each step), then one of "done", "failed", ' +
             '"cancelled"; every data field is a JobStatus',
           parameters: [jobId],
           responses: {
@@ -219,12 +242,16 @@ export function openApiDocument(version: string, authEnabled: boolean) {
         },
       },
       '/healthz': {
-        get: { summary: 'Liveness (the process answers)', security: [],
-          responses: { 200: { description: 'Alive', content: { 'application/json': { schema: { type: 'object' } } } } } },
+        get: {
+          summary: 'Liveness (the process answers)',
+          security: [],
+          responses: { 200: { description: 'Alive', content: { 'application/json': { schema: { type: 'object' } } } } },
+        },
       },
       '/readyz': {
         get: {
-          summary: 'Readiness: weights loaded, every device usable, accepting jobs', security: [],
+          summary: 'Readiness: weights loaded, every device usable, accepting jobs',
+          security: [],
           responses: {
             200: { description: 'Ready', content: { 'application/json': { schema: { type: 'object' } } } },
             503: errorResponse('Loading, draining or a device unusable (ERR_NOT_READY, ERR_DRAINING)'),
@@ -232,14 +259,24 @@ export function openApiDocument(version: string, authEnabled: boolean) {
         },
       },
       '/metrics': {
-        get: { summary: 'Prometheus metrics', responses: { 200: { description: 'Text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } } },
+        get: {
+          summary: 'Prometheus metrics',
+          responses: { 200: { description: 'Text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        },
       },
       '/openapi.json': {
-        get: { summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } } } },
+        get: {
+          summary: 'This document',
+          security: [],
+          responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } } },
+        },
       },
       '/': {
-        get: { summary: 'The web page (upload, progress, before/after comparison, download)', security: [],
-          responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } },
+        get: {
+          summary: 'The web page (upload, progress, before/after comparison, download)',
+          security: [],
+          responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } },
+        },
       },
     },
   };

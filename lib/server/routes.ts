@@ -35,7 +35,9 @@ function sendResult(reply: FastifyReply, r: JobResult, id: string): FastifyReply
   const cut = r.prompts.high.length > HEADER_PROMPT_CHARS || r.prompts.low.length > HEADER_PROMPT_CHARS;
   if (cut) void reply.header('X-Xpsr-Prompts-Truncated', 'true');
   const prompt = (p: string) => encodeURIComponent(p.slice(0, HEADER_PROMPT_CHARS));
-  const timing = Object.entries(r.timingsMs).map(([k, v]) => `${k};dur=${v.toFixed(1)}`).join(', ');
+  const timing = Object.entries(r.timingsMs)
+    .map(([k, v]) => `${k};dur=${v.toFixed(1)}`)
+    .join(', ');
   return reply
     .code(200)
     .header('Content-Type', r.contentType)
@@ -116,8 +118,11 @@ export function registerRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id/result', { onRequest: [auth] }, async (req, reply) => {
     const s = await known(req.params.id);
-    if (!isTerminal(s.state)) throw new XpsrError(ERR_JOB_NOT_FINISHED, `the job is ${s.state}${s.position !== null ? ` (position ${s.position})` : ''}; ` +
-      'wait for it (GET /v1/jobs/{id} or /events)');
+    if (!isTerminal(s.state))
+      throw new XpsrError(
+        ERR_JOB_NOT_FINISHED,
+        `the job is ${s.state}${s.position !== null ? ` (position ${s.position})` : ''}; ` + 'wait for it (GET /v1/jobs/{id} or /events)',
+      );
     if (s.state !== 'done') throw jobError(s);
     const r = await jobs.result(s.id);
     if (!r) throw new XpsrError(ERR_JOB_NOT_FOUND, 'the result has expired');

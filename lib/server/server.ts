@@ -122,11 +122,15 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
   if (o.jobs) {
     jobs = o.jobs;
   } else {
-    pool = new DevicePool(o.engines
-      ? { engines: o.engines }
-      : { load: { sd: o.sd, xpsr: o.xpsr, model: o.model, threads: o.threads, onNotice: o.onNotice }, devices: deviceList(o.devices) });
+    pool = new DevicePool(
+      o.engines
+        ? { engines: o.engines }
+        : { load: { sd: o.sd, xpsr: o.xpsr, model: o.model, threads: o.threads, onNotice: o.onNotice }, devices: deviceList(o.devices) },
+    );
     jobs = new LocalJobQueue(pool, {
-      maxQueue, jobTimeoutMs, resultTtlMs,
+      maxQueue,
+      jobTimeoutMs,
+      resultTtlMs,
       maxResultBytes: positive('maxResultBytes', o.maxResultBytes, 1024 * MiB),
       maxFinishedJobs: Math.floor(positive('maxFinishedJobs', o.maxFinishedJobs, 10_000)),
       maxInputPixels: limits.maxInputPixels,
@@ -137,14 +141,18 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
   const loaded = pool ? pool.loaded : Promise.resolve();
 
   const app = Fastify({
-    logger: o.logger ?? false, bodyLimit, forceCloseConnections: 'idle',
+    logger: o.logger ?? false,
+    bodyLimit,
+    forceCloseConnections: 'idle',
     return503OnClosing: false, // while closing, answers still come from our routes (JSON errors, status reads)
     // Requests that are not even valid HTTP get our JSON error too, then the connection closes.
     clientErrorHandler: (err, socket) => {
       if ((err as { code?: string }).code === 'ECONNRESET' || !socket.writable) return socket.destroy();
       const body = JSON.stringify({ code: 'ERR_BAD_REQUEST', message: 'malformed HTTP request' });
-      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Connection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+          `Connection: close\r\n\r\n${body}`,
+      );
     },
   });
   // Only image bodies and multipart forms are accepted; anything else is a 415 before it is read.
@@ -184,23 +192,37 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
     if (h.status === 401) void reply.header('WWW-Authenticate', 'Bearer');
     if (h.code === 'ERR_BODY_TOO_LARGE') h.message = `the request body is larger than this server's limit of ${bodyLimit} bytes`;
     if (h.status === 415)
-      h.message = `content type '${String(req.headers['content-type'] ?? '(none)').slice(0, 100)}' is not accepted: send the image as the body ` +
+      h.message =
+        `content type '${String(req.headers['content-type'] ?? '(none)').slice(0, 100)}' is not accepted: send the image as the body ` +
         '(image/* or application/octet-stream) or as multipart/form-data';
     return reply.code(h.status).send({ code: h.code, message: h.message });
   });
   app.setNotFoundHandler((req, reply) =>
-    reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}` }));
+    reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0].slice(0, 200)}` }),
+  );
   app.addHook('onResponse', async (req, reply) => {
     metrics.response(req.routeOptions.url ?? 'unknown', req.method, reply.statusCode);
   });
 
   registerRoutes(app, {
-    jobs, keys, metrics, streams, limits, version, notReady,
+    jobs,
+    keys,
+    metrics,
+    streams,
+    limits,
+    version,
+    notReady,
     info: () => {
       const s = jobs.stats();
       return {
-        version, ready: s.ready && s.accepting, accepting: s.accepting, devices: s.devices,
-        captioner: !!o.captioner, auth: keys.enabled, queued: s.queued, running: s.running,
+        version,
+        ready: s.ready && s.accepting,
+        accepting: s.accepting,
+        devices: s.devices,
+        captioner: !!o.captioner,
+        auth: keys.enabled,
+        queued: s.queued,
+        running: s.running,
         limits: { maxQueue, bodyLimitBytes: bodyLimit, ...limits, jobTimeoutMs, resultTtlMs },
       };
     },
@@ -214,7 +236,11 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
     return jobs.drain(timeoutMs);
   };
   return {
-    app, jobs, metrics, loaded, routes,
+    app,
+    jobs,
+    metrics,
+    loaded,
+    routes,
     async listen({ host = '127.0.0.1', port = 8080 } = {}) {
       return app.listen({ host, port });
     },

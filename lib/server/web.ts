@@ -26,6 +26,7 @@ export function registerWebPage(app: FastifyInstance): void {
         .header('Cache-Control', 'no-cache')
         .header('X-Content-Type-Options', 'nosniff')
         .header('Content-Security-Policy', "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'")
-        .send(body));
+        .send(body),
+    );
   }
 }

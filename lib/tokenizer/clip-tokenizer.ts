@@ -19,15 +19,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import {
-  ERR_INVALID_ARGUMENT,
-  ERR_IO,
-  ERR_WEIGHTS_INVALID,
-  ERR_WEIGHTS_MISSING,
-  XpsrError,
-  describeValue,
-  invalidOption,
-} from '../errors.js';
+import { ERR_INVALID_ARGUMENT, ERR_IO, ERR_WEIGHTS_INVALID, ERR_WEIGHTS_MISSING, XpsrError, describeValue, invalidOption } from '../errors.js';
 import { Bpe } from './bpe.js';
 import { BYTE_TO_CHAR, CHAR_TO_BYTE, toByteSymbols } from './byte-unicode.js';
 import { fixText } from './ftfy.js';
@@ -94,21 +86,23 @@ const WS_RUN_RE = new RegExp(`[${PY_WS}]+`, 'g');
  * ypogegrammeni, which case-folds to a letter) is matched by no alternative and therefore dropped.
  */
 const WORD_RE = new RegExp(
-  [
-    '<\\|[sſ]tartoftext\\|>',
-    '<\\|endoftext\\|>',
-    "'[sſ]|'t|'re|'ve|'m|'ll|'d",
-    '\\p{L}+',
-    '\\p{N}',
-    `[^${RX_WS}\\p{L}\\p{N}\\u0345]+`,
-  ].join('|'),
+  ['<\\|[sſ]tartoftext\\|>', '<\\|endoftext\\|>', "'[sſ]|'t|'re|'ve|'m|'ll|'d", '\\p{L}+', '\\p{N}', `[^${RX_WS}\\p{L}\\p{N}\\u0345]+`].join('|'),
   'gu',
 );
 
 /** Python's str.isspace() for one UTF-16 unit (all such characters are in the BMP). */
 const isPyWs = (c: number): boolean =>
-  (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c === 0x85 || c === 0xa0 || c === 0x1680 ||
-  (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000;
+  (c >= 0x09 && c <= 0x0d) ||
+  (c >= 0x1c && c <= 0x20) ||
+  c === 0x85 ||
+  c === 0xa0 ||
+  c === 0x1680 ||
+  (c >= 0x2000 && c <= 0x200a) ||
+  c === 0x2028 ||
+  c === 0x2029 ||
+  c === 0x202f ||
+  c === 0x205f ||
+  c === 0x3000;
 
 /** Python's str.strip(). */
 function pyStrip(text: string): string {
@@ -220,9 +214,14 @@ function parseVocab(json: string, where: string): Map<string, number> {
     try {
       parsed = JSON.parse(json);
     } catch (e) {
-      throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: not valid JSON (${(e as Error).message})`, { file: where }, {
-        cause: e,
-      });
+      throw new XpsrError(
+        ERR_WEIGHTS_INVALID,
+        `${where}: not valid JSON (${(e as Error).message})`,
+        { file: where },
+        {
+          cause: e,
+        },
+      );
     }
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: expected a JSON object mapping tokens to ids`, { file: where });
@@ -248,11 +247,10 @@ function parseVocab(json: string, where: string): Map<string, number> {
     }
     const other = seen.get(id);
     if (other !== undefined) {
-      throw new XpsrError(
-        ERR_WEIGHTS_INVALID,
-        `${where}: id ${id} is used by both ${JSON.stringify(other)} and ${JSON.stringify(token)}`,
-        { file: where, id },
-      );
+      throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: id ${id} is used by both ${JSON.stringify(other)} and ${JSON.stringify(token)}`, {
+        file: where,
+        id,
+      });
     }
     seen.set(id, token);
   }
@@ -260,11 +258,10 @@ function parseVocab(json: string, where: string): Map<string, number> {
   for (const sym of BYTE_TO_CHAR) {
     for (const t of [sym, sym + '</w>']) {
       if (!vocab.has(t)) {
-        throw new XpsrError(
-          ERR_WEIGHTS_INVALID,
-          `${where}: missing byte-level token ${JSON.stringify(t)} (not a CLIP byte-level BPE vocabulary?)`,
-          { file: where, token: t },
-        );
+        throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: missing byte-level token ${JSON.stringify(t)} (not a CLIP byte-level BPE vocabulary?)`, {
+          file: where,
+          token: t,
+        });
       }
     }
   }
@@ -293,11 +290,10 @@ function parseMerges(text: string, where: string, vocab: Map<string, number>, vo
     if (!ok) {
       const parts = line.split(WS_RUN_RE).filter((p) => p !== '');
       if (parts.length !== 2) {
-        throw new XpsrError(
-          ERR_WEIGHTS_INVALID,
-          `${where}: line ${i + 1} is not a merge of two symbols: ${JSON.stringify(line.slice(0, 80))}`,
-          { file: where, line: i + 1 },
-        );
+        throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: line ${i + 1} is not a merge of two symbols: ${JSON.stringify(line.slice(0, 80))}`, {
+          file: where,
+          line: i + 1,
+        });
       }
       line = parts[0] + ' ' + parts[1];
       sp = parts[0]!.length;
@@ -337,9 +333,14 @@ function parseJsonConfig(text: string, where: string): ClipTokenizerConfig {
   try {
     parsed = JSON.parse(text);
   } catch (e) {
-    throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: not valid JSON (${(e as Error).message})`, { file: where }, {
-      cause: e,
-    });
+    throw new XpsrError(
+      ERR_WEIGHTS_INVALID,
+      `${where}: not valid JSON (${(e as Error).message})`,
+      { file: where },
+      {
+        cause: e,
+      },
+    );
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new XpsrError(ERR_WEIGHTS_INVALID, `${where}: expected a JSON object`, { file: where });
@@ -370,13 +371,7 @@ export class ClipTokenizer {
   /** Spellings cut out of the text before cleaning (the configured special tokens). */
   private readonly specialTokens: readonly string[];
 
-  private constructor(
-    vocab: Map<string, number>,
-    mergeKeys: string[],
-    config: ClipTokenizerConfig,
-    configWhere: string,
-    vocabWhere: string,
-  ) {
+  private constructor(vocab: Map<string, number>, mergeKeys: string[], config: ClipTokenizerConfig, configWhere: string, vocabWhere: string) {
     this.vocab = vocab;
     this.vocabSize = vocab.size;
     this.bpe = new Bpe(mergeKeys, PATTERN_SPECIALS);
@@ -387,22 +382,19 @@ export class ClipTokenizer {
     } else if (typeof rawMax === 'number' && Number.isInteger(rawMax) && rawMax >= 2 && rawMax <= 1_000_000) {
       this.maxLength = rawMax;
     } else {
-      throw new XpsrError(
-        ERR_WEIGHTS_INVALID,
-        `${configWhere}: "model_max_length" must be an integer >= 2, got ${JSON.stringify(rawMax)}`,
-        { file: configWhere },
-      );
+      throw new XpsrError(ERR_WEIGHTS_INVALID, `${configWhere}: "model_max_length" must be an integer >= 2, got ${JSON.stringify(rawMax)}`, {
+        file: configWhere,
+      });
     }
 
     const idOf = (key: 'bos' | 'eos' | 'pad' | 'unk'): [string, number] => {
       const token = tokenContent(config[`${key}_token`], `${key}_token`, configWhere) ?? DEFAULT_TOKENS[key];
       const id = vocab.get(token);
       if (id === undefined) {
-        throw new XpsrError(
-          ERR_WEIGHTS_INVALID,
-          `${vocabWhere}: has no entry for the ${key} token ${JSON.stringify(token)} (from ${configWhere})`,
-          { file: vocabWhere, token },
-        );
+        throw new XpsrError(ERR_WEIGHTS_INVALID, `${vocabWhere}: has no entry for the ${key} token ${JSON.stringify(token)} (from ${configWhere})`, {
+          file: vocabWhere,
+          token,
+        });
       }
       return [token, id];
     };
@@ -589,4 +581,3 @@ export class ClipTokenizer {
     }
   }
 }
-

@@ -114,10 +114,28 @@ export function uncurlQuotes(text: string): string {
 }
 
 const LIGATURES: Readonly<Record<string, string>> = {
-  '\u0132': 'IJ', '\u0133': 'ij', '\u0149': '\u02bcn',
-  '\u01f1': 'DZ', '\u01f2': 'Dz', '\u01f3': 'dz', '\u01c4': 'D\u017d', '\u01c5': 'D\u017e', '\u01c6': 'd\u017e',
-  '\u01c7': 'LJ', '\u01c8': 'Lj', '\u01c9': 'lj', '\u01ca': 'NJ', '\u01cb': 'Nj', '\u01cc': 'nj',
-  '\ufb00': 'ff', '\ufb01': 'fi', '\ufb02': 'fl', '\ufb03': 'ffi', '\ufb04': 'ffl', '\ufb05': '\u017ft', '\ufb06': 'st',
+  '\u0132': 'IJ',
+  '\u0133': 'ij',
+  '\u0149': '\u02bcn',
+  '\u01f1': 'DZ',
+  '\u01f2': 'Dz',
+  '\u01f3': 'dz',
+  '\u01c4': 'D\u017d',
+  '\u01c5': 'D\u017e',
+  '\u01c6': 'd\u017e',
+  '\u01c7': 'LJ',
+  '\u01c8': 'Lj',
+  '\u01c9': 'lj',
+  '\u01ca': 'NJ',
+  '\u01cb': 'Nj',
+  '\u01cc': 'nj',
+  '\ufb00': 'ff',
+  '\ufb01': 'fi',
+  '\ufb02': 'fl',
+  '\ufb03': 'ffi',
+  '\ufb04': 'ffl',
+  '\ufb05': '\u017ft',
+  '\ufb06': 'st',
 };
 const LIGATURE_RE = new RegExp(`[${Object.keys(LIGATURES).join('')}]`, 'g');
 /** Split Latin typographic ligatures and legacy digraph characters into their letters. */
@@ -245,8 +263,7 @@ function buildUtf8DetectorRe(): RegExp {
   const selfStanding = [0x2013, 0x2014, 0x2015, 0x2018, 0x2019, 0x201a, 0x201c, 0x201d, 0x201e, 0x2022, 0x2026];
   const contStrict = [...cont].filter((c) => !selfStanding.includes(c));
   const contOrSpace = `[${esc(cont)} ]`; // a space may stand for a lost no-break space
-  const seq =
-    `[${esc(lead2)}]${contOrSpace}|[${esc(lead3)}]${contOrSpace}{2}|[${esc(lead4)}]${contOrSpace}{3}`;
+  const seq = `[${esc(lead2)}]${contOrSpace}|[${esc(lead3)}]${contOrSpace}{2}|[${esc(lead4)}]${contOrSpace}{3}`;
   return new RegExp(`(?<![${esc(contStrict)}])(?:${seq})+`, 'gu');
 }
 let utf8DetectorRe: RegExp | undefined; // global: for replace()
@@ -276,8 +293,7 @@ function fixEncodingStep(text: string): string {
     if (codec.name !== 'macroman' && SPACE_FOR_A0_TEST_RE.test(bin)) bin = restoreByteA0(bin);
     if (codec.sloppy) bin = replaceLossySequences(bin);
     const bytes = fromBinary(bin);
-    const decoded =
-      bin.includes('\xed') || bin.includes('\xc0') ? decodeUtf8Variants(bytes) : decodeUtf8Strict(bytes);
+    const decoded = bin.includes('\xed') || bin.includes('\xc0') ? decodeUtf8Variants(bytes) : decodeUtf8Strict(bytes);
     if (decoded !== null) return decoded;
   }
   // Next: fix embedded runs of mojibake piecewise.

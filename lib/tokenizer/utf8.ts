@@ -117,12 +117,7 @@ export function decodeUtf8Variants(bytes: Uint8Array): string | null {
         inRange(bytes[i + 4], 0xb0, 0xbf) &&
         lastOk
       ) {
-        const cp =
-          ((bytes[i + 1]! & 0x0f) << 16) +
-          ((bytes[i + 2]! & 0x3f) << 10) +
-          ((bytes[i + 4]! & 0x0f) << 6) +
-          (b5! & 0x3f) +
-          0x10000;
+        const cp = ((bytes[i + 1]! & 0x0f) << 16) + ((bytes[i + 2]! & 0x3f) << 10) + ((bytes[i + 4]! & 0x0f) << 6) + (b5! & 0x3f) + 0x10000;
         out.push(cp);
         i += 6;
         continue;

@@ -12,7 +12,11 @@ import { resolveWeights, type ResolvedWeights, type WeightsOptions } from './res
 import { BUNDLED_TOKENIZER_DIR, loadTokenizer } from './tokenizer.js';
 
 function size(bytes: number): string {
-  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+  return bytes >= 2 ** 30
+    ? `${(bytes / 2 ** 30).toFixed(2)} GiB`
+    : bytes >= 2 ** 20
+      ? `${(bytes / 2 ** 20).toFixed(1)} MiB`
+      : `${(bytes / 1024).toFixed(1)} KiB`;
 }
 const dtypes = (d: Record<string, number>) => Object.keys(d).sort().join('+') || 'no tensors';
 
@@ -26,7 +30,8 @@ export function describeSingleFile(info: NativeWeightsInfo): string[] {
   for (const g of info.groups) {
     const what = g.used ? 'uses   ' : 'ignores';
     const pre = g.prefix ? `${g.prefix}*` : '(other names)';
-    const level = g.prefix === 'cond_stage_model.transformer.' ? (info.textModelLevel ? ' (with text_model.)' : ' (without the text_model. level)') : '';
+    const level =
+      g.prefix === 'cond_stage_model.transformer.' ? (info.textModelLevel ? ' (with text_model.)' : ' (without the text_model. level)') : '';
     lines.push(`${what} ${g.role}: ${pre}${level}, ${g.tensors} tensors, ${dtypes(g.dtypes)}, ${size(g.bytes)}${g.used ? '' : ' (never read)'}`);
   }
   if (info.positionIds) lines.push(`position_ids buffer: ${info.positionIds}`);
@@ -42,7 +47,10 @@ function sdLines(r: ResolvedWeights): string[] {
     lines.push(`sd: ${r.textEncoder.path}`, ...describeSingleFile(info).map((l) => `  ${l}`));
     lines.push(`  tokenizer: ${r.tokenizer ?? `the SD-1.5 CLIP tokenizer shipped with xpsr-native (${BUNDLED_TOKENIZER_DIR})`}`);
     lines.push(`  scheduler: ${r.scheduler ?? "SD-1.5's scheduler config"}`);
-    for (const [name, c] of [['text_encoder', r.textEncoder], ['vae', r.vae]] as const)
+    for (const [name, c] of [
+      ['text_encoder', r.textEncoder],
+      ['vae', r.vae],
+    ] as const)
       lines.push(`  ${name} config: ${c.configJson ? 'given (sdConfig)' : "derived from the tensor shapes (SD-1.5's)"}`);
   } else if (r.textEncoder.path) {
     lines.push(`sd: diffusers folder ${path.dirname(r.textEncoder.path)}${r.variant ? `, variant ${r.variant} preferred` : ''}`);
@@ -54,7 +62,10 @@ function sdLines(r: ResolvedWeights): string[] {
 function filesOf(kind: string, dir: string, variant?: string): string {
   try {
     const native = loadNative();
-    return native.findWeightFiles(dir, kind, variant).map((f) => `${path.basename(f)} ${dtypes(native.inspectWeights(f).dtypes)}`).join(', ');
+    return native
+      .findWeightFiles(dir, kind, variant)
+      .map((f) => `${path.basename(f)} ${dtypes(native.inspectWeights(f).dtypes)}`)
+      .join(', ');
   } catch {
     return '';
   }
@@ -96,7 +107,9 @@ export async function checkWeightsReport(
       try {
         const info = await engine.checkWeights(kind, c.path, { variant: r.variant, config: c.configJson });
         const files = r.sdLayout === 'single file' && (kind === 'text_encoder' || kind === 'vae') ? '' : filesOf(kind, c.path, r.variant);
-        out(`  OK   ${kind.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${((performance.now() - t0) / 1000).toFixed(1)} s)  ${c.path}${files ? ` [${files}]` : ''}`);
+        out(
+          `  OK   ${kind.padEnd(13)} ${info.tensors} tensors  ${info.description}  (${((performance.now() - t0) / 1000).toFixed(1)} s)  ${c.path}${files ? ` [${files}]` : ''}`,
+        );
       } catch (e) {
         problems++;
         out(`  FAIL ${kind.padEnd(13)} ${describe(e).replace(/\n/g, '\n       ')}`);

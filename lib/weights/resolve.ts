@@ -137,8 +137,7 @@ export function resolveWeights(o: WeightsOptions, need: { sd: boolean; xpsr: boo
   const local = (option: string, value: string | undefined, parts: string[], fileOk: boolean): string | undefined => {
     if (value === undefined) return undefined;
     if (isDir(value) || (fileOk && isFile(value))) return value;
-    if (isFile(value))
-      throw new XpsrError('ERR_INVALID_OPTION', `'${option}' must be a folder (${parts.join('/, ')}/), got the file ${value}`);
+    if (isFile(value)) throw new XpsrError('ERR_INVALID_OPTION', `'${option}' must be a folder (${parts.join('/, ')}/), got the file ${value}`);
     if (isRepoId(value)) {
       const s = resolveRepoSnapshot(value, (d) => missingParts(d, parts, o.variant), process.env, `for ${option}`);
       snapshots.push({ option, repoId: value, dir: s.dir, revision: s.revision });
@@ -148,7 +147,9 @@ export function resolveWeights(o: WeightsOptions, need: { sd: boolean; xpsr: boo
   };
   const sdOption = o.sd !== undefined ? 'sd' : 'model';
   const sd = need.sd ? local(sdOption, o.sd ?? o.model, o.sd !== undefined ? SD_PARTS : [...SD_PARTS, ...XPSR_PARTS], o.sd !== undefined) : undefined;
-  const xp = need.xpsr ? local(o.xpsr !== undefined ? 'xpsr' : 'model', o.xpsr ?? o.model, o.xpsr !== undefined ? XPSR_PARTS : [...SD_PARTS, ...XPSR_PARTS], false) : undefined;
+  const xp = need.xpsr
+    ? local(o.xpsr !== undefined ? 'xpsr' : 'model', o.xpsr ?? o.model, o.xpsr !== undefined ? XPSR_PARTS : [...SD_PARTS, ...XPSR_PARTS], false)
+    : undefined;
   const sdConfig = o.sdConfig === undefined ? undefined : local('sdConfig', o.sdConfig, [], false);
   const singleFile = sd !== undefined && isFile(sd);
 

@@ -20,10 +20,17 @@ export function bundledTokenizer(): ClipTokenizer {
     const vocab = gunzipSync(readFileSync(file('vocab.json.gz'))).toString('utf8');
     const merges = gunzipSync(readFileSync(file('merges.txt.gz'))).toString('utf8');
     const config = JSON.parse(readFileSync(file('tokenizer_config.json'), 'utf8')) as object;
-    return ClipTokenizer.fromFiles(vocab, merges, config, { vocab: file('vocab.json.gz'), merges: file('merges.txt.gz'), config: file('tokenizer_config.json') });
+    return ClipTokenizer.fromFiles(vocab, merges, config, {
+      vocab: file('vocab.json.gz'),
+      merges: file('merges.txt.gz'),
+      config: file('tokenizer_config.json'),
+    });
   } catch (e) {
     if (e instanceof XpsrError) throw e;
-    throw new XpsrError('ERR_WEIGHTS_MISSING', `the CLIP tokenizer shipped with xpsr-native is unreadable (${BUNDLED_TOKENIZER_DIR}): ${(e as Error).message}; reinstall the package`);
+    throw new XpsrError(
+      'ERR_WEIGHTS_MISSING',
+      `the CLIP tokenizer shipped with xpsr-native is unreadable (${BUNDLED_TOKENIZER_DIR}): ${(e as Error).message}; reinstall the package`,
+    );
   }
 }
 

@@ -34,7 +34,6 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-
 struct Result {
   std::string name;
   double ms_first = 0, ms = 0, gflop = 0;
@@ -65,8 +64,8 @@ Result measure(const std::string& name, const std::function<void(RunStats*)>& ca
     ++r.runs;
   }
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s", name.c_str(), r.ms,
-                r.ms_first, r.gflop, r.gflop / (r.ms / 1e3));
+  std::snprintf(buf, sizeof buf, "%s: %.1f ms compute (first call %.1f ms), %.1f GFLOP, %.1f GFLOP/s", name.c_str(),
+                r.ms, r.ms_first, r.gflop, r.gflop / (r.ms / 1e3));
   log(buf);
   return r;
 }
@@ -92,7 +91,9 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--repeat") repeat = std::atoi(next().c_str());
     else if (a == "--help" || a == "-h") {
-      std::printf("xpsr_bench [--device cpu|cuda|cuda:N] [--latent 64] [--steps N] [--only step,vae_encode,vae_decode,text] [--threads N] [--repeat N]\n");
+      std::printf(
+          "xpsr_bench [--device cpu|cuda|cuda:N] [--latent 64] [--steps N] [--only step,vae_encode,vae_decode,text] "
+          "[--threads N] [--repeat N]\n");
       return 0;
     } else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
@@ -161,8 +162,9 @@ int main(int argc, char** argv) {
       ct.data.insert(ct.data.end(), c.data.begin(), c.data.end());
       req.in.cond = ct;
       req.in.timestep = 951;
-      results.push_back(measure("cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w),
-                                [&](RunStats* st) { e.step(req, nullptr, st); }, repeat));
+      results.push_back(measure(
+          "cfg_step_controlnet_unet_b2_" + std::to_string(h) + "x" + std::to_string(w),
+          [&](RunStats* st) { e.step(req, nullptr, st); }, repeat));
 #ifdef XPSR_HAVE_CUDA
       if (cuda) {  // the step is one plan: its captured graph's kernel nodes are the launches per step
         const CudaBackendStats st = cuda_backend_stats(e.backend());
@@ -201,13 +203,15 @@ int main(int argc, char** argv) {
       ModelInfo vae = e.load(ModelKind::Vae, o);
       if (want("vae_encode")) {
         VaeEncodeRequest req{vae.id, randn({1, 3, H, W}, 7, 0.5f), false};
-        results.push_back(measure("vae_encode_" + std::to_string(H) + "x" + std::to_string(W),
-                                  [&](RunStats* st) { e.vae_encode(req, nullptr, st); }, repeat));
+        results.push_back(measure(
+            "vae_encode_" + std::to_string(H) + "x" + std::to_string(W),
+            [&](RunStats* st) { e.vae_encode(req, nullptr, st); }, repeat));
       }
       if (want("vae_decode")) {
         VaeDecodeRequest req{vae.id, randn({1, 4, h, w}, 8), false};
-        results.push_back(measure("vae_decode_" + std::to_string(H) + "x" + std::to_string(W),
-                                  [&](RunStats* st) { e.vae_decode(req, nullptr, st); }, repeat));
+        results.push_back(measure(
+            "vae_decode_" + std::to_string(H) + "x" + std::to_string(W),
+            [&](RunStats* st) { e.vae_decode(req, nullptr, st); }, repeat));
       }
       e.unload(vae.id);
     }
@@ -220,13 +224,14 @@ int main(int argc, char** argv) {
       req.model = te.id;
       req.input_ids = TokenIds{1, 77, {}};
       for (int i = 0; i < 77; ++i) req.input_ids.ids.push_back(i == 0 ? 49406 : (i < 20 ? 320 + i : 49407));
-      results.push_back(measure("text_encoder_1x77", [&](RunStats* st) { e.text_encode(req, nullptr, st); }, cuda ? repeat : 2));
+      results.push_back(measure(
+          "text_encoder_1x77", [&](RunStats* st) { e.text_encode(req, nullptr, st); }, cuda ? repeat : 2));
       e.unload(te.id);
     }
 
     std::ostringstream js;
-    js << "{\n  \"device\": \"" << device << "\",\n  \"description\": \"" << desc << "\",\n  \"latent\": [" << h << ", " << w
-       << "],\n  \"hardware_threads\": " << std::thread::hardware_concurrency()
+    js << "{\n  \"device\": \"" << device << "\",\n  \"description\": \"" << desc << "\",\n  \"latent\": [" << h << ", "
+       << w << "],\n  \"hardware_threads\": " << std::thread::hardware_concurrency()
        << ",\n  \"baseline_gemm_gflops_per_s\": " << gemm_gflops << ",\n  \"components\": {";
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
@@ -247,9 +252,10 @@ int main(int argc, char** argv) {
         }
         return o;
       };
-      js << ",\n  \"cuda\": {\"launches_per_step\": " << launches_per_step << ", \"graph_nodes_per_step\": " << graph_nodes_per_step
-         << ", \"graphs_captured\": " << st.graphs_captured << ", \"graph_replays\": " << st.graph_replays
-         << ", \"graph_fallbacks\": " << st.graph_fallbacks << ", \"last_graph_failure\": \"" << esc(st.last_graph_failure)
+      js << ",\n  \"cuda\": {\"launches_per_step\": " << launches_per_step
+         << ", \"graph_nodes_per_step\": " << graph_nodes_per_step << ", \"graphs_captured\": " << st.graphs_captured
+         << ", \"graph_replays\": " << st.graph_replays << ", \"graph_fallbacks\": " << st.graph_fallbacks
+         << ", \"last_graph_failure\": \"" << esc(st.last_graph_failure)
          << "\", \"device_used_peak_bytes\": " << st.device_used_peak << ", \"act_bytes_peak\": " << st.act_bytes_peak
          << ", \"tile_notes\": \"" << esc(st.tile_notes) << "\"}";
       log("peak device memory " + std::to_string(st.device_used_peak >> 20) + " MiB, graph fallbacks " +

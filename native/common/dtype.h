@@ -1,9 +1,9 @@
 // Element types of weight files and host conversions (f16/bf16 <-> f32). Used by the weight readers
 // (native/engine/io) and by backends that store fp16. Portable C++, no intrinsics.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <cstddef>
 #include <string>
 
 namespace xpsr {
@@ -12,25 +12,39 @@ enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, Bool };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F64: case DType::I64: return 8;
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
-    case DType::I8: case DType::U8: case DType::Bool: return 1;
+    case DType::F64:
+    case DType::I64: return 8;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16:
+    case DType::I16: return 2;
+    case DType::I8:
+    case DType::U8:
+    case DType::Bool: return 1;
   }
   return 0;
 }
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32"; case DType::F16: return "F16"; case DType::BF16: return "BF16";
-    case DType::F64: return "F64"; case DType::I64: return "I64"; case DType::I32: return "I32";
-    case DType::I16: return "I16"; case DType::I8: return "I8"; case DType::U8: return "U8";
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::F64: return "F64";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
     case DType::Bool: return "BOOL";
   }
   return "?";
 }
 
-inline bool dtype_is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64; }
+inline bool dtype_is_float(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64;
+}
 
 inline float f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
@@ -38,7 +52,10 @@ inline float f16_to_f32(uint16_t h) {
     if (mant == 0) bits = sign;
     else {  // subnormal: normalise
       int e = -1;
-      do { ++e; mant <<= 1; } while (!(mant & 0x400));
+      do {
+        ++e;
+        mant <<= 1;
+      } while (!(mant & 0x400));
       bits = sign | (uint32_t)(127 - 15 - e) << 23 | (mant & 0x3ff) << 13;
     }
   } else if (exp == 31) bits = sign | 0x7f800000 | mant << 13;

@@ -2,11 +2,11 @@
 // I/O, CUDA, out of memory, cancellation) becomes an Error with a code and a message a user can act on.
 // It is caught at the N-API boundary (native/napi) and rejected as a JS error with `.code`; nothing aborts.
 #pragma once
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include <cstdint>
 
 namespace xpsr {
 

@@ -22,8 +22,8 @@
 namespace xpsr::cpu {
 namespace {
 
-constexpr int64_t kBk = 256;                  // keys per block (a multiple of 32: whole panel pairs)
-constexpr int64_t kPackBudget = 8 << 20;      // floats of packed K/V kept at once (32 MB)
+constexpr int64_t kBk = 256;              // keys per block (a multiple of 32: whole panel pairs)
+constexpr int64_t kPackBudget = 8 << 20;  // floats of packed K/V kept at once (32 MB)
 
 struct Geo {
   const AttentionArgs* a;
@@ -79,15 +79,15 @@ void softmax_block(const Kernels& kr, const Geo& g, int64_t q0, int64_t rows, in
 }
 
 // One query block of one (b, h): rows [q0, q0+rows).
-void query_block(const Kernels& kr, const Geo& g, int64_t b, int64_t h, int64_t q0, const float* kt,
-                 const float* vp, float* work) {
+void query_block(const Kernels& kr, const Geo& g, int64_t b, int64_t h, int64_t q0, const float* kt, const float* vp,
+                 float* work) {
   const AttentionArgs& a = *g.a;
   const int64_t rows = std::min(g.bq, a.Lq - q0), padded = round_up(rows, kr.mr), ldo = g.dpan * kPanel;
-  float* Qs = work;                 // [bq][d], scaled
-  float* S = Qs + g.bq * g.d;       // [bq][kBk]
-  float* O = S + g.bq * kBk;        // [bq][ldo]
-  float* m = O + g.bq * ldo;        // [bq]
-  float* l = m + g.bq;              // [bq]
+  float* Qs = work;            // [bq][d], scaled
+  float* S = Qs + g.bq * g.d;  // [bq][kBk]
+  float* O = S + g.bq * kBk;   // [bq][ldo]
+  float* m = O + g.bq * ldo;   // [bq]
+  float* l = m + g.bq;         // [bq]
   const float* Q = static_cast<const float*>(a.q);
   for (int64_t r = 0; r < rows; ++r)
     kr.axpby(Q + (b * a.Lq + q0 + r) * a.ldq + h * g.d, nullptr, Qs + r * g.d, (size_t)g.d, a.scale, 0.0f);
@@ -98,8 +98,8 @@ void query_block(const Kernels& kr, const Geo& g, int64_t b, int64_t h, int64_t 
   const int64_t kend = a.causal ? std::min<int64_t>(a.Lk, q0 + rows) : a.Lk;
   for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
     const int64_t nk = std::min(kBk, a.Lk - j0);
-    gemm_block(kr, padded, ceil_div(nk, kPanel), g.d, Qs, g.d, kt + (j0 / kPanel) * g.d * kPanel, g.d * kPanel, S,
-               kBk, false);
+    gemm_block(kr, padded, ceil_div(nk, kPanel), g.d, Qs, g.d, kt + (j0 / kPanel) * g.d * kPanel, g.d * kPanel, S, kBk,
+               false);
     softmax_block(kr, g, q0, rows, j0, nk, S, O, m, l);
     gemm_block(kr, padded, g.dpan, nk, S, kBk, vp + j0 * kPanel, g.lk16 * kPanel, O, ldo, true);
   }
@@ -127,8 +127,8 @@ void attention_op(Context& ctx, const AttentionArgs& a) {
   const int64_t group = std::clamp<int64_t>(kPackBudget / g.pair_floats, 1, pairs);
   const int64_t T = ctx.pool.size();
   const int64_t work_floats = round_up(g.bq * (g.d + kBk + g.dpan * kPanel + 2), 16);
-  float* packed = static_cast<float*>(
-      ctx.scratch.get(sizeof(float) * (size_t)(group * g.pair_floats + T * work_floats)));
+  float* packed =
+      static_cast<float*>(ctx.scratch.get(sizeof(float) * (size_t)(group * g.pair_floats + T * work_floats)));
   float* work = packed + group * g.pair_floats;
   const int64_t kchunks = ceil_div(g.lk16, kBk);
   for (int64_t p0 = 0; p0 < pairs; p0 += group) {

@@ -16,8 +16,8 @@ struct AttnCase {
   int B, Lq, Lk, heads, d;
   bool causal = false;
   int ldq = 0, ldk = 0, ldv = 0, ldo = 0;  // 0: heads * d
-  int row_step = 1;                          // reference for every row_step-th query row (plus the last)
-  double amp = 1.0;                          // input range: larger -> sharper softmax
+  int row_step = 1;                        // reference for every row_step-th query row (plus the last)
+  double amp = 1.0;                        // input range: larger -> sharper softmax
   double tol = 2e-5;
 };
 
@@ -49,7 +49,8 @@ void run_attention(Backend& be, const AttnCase& c, uint64_t seed) {
         for (int j = 0; j < nk; ++j) {
           double dot = 0;
           for (int t = 0; t < c.d; ++t)
-            dot += (double)q[((size_t)b * c.Lq + i) * ldq + h * c.d + t] * k[((size_t)b * c.Lk + j) * ldk + h * c.d + t];
+            dot +=
+                (double)q[((size_t)b * c.Lq + i) * ldq + h * c.d + t] * k[((size_t)b * c.Lk + j) * ldk + h * c.d + t];
           s[j] = dot * (double)a.scale;
           mx = std::max(mx, s[j]);
         }
@@ -77,21 +78,26 @@ void run_attention(Backend& be, const AttnCase& c, uint64_t seed) {
 
 TEST(cpu_attention_sd_shapes) {
   auto be = make_cpu_backend();
-  run_attention(*be, {1, 4096, 4096, 8, 40, false, 0, 0, 0, 0, 331}, 1);               // level-0 self-attention
-  run_attention(*be, {2, 1024, 77, 8, 80, false, 3 * 640, 1280, 1280, 0, 37}, 2);     // level-1 cross, packed q|kv
-  run_attention(*be, {2, 256, 77, 8, 160, false, 0, 0, 0, 0, 7}, 3);                  // level-2 cross
+  run_attention(*be, {1, 4096, 4096, 8, 40, false, 0, 0, 0, 0, 331}, 1);           // level-0 self-attention
+  run_attention(*be, {2, 1024, 77, 8, 80, false, 3 * 640, 1280, 1280, 0, 37}, 2);  // level-1 cross, packed q|kv
+  run_attention(*be, {2, 256, 77, 8, 160, false, 0, 0, 0, 0, 7}, 3);               // level-2 cross
   run_attention(*be, {2, 64, 64, 8, 160, false, 3 * 1280, 3 * 1280, 3 * 1280, 1280, 1}, 4);  // mid self, packed qkv
-  run_attention(*be, {1, 256, 256, 1, 512, false, 0, 0, 0, 0, 5}, 5);                  // VAE mid (single head)
-  run_attention(*be, {2, 77, 77, 12, 64, true, 0, 0, 0, 0, 1}, 6);                     // CLIP causal
-  run_attention(*be, {1, 1024, 1024, 8, 80, false, 0, 0, 0, 0, 101, 4.0}, 7);          // sharp softmax
+  run_attention(*be, {1, 256, 256, 1, 512, false, 0, 0, 0, 0, 5}, 5);                        // VAE mid (single head)
+  run_attention(*be, {2, 77, 77, 12, 64, true, 0, 0, 0, 0, 1}, 6);                           // CLIP causal
+  run_attention(*be, {1, 1024, 1024, 8, 80, false, 0, 0, 0, 0, 101, 4.0}, 7);                // sharp softmax
 }
 
 TEST(cpu_attention_odd_sizes) {
   auto be = make_cpu_backend(3);
   const AttnCase cases[] = {
-      {1, 1, 1, 1, 1},           {1, 5, 300, 3, 7},  {2, 300, 300, 2, 9, true},  {1, 70, 513, 1, 17},
-      {3, 13, 11, 5, 33},        {1, 2, 257, 1, 16, false, 0, 0, 0, 0, 1, 12.0},
-      {1, 600, 600, 1, 24, true, 0, 0, 0, 0, 1, 3.0}, {1, 9, 9, 4, 3, true, 20, 14, 13, 15},
+      {1, 1, 1, 1, 1},
+      {1, 5, 300, 3, 7},
+      {2, 300, 300, 2, 9, true},
+      {1, 70, 513, 1, 17},
+      {3, 13, 11, 5, 33},
+      {1, 2, 257, 1, 16, false, 0, 0, 0, 0, 1, 12.0},
+      {1, 600, 600, 1, 24, true, 0, 0, 0, 0, 1, 3.0},
+      {1, 9, 9, 4, 3, true, 20, 14, 13, 15},
   };
   uint64_t seed = 30;
   for (const AttnCase& c : cases) run_attention(*be, c, seed++);

@@ -116,8 +116,8 @@ class CpuBackend final : public Backend {
   size_t weight_bytes_ = 0;
 };
 
-std::shared_ptr<Weight> CpuBackend::upload(const std::string& name, WeightKind kind,
-                                           const std::vector<int64_t>& shape, const float* data) {
+std::shared_ptr<Weight> CpuBackend::upload(const std::string& name, WeightKind kind, const std::vector<int64_t>& shape,
+                                           const float* data) {
   const size_t rank = kind == WeightKind::Conv ? 4 : kind == WeightKind::Vector ? 1 : 2;
   XPSR_CHECK(shape.size() == rank, ErrorCode::ShapeMismatch, "weight '", name, "' (", kind_name(kind),
              ") must have rank ", rank, ", got shape ", shape_str(shape));
@@ -156,8 +156,8 @@ void CpuBackend::conv2d(const Conv2dArgs& a) {
   check_positive(a.R, op, "R");
   check_positive(a.S, op, "S");
   check_positive(a.stride, op, "stride");
-  XPSR_CHECK(a.pad_top >= 0 && a.pad_left >= 0 && a.pad_bottom >= 0 && a.pad_right >= 0,
-             ErrorCode::InvalidArgument, op, ": negative padding");
+  XPSR_CHECK(a.pad_top >= 0 && a.pad_left >= 0 && a.pad_bottom >= 0 && a.pad_right >= 0, ErrorCode::InvalidArgument, op,
+             ": negative padding");
   const int P = (a.H + a.pad_top + a.pad_bottom - a.R) / a.stride + 1;
   const int Q = (a.W + a.pad_left + a.pad_right - a.S) / a.stride + 1;
   XPSR_CHECK(a.H + a.pad_top + a.pad_bottom >= a.R && a.W + a.pad_left + a.pad_right >= a.S && a.P == P && a.Q == Q,
@@ -194,8 +194,8 @@ void CpuBackend::group_norm(const GroupNormArgs& a) {
   check_positive(a.HW, op, "HW");
   check_positive(a.C, op, "C");
   check_positive(a.groups, op, "groups");
-  XPSR_CHECK(a.C % a.groups == 0, ErrorCode::InvalidArgument, op, ": C = ", a.C, " is not a multiple of groups = ",
-             a.groups);
+  XPSR_CHECK(a.C % a.groups == 0, ErrorCode::InvalidArgument, op, ": C = ", a.C,
+             " is not a multiple of groups = ", a.groups);
   const float* g = weight(a.gamma, WeightKind::Vector, {a.C}, op, "gamma").data;
   const float* b = weight(a.beta, WeightKind::Vector, {a.C}, op, "beta").data;
   std::lock_guard<std::mutex> lock(op_mutex_);

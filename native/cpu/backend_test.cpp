@@ -82,8 +82,7 @@ TEST(cpu_threadpool) {
       pool.parallel_for(n, [&](int64_t b, int64_t e, int tid) {
         for (int64_t i = b; i < e; ++i) hits[i]++;
         int m = max_tid.load();
-        while (tid > m && !max_tid.compare_exchange_weak(m, tid)) {
-        }
+        while (tid > m && !max_tid.compare_exchange_weak(m, tid)) {}
       });
       for (auto& h : hits) CHECK(h.load() == 1);
       CHECK(max_tid.load() < threads);

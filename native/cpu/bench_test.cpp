@@ -127,6 +127,7 @@ TEST(bench_norm_and_elementwise) {
     UnaryArgs u;
     u.x = x.p(), u.y = y.p(), u.n = (size_t)2 * HW * C, u.op = UnaryOp::GeluErf;
     s = time_best([&] { be->unary(u); });
-    std::printf("    %-52s %-9s %8.2f ms  %7.1f GB/s\n", "gelu_erf 2.6M", cpu::isa_name(isa), s * 1e3, bytes / s * 1e-9);
+    std::printf("    %-52s %-9s %8.2f ms  %7.1f GB/s\n", "gelu_erf 2.6M", cpu::isa_name(isa), s * 1e3,
+                bytes / s * 1e-9);
   }
 }

@@ -22,8 +22,8 @@ void conv2d_op(Context& ctx, const Conv2dArgs& a, const float* w, const float* b
   Epilogue ep{bias, static_cast<const float*>(a.residual), a.K};
   GemmA src;
   ConvGeom g;
-  const bool dense = a.R == 1 && a.S == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
-                     a.pad_bottom == 0 && a.pad_right == 0;
+  const bool dense = a.R == 1 && a.S == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 && a.pad_bottom == 0 &&
+                     a.pad_right == 0;
   if (dense) {
     src.x = static_cast<const float*>(a.x);
     src.lda = a.C;

@@ -64,34 +64,34 @@ void run_conv(Backend& be, const ConvCase& c, uint64_t seed) {
 
 TEST(cpu_conv2d_unet_shapes) {
   auto be = make_cpu_backend();
-  run_conv(*be, {1, 64, 64, 320, 320, 3, 3, 1, 1, 1, 1, 1, true, false, 67}, 1);     // level-0 resnet conv
-  run_conv(*be, {2, 16, 16, 1280, 1280, 3, 3, 1, 1, 1, 1, 1, true, true, 61}, 2);    // level-2 conv2 + skip
-  run_conv(*be, {1, 32, 32, 640, 640, 3, 3, 2, 1, 1, 1, 1, true, false, 23}, 3);     // downsampler 32 -> 16
-  run_conv(*be, {2, 64, 64, 4, 320, 3, 3, 1, 1, 1, 1, 1, true, false, 29}, 4);       // conv_in
-  run_conv(*be, {1, 64, 64, 320, 4, 3, 3, 1, 1, 1, 1, 1, true, false, 13}, 5);       // conv_out
-  run_conv(*be, {2, 32, 32, 960, 640, 1, 1, 1, 0, 0, 0, 0, true, true, 37}, 6);      // 1x1 shortcut + residual
+  run_conv(*be, {1, 64, 64, 320, 320, 3, 3, 1, 1, 1, 1, 1, true, false, 67}, 1);        // level-0 resnet conv
+  run_conv(*be, {2, 16, 16, 1280, 1280, 3, 3, 1, 1, 1, 1, 1, true, true, 61}, 2);       // level-2 conv2 + skip
+  run_conv(*be, {1, 32, 32, 640, 640, 3, 3, 2, 1, 1, 1, 1, true, false, 23}, 3);        // downsampler 32 -> 16
+  run_conv(*be, {2, 64, 64, 4, 320, 3, 3, 1, 1, 1, 1, 1, true, false, 29}, 4);          // conv_in
+  run_conv(*be, {1, 64, 64, 320, 4, 3, 3, 1, 1, 1, 1, 1, true, false, 13}, 5);          // conv_out
+  run_conv(*be, {2, 32, 32, 960, 640, 1, 1, 1, 0, 0, 0, 0, true, true, 37}, 6);         // 1x1 shortcut + residual
   run_conv(*be, {1, 8, 8, 2560, 1280, 3, 3, 1, 1, 1, 1, 1, true, false, 17, 4e-6}, 7);  // up-block concat input
 }
 
 TEST(cpu_conv2d_vae_and_controlnet_shapes) {
   auto be = make_cpu_backend();
-  run_conv(*be, {1, 64, 64, 128, 128, 3, 3, 2, 0, 0, 1, 1, true, false, 41}, 10);   // VAE downsample (0,1,0,1)
-  run_conv(*be, {1, 13, 11, 8, 8, 3, 3, 2, 0, 0, 1, 1, true, false, 1}, 11);        // same on odd sizes
-  run_conv(*be, {1, 64, 64, 3, 16, 3, 3, 1, 1, 1, 1, 1, true, false, 7}, 12);       // cond. embedding conv_in
-  run_conv(*be, {1, 64, 64, 16, 32, 3, 3, 2, 1, 1, 1, 1, true, false, 3}, 13);      // cond. embedding stride 2
-  run_conv(*be, {1, 16, 16, 512, 512, 3, 3, 1, 1, 1, 1, 1, true, true, 11}, 14);    // VAE mid resnet
+  run_conv(*be, {1, 64, 64, 128, 128, 3, 3, 2, 0, 0, 1, 1, true, false, 41}, 10);  // VAE downsample (0,1,0,1)
+  run_conv(*be, {1, 13, 11, 8, 8, 3, 3, 2, 0, 0, 1, 1, true, false, 1}, 11);       // same on odd sizes
+  run_conv(*be, {1, 64, 64, 3, 16, 3, 3, 1, 1, 1, 1, 1, true, false, 7}, 12);      // cond. embedding conv_in
+  run_conv(*be, {1, 64, 64, 16, 32, 3, 3, 2, 1, 1, 1, 1, true, false, 3}, 13);     // cond. embedding stride 2
+  run_conv(*be, {1, 16, 16, 512, 512, 3, 3, 1, 1, 1, 1, 1, true, true, 11}, 14);   // VAE mid resnet
 }
 
 TEST(cpu_conv2d_odd_and_edge_sizes) {
   auto be = make_cpu_backend(3);
   uint64_t seed = 20;
   const ConvCase cases[] = {
-      {1, 9, 7, 5, 7, 3, 3, 1, 1, 1, 1, 1},          {2, 9, 7, 16, 24, 3, 3, 2, 1, 1, 1, 1},
-      {1, 13, 11, 33, 17, 3, 3, 2, 1, 1, 1, 1},      {1, 13, 11, 4, 3, 3, 3, 2, 0, 1, 0, 1},
-      {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},           {1, 1, 1, 3, 2, 3, 3, 1, 1, 1, 1, 1},
-      {1, 2, 3, 1, 1, 3, 3, 1, 1, 1, 1, 1},           {3, 5, 4, 2, 35, 1, 1, 1, 0, 0, 0, 0, false, true},
-      {1, 6, 5, 7, 9, 1, 1, 2, 0, 0, 0, 0},           {1, 5, 6, 7, 9, 1, 1, 1, 1, 0, 2, 1},
-      {1, 7, 8, 6, 10, 3, 2, 1, 2, 0, 1, 3, false},  {1, 3, 3, 300, 20, 3, 3, 1, 1, 1, 1, 1, true, true},
+      {1, 9, 7, 5, 7, 3, 3, 1, 1, 1, 1, 1},         {2, 9, 7, 16, 24, 3, 3, 2, 1, 1, 1, 1},
+      {1, 13, 11, 33, 17, 3, 3, 2, 1, 1, 1, 1},     {1, 13, 11, 4, 3, 3, 3, 2, 0, 1, 0, 1},
+      {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},         {1, 1, 1, 3, 2, 3, 3, 1, 1, 1, 1, 1},
+      {1, 2, 3, 1, 1, 3, 3, 1, 1, 1, 1, 1},         {3, 5, 4, 2, 35, 1, 1, 1, 0, 0, 0, 0, false, true},
+      {1, 6, 5, 7, 9, 1, 1, 2, 0, 0, 0, 0},         {1, 5, 6, 7, 9, 1, 1, 1, 1, 0, 2, 1},
+      {1, 7, 8, 6, 10, 3, 2, 1, 2, 0, 1, 3, false}, {1, 3, 3, 300, 20, 3, 3, 1, 1, 1, 1, 1, true, true},
   };
   for (const ConvCase& c : cases) run_conv(*be, c, seed++);
 }

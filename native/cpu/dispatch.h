@@ -52,15 +52,15 @@ struct Kernels {
   void (*geglu)(const float* x, float* y, size_t inner) = nullptr;
   // s[c] += x[c] - shift[c]; ss[c] += (x[c] - shift[c])^2, in double (GroupNorm statistics of one row).
   void (*channel_stats)(const float* x, size_t n, const double* shift, double* s, double* ss) = nullptr;
-  float (*max)(const float* x, size_t n) = nullptr;            // n >= 1
-  float (*exp_sum)(float* x, size_t n, float m) = nullptr;     // x = exp(x - m); returns the sum
-  void (*scale)(float* x, size_t n, float s) = nullptr;        // x *= s
+  float (*max)(const float* x, size_t n) = nullptr;         // n >= 1
+  float (*exp_sum)(float* x, size_t n, float m) = nullptr;  // x = exp(x - m); returns the sum
+  void (*scale)(float* x, size_t n, float s) = nullptr;     // x *= s
 };
 
-const Kernels& kernels();          // the active set
-Isa best_isa();                    // best set compiled in, supported by this CPU, allowed by XPSR_CPU_ISA
-bool isa_available(Isa isa);       // compiled in and supported by this CPU
-void set_isa(Isa isa);             // switch the active set (tests); throws Error(Unsupported) if unavailable
+const Kernels& kernels();     // the active set
+Isa best_isa();               // best set compiled in, supported by this CPU, allowed by XPSR_CPU_ISA
+bool isa_available(Isa isa);  // compiled in and supported by this CPU
+void set_isa(Isa isa);        // switch the active set (tests); throws Error(Unsupported) if unavailable
 const char* isa_name(Isa isa);
 
 // Per-set tables (defined in kernels_*.cpp; the SIMD ones return nullptr when built without XPSR_X86

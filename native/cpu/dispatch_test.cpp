@@ -99,8 +99,10 @@ TEST(cpu_isa_sets_agree) {
   });
   // unary / geglu / axpby row kernels with tails
   Buf ux(*be, rng.vec(1001, -8, 8)), uy(*be, 1001);
-  const std::pair<UnaryOp, const char*> ops[] = {{UnaryOp::Silu, "silu"}, {UnaryOp::QuickGelu, "quick_gelu"},
-                                                 {UnaryOp::GeluErf, "gelu_erf"}, {UnaryOp::LeakyRelu, "leaky_relu"}};
+  const std::pair<UnaryOp, const char*> ops[] = {{UnaryOp::Silu, "silu"},
+                                                 {UnaryOp::QuickGelu, "quick_gelu"},
+                                                 {UnaryOp::GeluErf, "gelu_erf"},
+                                                 {UnaryOp::LeakyRelu, "leaky_relu"}};
   for (auto [op, name] : ops)
     compare_sets((std::string("unary ") + name + " n=1001").c_str(), [&] {
       UnaryArgs a;

@@ -46,7 +46,8 @@ void axpby_op(Context& ctx, const AxpbyArgs& a) {
   const float* pa = static_cast<const float*>(a.a);
   const float* pb = static_cast<const float*>(a.b);
   float* y = static_cast<float*>(a.y);
-  for_blocks(ctx, a.n, 2, [&](size_t s, size_t n) { kr.axpby(pa + s, pb ? pb + s : nullptr, y + s, n, a.alpha, a.beta); });
+  for_blocks(ctx, a.n, 2,
+             [&](size_t s, size_t n) { kr.axpby(pa + s, pb ? pb + s : nullptr, y + s, n, a.alpha, a.beta); });
 }
 
 void geglu_op(Context& ctx, const GegluArgs& a) {

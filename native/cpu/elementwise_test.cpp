@@ -50,8 +50,8 @@ void expect_exact(const std::string& what, const std::vector<float>& got, const 
 std::vector<float> unary_inputs() {
   Rng rng(5);
   auto x = rng.vec(100003, -12.0, 12.0);
-  const float special[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-6f, -1e-6f, 20.0f, -20.0f, 50.0f, -50.0f,
-                           87.0f, -87.0f, 88.5f, -88.5f, 100.0f, -100.0f, 1e4f, -1e4f, 3.0e38f, -3.0e38f};
+  const float special[] = {0.0f,  -0.0f,  1e-30f, -1e-30f, 1e-6f,  -1e-6f,  20.0f, -20.0f, 50.0f,   -50.0f,
+                           87.0f, -87.0f, 88.5f,  -88.5f,  100.0f, -100.0f, 1e4f,  -1e4f,  3.0e38f, -3.0e38f};
   x.insert(x.begin(), std::begin(special), std::end(special));
   return x;
 }
@@ -61,8 +61,10 @@ std::vector<float> unary_inputs() {
 TEST(cpu_unary_ops) {
   auto be = make_cpu_backend();
   auto x = unary_inputs();
-  const std::pair<UnaryOp, const char*> ops[] = {
-      {UnaryOp::Silu, "silu"}, {UnaryOp::QuickGelu, "quick_gelu"}, {UnaryOp::GeluErf, "gelu_erf"}, {UnaryOp::LeakyRelu, "leaky_relu"}};
+  const std::pair<UnaryOp, const char*> ops[] = {{UnaryOp::Silu, "silu"},
+                                                 {UnaryOp::QuickGelu, "quick_gelu"},
+                                                 {UnaryOp::GeluErf, "gelu_erf"},
+                                                 {UnaryOp::LeakyRelu, "leaky_relu"}};
   for (auto [op, name] : ops) {
     Buf bx(*be, x), by(*be, x.size());
     UnaryArgs a;
@@ -76,8 +78,8 @@ TEST(cpu_unary_ops) {
     be->unary(a);
     auto y = bx.get();
     expect_each(std::string("unary ") + name + " in place n=13", std::vector<float>(y.begin(), y.begin() + 13),
-                std::vector<double>(ref.begin(), ref.begin() + 13), std::vector<float>(x.begin(), x.begin() + 13),
-                1e-6, 3e-7);
+                std::vector<double>(ref.begin(), ref.begin() + 13), std::vector<float>(x.begin(), x.begin() + 13), 1e-6,
+                3e-7);
   }
 }
 
@@ -121,7 +123,12 @@ TEST(cpu_axpby_and_channel_add) {
     args.a = a.p(), args.b = b.p(), args.y = alias == 0 ? y.p() : alias == 1 ? a.p() : b.p();
     args.n = n, args.alpha = 0.7f, args.beta = -1.3f;
     be->axpby(args);
-    expect_each("axpby alias=" + std::to_string(alias), (alias == 0 ? y : alias == 1 ? a : b).get(), ref, mag, 0, 2.5e-7);
+    expect_each("axpby alias=" + std::to_string(alias),
+                (alias == 0   ? y
+                 : alias == 1 ? a
+                              : b)
+                    .get(),
+                ref, mag, 0, 2.5e-7);
   }
   Buf a(*be, va), y(*be, n);
   AxpbyArgs args;

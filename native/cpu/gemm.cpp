@@ -54,8 +54,7 @@ void im2col_row(const ConvGeom& g, int64_t m, int64_t k0, int64_t kc, float* dst
     const int64_t ih = ih0 + tap / g.S, iw = iw0 + tap % g.S;
     if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
       std::memcpy(dst, g.x + ((n * g.H + ih) * g.W + iw) * g.C + c, sizeof(float) * (size_t)len);
-    else
-      std::memset(dst, 0, sizeof(float) * (size_t)len);
+    else std::memset(dst, 0, sizeof(float) * (size_t)len);
     dst += len;
     k += len;
   }
@@ -145,7 +144,8 @@ void run_task(const Job& j, int64_t m0, int64_t rows, int64_t p0, int64_t p1, fl
     for (int64_t k0 = 0; k0 < j.K; k0 += j.kc) {
       const int64_t kc = std::min(j.kc, j.K - k0);
       pack_a(*j.a, m0, rows, padded, k0, kc, apack);
-      for (int64_t p = pb; p < pe; p += kr.max_panels) run_panels(j, m0, rows, p, std::min<int64_t>(kr.max_panels, pe - p), k0, kc, apack, tmp);
+      for (int64_t p = pb; p < pe; p += kr.max_panels)
+        run_panels(j, m0, rows, p, std::min<int64_t>(kr.max_panels, pe - p), k0, kc, apack, tmp);
     }
   }
 }
@@ -159,8 +159,8 @@ void epilogue_only(int64_t M, int64_t N, const Epilogue& ep, float* y, int64_t l
 
 }  // namespace
 
-void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep,
-          float* y, int64_t ldy) {
+void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep, float* y,
+          int64_t ldy) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return epilogue_only(M, N, ep, y, ldy);
   const Kernels& kr = kernels();
@@ -187,8 +187,8 @@ void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const P
   });
 }
 
-void gemm_block(const Kernels& kr, int64_t Mp, int64_t np, int64_t K, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+void gemm_block(const Kernels& kr, int64_t Mp, int64_t np, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   // K steps of 128 keep the B micro-panel (128 x NR) in L1 while the MR-row tiles stream past it.
   constexpr int64_t kStep = 128;
   UkrArgs u;

@@ -47,13 +47,13 @@ struct Epilogue {
 };
 
 // Multi-threaded driver. y must not overlap A.
-void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep,
-          float* y, int64_t ldy);
+void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep, float* y,
+          int64_t ldy);
 
 // Single-threaded block product on padded operands (attention tiles): C[Mp, 16*np] (+)= A[Mp, K] * B,
 // where Mp is a multiple of kr.mr, A rows are at A + i*lda, B has np panels at B + p*ldb, and C has at
 // least 16*np columns (ldc). No bias / residual.
-void gemm_block(const Kernels& kr, int64_t Mp, int64_t np, int64_t K, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+void gemm_block(const Kernels& kr, int64_t Mp, int64_t np, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc, bool accumulate);
 
 }  // namespace xpsr::cpu

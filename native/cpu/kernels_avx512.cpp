@@ -32,7 +32,9 @@ struct V16 {
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R max(R a, R b) { return _mm512_max_ps(a, b); }
   static R min(R a, R b) { return _mm512_min_ps(a, b); }
-  static R abs(R a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+  static R abs(R a) {
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)));
+  }
   static R round(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static R pow2n(R n) {
     const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
@@ -61,14 +63,14 @@ inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
 }
 
 #define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
-#define XPSR_ROW_STEP(i)                                                 \
-  {                                                                      \
-    const __m512 av = _mm512_set1_ps(a[i * lda + k]);                    \
-    c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                          \
-    if constexpr (NP == 2) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);   \
+#define XPSR_ROW_STEP(i)                                               \
+  {                                                                    \
+    const __m512 av = _mm512_set1_ps(a[i * lda + k]);                  \
+    c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                        \
+    if constexpr (NP == 2) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1); \
   }
-#define XPSR_ROW_STORE(i)                                                                      \
-  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0));                               \
+#define XPSR_ROW_STORE(i)                                        \
+  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0)); \
   if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + 16, epilogue(p, i, 16, c##i##1));
 
 template <int NP>
@@ -76,18 +78,22 @@ void ukr_t(const UkrArgs& p) {
   const int64_t lda = p.lda;
   const float* a = p.a;
   const float *bp0 = p.b, *bp1 = p.b + p.ldb;
-  XPSR_ROW_DECL(0) XPSR_ROW_DECL(1) XPSR_ROW_DECL(2) XPSR_ROW_DECL(3)
-  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7)
-  for (int64_t k = 0; k < p.kc; ++k) {
+  XPSR_ROW_DECL(0)
+  XPSR_ROW_DECL(1)
+  XPSR_ROW_DECL(2)
+  XPSR_ROW_DECL(3)
+  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7) for (int64_t k = 0; k < p.kc; ++k) {
     const __m512 b0 = _mm512_loadu_ps(bp0 + 16 * k);
     __m512 b1 = b0;
     if constexpr (NP == 2) b1 = _mm512_loadu_ps(bp1 + 16 * k);
     (void)b1;
-    XPSR_ROW_STEP(0) XPSR_ROW_STEP(1) XPSR_ROW_STEP(2) XPSR_ROW_STEP(3)
-    XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
+    XPSR_ROW_STEP(0)
+    XPSR_ROW_STEP(1)
+    XPSR_ROW_STEP(2) XPSR_ROW_STEP(3) XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
   }
-  XPSR_ROW_STORE(0) XPSR_ROW_STORE(1) XPSR_ROW_STORE(2) XPSR_ROW_STORE(3)
-  XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
+  XPSR_ROW_STORE(0)
+  XPSR_ROW_STORE(1)
+  XPSR_ROW_STORE(2) XPSR_ROW_STORE(3) XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
 }
 #undef XPSR_ROW_DECL
 #undef XPSR_ROW_STEP

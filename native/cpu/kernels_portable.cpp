@@ -65,8 +65,7 @@ void ukr(const UkrArgs& p) {
   for (int pn = 0; pn < p.np; ++pn) {
     for (int h = 0; h < 2; ++h) {
       const int64_t col = 16 * pn + 8 * h;
-      ukr_half(p, p.b + pn * p.ldb + 8 * h, p.c + col, p.bias ? p.bias + col : nullptr,
-               p.res ? p.res + col : nullptr);
+      ukr_half(p, p.b + pn * p.ldb + 8 * h, p.c + col, p.bias ? p.bias + col : nullptr, p.res ? p.res + col : nullptr);
     }
   }
 }
@@ -138,8 +137,8 @@ void scale(float* x, size_t n, float s) {
   for (size_t i = 0; i < n; ++i) x[i] *= s;
 }
 
-const Kernels kPortable = {Isa::Portable, "portable", kMr, 1, 256, 64, ukr, unary, axpby,
-                           norm_apply,   geglu,      channel_stats, max, exp_sum, scale};
+const Kernels kPortable = {Isa::Portable, "portable", kMr,           1,   256,     64,   ukr, unary, axpby,
+                           norm_apply,    geglu,      channel_stats, max, exp_sum, scale};
 
 }  // namespace
 

@@ -15,8 +15,8 @@ namespace xpsr::cpu {
 namespace {
 
 // Per-channel sums of (x - shift[c]) and its square over rows [r0, r1) of one sample.
-void channel_sums(const Kernels& kr, const float* x, int64_t C, int64_t r0, int64_t r1, const double* shift,
-                  double* s, double* ss) {
+void channel_sums(const Kernels& kr, const float* x, int64_t C, int64_t r0, int64_t r1, const double* shift, double* s,
+                  double* ss) {
   std::fill(s, s + C, 0.0);
   std::fill(ss, ss + C, 0.0);
   for (int64_t r = r0; r < r1; ++r) kr.channel_stats(x + r * C, (size_t)C, shift, s, ss);

@@ -90,14 +90,14 @@ void run_layer_norm(Backend& be, int rows, int C, bool in_place, double mean, do
 
 TEST(cpu_group_norm_shapes) {
   auto be = make_cpu_backend();
-  run_group_norm(*be, {2, 4096, 320, 32, 1e-5f, true, false}, 1);     // resnet norm1 + SiLU, level 0
-  run_group_norm(*be, {2, 4096, 320, 32, 1e-6f, false, true}, 2);     // Transformer2D input norm, in place
-  run_group_norm(*be, {2, 64, 1280, 32, 1e-5f, true, false}, 3);      // level 3
-  run_group_norm(*be, {2, 1024, 960, 32, 1e-5f, true, true}, 4);      // up-block concat width
-  run_group_norm(*be, {1, 1024, 512, 32, 1e-6f, true, false}, 5);     // VAE
+  run_group_norm(*be, {2, 4096, 320, 32, 1e-5f, true, false}, 1);               // resnet norm1 + SiLU, level 0
+  run_group_norm(*be, {2, 4096, 320, 32, 1e-6f, false, true}, 2);               // Transformer2D input norm, in place
+  run_group_norm(*be, {2, 64, 1280, 32, 1e-5f, true, false}, 3);                // level 3
+  run_group_norm(*be, {2, 1024, 960, 32, 1e-5f, true, true}, 4);                // up-block concat width
+  run_group_norm(*be, {1, 1024, 512, 32, 1e-6f, true, false}, 5);               // VAE
   run_group_norm(*be, {1, 4096, 128, 32, 1e-6f, true, false, 1000.0, 1.0}, 6);  // large mean
   run_group_norm(*be, {2, 256, 64, 32, 1e-5f, false, false, -300.0, 0.01}, 7);
-  run_group_norm(*be, {1, 1, 32, 32, 1e-5f, false, false}, 8);        // one value per group: y = beta
+  run_group_norm(*be, {1, 1, 32, 32, 1e-5f, false, false}, 8);  // one value per group: y = beta
   run_group_norm(*be, {3, 7, 6, 3, 1e-5f, true, false}, 9);
   run_group_norm(*be, {1, 13, 5, 1, 1e-5f, false, true}, 10);
 }

@@ -94,8 +94,7 @@ void axpby_impl(const float* a, const float* b, float* y, size_t n, float alpha,
 }
 
 template <class V>
-void norm_apply_impl(const float* x, float* y, size_t n, const float* sub, const float* sc, const float* sh,
-                     bool act) {
+void norm_apply_impl(const float* x, float* y, size_t n, const float* sub, const float* sc, const float* sh, bool act) {
   using R = typename V::R;
   auto lin = [&](R v, size_t i) {
     return V::fma(V::sub(v, load_part<V>(sub, i, n)), load_part<V>(sc, i, n), load_part<V>(sh, i, n));

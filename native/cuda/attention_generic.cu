@@ -33,8 +33,7 @@ __device__ __forceinline__ void transpose_reduce_step(float* part, int lane) {
 }
 
 template <int NPL>
-__global__ void __launch_bounds__(kGenWarps * 32)
-    attention_generic_kernel(const AttnProblemDev P, int D, int causal) {
+__global__ void __launch_bounds__(kGenWarps * 32) attention_generic_kernel(const AttnProblemDev P, int D, int causal) {
   constexpr int R = gen_rows<NPL>();
   extern __shared__ __align__(16) unsigned char gsm_raw[];
   __half* sK = reinterpret_cast<__half*>(gsm_raw);
@@ -167,7 +166,9 @@ cudaError_t init_attention_attributes(DeviceCaps& caps) {
 
 static cudaError_t launch_fast_group(const AttentionArgs* p, int n, const DeviceCaps& caps, cudaStream_t s) {
   switch (p[0].head_dim) {
-    case 8: case 16: case 32: return launch_attention_small(p, n, caps, s);
+    case 8:
+    case 16:
+    case 32: return launch_attention_small(p, n, caps, s);
     case 40: return launch_attention_d40(p, n, caps, s);
     case 64: return launch_attention_d64(p, n, caps, s);
     case 80: return launch_attention_d80(p, n, caps, s);

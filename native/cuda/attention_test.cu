@@ -162,8 +162,9 @@ void run_attn_d160_variants(const AttnCase& c, uint32_t seed) {
     gpu().attention(s->args(c, false));
     gpu().synchronize();
     const int used = cuda::last_attn_d160_variant();
-    check(c, *s, used == v ? " [d160 v" + std::to_string(v) + "]"
-                           : " [d160 v" + std::to_string(v) + " does not fit this GPU: SIMT kernel]");
+    check(c, *s,
+          used == v ? " [d160 v" + std::to_string(v) + "]"
+                    : " [d160 v" + std::to_string(v) + " does not fit this GPU: SIMT kernel]");
   }
 }
 
@@ -280,7 +281,8 @@ TEST(cuda_op_attention_batched_sfa) {
   }
   {
     std::vector<AttnCase> c;
-    for (int i = 0; i < 5; ++i) c.push_back({"5 problems one head dim (d40)", 1 + i % 2, 100 + 37 * i, 20 + 50 * i, 8, 40});
+    for (int i = 0; i < 5; ++i)
+      c.push_back({"5 problems one head dim (d40)", 1 + i % 2, 100 + 37 * i, 20 + 50 * i, 8, 40});
     std::vector<std::unique_ptr<AttnSetup>> st;
     std::vector<AttentionArgs> probs;
     for (int i = 0; i < 5; ++i) st.push_back(setup(c[i], 350 + i)), probs.push_back(st[i]->args(c[i], false));

@@ -91,8 +91,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     // the ~10x slower SIMT kernel.
     for (int d : {40, 64, 80, 160})
       if (!(caps_.attn_dims & (1u << (d / 8))))
-        std::fprintf(stderr, "[xpsr cuda] %s: no tensor-core attention kernel for head dim %d fits (%d bytes of "
-                     "shared memory per block); those calls use the SIMT kernel\n", where.c_str(), d, caps_.smem_optin);
+        std::fprintf(stderr,
+                     "[xpsr cuda] %s: no tensor-core attention kernel for head dim %d fits (%d bytes of "
+                     "shared memory per block); those calls use the SIMT kernel\n",
+                     where.c_str(), d, caps_.smem_optin);
     update_mem_peak();
   } catch (...) {
     release();
@@ -233,8 +235,8 @@ void CudaBackend::fill_zero(void* dst, size_t n) {
 
 // ---- weights -------------------------------------------------------------------------------------------
 
-std::shared_ptr<Weight> CudaBackend::upload(const std::string& wname, WeightKind kind, const std::vector<int64_t>& shape,
-                                            const float* data) {
+std::shared_ptr<Weight> CudaBackend::upload(const std::string& wname, WeightKind kind,
+                                            const std::vector<int64_t>& shape, const float* data) {
   XPSR_CHECK(!capturing_, ErrorCode::Internal, "upload() inside execute()");
   make_current();
   int64_t numel = 1;
@@ -304,9 +306,9 @@ std::shared_ptr<Weight> CudaBackend::upload(const std::string& wname, WeightKind
             what);
       uint16_t* dst = static_cast<uint16_t*>(w->dev);
       if (kind == WeightKind::Conv)
-        check(launch_conv_weight_f16(staging_, dst + r0 * R * S * w->inner_pad, nr, C, R, S, w->inner_pad, stream_), what);
-      else
-        check(launch_rows_f16(staging_, dst + r0 * w->inner_pad, nr, inner, w->inner_pad, stream_), what);
+        check(launch_conv_weight_f16(staging_, dst + r0 * R * S * w->inner_pad, nr, C, R, S, w->inner_pad, stream_),
+              what);
+      else check(launch_rows_f16(staging_, dst + r0 * w->inner_pad, nr, inner, w->inner_pad, stream_), what);
     }
   }
   check(cudaStreamSynchronize(stream_), what);
@@ -326,7 +328,8 @@ void CudaBackend::run_eager(const std::function<void()>& launch_all) {
   launch_all();
   const cudaError_t e = cudaStreamSynchronize(stream_);
   if (e != cudaSuccess)
-    throw_cuda(e, "running a plan on " + name() + (sync_each_op_ ? "" : " (set XPSR_CUDA_SYNC=1 to name the failing op)"));
+    throw_cuda(e,
+               "running a plan on " + name() + (sync_each_op_ ? "" : " (set XPSR_CUDA_SYNC=1 to name the failing op)"));
 }
 
 void CudaBackend::end_failed_capture() noexcept {
@@ -345,7 +348,8 @@ void CudaBackend::execute(const void* plan_id, const std::function<void()>& laun
     check(cudaGraphLaunch(pl.exec, stream_), "replaying a plan's CUDA graph");
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess)
-      throw_cuda(e, "replaying a plan on " + name() + " (set XPSR_CUDA_GRAPHS=0 XPSR_CUDA_SYNC=1 to name the failing op)");
+      throw_cuda(e,
+                 "replaying a plan on " + name() + " (set XPSR_CUDA_GRAPHS=0 XPSR_CUDA_SYNC=1 to name the failing op)");
     ++graph_replays_;
     return;
   }

@@ -174,39 +174,54 @@ struct Bench {
 void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Case&)>>& runs) {
   const int B = 2;
   // ---- 3x3 convs (NHWC, fp16), batch 2
-  struct CV { int C, K, H, W, stride; const char* tag; };
+  struct CV {
+    int C, K, H, W, stride;
+    const char* tag;
+  };
   for (CV c : {CV{320, 320, 64, 64, 1, ""}, CV{640, 640, 32, 32, 1, ""}, CV{1280, 1280, 16, 16, 1, ""},
                CV{1280, 1280, 8, 8, 1, ""}, CV{320, 640, 32, 32, 1, ""}, CV{640, 320, 64, 64, 1, " up"},
-               CV{2560, 1280, 16, 16, 1, " up"}, CV{960, 320, 64, 64, 1, " up"}, CV{4, 320, 64, 64, 1, " conv_in"}, CV{320, 320, 64, 64, 2, " down"},
-               CV{1280, 1280, 16, 16, 2, " down"}}) {
+               CV{2560, 1280, 16, 16, 1, " up"}, CV{960, 320, 64, 64, 1, " up"}, CV{4, 320, 64, 64, 1, " conv_in"},
+               CV{320, 320, 64, 64, 2, " down"}, CV{1280, 1280, 16, 16, 2, " down"}}) {
     Case k;
     char nm[96];
     std::snprintf(nm, sizeof nm, "conv3x3 %d->%d %dx%d s%d%s", c.C, c.K, c.H, c.W, c.stride, c.tag);
     k.name = nm;
     k.kind = "conv2d";
     const int P = (c.H + 2 - 3) / c.stride + 1, Q = (c.W + 2 - 3) / c.stride + 1;
-    k.params = {{"N", B}, {"C", c.C}, {"K", c.K}, {"H", c.H}, {"W", c.W}, {"R", 3}, {"S", 3}, {"stride", c.stride}, {"pad", 1}};
+    k.params = {{"N", B}, {"C", c.C}, {"K", c.K},           {"H", c.H}, {"W", c.W},
+                {"R", 3}, {"S", 3},   {"stride", c.stride}, {"pad", 1}};
     k.flops = 2.0 * B * P * Q * c.K * c.C * 9;
     k.bytes = 2.0 * (B * c.H * c.W * c.C + B * P * Q * c.K + c.K * c.C * 9);
     cs.push_back(k);
     runs.push_back([c, P, Q, B](Bench& b, Case& k) {
       Conv2dArgs a;
       a.x = b.act((size_t)B * c.H * c.W * c.C, 1);
-      a.N = B; a.H = c.H; a.W = c.W; a.C = c.C;
+      a.N = B;
+      a.H = c.H;
+      a.W = c.W;
+      a.C = c.C;
       auto w = b.weight(WeightKind::Conv, {c.K, c.C, 3, 3}, 0.02f);
       auto bias = b.weight(WeightKind::Vector, {c.K}, 0.1f);
-      a.w = w.get(); a.b = bias.get(); a.K = c.K; a.stride = c.stride;
-      a.y = b.act((size_t)B * P * Q * c.K, 2); a.P = P; a.Q = Q;
+      a.w = w.get();
+      a.b = bias.get();
+      a.K = c.K;
+      a.stride = c.stride;
+      a.y = b.act((size_t)B * P * Q * c.K, 2);
+      a.P = P;
+      a.Q = Q;
       k.ms = b.time([&] { b.g.conv2d(a); }, k.reps);
     });
   }
   // ---- linears (transformer blocks): M = B * tokens
-  struct LN { int M, K, N; const char* tag; };
-  for (LN l : {LN{8192, 320, 320, " qkv/out l0"}, LN{8192, 320, 2560, " geglu-in l0"}, LN{8192, 1280, 320, " ff-out l0"},
-               LN{2048, 640, 640, " l1"}, LN{2048, 640, 5120, " geglu-in l1"}, LN{2048, 2560, 640, " ff-out l1"},
-               LN{512, 1280, 1280, " l2"}, LN{512, 1280, 10240, " geglu-in l2"}, LN{512, 5120, 1280, " ff-out l2"},
-               LN{128, 1280, 1280, " mid"}, LN{154, 768, 320, " text-kv"}, LN{154, 768, 1280, " text-kv"},
-               LN{2, 1280, 1280, " time-emb"}}) {
+  struct LN {
+    int M, K, N;
+    const char* tag;
+  };
+  for (LN l : {LN{8192, 320, 320, " qkv/out l0"}, LN{8192, 320, 2560, " geglu-in l0"},
+               LN{8192, 1280, 320, " ff-out l0"}, LN{2048, 640, 640, " l1"}, LN{2048, 640, 5120, " geglu-in l1"},
+               LN{2048, 2560, 640, " ff-out l1"}, LN{512, 1280, 1280, " l2"}, LN{512, 1280, 10240, " geglu-in l2"},
+               LN{512, 5120, 1280, " ff-out l2"}, LN{128, 1280, 1280, " mid"}, LN{154, 768, 320, " text-kv"},
+               LN{154, 768, 1280, " text-kv"}, LN{2, 1280, 1280, " time-emb"}}) {
     Case k;
     char nm[96];
     std::snprintf(nm, sizeof nm, "linear %dx%d->%d%s", l.M, l.K, l.N, l.tag);
@@ -218,16 +233,25 @@ void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Cas
     cs.push_back(k);
     runs.push_back([l](Bench& b, Case& k) {
       LinearArgs a;
-      a.x = b.act((size_t)l.M * l.K, 3); a.M = l.M; a.K = l.K; a.ldx = l.K;
+      a.x = b.act((size_t)l.M * l.K, 3);
+      a.M = l.M;
+      a.K = l.K;
+      a.ldx = l.K;
       auto w = b.weight(WeightKind::Linear, {l.N, l.K}, 0.03f);
       auto bias = b.weight(WeightKind::Vector, {l.N}, 0.1f);
-      a.w = w.get(); a.b = bias.get();
-      a.y = b.act((size_t)l.M * l.N, 4); a.N = l.N; a.ldy = l.N;
+      a.w = w.get();
+      a.b = bias.get();
+      a.y = b.act((size_t)l.M * l.N, 4);
+      a.N = l.N;
+      a.ldy = l.N;
       k.ms = b.time([&] { b.g.linear(a); }, k.reps);
     });
   }
   // ---- attention, heads 8
-  struct AT { int Lq, Lk, d; const char* tag; };
+  struct AT {
+    int Lq, Lk, d;
+    const char* tag;
+  };
   for (AT t : {AT{4096, 4096, 40, " self/SFA l0"}, AT{1024, 1024, 80, " self l1"}, AT{256, 256, 160, " self l2"},
                AT{64, 64, 160, " self mid"}, AT{4096, 77, 40, " text l0"}, AT{1024, 77, 80, " text l1"},
                AT{256, 77, 160, " text l2"}}) {
@@ -243,15 +267,24 @@ void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Cas
     runs.push_back([t, B](Bench& b, Case& k) {
       const int C = 8 * t.d;
       AttentionArgs a;
-      a.q = b.act((size_t)B * t.Lq * C, 5); a.k = b.act((size_t)B * t.Lk * C, 6); a.v = b.act((size_t)B * t.Lk * C, 7);
+      a.q = b.act((size_t)B * t.Lq * C, 5);
+      a.k = b.act((size_t)B * t.Lk * C, 6);
+      a.v = b.act((size_t)B * t.Lk * C, 7);
       a.o = b.act((size_t)B * t.Lq * C, 8);
       a.ldq = a.ldk = a.ldv = a.ldo = C;
-      a.B = B; a.Lq = t.Lq; a.Lk = t.Lk; a.heads = 8; a.head_dim = t.d; a.scale = 1.0f / std::sqrt((float)t.d);
+      a.B = B;
+      a.Lq = t.Lq;
+      a.Lk = t.Lk;
+      a.heads = 8;
+      a.head_dim = t.d;
+      a.scale = 1.0f / std::sqrt((float)t.d);
       k.ms = b.time([&] { b.g.attention(a); }, k.reps);
     });
   }
   // ---- group norm (+SiLU), 32 groups
-  struct GN { int HW, C; };
+  struct GN {
+    int HW, C;
+  };
   for (GN n : {GN{4096, 320}, GN{1024, 640}, GN{256, 1280}, GN{64, 2560}, GN{4096, 960}}) {
     Case k;
     k.name = "group_norm+silu " + std::to_string(n.HW) + "x" + std::to_string(n.C);
@@ -261,10 +294,16 @@ void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Cas
     cs.push_back(k);
     runs.push_back([n, B](Bench& b, Case& k) {
       GroupNormArgs a;
-      a.x = b.act((size_t)B * n.HW * n.C, 9); a.y = b.act((size_t)B * n.HW * n.C, 10);
-      a.N = B; a.HW = n.HW; a.C = n.C; a.groups = 32; a.silu = true;
+      a.x = b.act((size_t)B * n.HW * n.C, 9);
+      a.y = b.act((size_t)B * n.HW * n.C, 10);
+      a.N = B;
+      a.HW = n.HW;
+      a.C = n.C;
+      a.groups = 32;
+      a.silu = true;
       auto gm = b.weight(WeightKind::Vector, {n.C}, 1.0f), bt = b.weight(WeightKind::Vector, {n.C}, 0.1f);
-      a.gamma = gm.get(); a.beta = bt.get();
+      a.gamma = gm.get();
+      a.beta = bt.get();
       k.ms = b.time([&] { b.g.group_norm(a); }, k.reps);
     });
   }
@@ -278,9 +317,13 @@ void add_cases(std::vector<Case>& cs, std::vector<std::function<void(Bench&, Cas
     cs.push_back(k);
     runs.push_back([n](Bench& b, Case& k) {
       LayerNormArgs a;
-      a.x = b.act((size_t)n.HW * n.C, 11); a.y = b.act((size_t)n.HW * n.C, 12); a.rows = n.HW; a.C = n.C;
+      a.x = b.act((size_t)n.HW * n.C, 11);
+      a.y = b.act((size_t)n.HW * n.C, 12);
+      a.rows = n.HW;
+      a.C = n.C;
       auto gm = b.weight(WeightKind::Vector, {n.C}, 1.0f), bt = b.weight(WeightKind::Vector, {n.C}, 0.1f);
-      a.gamma = gm.get(); a.beta = bt.get();
+      a.gamma = gm.get();
+      a.beta = bt.get();
       k.ms = b.time([&] { b.g.layer_norm(a); }, k.reps);
     });
   }
@@ -329,7 +372,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-      std::printf("xpsr_cuda_bench [--filter SUBSTRING] [--device N]: every CUDA op on the SD-1.5 shapes, JSON on stdout\n");
+      std::printf(
+          "xpsr_cuda_bench [--filter SUBSTRING] [--device N]: every CUDA op on the SD-1.5 shapes, JSON on stdout\n");
       return 0;
     } else {
       std::fprintf(stderr, "xpsr_cuda_bench: unknown option %s\n", argv[i]);
@@ -386,19 +430,22 @@ int main(int argc, char** argv) {
     }
     const double fl = floor_ms(c);
     if (c.error.empty())
-      std::fprintf(stderr, "%-44s %10.4f %-22s %10s %-22s %8.1f %9.0f %6.0f%% %5d\n", c.name.c_str(), c.ms, c.plan.c_str(),
-                   c.ms_legacy > 0 ? std::to_string(c.ms_legacy).substr(0, 8).c_str() : "-", c.plan_legacy.c_str(),
-                   c.flops > 0 ? c.flops / (c.ms * 1e9) : 0.0, c.bytes / (c.ms * 1e6), fl > 0 ? 100.0 * fl / c.ms : 0.0, c.reps);
-    else
-      std::fprintf(stderr, "%-44s ERROR %s\n", c.name.c_str(), c.error.c_str());
+      std::fprintf(stderr, "%-44s %10.4f %-22s %10s %-22s %8.1f %9.0f %6.0f%% %5d\n", c.name.c_str(), c.ms,
+                   c.plan.c_str(), c.ms_legacy > 0 ? std::to_string(c.ms_legacy).substr(0, 8).c_str() : "-",
+                   c.plan_legacy.c_str(), c.flops > 0 ? c.flops / (c.ms * 1e9) : 0.0, c.bytes / (c.ms * 1e6),
+                   fl > 0 ? 100.0 * fl / c.ms : 0.0, c.reps);
+    else std::fprintf(stderr, "%-44s ERROR %s\n", c.name.c_str(), c.error.c_str());
   }
   const CudaBackendStats st = cuda_backend_stats(*g);
   std::printf("{\n  \"device\": ");
   json_str(g->description());
-  std::printf(",\n  \"backend\": \"xpsr-cuda\",\n  \"method\": \"median of 15 graph replays of R back-to-back launches, ms per op; ms = model tile policy, ms_legacy = legacy\",\n");
+  std::printf(
+      ",\n  \"backend\": \"xpsr-cuda\",\n  \"method\": \"median of 15 graph replays of R back-to-back launches, ms per "
+      "op; ms = model tile policy, ms_legacy = legacy\",\n");
   std::printf("  \"sms\": %d, \"cc\": %d,\n", prop.multiProcessorCount, cc);
-  std::printf("  \"peaks\": {\"tensor_tflops\": %.1f, \"tensor_source\": \"datasheet dense fp16\", \"copy_gbps\": %.1f},\n",
-              peak_tflops, copy_gbps);
+  std::printf(
+      "  \"peaks\": {\"tensor_tflops\": %.1f, \"tensor_source\": \"datasheet dense fp16\", \"copy_gbps\": %.1f},\n",
+      peak_tflops, copy_gbps);
   std::printf("  \"tile_notes\": ");
   json_str(st.tile_notes);
   std::printf(",\n");
@@ -417,7 +464,8 @@ int main(int argc, char** argv) {
     for (size_t j = 0; j < c.params.size(); ++j)
       std::printf("%s\"%s\": %.0f", j ? ", " : "", c.params[j].first.c_str(), c.params[j].second);
     const double fl = floor_ms(c);
-    std::printf("}, \"flops\": %.0f, \"bytes\": %.0f, \"ms\": %.6f, \"reps\": %d, \"plan\": ", c.flops, c.bytes, c.ms, c.reps);
+    std::printf("}, \"flops\": %.0f, \"bytes\": %.0f, \"ms\": %.6f, \"reps\": %d, \"plan\": ", c.flops, c.bytes, c.ms,
+                c.reps);
     json_str(c.plan);
     std::printf(", \"ms_legacy\": %.6f, \"plan_legacy\": ", c.ms_legacy);
     json_str(c.plan_legacy);

@@ -24,8 +24,7 @@ inline bool is_sticky(cudaError_t e) {
     case cudaErrorECCUncorrectable:
     case cudaErrorLaunchTimeout:  // REVIEW FIX: a watchdog-killed kernel also leaves the context unusable
       return true;
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -33,15 +32,13 @@ inline bool is_sticky(cudaError_t e) {
   (void)cudaGetLastError();  // clear a non-sticky error so the next call starts clean
   std::string msg = "CUDA: " + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
   switch (e) {
-    case cudaErrorMemoryAllocation:
-      throw Error(ErrorCode::OutOfMemory, msg);
+    case cudaErrorMemoryAllocation: throw Error(ErrorCode::OutOfMemory, msg);
     case cudaErrorNoDevice:
     case cudaErrorInsufficientDriver:
     case cudaErrorInvalidDevice:
     case cudaErrorDevicesUnavailable:
     case cudaErrorSystemDriverMismatch:
-    case cudaErrorCompatNotSupportedOnDevice:
-      throw Error(ErrorCode::DeviceUnavailable, msg);
+    case cudaErrorCompatNotSupportedOnDevice: throw Error(ErrorCode::DeviceUnavailable, msg);
     case cudaErrorNoKernelImageForDevice:
     case cudaErrorUnsupportedPtxVersion:
     case cudaErrorInvalidPtx:

@@ -17,8 +17,8 @@ cudaError_t init_conv_attributes(DeviceCaps& caps) {
 }
 
 cudaError_t launch_conv2d(const ConvArgs& a, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s) {
-  const bool pointwise = a.R == 1 && a.S == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
-                         a.P == a.H && a.Q == a.W;
+  const bool pointwise =
+      a.R == 1 && a.S == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 && a.P == a.H && a.Q == a.W;
   if (pointwise) {
     GemmArgs g;
     g.M = a.N * a.H * a.W;

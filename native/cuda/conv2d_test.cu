@@ -113,7 +113,8 @@ TEST(cuda_op_conv_edge_paths) {
   run_conv({"3x3 1x1 spatial 1280 (all taps but centre padded)", 2, 1, 1, 1280, 1280}, 142);
   run_conv({"1x1 stride 2 320->640", 2, 17, 16, 320, 640, 1, 1, 2, 0, 0, 0, 0}, 143);
   run_conv({"3x3 C=8 (16-byte path, one chunk per tap)", 2, 13, 11, 8, 24}, 144);
-  run_conv({"3x3 s1 2560->1280 16x16 (split-K) +residual", 2, 16, 16, 2560, 1280, 3, 3, 1, 1, 1, 1, 1, true, true}, 145);
+  run_conv({"3x3 s1 2560->1280 16x16 (split-K) +residual", 2, 16, 16, 2560, 1280, 3, 3, 1, 1, 1, 1, 1, true, true},
+           145);
 }
 
 // Small shapes of the conv paths (16-byte gather, element gather, stride 2, pointwise) on EVERY tile with

@@ -31,8 +31,8 @@ std::unique_ptr<Backend> make_cuda_backend(int device = 0);
 // Statistics of a CUDA backend (for benchmarks and diagnostics); zeros for other backends.
 struct CudaBackendStats {
   size_t act_bytes_live = 0, act_bytes_peak = 0;  // alloc()ed bytes now / at most
-  size_t workspace_bytes = 0;                      // scratch owned by the backend
-  size_t device_used_peak = 0;                     // max (total - free) seen by the backend's checks
+  size_t workspace_bytes = 0;                     // scratch owned by the backend
+  size_t device_used_peak = 0;                    // max (total - free) seen by the backend's checks
   int graphs_captured = 0, graph_replays = 0, graph_fallbacks = 0;
   std::string last_graph_failure;  // why the last capture fell back to eager ("" if none)
   int last_graph_nodes = 0;        // nodes of the most recently captured graph

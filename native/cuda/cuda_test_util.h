@@ -132,7 +132,8 @@ struct Tol {
 };
 
 // Compares and prints "    <what>: max_abs .. max_rel .. tol used ..%". Fails on NaN or a violation.
-inline void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref, Tol tol) {
+inline void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
+                         Tol tol) {
   CHECK_MSG(got.size() == ref.size(), what + ": size mismatch");
   double max_abs = 0, max_rel = 0, worst = 0;
   size_t worst_i = 0, bad = 0;

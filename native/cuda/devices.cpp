@@ -30,15 +30,15 @@ std::vector<CudaDeviceInfo> list_cuda_devices(std::string* why_none) {
   if (e != cudaSuccess || count == 0) {
     (void)cudaGetLastError();
     if (why_none) {
-      if (driver == 0)
-        *why_none = "no NVIDIA driver found (libcuda is not installed or not loadable)";
+      if (driver == 0) *why_none = "no NVIDIA driver found (libcuda is not installed or not loadable)";
       else if (e == cudaErrorInsufficientDriver || driver < runtime)
         *why_none = "the NVIDIA driver supports CUDA " + version_str(driver) + " but this build needs CUDA " +
                     version_str(runtime) + "; update the driver";
       else if (e == cudaErrorNoDevice || count == 0)
         *why_none = "no CUDA device is visible (driver CUDA " + version_str(driver) + "; check CUDA_VISIBLE_DEVICES)";
       else
-        *why_none = std::string("CUDA initialisation failed: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+        *why_none =
+            std::string("CUDA initialisation failed: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
     }
     return out;
   }

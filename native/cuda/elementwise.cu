@@ -24,7 +24,7 @@ constexpr int kSmsGuess = 132;  // only bounds the grid of grid-stride loops
 // instantiation above 2^31 (or when force_index64() is set by the tests, so the path is exercised).
 #define GRID_STRIDE(i, total) \
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(total); i += gridDim.x * blockDim.x)
-#define GRID_STRIDE_T(I, i, total)                                                          \
+#define GRID_STRIDE_T(I, i, total) \
   for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(total); i += (I)gridDim.x * blockDim.x)
 constexpr size_t kMaxIndex = (size_t)1 << 31;
 constexpr size_t kFlatChunk = (size_t)1 << 30;
@@ -128,7 +128,8 @@ __global__ void copy_rows_vec(const __half* src, int lds, __half* dst, int ldd, 
   GRID_STRIDE_T(I, i, (I)rows * vpr) {
     const I r = i / vpr;
     const int j = (int)(i - r * vpr);
-    *reinterpret_cast<Half8*>(dst + (size_t)r * ldd + j * 8) = *reinterpret_cast<const Half8*>(src + (size_t)r * lds + j * 8);
+    *reinterpret_cast<Half8*>(dst + (size_t)r * ldd + j * 8) =
+        *reinterpret_cast<const Half8*>(src + (size_t)r * lds + j * 8);
   }
 }
 template <typename I>
@@ -153,10 +154,8 @@ __global__ void upsample_kernel(const __half* x, int N, int H, int W, int C, __h
     const int n = (int)(pix / (I)P);
     const int sh = min((int)((long long)p * H / P), H - 1), sw = min((int)((long long)q * W / Q), W - 1);
     const __half* src = x + (((size_t)n * H + sh) * W + sw) * C + (size_t)cv * VEC;
-    if constexpr (VEC == 8)
-      reinterpret_cast<Half8*>(y)[i] = *reinterpret_cast<const Half8*>(src);
-    else
-      y[i] = *src;
+    if constexpr (VEC == 8) reinterpret_cast<Half8*>(y)[i] = *reinterpret_cast<const Half8*>(src);
+    else y[i] = *src;
   }
 }
 
@@ -167,10 +166,8 @@ __global__ void embedding_kernel(const __half* table, int V, int D, const int32_
     const int r = (int)(i / vpr), j = (int)(i % vpr);
     const int id = min(max(ids[r], 0), V - 1);
     const __half* src = table + (size_t)id * D + (size_t)j * VEC;
-    if constexpr (VEC == 8)
-      reinterpret_cast<Half8*>(y)[i] = *reinterpret_cast<const Half8*>(src);
-    else
-      y[i] = *src;
+    if constexpr (VEC == 8) reinterpret_cast<Half8*>(y)[i] = *reinterpret_cast<const Half8*>(src);
+    else y[i] = *src;
   }
 }
 
@@ -229,9 +226,9 @@ cudaError_t launch_unary(const void* x, void* y, size_t n, UnaryOp op, cudaStrea
     const __half* xs = static_cast<const __half*>(x) + off;
     __half* ys = static_cast<__half*>(y) + off;
     if (vec)
-      unary_vec<<<blocks_for(m / 8), 256, 0, s>>>(reinterpret_cast<const Half8*>(xs), reinterpret_cast<Half8*>(ys), m / 8, o);
-    else
-      unary_scalar<<<blocks_for(m), 256, 0, s>>>(xs, ys, m, o);
+      unary_vec<<<blocks_for(m / 8), 256, 0, s>>>(reinterpret_cast<const Half8*>(xs), reinterpret_cast<Half8*>(ys),
+                                                  m / 8, o);
+    else unary_scalar<<<blocks_for(m), 256, 0, s>>>(xs, ys, m, o);
   });
 }
 
@@ -242,20 +239,18 @@ cudaError_t launch_axpby(const void* a, const void* b, void* y, size_t n, float 
     const __half* bs = b ? static_cast<const __half*>(b) + off : nullptr;
     __half* ys = static_cast<__half*>(y) + off;
     if (vec)
-      axpby_vec<<<blocks_for(m / 8), 256, 0, s>>>(reinterpret_cast<const Half8*>(as), reinterpret_cast<const Half8*>(bs),
-                                                  reinterpret_cast<Half8*>(ys), m / 8, alpha, beta);
-    else
-      axpby_scalar<<<blocks_for(m), 256, 0, s>>>(as, bs, ys, m, alpha, beta);
+      axpby_vec<<<blocks_for(m / 8), 256, 0, s>>>(reinterpret_cast<const Half8*>(as),
+                                                  reinterpret_cast<const Half8*>(bs), reinterpret_cast<Half8*>(ys),
+                                                  m / 8, alpha, beta);
+    else axpby_scalar<<<blocks_for(m), 256, 0, s>>>(as, bs, ys, m, alpha, beta);
   });
 }
 
 // Launches KERNEL<uint32_t> when the index space fits 32 bits, else KERNEL<uint64_t> (see the header comment).
-#define XPSR_LAUNCH_IDX(total, KERNEL, grid, ...)                                    \
-  do {                                                                               \
-    if ((size_t)(total) < kMaxIndex && !force_index64())                             \
-      KERNEL<uint32_t><<<(grid), 256, 0, s>>>(__VA_ARGS__);                           \
-    else                                                                             \
-      KERNEL<uint64_t><<<(grid), 256, 0, s>>>(__VA_ARGS__);                           \
+#define XPSR_LAUNCH_IDX(total, KERNEL, grid, ...)                                                              \
+  do {                                                                                                         \
+    if ((size_t)(total) < kMaxIndex && !force_index64()) KERNEL<uint32_t><<<(grid), 256, 0, s>>>(__VA_ARGS__); \
+    else KERNEL<uint64_t><<<(grid), 256, 0, s>>>(__VA_ARGS__);                                                 \
   } while (0)
 
 cudaError_t launch_geglu(const void* x, void* y, int rows, int inner, cudaStream_t s) {
@@ -263,10 +258,8 @@ cudaError_t launch_geglu(const void* x, void* y, int rows, int inner, cudaStream
   if (total == 0) return cudaSuccess;
   const __half* xs = static_cast<const __half*>(x);
   __half* ys = static_cast<__half*>(y);
-  if (inner % 8 == 0 && al(x) && al(y))
-    XPSR_LAUNCH_IDX(total, geglu_vec, blocks_for(total / 8), xs, ys, rows, inner);
-  else
-    XPSR_LAUNCH_IDX(total, geglu_scalar, blocks_for(total), xs, ys, rows, inner);
+  if (inner % 8 == 0 && al(x) && al(y)) XPSR_LAUNCH_IDX(total, geglu_vec, blocks_for(total / 8), xs, ys, rows, inner);
+  else XPSR_LAUNCH_IDX(total, geglu_scalar, blocks_for(total), xs, ys, rows, inner);
   return cudaGetLastError();
 }
 
@@ -290,8 +283,7 @@ cudaError_t launch_copy_rows(const void* src, int lds, void* dst, int ldd, int r
   __half* ds = static_cast<__half*>(dst);
   if (cols % 8 == 0 && lds % 8 == 0 && ldd % 8 == 0 && al(src) && al(dst))
     XPSR_LAUNCH_IDX(total, copy_rows_vec, blocks_for(total / 8), ss, lds, ds, ldd, rows, cols);
-  else
-    XPSR_LAUNCH_IDX(total, copy_rows_scalar, blocks_for(total), ss, lds, ds, ldd, rows, cols);
+  else XPSR_LAUNCH_IDX(total, copy_rows_scalar, blocks_for(total), ss, lds, ds, ldd, rows, cols);
   return cudaGetLastError();
 }
 
@@ -302,15 +294,11 @@ cudaError_t launch_upsample_nearest(const void* x, int N, int H, int W, int C, v
   __half* ys = static_cast<__half*>(y);
   const bool idx64 = total >= kMaxIndex || force_index64();
   if (C % 8 == 0 && al(x) && al(y)) {
-    if (idx64)
-      upsample_kernel<8, uint64_t><<<blocks_for(total / 8), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
-    else
-      upsample_kernel<8, uint32_t><<<blocks_for(total / 8), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+    if (idx64) upsample_kernel<8, uint64_t><<<blocks_for(total / 8), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+    else upsample_kernel<8, uint32_t><<<blocks_for(total / 8), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
   } else {
-    if (idx64)
-      upsample_kernel<1, uint64_t><<<blocks_for(total), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
-    else
-      upsample_kernel<1, uint32_t><<<blocks_for(total), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+    if (idx64) upsample_kernel<1, uint64_t><<<blocks_for(total), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
+    else upsample_kernel<1, uint32_t><<<blocks_for(total), 256, 0, s>>>(xs, N, H, W, C, ys, P, Q);
   }
   return cudaGetLastError();
 }
@@ -322,15 +310,11 @@ cudaError_t launch_embedding(const void* table, int V, int D, const int32_t* ids
   __half* ys = static_cast<__half*>(y);
   const bool idx64 = total >= kMaxIndex || force_index64();
   if (D % 8 == 0 && al(table) && al(y)) {
-    if (idx64)
-      embedding_kernel<8, uint64_t><<<blocks_for(total / 8), 256, 0, s>>>(ts, V, D, ids, n, ys);
-    else
-      embedding_kernel<8, uint32_t><<<blocks_for(total / 8), 256, 0, s>>>(ts, V, D, ids, n, ys);
+    if (idx64) embedding_kernel<8, uint64_t><<<blocks_for(total / 8), 256, 0, s>>>(ts, V, D, ids, n, ys);
+    else embedding_kernel<8, uint32_t><<<blocks_for(total / 8), 256, 0, s>>>(ts, V, D, ids, n, ys);
   } else {
-    if (idx64)
-      embedding_kernel<1, uint64_t><<<blocks_for(total), 256, 0, s>>>(ts, V, D, ids, n, ys);
-    else
-      embedding_kernel<1, uint32_t><<<blocks_for(total), 256, 0, s>>>(ts, V, D, ids, n, ys);
+    if (idx64) embedding_kernel<1, uint64_t><<<blocks_for(total), 256, 0, s>>>(ts, V, D, ids, n, ys);
+    else embedding_kernel<1, uint32_t><<<blocks_for(total), 256, 0, s>>>(ts, V, D, ids, n, ys);
   }
   return cudaGetLastError();
 }

@@ -27,7 +27,9 @@ const Tol kRound{-1.0, 0.0};  // "use out_rounding_tol"
 
 TEST(cuda_op_geglu) {
   gpu();
-  struct G { int rows, inner, seed; };
+  struct G {
+    int rows, inner, seed;
+  };
   for (G gc : {G{8192, 1280, 400}, G{512, 5120, 401}, G{77, 12, 402}}) {
     const int rows = gc.rows, inner = gc.inner, seed = gc.seed;
     Tensor2 x((size_t)rows * 2 * inner), y((size_t)rows * inner);
@@ -82,7 +84,9 @@ TEST(cuda_op_axpby_and_channel_add) {
   both("axpby in place y = 2a - 0.25b (odd n)", a, kRound, [&](Backend& be, bool c) {
     be.axpby({c ? a.cp() : a.gp(), c ? b.cp(3) : b.gp(3), c ? a.cp() : a.gp(), n - 5, 2.0f, -0.25f});
   });
-  struct CA { int N, HW, C; };
+  struct CA {
+    int N, HW, C;
+  };
   for (CA ca : {CA{2, 4096, 320}, CA{2, 65 * 47, 1280}, CA{2, 81, 20}}) {
     const int N = ca.N, HW = ca.HW, C = ca.C;
     Tensor2 x((size_t)N * HW * C), v((size_t)N * C), out((size_t)N * HW * C);
@@ -125,8 +129,11 @@ TEST(cuda_op_concat_slice_upsample) {
       be.slice({c ? x.cp() : x.gp(), 3 * C, 3, c ? y.cp() : y.gp(), rows, C});
     });
   }
-  struct UP { int N, H, W, C, P, Q; };
-  for (UP u : {UP{2, 32, 32, 640, 64, 64}, UP{2, 33, 24, 640, 65, 47}, UP{2, 9, 6, 1280, 17, 12}, UP{1, 5, 5, 3, 11, 10}}) {
+  struct UP {
+    int N, H, W, C, P, Q;
+  };
+  for (UP u :
+       {UP{2, 32, 32, 640, 64, 64}, UP{2, 33, 24, 640, 65, 47}, UP{2, 9, 6, 1280, 17, 12}, UP{1, 5, 5, 3, 11, 10}}) {
     const int N = u.N, H = u.H, W = u.W, C = u.C, P = u.P, Q = u.Q;
     Tensor2 x((size_t)N * H * W * C), y((size_t)N * P * Q * C);
     x.set(randn(x.n, 433));
@@ -175,8 +182,9 @@ TEST(cuda_op_index64_paths) {
     Tensor2 x((size_t)rows * 2 * inner), y((size_t)rows * inner);
     x.set(randn(x.n, 450, 2.0f));
     y.poison();
-    both("index64 geglu inner " + std::to_string(inner), y, kRound,
-         [&](Backend& b, bool c) { b.geglu({c ? x.cp() : x.gp(), c ? y.cp() : y.gp(), rows, inner}); });
+    both("index64 geglu inner " + std::to_string(inner), y, kRound, [&](Backend& b, bool c) {
+      b.geglu({c ? x.cp() : x.gp(), c ? y.cp() : y.gp(), rows, inner});
+    });
   }
   for (int C : {320, 20}) {
     const int N = 2, HW = 65 * 47;
@@ -212,7 +220,9 @@ TEST(cuda_op_index64_paths) {
       be.slice({c ? y.cp() : y.gp(), Ca + Cb, 3, c ? z.cp() : z.gp(), rows, 5});
     });
   }
-  struct UP { int N, H, W, C, P, Q; };
+  struct UP {
+    int N, H, W, C, P, Q;
+  };
   for (UP u : {UP{2, 33, 24, 640, 65, 47}, UP{1, 5, 5, 3, 11, 10}}) {
     Tensor2 x((size_t)u.N * u.H * u.W * u.C), y((size_t)u.N * u.P * u.Q * u.C);
     x.set(randn(x.n, 457));

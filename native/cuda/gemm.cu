@@ -29,9 +29,7 @@ cudaError_t init_gemm_attributes(DeviceCaps& caps) {
   return e;
 }
 
-static bool pair_ok(const void* p, int ld) {
-  return (reinterpret_cast<uintptr_t>(p) & 3) == 0 && ld % 2 == 0;
-}
+static bool pair_ok(const void* p, int ld) { return (reinterpret_cast<uintptr_t>(p) & 3) == 0 && ld % 2 == 0; }
 
 cudaError_t launch_gemm(const GemmArgs& a, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s) {
   GemmKernelParams p;

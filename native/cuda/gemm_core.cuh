@@ -48,8 +48,7 @@ __device__ __forceinline__ uint32_t swz_offset(int row, int chunk) {
 }
 
 template <int BM, int BN, int WARPS_M, int WARPS_N, AMode MODE>
-__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
-    gemm_kernel(const GemmKernelParams p) {
+__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32) gemm_kernel(const GemmKernelParams p) {
   // Index arithmetic below is generic in the tile: every thread loads chunk (tid & 3) of rows tid/4 +
   // j*THREADS/4 of A and B; warp (wm, wn) owns rows wm*WTM.. and columns wn*WTN.. of the CTA tile as
   // MI x NI m16n8 accumulators. BM, BN must be multiples of THREADS/4, WTN a multiple of 16.
@@ -137,8 +136,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
         const int row = lrow + j * ROWS_PER_PASS;
         __align__(16) __half v[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e)
-          v[e] = (a_ok[j] && kk + e < p.Kvalid) ? a_ptr[j][kk + e] : __float2half(0.0f);
+        for (int e = 0; e < 8; ++e) v[e] = (a_ok[j] && kk + e < p.Kvalid) ? a_ptr[j][kk + e] : __float2half(0.0f);
         *reinterpret_cast<uint4*>(smem + (stage * A_STAGE + swz_offset(row, lchunk))) =
             *reinterpret_cast<const uint4*>(v);
       }
@@ -308,8 +306,7 @@ inline cudaError_t gemm_run(GemmKernelParams p, const DeviceCaps& caps, const Wo
   const int forced_tile = forced_gemm_tile();
   if (forced_tile >= 0)
     plan = forced_gemm_plan((GemmTile)forced_tile, forced_gemm_splits(), p.Kdim, p.M, p.N, ws_bytes);
-  else
-    plan = choose_gemm(tile_policy(), caps.model, caps.gemm_regs[(int)MODE], p.M, p.N, p.Kdim, ws_bytes);
+  else plan = choose_gemm(tile_policy(), caps.model, caps.gemm_regs[(int)MODE], p.M, p.N, p.Kdim, ws_bytes);
   if (plan.splits <= 1 || !ws.ptr) {
     plan.splits = 1;
     plan.ktiles_per_split = p.ktiles_total;

@@ -15,13 +15,13 @@
 namespace xpsr::cuda {
 
 struct DeviceCaps {
-  int sms = 1;                 // multiprocessors
+  int sms = 1;  // multiprocessors
   int cc_major = 8, cc_minor = 0;
-  int smem_optin = 48 * 1024;  // max dynamic shared memory per block after opt-in
-  unsigned attn_dims = 0;      // bit i set: the tensor-core attention for head dim 8*i is usable here
-  GpuModel model;              // tuning.h: this device's limits (from its attributes) for the tile policy
+  int smem_optin = 48 * 1024;         // max dynamic shared memory per block after opt-in
+  unsigned attn_dims = 0;             // bit i set: the tensor-core attention for head dim 8*i is usable here
+  GpuModel model;                     // tuning.h: this device's limits (from its attributes) for the tile policy
   int gemm_regs[4][kGemmTiles] = {};  // registers per thread of gemm_kernel per A mode (AMode order) and tile
-  unsigned d160_fits = 0;      // bit v: d=160 attention variant v is configured (fits the shared memory)
+  unsigned d160_fits = 0;             // bit v: d=160 attention variant v is configured (fits the shared memory)
   int d160_regs[kAttnD160Variants] = {};
 };
 
@@ -56,26 +56,26 @@ struct Workspace {
 
 // ---- GEMM / linear: Y[m, n] = sum_k A[m, k] * B[n, k] + bias[n] + R[m, n] ------------------------------
 struct GemmArgs {
-  int M = 0, N = 0, K = 0;         // K: reduction length; A is read for k < K only
-  const void* A = nullptr;         // f16, row stride lda
+  int M = 0, N = 0, K = 0;  // K: reduction length; A is read for k < K only
+  const void* A = nullptr;  // f16, row stride lda
   int lda = 0;
-  const void* B = nullptr;         // f16 [N][Kp], Kp = round_up(K, 8), zeros in k >= K (upload layout)
+  const void* B = nullptr;  // f16 [N][Kp], Kp = round_up(K, 8), zeros in k >= K (upload layout)
   int Kp = 0;
-  const float* bias = nullptr;     // [N] or null
-  const void* R = nullptr;         // f16 residual, row stride ldr, or null
+  const float* bias = nullptr;  // [N] or null
+  const void* R = nullptr;      // f16 residual, row stride ldr, or null
   int ldr = 0;
-  void* Y = nullptr;               // f16, row stride ldy
+  void* Y = nullptr;  // f16, row stride ldy
   int ldy = 0;
 };
 cudaError_t launch_gemm(const GemmArgs& a, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s);
 
 // ---- conv2d (implicit GEMM over k = (r, s, c)) -------------------------------------------------------
 struct ConvArgs {
-  const void* x = nullptr;         // f16 NHWC [N, H, W, C]
+  const void* x = nullptr;  // f16 NHWC [N, H, W, C]
   int N = 0, H = 0, W = 0, C = 0;
-  const void* w = nullptr;         // f16 [K][R][S][Cp], Cp = round_up(C, 8), zeros in c >= C
+  const void* w = nullptr;  // f16 [K][R][S][Cp], Cp = round_up(C, 8), zeros in c >= C
   int Cp = 0;
-  const float* bias = nullptr;     // [K] or null
+  const float* bias = nullptr;  // [K] or null
   int K = 0, R = 3, S = 3, stride = 1, pad_top = 1, pad_left = 1;
   const void* residual = nullptr;  // f16 [N, P, Q, K] or null
   void* y = nullptr;               // f16 [N, P, Q, K]
@@ -95,8 +95,7 @@ struct GroupNormLaunch {
 };
 // Bytes of workspace group norm needs for this shape with the chunking tuning.h picks.
 size_t group_norm_workspace_bytes(const GroupNormLaunch& a, const DeviceCaps& caps, size_t ws_bytes);
-cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, const Workspace& ws,
-                              cudaStream_t s);
+cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, const Workspace& ws, cudaStream_t s);
 
 struct LayerNormLaunch {
   const void* x = nullptr;  // f16 [rows, C]
@@ -120,9 +119,9 @@ cudaError_t launch_attention(const AttentionArgs* problems, int count, const Dev
   cudaError_t init_attention_##name(DeviceCaps& caps);
 XPSR_ATTN_FILE(small)  // head dims 8, 16, 32 (tiny test models, CLIP-tiny)
 XPSR_ATTN_FILE(d40)
-XPSR_ATTN_FILE(d64)    // CLIP ViT-L (12 x 64)
+XPSR_ATTN_FILE(d64)  // CLIP ViT-L (12 x 64)
 XPSR_ATTN_FILE(d80)
-XPSR_ATTN_FILE(d160)   // three variants (tuning.h); attention_d160_variant() = the one a launch uses now
+XPSR_ATTN_FILE(d160)  // three variants (tuning.h); attention_d160_variant() = the one a launch uses now
 #undef XPSR_ATTN_FILE
 int attention_d160_variant(const DeviceCaps& caps);  // -1: none fits / legacy policy without v0 -> SIMT
 // Any head dim <= kGenericAttnMaxHeadDim, any alignment (f32 SIMT; the VAE's single 512-wide head).

@@ -41,8 +41,8 @@ __device__ __forceinline__ void chunk_range(const GnGeom& g, int chunk, int& b, 
 }
 
 template <int VEC>
-__global__ void __launch_bounds__(kGnThreads) gn_partial(const __half* __restrict__ x, const GnGeom g,
-                                                          float* __restrict__ part) {
+__global__ void __launch_bounds__(kGnThreads)
+    gn_partial(const __half* __restrict__ x, const GnGeom g, float* __restrict__ part) {
   __shared__ float red[kGnThreads * 2 * VEC];
   const int chunk = blockIdx.x, n = blockIdx.y, z = blockIdx.z;
   const int t = threadIdx.x;
@@ -261,9 +261,7 @@ GnGeom gn_geometry(const GroupNormLaunch& a, const DeviceCaps& caps, size_t ws_b
   return g;
 }
 
-int gn_vec(const GroupNormLaunch& a) {
-  return (a.C % 8 == 0 && aligned16(a.x) && aligned16(a.y)) ? 8 : 1;
-}
+int gn_vec(const GroupNormLaunch& a) { return (a.C % 8 == 0 && aligned16(a.x) && aligned16(a.y)) ? 8 : 1; }
 
 }  // namespace
 
@@ -281,10 +279,8 @@ cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, 
   float* part = static_cast<float*>(ws.ptr);
   float* ab = part + part_floats;
   const dim3 grid1((unsigned)g.chunks, (unsigned)g.N, (unsigned)g.csplit);
-  if (vec == 8)
-    gn_partial<8><<<grid1, kGnThreads, 0, s>>>(static_cast<const __half*>(a.x), g, part);
-  else
-    gn_partial<1><<<grid1, kGnThreads, 0, s>>>(static_cast<const __half*>(a.x), g, part);
+  if (vec == 8) gn_partial<8><<<grid1, kGnThreads, 0, s>>>(static_cast<const __half*>(a.x), g, part);
+  else gn_partial<1><<<grid1, kGnThreads, 0, s>>>(static_cast<const __half*>(a.x), g, part);
   if (gn_finalize_legacy()) {
     const int warps = g.N * g.groups;
     gn_finalize_legacy<<<(warps + 7) / 8, 256, 0, s>>>(part, g, a.eps, a.gamma, a.beta, ab);
@@ -297,15 +293,11 @@ cudaError_t launch_group_norm(const GroupNormLaunch& a, const DeviceCaps& caps, 
   __half* ys = static_cast<__half*>(a.y);
   const bool idx64 = (size_t)a.N * a.HW * a.C >= ((size_t)1 << 31) || force_index64();
   if (vec == 8) {
-    if (idx64)
-      gn_apply<8, uint64_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
-    else
-      gn_apply<8, uint32_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+    if (idx64) gn_apply<8, uint64_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+    else gn_apply<8, uint32_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
   } else {
-    if (idx64)
-      gn_apply<1, uint64_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
-    else
-      gn_apply<1, uint32_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+    if (idx64) gn_apply<1, uint64_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
+    else gn_apply<1, uint32_t><<<blocks, 256, 0, s>>>(xs, ys, g, ab, a.silu);
   }
   return cudaGetLastError();
 }

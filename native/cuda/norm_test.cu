@@ -49,8 +49,10 @@ void run_gn(const char* name, int N, int HW, int C, int groups, bool silu, float
     cuda::set_forced_gn_finalize(f);
     gpu().group_norm(args(0));
     gpu().synchronize();
-    const char* which = f < 0 ? (cuda::gn_finalize_legacy() ? " [policy: legacy finalize]" : " [policy: parallel finalize]")
-                        : f ? " [legacy finalize]" : " [parallel finalize]";
+    const char* which =
+        f < 0 ? (cuda::gn_finalize_legacy() ? " [policy: legacy finalize]" : " [policy: parallel finalize]")
+        : f   ? " [legacy finalize]"
+              : " [parallel finalize]";
     expect_close(label + std::string(which), out.get_g(), ref, out_rounding_tol(ref));
   }
 }

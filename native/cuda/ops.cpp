@@ -174,8 +174,8 @@ void CudaBackend::layer_norm(const LayerNormArgs& a) {
 
 static std::string attn_desc(const AttentionArgs& a) {
   std::ostringstream o;
-  o << "B " << a.B << ", Lq " << a.Lq << ", Lk " << a.Lk << ", heads " << a.heads << " x " << a.head_dim << ", ld q/k/v/o "
-    << a.ldq << "/" << a.ldk << "/" << a.ldv << "/" << a.ldo << (a.causal ? ", causal" : "");
+  o << "B " << a.B << ", Lq " << a.Lq << ", Lk " << a.Lk << ", heads " << a.heads << " x " << a.head_dim
+    << ", ld q/k/v/o " << a.ldq << "/" << a.ldk << "/" << a.ldv << "/" << a.ldo << (a.causal ? ", causal" : "");
   return o.str();
 }
 
@@ -287,7 +287,8 @@ CudaBackend::IdSlot& CudaBackend::id_slot(const int32_t* ids, int n) {
   // It does not touch the stream, so allow it by switching this thread to relaxed mode around it.
   cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
   if (capturing_) (void)cudaThreadExchangeStreamCaptureMode(&mode);
-  const cudaError_t ea = cudaHostAlloc(&p, std::max<size_t>(4, (size_t)n * 4), cudaHostAllocMapped | cudaHostAllocPortable);
+  const cudaError_t ea =
+      cudaHostAlloc(&p, std::max<size_t>(4, (size_t)n * 4), cudaHostAllocMapped | cudaHostAllocPortable);
   void* d = nullptr;
   const cudaError_t e = ea == cudaSuccess ? cudaHostGetDevicePointer(&d, p, 0) : cudaSuccess;
   if (e != cudaSuccess) cudaFreeHost(p);

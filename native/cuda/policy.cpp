@@ -62,7 +62,9 @@ int forced_attn_d160_variant() { return g_forced_d160.load(std::memory_order_rel
 void note_attn_d160_variant(int v) { g_last_d160.store(v, std::memory_order_relaxed); }
 int last_attn_d160_variant() { return g_last_d160.load(std::memory_order_relaxed); }
 
-void set_forced_gn_finalize(int legacy) { g_forced_gn.store(legacy < 0 ? -1 : (legacy ? 1 : 0), std::memory_order_relaxed); }
+void set_forced_gn_finalize(int legacy) {
+  g_forced_gn.store(legacy < 0 ? -1 : (legacy ? 1 : 0), std::memory_order_relaxed);
+}
 bool gn_finalize_legacy() {
   const int f = g_forced_gn.load(std::memory_order_relaxed);
   return f >= 0 ? f == 1 : tile_policy() == TilePolicy::Legacy;

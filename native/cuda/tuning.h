@@ -64,7 +64,7 @@ enum class TilePolicy : int { Model = 0, Legacy = 1 };
 
 // ---- the GPU model --------------------------------------------------------------------------------------
 struct GpuModel {
-  int cc = 80;                       // compute capability * 10
+  int cc = 80;  // compute capability * 10
   int sms = 108;
   int regs_per_sm = 65536;
   int smem_per_sm = 167936;          // the largest shared-memory carve-out of an SM, bytes
@@ -72,12 +72,12 @@ struct GpuModel {
   int smem_reserved_per_cta = 1024;  // the runtime's per-CTA reservation (sm_80+)
   int max_threads_per_sm = 2048;
   int max_ctas_per_sm = 32;
-  double mma_macs_per_clk = 1024;    // mma.sync f16 x f16 -> f32 multiply-adds per clock per SM
+  double mma_macs_per_clk = 1024;  // mma.sync f16 x f16 -> f32 multiply-adds per clock per SM
   double clock_ghz = 1.41;
-  double smem_bytes_per_clk = 128;   // shared-memory bandwidth per SM
-  double dram_bytes_per_ns = 2039;   // = GB/s
-  double l2_bytes = 40e6;            // L2 size (split-K partials that fit half of it stay there)
-  double l2_bytes_per_ns = 4000;     // L2 bandwidth (about twice DRAM's on these parts)
+  double smem_bytes_per_clk = 128;  // shared-memory bandwidth per SM
+  double dram_bytes_per_ns = 2039;  // = GB/s
+  double l2_bytes = 40e6;           // L2 size (split-K partials that fit half of it stay there)
+  double l2_bytes_per_ns = 4000;    // L2 bandwidth (about twice DRAM's on these parts)
 };
 
 // Limits per architecture (CUDA occupancy calculator / tuning guides) with one representative part's rates:
@@ -249,8 +249,8 @@ inline double gemm_plan_us(const GpuModel& g, GemmTile t, int regs, int M, int N
   const int64_t tiles = (int64_t)((M + ti.bm - 1) / ti.bm) * ((N + ti.bn - 1) / ti.bn);
   const Waves w = waves_of(g, tiles * splits, occ, ti.warps_m * ti.warps_n);
   const double rate = g.mma_macs_per_clk * g.clock_ghz * 1e3 * gemm_smem_efficiency(g, t) * latency_util(w.warps);
-  const double work = (double)ti.bm * ti.bn * kps * kGemmBK;                       // MACs per CTA
-  const double t_main = w.per_sm * work / rate + w.rounds * 0.8;                   // us (rate: MAC/us)
+  const double work = (double)ti.bm * ti.bn * kps * kGemmBK;      // MACs per CTA
+  const double t_main = w.per_sm * work / rate + w.rounds * 0.8;  // us (rate: MAC/us)
   // operands once from DRAM; the output (or the f32 partials, written during the main loop) once
   const double partial = 4.0 * splits * M * N;
   const double part_bw = (partial <= 0.5 * g.l2_bytes ? g.l2_bytes_per_ns : g.dram_bytes_per_ns) * 1e3;  // B/us
@@ -356,7 +356,7 @@ constexpr int kAttnD160Variants = 3;
 XPSR_HD constexpr AttnTile attn_tile(int D, int variant = 0) {
   return D <= 48   ? AttnTile{4, 2, 64, false}
          : D <= 96 ? AttnTile{4, 2, 32, false}
-                   : (variant == 0 ? AttnTile{4, 1, 64, false}
+                   : (variant == 0   ? AttnTile{4, 1, 64, false}
                       : variant == 1 ? AttnTile{4, 1, 64, true}
                                      : AttnTile{4, 1, 32, true});
 }

@@ -143,13 +143,15 @@ TEST(cuda_policy_gemm_plans_are_valid_and_no_worse) {
       CHECK_MSG(p.est_us <= legacy_us * 1.001, std::string(gpu.name) + " " + s.name + ": worse than legacy");
       for (int t = 0; t < kGemmTiles; ++t) {
         const double us = gemm_plan_us(gpu.g, (GemmTile)t, 0, s.M, s.N, s.K, 1);
-        CHECK_MSG(us < 0 || p.est_us <= us * 1.001, std::string(gpu.name) + " " + s.name + ": tile " + gemm_tile_name((GemmTile)t) + " unsplit is faster");
+        CHECK_MSG(us < 0 || p.est_us <= us * 1.001, std::string(gpu.name) + " " + s.name + ": tile " +
+                                                        gemm_tile_name((GemmTile)t) + " unsplit is faster");
       }
       ++total;
       if (p.est_us < legacy_us * 0.95) ++improved;
     }
   }
-  std::printf("    model plan >= 5%% faster than legacy (by the model) for %d of %d shape x GPU pairs\n", improved, total);
+  std::printf("    model plan >= 5%% faster than legacy (by the model) for %d of %d shape x GPU pairs\n", improved,
+              total);
   CHECK(improved > 0);
 }
 
@@ -169,8 +171,8 @@ TEST(cuda_policy_issue_shapes_fill_the_gpu) {
       const int64_t ctas = grid_of(p.tile, s.M, s.N, p.splits), lctas = grid_of(l.tile, s.M, s.N, l.splits);
       const double lus = gemm_plan_us(gpu.g, l.tile, 0, s.M, s.N, s.K, l.splits);
       std::printf("    %-5s %-22s model %-18s x%-2d = %4lld CTAs %6.1f us | legacy %-17s x%-2d = %4lld CTAs %6.1f us\n",
-                  gpu.name, s.name, gemm_tile_name(p.tile), p.splits, (long long)ctas, p.est_us,
-                  gemm_tile_name(l.tile), l.splits, (long long)lctas, lus);
+                  gpu.name, s.name, gemm_tile_name(p.tile), p.splits, (long long)ctas, p.est_us, gemm_tile_name(l.tile),
+                  l.splits, (long long)lctas, lus);
       CHECK_MSG(ctas >= (int64_t)std::ceil(0.9 * gpu.g.sms),
                 std::string(gpu.name) + " " + s.name + ": the plan leaves more than 10% of the SMs idle");
       CHECK_MSG(p.est_us < lus, std::string(gpu.name) + " " + s.name + ": no better than legacy");
@@ -245,7 +247,8 @@ TEST(cuda_policy_build_resources) {
   try {
     j = xpsr::Json::parse_file(XPSR_CUDA_RESOURCES_JSON);
   } catch (const xpsr::Error& e) {
-    CHECK_MSG(false, std::string("cannot read the build's resource report ") + XPSR_CUDA_RESOURCES_JSON + ": " + e.what());
+    CHECK_MSG(false,
+              std::string("cannot read the build's resource report ") + XPSR_CUDA_RESOURCES_JSON + ": " + e.what());
   }
   const auto& ks = j["kernels"].as_array();
   CHECK_MSG(!ks.empty(), "the resource report lists no kernels (was -Xptxas=-v captured?)");
@@ -254,7 +257,8 @@ TEST(cuda_policy_build_resources) {
     const std::string name = k["name"].as_string(), arch = k["arch"].as_string();
     const int regs = (int)k["registers"].as_int();
     const int spills = (int)(k["spill_stores"].as_int() + k["spill_loads"].as_int());
-    CHECK_MSG(!(k["hot"].as_bool() && spills > 0), name + " (" + arch + ") spills " + std::to_string(spills) + " bytes");
+    CHECK_MSG(!(k["hot"].as_bool() && spills > 0),
+              name + " (" + arch + ") spills " + std::to_string(spills) + " bytes");
     if (name.find("gemm_kernel<") != std::string::npos) {
       ++gemm_seen;
       for (int t = 0; t < kGemmTiles; ++t) {
@@ -272,7 +276,9 @@ TEST(cuda_policy_build_resources) {
     }
     if (name.find("attention_fa_kernel<160, 4, 1,") != std::string::npos) {
       ++d160_seen;
-      const int v = name.find(", 32, true>") != std::string::npos ? 2 : name.find(", 64, true>") != std::string::npos ? 1 : 0;
+      const int v = name.find(", 32, true>") != std::string::npos   ? 2
+                    : name.find(", 64, true>") != std::string::npos ? 1
+                                                                    : 0;
       CHECK_MSG(regs <= kAttnD160Regs[v], name + " (" + arch + ") uses " + std::to_string(regs) + " registers");
     }
   }

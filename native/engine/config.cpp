@@ -74,7 +74,8 @@ struct Reader {
       bad(k, "must have " + std::to_string(min_n) + " to " + std::to_string(max_n) + " entries, got " +
                  std::to_string(a.size()));
     std::vector<int> r;
-    for (size_t i = 0; i < a.size(); ++i) r.push_back(to_int(std::string(k) + "[" + std::to_string(i) + "]", a[i], lo, hi));
+    for (size_t i = 0; i < a.size(); ++i)
+      r.push_back(to_int(std::string(k) + "[" + std::to_string(i) + "]", a[i], lo, hi));
     return r;
   }
   // A finite number in [lo, hi] (or (lo, hi] when lo_open).
@@ -84,8 +85,8 @@ struct Reader {
     if (!v->is_number()) bad(k, "must be a number, got " + describe(*v));
     double d = v->as_number();
     if (!(lo_open ? d > lo : d >= lo) || !(d <= hi))
-      bad(k, std::string("must be in ") + (lo_open ? "(" : "[") + describe_num(lo) + ", " + describe_num(hi) + "], got " +
-                 describe(*v));
+      bad(k, std::string("must be in ") + (lo_open ? "(" : "[") + describe_num(lo) + ", " + describe_num(hi) +
+                 "], got " + describe(*v));
     return (float)d;
   }
   static std::string describe_num(double d) {
@@ -122,7 +123,8 @@ struct Reader {
     if (!v) return;
     if (!v->is_string() && !v->is_bool()) bad(k, "must be a string or a bool, got " + describe(*v));
     std::string got = v->is_string() ? v->as_string() : (v->as_bool() ? "true" : "false");
-    if (got != expect) fail(ErrorCode::Unsupported, where, ": '", k, "' = ", got, " is not supported (only ", expect, ")");
+    if (got != expect)
+      fail(ErrorCode::Unsupported, where, ": '", k, "' = ", got, " is not supported (only ", expect, ")");
   }
   void require_num(const char* k, double expect) const {
     const Json* v = get(k);
@@ -195,8 +197,8 @@ void parse_trunk(const Reader& r, UNetConfig& c, bool is_controlnet) {
   c.in_channels = r.integer("in_channels", 4, 1, L::kMaxIoChannels);
   c.out_channels = r.integer("out_channels", 4, 1, L::kMaxIoChannels);
   c.block_out_channels = r.integers("block_out_channels", {320, 640, 1280, 1280}, 1, L::kMaxBlocks, 1, L::kMaxWidth);
-  c.down_block_types = r.strs("down_block_types", {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                                                   "CrossAttnDownBlock2D", "DownBlock2D"});
+  c.down_block_types = r.strs("down_block_types",
+                              {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"});
   c.layers_per_block = r.integer("layers_per_block", 2, 1, L::kMaxLayersPerBlock);
   c.cross_attention_dim = r.integer("cross_attention_dim", 768, 1, L::kMaxWidth);
   c.norm_num_groups = r.integer("norm_num_groups", 32, 1, L::kMaxGroups);
@@ -259,11 +261,11 @@ UNetConfig parse_unet_config(const Json& j, const std::string& where) {
   UNetConfig c;
   parse_trunk(r, c, false);
   const size_t nb = c.block_out_channels.size();
-  c.up_block_types = r.strs("up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                                               "CrossAttnUpBlock2D"});
+  c.up_block_types =
+      r.strs("up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"});
   if (c.up_block_types.size() != nb)
-    r.bad("up_block_types", "must have one entry per block (" + std::to_string(nb) + "), got " +
-                                std::to_string(c.up_block_types.size()));
+    r.bad("up_block_types",
+          "must have one entry per block (" + std::to_string(nb) + "), got " + std::to_string(c.up_block_types.size()));
   for (auto& t : c.up_block_types)
     if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D")
       fail(ErrorCode::Unsupported, where, ": up block type '", t, "' is not supported");
@@ -296,7 +298,7 @@ ControlNetConfig parse_controlnet_config(const Json& j, const std::string& where
       r.integers("conditioning_embedding_out_channels", {16, 32, 96, 256}, 2, L::kMaxCondBlocks, 1, L::kMaxWidth);
   c.use_lowlevel_prompt = r.boolean("use_lowlevel_prompt", true);
   c.use_rrdb = r.boolean("use_rrdb", false);
-  r.boolean("return_rgbs", true);      // training-only switches (the DFC heads): type-checked, not used
+  r.boolean("return_rgbs", true);  // training-only switches (the DFC heads): type-checked, not used
   r.boolean("use_latent_pred", true);
   r.require("controlnet_conditioning_channel_order", "rgb");
   r.require("global_pool_conditions", "false");

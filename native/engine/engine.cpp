@@ -59,7 +59,8 @@ struct Engine::CachedPlan {
   std::unique_ptr<Plan> plan;
 };
 
-Engine::Engine(std::unique_ptr<Backend> backend, size_t max_plans) : backend_(std::move(backend)), max_plans_(max_plans) {}
+Engine::Engine(std::unique_ptr<Backend> backend, size_t max_plans)
+    : backend_(std::move(backend)), max_plans_(max_plans) {}
 Engine::~Engine() {
   plans_.clear();   // plans free their arenas on the backend first
   models_.clear();  // then weights
@@ -90,13 +91,15 @@ ModelInfo Engine::load(ModelKind kind, const LoadOptions& o) {
       m->text = std::make_unique<ClipTextEncoder>();
       m->text->config = parse_clip_text_encoder_config(cfg, cfg_where);
       auto& c = m->text->config;
-      desc << "CLIP text encoder: " << c.num_layers << " layers, width " << c.hidden_size << ", " << c.num_heads << " heads";
+      desc << "CLIP text encoder: " << c.num_layers << " layers, width " << c.hidden_size << ", " << c.num_heads
+           << " heads";
       break;
     }
     case ModelKind::Vae: {
       m->vae = std::make_unique<Vae>();
       m->vae->config = parse_vae_config(cfg, cfg_where);
-      desc << "VAE: channels " << shape_str(m->vae->config.block_out_channels) << ", latent " << m->vae->config.latent_channels;
+      desc << "VAE: channels " << shape_str(m->vae->config.block_out_channels) << ", latent "
+           << m->vae->config.latent_channels;
       break;
     }
     case ModelKind::UNet: {
@@ -193,7 +196,8 @@ constexpr int64_t kMaxDim = 1 << 20;
 void check_values(const char* entry, const char* name, const HostTensor& t, int64_t numel, bool data_optional) {
   if (t.data.empty() && data_optional) return;
   if ((int64_t)t.data.size() != numel)
-    fail(ErrorCode::ShapeMismatch, entry, ": '", name, "' has ", t.data.size(), " values but shape ", shape_str(t.shape));
+    fail(ErrorCode::ShapeMismatch, entry, ": '", name, "' has ", t.data.size(), " values but shape ",
+         shape_str(t.shape));
   for (float v : t.data)
     if (!std::isfinite(v)) fail(ErrorCode::InvalidArgument, entry, ": '", name, "' contains NaN or Inf");
 }
@@ -202,8 +206,8 @@ int64_t checked_numel(const char* entry, const char* name, const std::vector<int
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d <= 0 || d > kMaxDim)
-      fail(ErrorCode::ShapeMismatch, entry, ": '", name, "' must be ", layout, " with sizes in [1, ", kMaxDim, "], got ",
-           shape_str(shape));
+      fail(ErrorCode::ShapeMismatch, entry, ": '", name, "' must be ", layout, " with sizes in [1, ", kMaxDim,
+           "], got ", shape_str(shape));
     n *= d;
     if (n > (int64_t(1) << 40)) fail(ErrorCode::ShapeMismatch, entry, ": '", name, "' is too large ", shape_str(shape));
   }
@@ -255,7 +259,9 @@ void upload_map(Plan& plan, const char* name, const HostTensor& t) {
   plan.set_input(name, nhwc.data(), nhwc.size());
 }
 
-void upload_seq(Plan& plan, const char* name, const HostTensor& t) { plan.set_input(name, t.data.data(), t.data.size()); }
+void upload_seq(Plan& plan, const char* name, const HostTensor& t) {
+  plan.set_input(name, t.data.data(), t.data.size());
+}
 
 // Sinusoidal timestep features of `c` (host, float32 like diffusers), one row per batch entry.
 void upload_time_features(Plan& plan, const char* name, float t, const UNetConfig& c) {
@@ -398,7 +404,8 @@ std::shared_ptr<Engine::Model> Engine::find_model(int id, ModelKind kind) const 
 TextEncodeResult Engine::text_encode(const TextEncodeRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
   const char* entry = "text_encode";
   const TokenIds& ids = r.input_ids;
-  if (ids.batch <= 0 || ids.length <= 0 || ids.batch > kMaxDim || ids.length > kMaxDim || ids.batch * ids.length > kMaxDim)
+  if (ids.batch <= 0 || ids.length <= 0 || ids.batch > kMaxDim || ids.length > kMaxDim ||
+      ids.batch * ids.length > kMaxDim)
     fail(ErrorCode::ShapeMismatch, entry, ": input_ids must be [B, L] with B, L >= 1 and at most ", kMaxDim,
          " tokens in all, got [", ids.batch, ", ", ids.length, "]");
   if ((int64_t)ids.ids.size() != ids.batch * ids.length)
@@ -420,7 +427,8 @@ TextEncodeResult Engine::text_encode(const TextEncodeRequest& r, const std::atom
   const int B = (int)ids.batch, L = (int)ids.length;
   std::string key = std::string(entry) + "|m" + std::to_string(r.model) + "|" + std::to_string(B) + "x" +
                     std::to_string(L) + "|taps" + std::to_string(r.intermediates);
-  Plan& plan = call.plan(entry, key, {r.model}, [&] { return build_text_encode(*backend_, te, B, L, r.intermediates); });
+  Plan& plan =
+      call.plan(entry, key, {r.model}, [&] { return build_text_encode(*backend_, te, B, L, r.intermediates); });
   plan.set_ids(names::kInputIds, tok);
   plan.set_ids(names::kPositionIds, pos);
   call.run(plan);
@@ -496,7 +504,8 @@ VaeEncodeResult Engine::vae_encode_tiled(const VaeTiledRequest& r, const std::at
   map_dims(entry, "x", r.input, vae.config.in_channels);
   TiledVaeStats ts;
   VaeEncodeResult out;
-  out.moments = TiledVae(*backend_, vae).encode(r.input.shape, r.input.data.data(), r.input.data.size(), o, cancel, &ts);
+  out.moments =
+      TiledVae(*backend_, vae).encode(r.input.shape, r.input.data.data(), r.input.data.size(), o, cancel, &ts);
   tiled_stats(ts, stats);
   return out;
 }
@@ -522,7 +531,8 @@ CondEmbeddingResult Engine::cond_embedding(const CondEmbeddingRequest& r, const 
   const Dims image = map_dims(entry, "image", r.image, cn.config.conditioning_channels);
   std::string key = std::string(entry) + "|m" + std::to_string(r.model) + "|" + dims_key(image) + "|taps" +
                     std::to_string(r.intermediates);
-  Plan& plan = call.plan(entry, key, {r.model}, [&] { return build_cond_embedding(*backend_, cn, image, r.intermediates); });
+  Plan& plan =
+      call.plan(entry, key, {r.model}, [&] { return build_cond_embedding(*backend_, cn, image, r.intermediates); });
   upload_map(plan, names::kImage, r.image);
   call.run(plan);
   CondEmbeddingResult out;
@@ -563,7 +573,8 @@ CheckedInputs check_denoise_inputs(const char* entry, const ControlNetInputs& in
   return r;
 }
 
-std::string denoise_key(const char* entry, const std::vector<int>& models, const DenoiseShape& s, float scale, bool taps) {
+std::string denoise_key(const char* entry, const std::vector<int>& models, const DenoiseShape& s, float scale,
+                        bool taps) {
   std::string k = entry;
   for (int m : models) k += "|m" + std::to_string(m);
   k += "|sample" + dims_key(s.sample) + "|ctx" + std::to_string(s.ctx_len) + "|low" + std::to_string(s.low_len) +
@@ -584,12 +595,14 @@ void check_step_pair(const ControlNet& cn, const UNet& un) {
   const UNetConfig &a = cn.trunk.config, &b = un.config;
   if (a.in_channels != b.in_channels || a.cross_attention_dim != b.cross_attention_dim)
     fail(ErrorCode::ShapeMismatch, "step: the ControlNet (in_channels ", a.in_channels, ", cross_attention_dim ",
-         a.cross_attention_dim, ") and the UNet (", b.in_channels, ", ", b.cross_attention_dim, ") do not fit together");
+         a.cross_attention_dim, ") and the UNet (", b.in_channels, ", ", b.cross_attention_dim,
+         ") do not fit together");
 }
 
 }  // namespace
 
-ControlNetResult Engine::controlnet_forward(const ControlNetRequest& r, const std::atomic<bool>* cancel, RunStats* stats) {
+ControlNetResult Engine::controlnet_forward(const ControlNetRequest& r, const std::atomic<bool>* cancel,
+                                            RunStats* stats) {
   const char* entry = "controlnet_forward";
   Call call(*this, cancel, stats);
   const ControlNet& cn = call.model(r.model, ModelKind::ControlNet, &Model::controlnet);
@@ -696,7 +709,8 @@ StepResult Engine::step(const StepRequest& r, const std::atomic<bool>* cancel, R
 PlanInfo Engine::plan_step(const StepShape& s) {
   const char* entry = "step";
   auto dim = [&](const char* what, int v, int lo, int hi) {
-    if (v < lo || v > hi) fail(ErrorCode::InvalidArgument, "plan_step: '", what, "' must be in [", lo, ", ", hi, "], got ", v);
+    if (v < lo || v > hi)
+      fail(ErrorCode::InvalidArgument, "plan_step: '", what, "' must be in [", lo, ", ", hi, "], got ", v);
     return v;
   };
   dim("batch", s.batch, 1, 1 << 16);
@@ -724,7 +738,8 @@ PlanInfo Engine::plan_step(const StepShape& s) {
   PlanSize size = plan_size(*g);
   PlanInfo info;
   info.entry = entry, info.key = key, info.cached = false;
-  info.arena_bytes = size.arena_bytes, info.naive_bytes = size.naive_bytes, info.ops = size.ops, info.flops = size.flops;
+  info.arena_bytes = size.arena_bytes, info.naive_bytes = size.naive_bytes, info.ops = size.ops,
+  info.flops = size.flops;
   return info;
 }
 

@@ -171,7 +171,7 @@ struct StepRequest {
   bool intermediates = false;  // also the ControlNet residuals and the ControlNet's taps
 };
 struct StepResult {
-  HostTensor noise_pred;               // [N, 4, h, w]
+  HostTensor noise_pred;              // [N, 4, h, w]
   std::vector<HostTensor> residuals;  // with intermediates: the ControlNet residuals (down..., mid last)
   Intermediates intermediates;
 };

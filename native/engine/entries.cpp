@@ -84,7 +84,8 @@ std::unique_ptr<Graph> build_cond_embedding(Backend& be, const ControlNet& cn, D
   return g;
 }
 
-std::unique_ptr<Graph> build_controlnet(Backend& be, const ControlNet& cn, const DenoiseShape& s, float scale, bool taps) {
+std::unique_ptr<Graph> build_controlnet(Backend& be, const ControlNet& cn, const DenoiseShape& s, float scale,
+                                        bool taps) {
   auto g = new_graph(be, taps);
   DenoiseInputs in = denoise_inputs(*g, cn.trunk.config, s, names::kTimeFeatures);
   std::vector<Val> res = controlnet_residuals(*g, cn, s, in, scale);
@@ -93,8 +94,8 @@ std::unique_ptr<Graph> build_controlnet(Backend& be, const ControlNet& cn, const
   return g;
 }
 
-std::unique_ptr<Graph> build_unet(Backend& be, const UNet& un, const DenoiseShape& s, const std::vector<Dims>& residuals,
-                                  bool taps) {
+std::unique_ptr<Graph> build_unet(Backend& be, const UNet& un, const DenoiseShape& s,
+                                  const std::vector<Dims>& residuals, bool taps) {
   auto g = new_graph(be, taps);
   DenoiseInputs in = denoise_inputs(*g, un.config, s, names::kTimeFeatures);
   std::vector<Val> res;

@@ -29,15 +29,15 @@ constexpr const char* kCond = "cond";
 constexpr const char* kSample = "sample";
 constexpr const char* kCtxHigh = "ctx_high";
 constexpr const char* kCtxLow = "ctx_low";
-constexpr const char* kTimeFeatures = "time_features";            // the (first) network's timestep features
-constexpr const char* kTimeFeaturesUNet = "time_features_unet";  // the UNet's, in a step
-constexpr const char* kMidResidual = "mid_block_res_sample";     // ControlNet output
+constexpr const char* kTimeFeatures = "time_features";                   // the (first) network's timestep features
+constexpr const char* kTimeFeaturesUNet = "time_features_unet";          // the UNet's, in a step
+constexpr const char* kMidResidual = "mid_block_res_sample";             // ControlNet output
 constexpr const char* kMidResidualIn = "mid_block_additional_residual";  // UNet input
 constexpr const char* kSampleOut = "sample_out";
 constexpr const char* kNoisePred = "noise_pred";
 constexpr const char* kStepResidualPrefix = "controlnet.";  // a step's ControlNet residual outputs
-std::string down_residual(size_t k);     // "down_block_res_samples.NN" (ControlNet output)
-std::string down_residual_in(size_t k);  // "down_block_additional_residuals.NN" (UNet input)
+std::string down_residual(size_t k);                        // "down_block_res_samples.NN" (ControlNet output)
+std::string down_residual_in(size_t k);                     // "down_block_additional_residuals.NN" (UNet input)
 }  // namespace names
 
 // Shapes of the inputs of a ControlNet, UNet or step graph (channels-last Dims, see graph.h).
@@ -54,10 +54,11 @@ std::unique_ptr<Graph> build_vae_encode(Backend& be, const Vae& vae, Dims x, boo
 std::unique_ptr<Graph> build_vae_decode(Backend& be, const Vae& vae, Dims z, bool taps);
 std::unique_ptr<Graph> build_cond_embedding(Backend& be, const ControlNet& cn, Dims image, bool taps);
 // Outputs names::down_residual(k) and kMidResidual.
-std::unique_ptr<Graph> build_controlnet(Backend& be, const ControlNet& cn, const DenoiseShape& s, float scale, bool taps);
+std::unique_ptr<Graph> build_controlnet(Backend& be, const ControlNet& cn, const DenoiseShape& s, float scale,
+                                        bool taps);
 // `residuals`: the dims of the down residual inputs (skip order) and of the mid residual (last).
-std::unique_ptr<Graph> build_unet(Backend& be, const UNet& un, const DenoiseShape& s, const std::vector<Dims>& residuals,
-                                  bool taps);
+std::unique_ptr<Graph> build_unet(Backend& be, const UNet& un, const DenoiseShape& s,
+                                  const std::vector<Dims>& residuals, bool taps);
 // Outputs kNoisePred; with taps also the ControlNet's taps and its residuals (kStepResidualPrefix + the
 // ControlNet output names).
 std::unique_ptr<Graph> build_step(Backend& be, const ControlNet& cn, const UNet& un, const DenoiseShape& s, float scale,

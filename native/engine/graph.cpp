@@ -2,8 +2,8 @@
 #include "graph.h"
 
 #include <algorithm>
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <sstream>
 
@@ -11,10 +11,8 @@ namespace xpsr {
 
 std::string Dims::str() const {
   std::ostringstream o;
-  if (h == 1 && c > 0 && n > 0 && w > 1)
-    o << "[B,L,D] = [" << n << ", " << w << ", " << c << "]";
-  else
-    o << "[N,C,H,W] = [" << n << ", " << c << ", " << h << ", " << w << "]";
+  if (h == 1 && c > 0 && n > 0 && w > 1) o << "[B,L,D] = [" << n << ", " << w << ", " << c << "]";
+  else o << "[N,C,H,W] = [" << n << ", " << c << ", " << h << ", " << w << "]";
   return o.str();
 }
 
@@ -149,16 +147,19 @@ Val Graph::conv2d(Val x, const Weight* w, const Weight* b, int stride, Pad pad, 
     need_dense(residual, "conv2d residual");
     if (!(dims(residual) == yd)) shape_fail("conv2d", "residual " + dims(residual).str() + " vs output " + yd.str());
   }
-  Val out = push("conv2d", {x, residual}, yd, [=](const Exec& e, Val y) {
-    Conv2dArgs a;
-    a.x = e.ptr(x);
-    a.N = xd.n, a.H = xd.h, a.W = xd.w, a.C = xd.c;
-    a.w = w, a.b = b, a.K = K, a.R = R, a.S = S, a.stride = stride;
-    a.pad_top = pad.top, a.pad_left = pad.left, a.pad_bottom = pad.bottom, a.pad_right = pad.right;
-    a.residual = residual ? e.ptr(residual) : nullptr;
-    a.y = e.ptr(y), a.P = P, a.Q = Q;
-    e.backend().conv2d(a);
-  }, 2.0 * xd.n * P * Q * (double)K * C * R * S);
+  Val out = push(
+      "conv2d", {x, residual}, yd,
+      [=](const Exec& e, Val y) {
+        Conv2dArgs a;
+        a.x = e.ptr(x);
+        a.N = xd.n, a.H = xd.h, a.W = xd.w, a.C = xd.c;
+        a.w = w, a.b = b, a.K = K, a.R = R, a.S = S, a.stride = stride;
+        a.pad_top = pad.top, a.pad_left = pad.left, a.pad_bottom = pad.bottom, a.pad_right = pad.right;
+        a.residual = residual ? e.ptr(residual) : nullptr;
+        a.y = e.ptr(y), a.P = P, a.Q = Q;
+        e.backend().conv2d(a);
+      },
+      2.0 * xd.n * P * Q * (double)K * C * R * S);
   OpAttrs& A = attrs_of_last();
   A.w = w, A.b = b, A.stride = stride, A.pad = pad;
   return out;
@@ -175,15 +176,18 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
   yd.c = N;
   if (residual && (dims(residual).rows() != yd.rows() || dims(residual).c != N))
     shape_fail("linear", "residual " + dims(residual).str() + " vs output " + yd.str());
-  Val out = push("linear", {x, residual}, yd, [=](const Exec& e, Val y) {
-    LinearArgs a;
-    a.x = e.ptr(x), a.M = xd.rows(), a.K = K, a.ldx = e.ld(x);
-    a.w = w, a.b = b;
-    a.residual = residual ? e.ptr(residual) : nullptr;
-    a.ldr = residual ? e.ld(residual) : 0;
-    a.y = e.ptr(y), a.N = N, a.ldy = e.ld(y);
-    e.backend().linear(a);
-  }, 2.0 * xd.rows() * (double)N * K);
+  Val out = push(
+      "linear", {x, residual}, yd,
+      [=](const Exec& e, Val y) {
+        LinearArgs a;
+        a.x = e.ptr(x), a.M = xd.rows(), a.K = K, a.ldx = e.ld(x);
+        a.w = w, a.b = b;
+        a.residual = residual ? e.ptr(residual) : nullptr;
+        a.ldr = residual ? e.ld(residual) : 0;
+        a.y = e.ptr(y), a.N = N, a.ldy = e.ld(y);
+        e.backend().linear(a);
+      },
+      2.0 * xd.rows() * (double)N * K);
   OpAttrs& A = attrs_of_last();
   A.w = w, A.b = b;
   return out;
@@ -192,9 +196,11 @@ Val Graph::linear(Val x, const Weight* w, const Weight* b, Val residual) {
 Val Graph::group_norm(Val x, const Weight* gamma, const Weight* beta, int groups, float eps, bool silu) {
   need_dense(x, "group_norm");
   Dims xd = dims(x);
-  if (groups <= 0 || xd.c % groups) shape_fail("group_norm", std::to_string(xd.c) + " channels in " + std::to_string(groups) + " groups");
+  if (groups <= 0 || xd.c % groups)
+    shape_fail("group_norm", std::to_string(xd.c) + " channels in " + std::to_string(groups) + " groups");
   if (gamma->shape[0] != xd.c)
-    shape_fail("group_norm", "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " channels");
+    shape_fail("group_norm",
+               "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " channels");
   Val out = push("group_norm", {x}, xd, [=](const Exec& e, Val y) {
     GroupNormArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.N = xd.n, a.HW = xd.h * xd.w, a.C = xd.c, a.groups = groups, a.eps = eps;
@@ -210,7 +216,8 @@ Val Graph::layer_norm(Val x, const Weight* gamma, const Weight* beta, float eps)
   need_dense(x, "layer_norm");
   Dims xd = dims(x);
   if (gamma->shape[0] != xd.c)
-    shape_fail("layer_norm", "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " features");
+    shape_fail("layer_norm",
+               "weight '" + gamma->name + "' " + shape_str(gamma->shape) + " vs " + std::to_string(xd.c) + " features");
   Val out = push("layer_norm", {x}, xd, [=](const Exec& e, Val y) {
     LayerNormArgs a;
     a.x = e.ptr(x), a.y = e.ptr(y), a.rows = xd.rows(), a.C = xd.c, a.eps = eps, a.gamma = gamma, a.beta = beta;
@@ -225,15 +232,20 @@ Val Graph::attention(Val q, Val k, Val v, int heads, float scale, bool causal) {
   Dims qd = dims(q), kd = dims(k), vd = dims(v);
   if (qd.h != 1 || kd.h != 1 || vd.h != 1) fail(ErrorCode::Internal, "attention expects token sequences");
   if (qd.n != kd.n || kd.n != vd.n || kd.w != vd.w || qd.c != kd.c || kd.c != vd.c || qd.c % heads)
-    shape_fail("attention", "q " + qd.str() + ", k " + kd.str() + ", v " + vd.str() + ", heads " + std::to_string(heads));
+    shape_fail("attention",
+               "q " + qd.str() + ", k " + kd.str() + ", v " + vd.str() + ", heads " + std::to_string(heads));
   Dims yd = qd;
-  Val out = push("attention", {q, k, v}, yd, [=](const Exec& e, Val y) {
-    AttentionArgs a;
-    a.q = e.ptr(q), a.ldq = e.ld(q), a.k = e.ptr(k), a.ldk = e.ld(k), a.v = e.ptr(v), a.ldv = e.ld(v);
-    a.o = e.ptr(y), a.ldo = e.ld(y);
-    a.B = qd.n, a.Lq = qd.w, a.Lk = kd.w, a.heads = heads, a.head_dim = qd.c / heads, a.scale = scale, a.causal = causal;
-    e.backend().attention(a);
-  }, 4.0 * qd.n * (double)qd.w * kd.w * qd.c);
+  Val out = push(
+      "attention", {q, k, v}, yd,
+      [=](const Exec& e, Val y) {
+        AttentionArgs a;
+        a.q = e.ptr(q), a.ldq = e.ld(q), a.k = e.ptr(k), a.ldk = e.ld(k), a.v = e.ptr(v), a.ldv = e.ld(v);
+        a.o = e.ptr(y), a.ldo = e.ld(y);
+        a.B = qd.n, a.Lq = qd.w, a.Lk = kd.w, a.heads = heads, a.head_dim = qd.c / heads, a.scale = scale,
+        a.causal = causal;
+        e.backend().attention(a);
+      },
+      4.0 * qd.n * (double)qd.w * kd.w * qd.c);
   OpAttrs& A = attrs_of_last();
   A.heads = heads, A.scale = scale, A.causal = causal;
   return out;
@@ -250,18 +262,21 @@ Val Graph::attention_pair(Val q0, Val k0, Val v0, Val q1, Val k1, Val v1, int he
   yd.n *= 2;
   const Val q[2] = {q0, q1}, k[2] = {k0, k1}, v[2] = {v0, v1};
   double flops = 4.0 * qd[0].n * (double)qd[0].w * (kd[0].w + kd[1].w) * qd[0].c;
-  Val out = push("attention_pair", {q0, k0, v0, q1, k1, v1}, yd, [=](const Exec& e, Val y) {
-    AttentionArgs a[2];
-    const size_t elt = dtype_size(e.backend().act_dtype());
-    for (int i = 0; i < 2; ++i) {
-      a[i].q = e.ptr(q[i]), a[i].ldq = e.ld(q[i]), a[i].k = e.ptr(k[i]), a[i].ldk = e.ld(k[i]);
-      a[i].v = e.ptr(v[i]), a[i].ldv = e.ld(v[i]);
-      a[i].o = (char*)e.ptr(y) + (size_t)i * qd[0].n * qd[0].w * qd[0].c * elt, a[i].ldo = e.ld(y);
-      a[i].B = qd[0].n, a[i].Lq = qd[0].w, a[i].Lk = kd[i].w, a[i].heads = heads, a[i].head_dim = qd[0].c / heads;
-      a[i].scale = scale, a[i].causal = false;
-    }
-    e.backend().attention_batched(a, 2);
-  }, flops);
+  Val out = push(
+      "attention_pair", {q0, k0, v0, q1, k1, v1}, yd,
+      [=](const Exec& e, Val y) {
+        AttentionArgs a[2];
+        const size_t elt = dtype_size(e.backend().act_dtype());
+        for (int i = 0; i < 2; ++i) {
+          a[i].q = e.ptr(q[i]), a[i].ldq = e.ld(q[i]), a[i].k = e.ptr(k[i]), a[i].ldk = e.ld(k[i]);
+          a[i].v = e.ptr(v[i]), a[i].ldv = e.ld(v[i]);
+          a[i].o = (char*)e.ptr(y) + (size_t)i * qd[0].n * qd[0].w * qd[0].c * elt, a[i].ldo = e.ld(y);
+          a[i].B = qd[0].n, a[i].Lq = qd[0].w, a[i].Lk = kd[i].w, a[i].heads = heads, a[i].head_dim = qd[0].c / heads;
+          a[i].scale = scale, a[i].causal = false;
+        }
+        e.backend().attention_batched(a, 2);
+      },
+      flops);
   OpAttrs& A = attrs_of_last();
   A.heads = heads, A.scale = scale;
   return out;
@@ -412,7 +427,7 @@ namespace {
 
 // Where every value of a graph lives in its plan's arena.
 struct Layout {
-  std::vector<int> live_nodes;  // indices of the nodes that reach an output, in order
+  std::vector<int> live_nodes;                // indices of the nodes that reach an output, in order
   std::vector<std::pair<int, size_t>> slots;  // (storage root, byte offset)
   size_t arena_bytes = 0, naive_bytes = 0;
 };

@@ -12,8 +12,8 @@
 #include <atomic>
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,8 +45,8 @@ class Graph;
 class Exec {
  public:
   virtual ~Exec() = default;
-  virtual void* ptr(Val v) const = 0;          // start of the value (its column offset applied)
-  virtual int ld(Val v) const = 0;             // row stride in elements
+  virtual void* ptr(Val v) const = 0;           // start of the value (its column offset applied)
+  virtual int ld(Val v) const = 0;              // row stride in elements
   virtual const int32_t* ids(Val v) const = 0;  // host ids of an input_ids value
   virtual Backend& backend() const = 0;
 };
@@ -84,8 +84,8 @@ class Graph {
   Val add(Val a, Val b);
   Val axpby(Val a, Val b, float alpha, float beta);
   Val scale(Val a, float s);
-  Val channel_add(Val x, Val v);  // v: [N, C] as Dims{N,1,1,C}
-  Val concat(Val a, Val b);       // along channels
+  Val channel_add(Val x, Val v);       // v: [N, C] as Dims{N,1,1,C}
+  Val concat(Val a, Val b);            // along channels
   Val slice(Val x, int c0, int cols);  // dense copy of a column range
   Val upsample(Val x, int P, int Q);
   Val embedding(const Weight* table, Val ids);
@@ -99,11 +99,11 @@ class Graph {
   struct ValInfo {
     Dims d;
     View view = View::None;
-    int n0 = 0;      // Rows: first batch entry of the view
-    int base = -1;   // -1: owns storage; else the value whose storage it views
-    int col0 = 0;    // column offset into the base's rows
+    int n0 = 0;       // Rows: first batch entry of the view
+    int base = -1;    // -1: owns storage; else the value whose storage it views
+    int col0 = 0;     // column offset into the base's rows
     size_t row0 = 0;  // row offset into the base (rows of the base's width; from rows())
-    int ld = 0;      // row stride in elements
+    int ld = 0;       // row stride in elements
     bool is_ids = false;
     bool dense() const { return col0 == 0 && ld == d.c; }
   };
@@ -116,9 +116,9 @@ class Graph {
     Pad pad;
     int groups = 0;
     float eps = 0.f;
-    bool silu = false;          // group_norm followed by SiLU
+    bool silu = false;  // group_norm followed by SiLU
     int heads = 0;
-    float scale = 1.f;          // attention logit scale
+    float scale = 1.f;  // attention logit scale
     bool causal = false;
     UnaryOp unary = UnaryOp::Silu;
     float alpha = 1.f, beta = 1.f;  // axpby
@@ -142,7 +142,8 @@ class Graph {
 
  private:
   Val new_val(Dims d);
-  Val push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn, double flops = 0);
+  Val push(const char* op, std::vector<Val> reads, Dims out, std::function<void(const Exec&, Val)> fn,
+           double flops = 0);
   OpAttrs& attrs_of_last() { return nodes_.back().attrs; }
   void need_dense(Val v, const char* op) const;
   Backend& be_;

@@ -47,7 +47,8 @@ TEST(graph_shape_errors_name_the_weight_and_shapes) {
   std::vector<float> cw(8 * 3 * 9, 0.f);
   auto conv = be->upload("conv_in.weight", WeightKind::Conv, {8, 3, 3, 3}, cw.data());
   Val img = g.input("img", Dims{1, 10, 10, 4});
-  CHECK_THROWS_WITH(g.conv2d(img, conv.get(), nullptr), "weight 'conv_in.weight' [8, 3, 3, 3] expects 3 input channels");
+  CHECK_THROWS_WITH(g.conv2d(img, conv.get(), nullptr),
+                    "weight 'conv_in.weight' [8, 3, 3, 3] expects 3 input channels");
   Val a = g.input("a", Dims{1, 2, 2, 4}), b = g.input("b", Dims{1, 3, 2, 4});
   CHECK_THROWS_WITH(g.concat(a, b), "concat");
 }
@@ -59,9 +60,9 @@ TEST(graph_views_dead_code_and_kept_inputs) {
   Val x = g->input("x", Dims{2, 1, 3, 6});
   Val unused = g->linear(x, w.get());  // never reaches an output: must not run
   (void)unused;
-  Val c = g->cols(x, 2, 3);            // column view [2,1,3,3] with row stride 6
-  Val s = g->slice(c, 1, 2);           // dense copy of columns 3..4 of x
-  Val r = g->rows(x, 1, 1);            // batch entry 1 (a dense view)
+  Val c = g->cols(x, 2, 3);   // column view [2,1,3,3] with row stride 6
+  Val s = g->slice(c, 1, 2);  // dense copy of columns 3..4 of x
+  Val r = g->rows(x, 1, 1);   // batch entry 1 (a dense view)
   g->output("s", s);
   g->output("r", g->linear(r, w.get()));
   Plan p(std::move(g));

@@ -81,9 +81,14 @@ double to_double(const char* s, size_t n) {
 class JsonParser {
  public:
   JsonParser(const std::string& text, const std::string& what, size_t max_depth)
-      : p_(text.data()), begin_(text.data()), end_(text.data() + text.size()), what_(what),
+      : p_(text.data()),
+        begin_(text.data()),
+        end_(text.data() + text.size()),
+        what_(what),
         max_depth_(max_depth > kDepthCap ? kDepthCap : max_depth) {
-    if (text.size() > kMaxText) fail(ErrorCode::InvalidArgument, what_, ": JSON text is too large (", text.size(), " bytes, limit ", kMaxText, ")");
+    if (text.size() > kMaxText)
+      fail(ErrorCode::InvalidArgument, what_, ": JSON text is too large (", text.size(), " bytes, limit ", kMaxText,
+           ")");
   }
 
   Json parse_document() {
@@ -131,7 +136,8 @@ class JsonParser {
 
   void expect_literal(const char* lit) {
     size_t n = std::strlen(lit);
-    if ((size_t)(end_ - p_) < n || std::memcmp(p_, lit, n) != 0) error(std::string("invalid literal, expected '") + lit + "'");
+    if ((size_t)(end_ - p_) < n || std::memcmp(p_, lit, n) != 0)
+      error(std::string("invalid literal, expected '") + lit + "'");
     p_ += n;
   }
 
@@ -268,20 +274,45 @@ class JsonParser {
         if (end_ - p_ < 2) error("unterminated escape");
         char e = p_[1];
         switch (e) {
-          case '"': out += '"'; p_ += 2; break;
-          case '\\': out += '\\'; p_ += 2; break;
-          case '/': out += '/'; p_ += 2; break;
-          case 'b': out += '\b'; p_ += 2; break;
-          case 'f': out += '\f'; p_ += 2; break;
-          case 'n': out += '\n'; p_ += 2; break;
-          case 'r': out += '\r'; p_ += 2; break;
-          case 't': out += '\t'; p_ += 2; break;
+          case '"':
+            out += '"';
+            p_ += 2;
+            break;
+          case '\\':
+            out += '\\';
+            p_ += 2;
+            break;
+          case '/':
+            out += '/';
+            p_ += 2;
+            break;
+          case 'b':
+            out += '\b';
+            p_ += 2;
+            break;
+          case 'f':
+            out += '\f';
+            p_ += 2;
+            break;
+          case 'n':
+            out += '\n';
+            p_ += 2;
+            break;
+          case 'r':
+            out += '\r';
+            p_ += 2;
+            break;
+          case 't':
+            out += '\t';
+            p_ += 2;
+            break;
           case 'u': {
             const char* at = p_;
             uint32_t cp = (uint32_t)hex4(p_ + 2);
             p_ += 6;
             if (cp >= 0xD800 && cp <= 0xDBFF) {
-              if (end_ - p_ < 6 || p_[0] != '\\' || p_[1] != 'u') error_at(at, "high surrogate \\u escape not followed by a low surrogate");
+              if (end_ - p_ < 6 || p_[0] != '\\' || p_[1] != 'u')
+                error_at(at, "high surrogate \\u escape not followed by a low surrogate");
               uint32_t lo = (uint32_t)hex4(p_ + 2);
               if (lo < 0xDC00 || lo > 0xDFFF) error_at(at, "high surrogate \\u escape not followed by a low surrogate");
               p_ += 6;
@@ -299,10 +330,19 @@ class JsonParser {
       // Multi-byte UTF-8 sequence: validate strictly and copy.
       size_t n;
       uint32_t cp, min;
-      if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; min = 0x80; }
-      else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; min = 0x800; }
-      else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; min = 0x10000; }
-      else error("invalid UTF-8 in a string");
+      if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+        min = 0x80;
+      } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+        min = 0x800;
+      } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+        min = 0x10000;
+      } else error("invalid UTF-8 in a string");
       if ((size_t)(end_ - p_) < n) error("truncated UTF-8 sequence in a string");
       for (size_t i = 1; i < n; ++i) {
         unsigned char cc = (unsigned char)p_[i];
@@ -375,7 +415,8 @@ Json Json::parse_file(const std::string& path) {
   }
   if (S_ISDIR(st.st_mode)) fail(ErrorCode::Io, path, ": is a directory, not a JSON file");
   if (st.st_size > 0 && (uint64_t)st.st_size > kMaxFile)
-    fail(ErrorCode::Io, path, ": file is too large for a JSON file (", (uint64_t)st.st_size, " bytes, limit ", kMaxFile, ")");
+    fail(ErrorCode::Io, path, ": file is too large for a JSON file (", (uint64_t)st.st_size, " bytes, limit ", kMaxFile,
+         ")");
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) {
     int err = errno;
@@ -399,7 +440,8 @@ Json Json::parse_file(const std::string& path) {
     }
   }
   // A UTF-8 byte order mark is allowed (RFC 8259 section 8.1: parsers MAY ignore it).
-  if (text.size() >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF)
+  if (text.size() >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+      (unsigned char)text[2] == 0xBF)
     text.erase(0, 3);
   return parse(text, path);
 }
@@ -410,12 +452,14 @@ bool Json::as_bool() const {
 }
 
 double Json::as_number() const {
-  if (type_ != Type::Number) fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected a number");
+  if (type_ != Type::Number)
+    fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected a number");
   return num_;
 }
 
 int64_t Json::as_int() const {
-  if (type_ != Type::Number) fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected an integer");
+  if (type_ != Type::Number)
+    fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected an integer");
   if (!str_.empty()) {  // integer literal: exact
     const char* s = str_.c_str();
     bool neg = *s == '-';
@@ -439,7 +483,8 @@ int64_t Json::as_int() const {
 }
 
 const std::string& Json::as_string() const {
-  if (type_ != Type::String) fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected a string");
+  if (type_ != Type::String)
+    fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected a string");
   return str_;
 }
 
@@ -449,7 +494,8 @@ const std::vector<Json>& Json::as_array() const {
 }
 
 const std::vector<std::pair<std::string, Json>>& Json::as_object() const {
-  if (type_ != Type::Object) fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected an object");
+  if (type_ != Type::Object)
+    fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected an object");
   return obj_;
 }
 
@@ -463,7 +509,8 @@ const Json* Json::find(const std::string& key) const {
 }
 
 const Json& Json::operator[](const std::string& key) const {
-  if (type_ != Type::Object) fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected an object with key '", key, "'");
+  if (type_ != Type::Object)
+    fail(ErrorCode::InvalidArgument, "JSON value is ", type_name(type_), ", expected an object with key '", key, "'");
   const Json* v = find(key);
   if (!v) fail(ErrorCode::InvalidArgument, "JSON object has no key '", key, "'");
   return *v;

@@ -29,16 +29,16 @@ class Json {
   bool is_array() const { return type_ == Type::Array; }
   bool is_object() const { return type_ == Type::Object; }
 
-  bool as_bool() const;             // throws if not a bool
-  double as_number() const;         // throws if not a number
-  int64_t as_int() const;           // throws if not an integral number
+  bool as_bool() const;      // throws if not a bool
+  double as_number() const;  // throws if not a number
+  int64_t as_int() const;    // throws if not an integral number
   const std::string& as_string() const;
   const std::vector<Json>& as_array() const;
   const std::vector<std::pair<std::string, Json>>& as_object() const;  // insertion order
 
-  bool has(const std::string& key) const;            // object only
+  bool has(const std::string& key) const;                // object only
   const Json& operator[](const std::string& key) const;  // throws if absent
-  const Json* find(const std::string& key) const;    // nullptr if absent or not an object
+  const Json* find(const std::string& key) const;        // nullptr if absent or not an object
   size_t size() const;
 
  private:

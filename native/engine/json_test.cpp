@@ -90,7 +90,8 @@ TEST(json_strings_escapes_utf8) {
 }
 
 TEST(json_strictness_and_messages) {
-  CHECK_THROWS_WITH(Json::parse("{\"a\":1,}", "config.json"), "config.json: JSON error at byte 7: expected a string key (found '}')");
+  CHECK_THROWS_WITH(Json::parse("{\"a\":1,}", "config.json"),
+                    "config.json: JSON error at byte 7: expected a string key (found '}')");
   CHECK_THROWS_WITH(Json::parse("[1,2,]"), "JSON error at byte 5: expected a value");
   CHECK_THROWS_WITH(Json::parse("[1 2]"), "JSON error at byte 3: expected ',' or ']'");
   CHECK_THROWS_WITH(Json::parse("{\"a\" 1}"), "expected ':'");
@@ -143,7 +144,8 @@ TEST(json_parse_file) {
   if (::stat(cfg.c_str(), &st) == 0) {
     Json c = Json::parse_file(cfg);
     CHECK(c.is_object() && c.has("in_channels"));
-    for (const char* rel : {"tokenizer_cases.json", "tolerances.json", "model/tokenizer/vocab.json", "pipeline_default.json"}) {
+    for (const char* rel :
+         {"tokenizer_cases.json", "tolerances.json", "model/tokenizer/vocab.json", "pipeline_default.json"}) {
       std::string q = xpsr_test::fixtures_dir() + "/" + rel;
       if (::stat(q.c_str(), &st) == 0) CHECK(Json::parse_file(q).size() > 0);
     }

@@ -173,8 +173,8 @@ std::string derive_single_file_config(const TensorFile& view, const std::string&
   return text ? kSd15TextConfig : kSd15VaeConfig;
 }
 
-ComponentSource resolve_component(const std::string& component, const std::string& path,
-                                  const std::string& config_json, const std::string& variant) {
+ComponentSource resolve_component(const std::string& component, const std::string& path, const std::string& config_json,
+                                  const std::string& variant) {
   ComponentSource s;
   const bool text = component == "text_encoder";
   if (is_dir(path)) {
@@ -196,8 +196,10 @@ ComponentSource resolve_component(const std::string& component, const std::strin
     return s;
   }
   if (component != "text_encoder" && component != "vae")
-    fail(ErrorCode::Unsupported, path, ": this is a Stable Diffusion single-file checkpoint; its UNet is SD-1.5's, "
-         "not XPSR's: the ", component, " comes from the XPSR checkpoint (unet/, controlnet/)");
+    fail(ErrorCode::Unsupported, path,
+         ": this is a Stable Diffusion single-file checkpoint; its UNet is SD-1.5's, "
+         "not XPSR's: the ",
+         component, " comes from the XPSR checkpoint (unet/, controlnet/)");
   s.layout = "SD single file";
   std::shared_ptr<const TensorFile> shared(std::move(file));
   std::unique_ptr<TensorFile> view = sd_part_view(shared, text ? SdPart::TextEncoder : SdPart::Vae);

@@ -16,9 +16,9 @@
 namespace xpsr {
 
 struct ComponentSource {
-  std::string config_json;   // the component's config (JSON text)
-  std::string config_where;  // for messages: a file, "(given)" or "(derived from ...)"
-  std::string layout;        // "diffusers folder", "weights file", "SD single file"
+  std::string config_json;                         // the component's config (JSON text)
+  std::string config_where;                        // for messages: a file, "(given)" or "(derived from ...)"
+  std::string layout;                              // "diffusers folder", "weights file", "SD single file"
   std::vector<std::string> weight_paths;           // a folder's weight files, opened by take_files()
   std::vector<std::unique_ptr<TensorFile>> files;  // files already open (a file path is opened to see what it is)
   // What the WeightLoader reads: the open files plus weight_paths, opened now.
@@ -28,8 +28,8 @@ struct ComponentSource {
 // component: "text_encoder" | "vae" | "unet" | "controlnet". `config_json` (may be empty) overrides the
 // folder's config.json or the derived config. A folder's config is read and its weight files found, not
 // opened (the engine range-checks the config first). Errors name the path and what was looked for.
-ComponentSource resolve_component(const std::string& component, const std::string& path,
-                                  const std::string& config_json, const std::string& variant);
+ComponentSource resolve_component(const std::string& component, const std::string& path, const std::string& config_json,
+                                  const std::string& variant);
 
 // File name stems of a diffusers component's weights: model / pytorch_model for the text encoder,
 // diffusion_pytorch_model / model for the others.

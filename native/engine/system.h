@@ -36,10 +36,10 @@ struct SystemInfo {
   std::vector<std::string> cpu_features;  // "avx2", "fma", "avx512f", ...
   std::vector<std::string> backends;      // "cpu" and, when built, "cuda"
   bool cuda_built = false;
-  std::string cpu_backend;                       // the CPU backend's description, or "unavailable: why"
+  std::string cpu_backend;                      // the CPU backend's description, or "unavailable: why"
   std::vector<std::string> cuda_architectures;  // compiled in: "sm_80", "sm_90", "PTX compute_80"
-  std::string compiler;                          // the compiler this was built with: "g++ 12.2.0"
-  std::string glibc;                             // the glibc it was built against: "2.36" ("" if none)
+  std::string compiler;                         // the compiler this was built with: "g++ 12.2.0"
+  std::string glibc;                            // the glibc it was built against: "2.36" ("" if none)
 };
 SystemInfo system_info();
 

@@ -109,8 +109,8 @@ std::vector<float> WeightLoader::fetch(const std::string& key, const std::vector
   return v;
 }
 
-std::shared_ptr<Weight> WeightLoader::upload(const std::string& name, WeightKind kind, const std::vector<int64_t>& shape,
-                                             const std::vector<float>& data) {
+std::shared_ptr<Weight> WeightLoader::upload(const std::string& name, WeightKind kind,
+                                             const std::vector<int64_t>& shape, const std::vector<float>& data) {
   if (check_only_ || !missing_.empty() || !mismatched_.empty() || !nonfinite_.empty()) {
     // This model will fail in finish(); do not spend memory on it. A placeholder keeps shapes for building.
     auto w = std::make_shared<Weight>();
@@ -171,7 +171,8 @@ static std::vector<std::string> read_shard_index(const std::string& dir, const s
   std::vector<std::string> shards;
   if (const Json* wm = j.find("weight_map"))
     for (auto& kv : wm->as_object()) {
-      if (!kv.second.is_string()) fail(ErrorCode::WeightsInvalid, idx, ": weight_map entry '", kv.first, "' is not a file name");
+      if (!kv.second.is_string())
+        fail(ErrorCode::WeightsInvalid, idx, ": weight_map entry '", kv.first, "' is not a file name");
       std::string s = dir + "/" + kv.second.as_string();
       if (std::find(shards.begin(), shards.end(), s) == shards.end()) shards.push_back(s);
     }
@@ -218,7 +219,8 @@ std::vector<std::string> find_weight_files(const std::string& dir, const std::ve
           *found = {dir + "/" + file};
           return true;
         }
-        for (const std::string idx : {file + ".index.json", v.empty() ? std::string() : stem + ext + ".index." + v + ".json"})
+        for (const std::string idx :
+             {file + ".index.json", v.empty() ? std::string() : stem + ext + ".index." + v + ".json"})
           if (!idx.empty() && is_file(dir + "/" + idx)) {
             *found = read_shard_index(dir, dir + "/" + idx);
             return true;

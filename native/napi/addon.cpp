@@ -24,8 +24,8 @@
 
 using namespace xpsr;
 
-Napi::Value ExportOnnx(const Napi::CallbackInfo& info);       // onnx_export.cpp (ONNX export)
-Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info);  // onnx_export.cpp (ONNX CPU benchmark)
+Napi::Value ExportOnnx(const Napi::CallbackInfo& info);           // onnx_export.cpp (ONNX export)
+Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info);      // onnx_export.cpp (ONNX CPU benchmark)
 void register_weights_info(Napi::Env env, Napi::Object exports);  // weights_info.cpp
 
 namespace {
@@ -65,10 +65,12 @@ struct AddonData {
 class CancelFlag : public Napi::ObjectWrap<CancelFlag> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "CancelFlag",
-                       {InstanceMethod("cancel", &CancelFlag::Cancel), InstanceAccessor("cancelled", &CancelFlag::Get, nullptr)});
+    return DefineClass(
+        env, "CancelFlag",
+        {InstanceMethod("cancel", &CancelFlag::Cancel), InstanceAccessor("cancelled", &CancelFlag::Get, nullptr)});
   }
-  CancelFlag(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CancelFlag>(info), flag(std::make_shared<std::atomic<bool>>(false)) {}
+  CancelFlag(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<CancelFlag>(info), flag(std::make_shared<std::atomic<bool>>(false)) {}
   Napi::Value Cancel(const Napi::CallbackInfo& info) {
     flag->store(true);
     return info.Env().Undefined();
@@ -139,7 +141,8 @@ class Fields {
     if (!has(k) || !o_.Get(k).IsArray()) bad(k, "must be an array of tensors");
     Napi::Array a = o_.Get(k).As<Napi::Array>();
     std::vector<HostTensor> r;
-    for (uint32_t i = 0; i < a.Length(); ++i) r.push_back(tensor_of(std::string(k) + "[" + std::to_string(i) + "]", a.Get(i)));
+    for (uint32_t i = 0; i < a.Length(); ++i)
+      r.push_back(tensor_of(std::string(k) + "[" + std::to_string(i) + "]", a.Get(i)));
     return r;
   }
   // { shape: [B, L], data: Int32Array | BigInt64Array }
@@ -307,7 +310,10 @@ class Task : public Napi::AsyncWorker {
 
  private:
   Task(Napi::Env env, Work work, Done done)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)) {}
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        done_(std::move(done)) {}
   void Execute() override {
     try {
       work_();
@@ -347,21 +353,20 @@ class Task : public Napi::AsyncWorker {
 class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "NativeEngine",
-                       {InstanceMethod("load", &NativeEngine::Load), InstanceMethod("unload", &NativeEngine::Unload),
-                        InstanceMethod("clearPlans", &NativeEngine::ClearPlans), InstanceMethod("plans", &NativeEngine::Plans),
-                        InstanceMethod("textEncode", &NativeEngine::TextEncode),
-                        InstanceMethod("vaeEncode", &NativeEngine::VaeEncode),
-                        InstanceMethod("vaeDecode", &NativeEngine::VaeDecode),
-                        InstanceMethod("vaeEncodeTiled", &NativeEngine::VaeEncodeTiled),
-                        InstanceMethod("vaeDecodeTiled", &NativeEngine::VaeDecodeTiled),
-                        InstanceMethod("condEmbedding", &NativeEngine::CondEmbedding),
-                        InstanceMethod("controlnetForward", &NativeEngine::ControlNetForward),
-                        InstanceMethod("unetForward", &NativeEngine::UNetForward),
-                        InstanceMethod("step", &NativeEngine::Step), InstanceMethod("planStep", &NativeEngine::PlanStep),
-                        InstanceMethod("dispose", &NativeEngine::Dispose),
-                        InstanceAccessor("device", &NativeEngine::Device, nullptr),
-                        InstanceAccessor("description", &NativeEngine::Description, nullptr)});
+    return DefineClass(
+        env, "NativeEngine",
+        {InstanceMethod("load", &NativeEngine::Load), InstanceMethod("unload", &NativeEngine::Unload),
+         InstanceMethod("clearPlans", &NativeEngine::ClearPlans), InstanceMethod("plans", &NativeEngine::Plans),
+         InstanceMethod("textEncode", &NativeEngine::TextEncode), InstanceMethod("vaeEncode", &NativeEngine::VaeEncode),
+         InstanceMethod("vaeDecode", &NativeEngine::VaeDecode),
+         InstanceMethod("vaeEncodeTiled", &NativeEngine::VaeEncodeTiled),
+         InstanceMethod("vaeDecodeTiled", &NativeEngine::VaeDecodeTiled),
+         InstanceMethod("condEmbedding", &NativeEngine::CondEmbedding),
+         InstanceMethod("controlnetForward", &NativeEngine::ControlNetForward),
+         InstanceMethod("unetForward", &NativeEngine::UNetForward), InstanceMethod("step", &NativeEngine::Step),
+         InstanceMethod("planStep", &NativeEngine::PlanStep), InstanceMethod("dispose", &NativeEngine::Dispose),
+         InstanceAccessor("device", &NativeEngine::Device, nullptr),
+         InstanceAccessor("description", &NativeEngine::Description, nullptr)});
   }
 
   // new NativeEngine({ device?: string, threads?: number })
@@ -401,7 +406,8 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
       auto h = open(env);
-      if (info.Length() < 1 || !info[0].IsString()) throw coded(env, "ERR_INVALID_ARGUMENT", "load(kind: string, options)");
+      if (info.Length() < 1 || !info[0].IsString())
+        throw coded(env, "ERR_INVALID_ARGUMENT", "load(kind: string, options)");
       const ModelKind kind = parse_model_kind(info[0].As<Napi::String>());
       Fields f(info, 1, "load");
       LoadOptions o;
@@ -413,7 +419,8 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       if (f.has("vaeEncoder")) o.vae_encoder = f.flag("vaeEncoder");
       if (f.has("vaeDecoder")) o.vae_decoder = f.flag("vaeDecoder");
       if (auto s = f.opt_number("seed")) {
-        if (!(*s >= 0 && *s <= 9007199254740991.0) || *s != std::floor(*s)) f.bad("seed", "must be a non-negative integer");
+        if (!(*s >= 0 && *s <= 9007199254740991.0) || *s != std::floor(*s))
+          f.bad("seed", "must be a non-negative integer");
         o.seed = (uint64_t)*s;
       }
       auto info_out = std::make_shared<ModelInfo>();
@@ -460,7 +467,8 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   // One entry: `read` fills the request from argument 0 (main thread), `call` runs it on a worker, `js`
   // turns the result into the resolution value. Argument 1 may be a CancelFlag.
   template <class Req, class Res>
-  Napi::Value entry(const Napi::CallbackInfo& info, const char* method, const std::function<void(const Fields&, Req&)>& read,
+  Napi::Value entry(const Napi::CallbackInfo& info, const char* method,
+                    const std::function<void(const Fields&, Req&)>& read,
                     Res (Engine::*call)(const Req&, const std::atomic<bool>*, RunStats*),
                     std::function<void(Napi::Env, const Res&, Napi::Object&)> js) {
     Napi::Env env = info.Env();

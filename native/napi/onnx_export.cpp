@@ -116,7 +116,7 @@ Napi::Value ExportOnnx(const Napi::CallbackInfo& info) {
   opts.fp16 = get_bool(o, "fp16");
   opts.layout = get_str(o, "layout", "nchw") == "nhwc" ? onnx::Layout::CL : onnx::Layout::CF;
   std::string ext = get_str(o, "external", "auto");
-  opts.external = ext == "always" ? onnx::ExportOptions::External::Always
+  opts.external = ext == "always"  ? onnx::ExportOptions::External::Always
                   : ext == "never" ? onnx::ExportOptions::External::Never
                                    : onnx::ExportOptions::External::Auto;
   opts.intermediates = get_bool(o, "intermediates");
@@ -152,7 +152,8 @@ Napi::Value ProfileOnnxStep(const Napi::CallbackInfo& info) {
     Napi::Array a = o.Get("size").As<Napi::Array>();
     w = a.Get(0u).ToNumber().Int32Value(), h = a.Get(1u).ToNumber().Int32Value();
   }
-  int batch = get_int(o, "batch", 2), seq = get_int(o, "seqLen", 77), threads = get_int(o, "threads", 0), reps = get_int(o, "reps", 1);
+  int batch = get_int(o, "batch", 2), seq = get_int(o, "seqLen", 77), threads = get_int(o, "threads", 0),
+      reps = get_int(o, "reps", 1);
   auto* wk = new StringWorker(env, [=]() { return onnx::profile_step_cpu(src, w, h, batch, seq, threads, reps); });
   Napi::Promise p = wk->deferred.Promise();
   wk->Queue();

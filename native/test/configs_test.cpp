@@ -18,12 +18,15 @@ const char* kTrunk = R"("in_channels":4,"block_out_channels":[32,64,64],
  "attention_head_dim":[1,2,4],"cross_attention_dim":24,"norm_num_groups":8,"norm_eps":1e-5,"flip_sin_to_cos":true,"freq_shift":0)";
 
 std::string unet_cfg(bool lowlevel) {
-  return std::string("{") + kTrunk + R"(,"out_channels":4,"up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
-   "up_use_lowlevel_prompt":[false,)" + (lowlevel ? "true,true" : "false,false") + R"(],"mid_use_lowlevel_prompt":)" +
-         (lowlevel ? "true" : "false") + R"(,"down_use_lowlevel_prompt":)" + (lowlevel ? "true" : "false") + "}";
+  return std::string("{") + kTrunk +
+         R"(,"out_channels":4,"up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
+   "up_use_lowlevel_prompt":[false,)" +
+         (lowlevel ? "true,true" : "false,false") + R"(],"mid_use_lowlevel_prompt":)" + (lowlevel ? "true" : "false") +
+         R"(,"down_use_lowlevel_prompt":)" + (lowlevel ? "true" : "false") + "}";
 }
 std::string cn_cfg(bool rrdb) {
-  return std::string("{") + kTrunk + R"(,"conditioning_embedding_out_channels":[8,16,16,32],"use_lowlevel_prompt":true,"use_rrdb":)" +
+  return std::string("{") + kTrunk +
+         R"(,"conditioning_embedding_out_channels":[8,16,16,32],"use_lowlevel_prompt":true,"use_rrdb":)" +
          (rrdb ? "true" : "false") + "}";
 }
 
@@ -129,7 +132,8 @@ TEST(configs_vae_layers_per_block_2_and_clip_gelu) {
   Engine e(make_cpu_backend(0));
   LoadOptions o;
   o.synthetic = true;
-  o.config_json = R"({"in_channels":3,"out_channels":3,"latent_channels":4,"block_out_channels":[32,64],"layers_per_block":2,"norm_num_groups":16})";
+  o.config_json =
+      R"({"in_channels":3,"out_channels":3,"latent_channels":4,"block_out_channels":[32,64],"layers_per_block":2,"norm_num_groups":16})";
   ModelInfo vae = e.load(ModelKind::Vae, o);
   VaeEncodeRequest r;
   r.model = vae.id;
@@ -142,7 +146,8 @@ TEST(configs_vae_layers_per_block_2_and_clip_gelu) {
   d.z = ramp({1, 4, 5, 3}, 1.f, 0.f);
   VaeDecodeResult img = e.vae_decode(d);
   CHECK(img.image.shape == (std::vector<int64_t>{1, 3, 10, 6}));
-  o.config_json = R"({"vocab_size":100,"hidden_size":16,"intermediate_size":40,"num_hidden_layers":3,"num_attention_heads":4,"max_position_embeddings":20,"hidden_act":"gelu"})";
+  o.config_json =
+      R"({"vocab_size":100,"hidden_size":16,"intermediate_size":40,"num_hidden_layers":3,"num_attention_heads":4,"max_position_embeddings":20,"hidden_act":"gelu"})";
   ModelInfo te = e.load(ModelKind::TextEncoder, o);
   TextEncodeRequest t;
   t.model = te.id;

@@ -22,7 +22,6 @@ namespace {
 
 bool have_gpu(std::string* why) { return !list_cuda_devices(why).empty(); }
 
-
 void compare(const char* what, const HostTensor& gpu, const HostTensor& cpu) {
   CHECK(gpu.shape == cpu.shape);
   double se = 0, sr = 0, maxd = 0, maxr = 0;
@@ -67,7 +66,8 @@ TEST(cuda_full_size_text_encoder_vae) {
   for (int b = 0; b < 2; ++b) {
     Engine& e = b ? gpu : cpu;
     int vae = load_synthetic(e, ModelKind::Vae, kVAE, 5);
-    enc[b] = e.vae_encode(VaeEncodeRequest{vae, randn({1, 3, 256, 200}, 4, 0.5f), false}).moments;  // odd latent width 25
+    enc[b] =
+        e.vae_encode(VaeEncodeRequest{vae, randn({1, 3, 256, 200}, 4, 0.5f), false}).moments;  // odd latent width 25
     dec[b] = e.vae_decode(VaeDecodeRequest{vae, randn({1, 4, 64, 64}, 6), false}).image;
   }
   compare("vae encode 256x200", enc[1], enc[0]);

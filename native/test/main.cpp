@@ -62,8 +62,7 @@ int main(int argc, char** argv) {
       ++failed;
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s %s (%.0f ms)%s%s\n", status.c_str(), c.name, ms, detail.empty() ? "" : "\n    ",
-                detail.c_str());
+    std::printf("%s %s (%.0f ms)%s%s\n", status.c_str(), c.name, ms, detail.empty() ? "" : "\n    ", detail.c_str());
     std::fflush(stdout);
   }
   std::printf("native: %d passed, %d failed, %d skipped\n", passed, failed, skipped);

@@ -128,34 +128,43 @@ static int load(Engine& e, ModelKind kind, const char* dir) {
 }
 
 TEST(parity_text_encoder) {
-  run_parity("text_encoder.safetensors", [](Engine& e, const Fixture& fx) {
-    TextEncodeRequest r;
-    r.model = load(e, ModelKind::TextEncoder, "text_encoder");
-    r.input_ids = fx.ids("input_ids");
-    r.intermediates = true;
-    TextEncodeResult out = e.text_encode(r);
-    return with(out.intermediates, {{"last_hidden_state", out.last_hidden_state}});
-  }, {}, 4);
+  run_parity(
+      "text_encoder.safetensors",
+      [](Engine& e, const Fixture& fx) {
+        TextEncodeRequest r;
+        r.model = load(e, ModelKind::TextEncoder, "text_encoder");
+        r.input_ids = fx.ids("input_ids");
+        r.intermediates = true;
+        TextEncodeResult out = e.text_encode(r);
+        return with(out.intermediates, {{"last_hidden_state", out.last_hidden_state}});
+      },
+      {}, 4);
 }
 TEST(parity_vae_encoder) {
-  run_parity("vae_encoder.safetensors", [](Engine& e, const Fixture& fx) {
-    VaeEncodeRequest r;
-    r.model = load(e, ModelKind::Vae, "vae");
-    r.x = fx.in("x");
-    r.intermediates = true;
-    VaeEncodeResult out = e.vae_encode(r);
-    return with(out.intermediates, {{"moments", out.moments}});
-  }, {}, 4);
+  run_parity(
+      "vae_encoder.safetensors",
+      [](Engine& e, const Fixture& fx) {
+        VaeEncodeRequest r;
+        r.model = load(e, ModelKind::Vae, "vae");
+        r.x = fx.in("x");
+        r.intermediates = true;
+        VaeEncodeResult out = e.vae_encode(r);
+        return with(out.intermediates, {{"moments", out.moments}});
+      },
+      {}, 4);
 }
 TEST(parity_vae_decoder) {
-  run_parity("vae_decoder.safetensors", [](Engine& e, const Fixture& fx) {
-    VaeDecodeRequest r;
-    r.model = load(e, ModelKind::Vae, "vae");
-    r.z = fx.in("z");
-    r.intermediates = true;
-    VaeDecodeResult out = e.vae_decode(r);
-    return with(out.intermediates, {{"image", out.image}});
-  }, {}, 4);
+  run_parity(
+      "vae_decoder.safetensors",
+      [](Engine& e, const Fixture& fx) {
+        VaeDecodeRequest r;
+        r.model = load(e, ModelKind::Vae, "vae");
+        r.z = fx.in("z");
+        r.intermediates = true;
+        VaeDecodeResult out = e.vae_decode(r);
+        return with(out.intermediates, {{"image", out.image}});
+      },
+      {}, 4);
 }
 
 static OutputMap run_controlnet(Engine& e, const Fixture& fx) {
@@ -209,4 +218,6 @@ TEST(parity_unet) { run_parity("unet.safetensors", unet_runner("unet"), {}, 1); 
 TEST(parity_unet_intermediates) {
   run_parity("unet.safetensors", unet_runner("unet"), {}, 30, "unet_intermediates.safetensors");
 }
-TEST(parity_unet_lowlevel_variant) { run_parity("unet_lowlevel_variant.safetensors", unet_runner("unet_lowlevel_variant"), {}, 20); }
+TEST(parity_unet_lowlevel_variant) {
+  run_parity("unet_lowlevel_variant.safetensors", unet_runner("unet_lowlevel_variant"), {}, 20);
+}

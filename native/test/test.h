@@ -38,46 +38,48 @@ std::string fixtures_dir();
 
 #define XPSR_TEST_CAT2(a, b) a##b
 #define XPSR_TEST_CAT(a, b) XPSR_TEST_CAT2(a, b)
-#define TEST(name)                                                                                    \
-  static void name();                                                                                 \
-  static ::xpsr_test::Registrar XPSR_TEST_CAT(xpsr_reg_, name)(#name, __FILE__, name);               \
+#define TEST(name)                                                                     \
+  static void name();                                                                  \
+  static ::xpsr_test::Registrar XPSR_TEST_CAT(xpsr_reg_, name)(#name, __FILE__, name); \
   static void name()
 
-#define CHECK(cond)                                                                                   \
-  do {                                                                                                \
-    if (!(cond)) throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + \
-                                            ": CHECK(" #cond ") failed"};                            \
+#define CHECK(cond)                                                                       \
+  do {                                                                                    \
+    if (!(cond))                                                                          \
+      throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + \
+                                 ": CHECK(" #cond ") failed"};                            \
   } while (0)
 
-#define CHECK_MSG(cond, msg)                                                                          \
-  do {                                                                                                \
-    if (!(cond)) throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + \
-                                            ": " + std::string(msg)};                                 \
+#define CHECK_MSG(cond, msg)                                                                                        \
+  do {                                                                                                              \
+    if (!(cond))                                                                                                    \
+      throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + std::string(msg)}; \
   } while (0)
 
-#define CHECK_CLOSE(a, b, tol)                                                                        \
-  do {                                                                                                \
-    double xa_ = (double)(a), xb_ = (double)(b);                                                      \
-    if (!(std::fabs(xa_ - xb_) <= (double)(tol)))                                                     \
+#define CHECK_CLOSE(a, b, tol)                                                                            \
+  do {                                                                                                    \
+    double xa_ = (double)(a), xb_ = (double)(b);                                                          \
+    if (!(std::fabs(xa_ - xb_) <= (double)(tol)))                                                         \
       throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #a " = " + \
-                                 std::to_string(xa_) + " vs " #b " = " + std::to_string(xb_)};        \
+                                 std::to_string(xa_) + " vs " #b " = " + std::to_string(xb_)};            \
   } while (0)
 
 // Expects `stmt` to throw xpsr::Error whose message contains `needle`.
-#define CHECK_THROWS_WITH(stmt, needle)                                                               \
-  do {                                                                                                \
-    bool thrown_ = false;                                                                             \
-    try {                                                                                             \
-      stmt;                                                                                           \
-    } catch (const ::xpsr::Error& e_) {                                                               \
-      thrown_ = true;                                                                                 \
-      if (std::string(e_.what()).find(needle) == std::string::npos)                                   \
-        throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) +          \
-                                   ": message '" + e_.what() + "' lacks '" + needle + "'"};          \
-    }                                                                                                 \
-    if (!thrown_)                                                                                     \
-      throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #stmt \
-                                 " did not throw"};                                                   \
+#define CHECK_THROWS_WITH(stmt, needle)                                                                     \
+  do {                                                                                                      \
+    bool thrown_ = false;                                                                                   \
+    try {                                                                                                   \
+      stmt;                                                                                                 \
+    } catch (const ::xpsr::Error& e_) {                                                                     \
+      thrown_ = true;                                                                                       \
+      if (std::string(e_.what()).find(needle) == std::string::npos)                                         \
+        throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": message '" + \
+                                   e_.what() + "' lacks '" + needle + "'"};                                 \
+    }                                                                                                       \
+    if (!thrown_)                                                                                           \
+      throw ::xpsr_test::Failure{std::string(__FILE__) + ":" + std::to_string(__LINE__) +                   \
+                                 ": " #stmt " did not throw"};                                              \
   } while (0)
 
-#define SKIP(reason) throw ::xpsr_test::Skip{reason}
+#define SKIP(reason) \
+  throw ::xpsr_test::Skip { reason }

@@ -15,7 +15,11 @@ export const BUILD_INFO_SCHEMA = 1;
 function cmakeCompiler(buildDir, lang) {
   const dir = path.join(buildDir, 'CMakeFiles');
   if (!fs.existsSync(dir)) return null;
-  for (const v of fs.readdirSync(dir).filter((d) => /^[0-9]/.test(d)).sort().reverse()) {
+  for (const v of fs
+    .readdirSync(dir)
+    .filter((d) => /^[0-9]/.test(d))
+    .sort()
+    .reverse()) {
     const f = path.join(dir, v, `CMake${lang}Compiler.cmake`);
     if (!fs.existsSync(f)) continue;
     const text = fs.readFileSync(f, 'utf8');
@@ -43,14 +47,15 @@ export function describeEngineAddon(file, { buildDir = null, root, builtWith = '
   const elf = readElf(file);
   const pkg = root ? JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) : {};
   const bytes = fs.readFileSync(file);
-  const cuda = elf.cuda && (elf.cuda.sass.length || elf.cuda.ptx.length)
-    ? {
-        compiler: (buildDir && cmakeCompiler(buildDir, 'CUDA')) ?? 'unknown',
-        architectures: elf.cuda.sass,
-        ptx: elf.cuda.ptx,
-        cudart: elf.needed.some((n) => n.startsWith('libcudart')) ? 'dynamic' : 'static',
-      }
-    : null;
+  const cuda =
+    elf.cuda && (elf.cuda.sass.length || elf.cuda.ptx.length)
+      ? {
+          compiler: (buildDir && cmakeCompiler(buildDir, 'CUDA')) ?? 'unknown',
+          architectures: elf.cuda.sass,
+          ptx: elf.cuda.ptx,
+          cudart: elf.needed.some((n) => n.startsWith('libcudart')) ? 'dynamic' : 'static',
+        }
+      : null;
   return {
     schema: BUILD_INFO_SCHEMA,
     addon: path.basename(file),

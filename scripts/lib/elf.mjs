@@ -29,7 +29,10 @@ export function compareVersions(a, b) {
 }
 
 function highest(versions, prefix) {
-  const v = versions.filter((s) => s.startsWith(prefix)).map((s) => s.slice(prefix.length)).filter((s) => /^[0-9.]+$/.test(s));
+  const v = versions
+    .filter((s) => s.startsWith(prefix))
+    .map((s) => s.slice(prefix.length))
+    .filter((s) => /^[0-9.]+$/.test(s));
   return v.sort(compareVersions).pop() ?? null;
 }
 
@@ -139,7 +142,15 @@ export function readElf(file) {
   // CPU kernel sets linked in (native/cpu/kernels_<isa>.cpp), from the static symbol table when not stripped.
   const symtab = sections.find((s) => s.name === '.strtab');
   const cpuKernels = symtab
-    ? [...new Set(data(symtab).toString('latin1').match(/kernels_(portable|avx2|avx512)Ev/g) ?? [])].map((m) => m.slice(8, -2)).sort()
+    ? [
+        ...new Set(
+          data(symtab)
+            .toString('latin1')
+            .match(/kernels_(portable|avx2|avx512)Ev/g) ?? [],
+        ),
+      ]
+        .map((m) => m.slice(8, -2))
+        .sort()
     : [];
 
   const commentSec = sections.find((s) => s.name === '.comment');

@@ -12,7 +12,7 @@ function arriveAndWait(n) {
   Atomics.add(barrier, 0, 1);
   Atomics.notify(barrier, 0);
   const deadline = Date.now() + 60_000;
-  for (let v; (v = Atomics.load(barrier, 0)) < n;) {
+  for (let v; (v = Atomics.load(barrier, 0)) < n; ) {
     if (Date.now() > deadline) throw new Error(`barrier: ${v} of ${n} workers arrived`);
     Atomics.wait(barrier, 0, v, 100);
   }
@@ -32,8 +32,17 @@ parentPort.postMessage({ whileBothLoaded, captions, afterDispose });
 const phase = await new Promise((resolve) => parentPort.once('message', resolve));
 if (phase === 'gc') {
   let m = new addon.CaptionerModel();
-  await m.load({ modelPath: model, mmprojPath: mmproj, contextSize: 256, batchSize: 64, threads: 1, gpuLayers: 0,
-    mmprojGpu: false, warmup: false, jobId: 1 });
+  await m.load({
+    modelPath: model,
+    mmprojPath: mmproj,
+    contextSize: 256,
+    batchSize: 64,
+    threads: 1,
+    gpuLayers: 0,
+    mmprojGpu: false,
+    warmup: false,
+    jobId: 1,
+  });
   const loaded = addon.envInfo();
   m = undefined;
   let afterGc = addon.envInfo();

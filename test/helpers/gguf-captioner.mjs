@@ -72,7 +72,9 @@ export function encodePngRgb(rgb, width, height) {
   ihdr[9] = 2; // colour type RGB
   const png = Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', new Uint8Array(0)),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(raw)),
+    chunk('IEND', new Uint8Array(0)),
   ]);
   return new Uint8Array(png.buffer, png.byteOffset, png.byteLength);
 }

@@ -27,13 +27,15 @@ const SHAPES = {
 
 // Words of the tiny vocabulary: the prompt's words plus caption-like words, so that random answers read as
 // (nonsense) English.
-const WORDS = ('a an the of and in on with is are this image photo picture shows showing there its it ' +
+const WORDS = (
+  'a an the of and in on with is are this image photo picture shows showing there its it ' +
   'please provide descriptive summary content describe evaluate quality clarity color colour noise lighting ' +
   'sharp blurry blur clear dark bright low high resolution detail details texture edges soft noisy grainy ' +
   'person man woman child dog cat bird tree trees sky cloud water building street car house room table ' +
   'flower flowers grass field mountain road window wall light shadow red green blue white black yellow ' +
   'small large old young standing sitting walking near front background foreground overall good poor fair ' +
-  'moderate slightly very quite somewhat visible lacks has have be can USER ASSISTANT').split(/\s+/);
+  'moderate slightly very quite somewhat visible lacks has have be can USER ASSISTANT'
+).split(/\s+/);
 
 function buildVocab(target) {
   const tokens = ['<unk>', '<s>', '</s>'];
@@ -45,7 +47,11 @@ function buildVocab(target) {
   const readable = tokens.length;
   const seen = new Set(tokens);
   const add = (t) => {
-    if (!seen.has(t)) { seen.add(t); tokens.push(t); types.push(1); }
+    if (!seen.has(t)) {
+      seen.add(t);
+      tokens.push(t);
+      types.push(1);
+    }
   };
   add('\u2581');
   for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?\'"-()') add(c);
@@ -59,8 +65,7 @@ function buildVocab(target) {
   return { tokens, scores, types, bos: 1, eos: 2, unk: 0, readable };
 }
 
-const fileType = (t) =>
-  t === GgmlType.F32 ? 0 : t === GgmlType.F16 ? 1 : t === GgmlType.Q4_0 ? 2 : 7;
+const fileType = (t) => (t === GgmlType.F32 ? 0 : t === GgmlType.F16 ? 1 : t === GgmlType.Q4_0 ? 2 : 7);
 
 function tensor(name, ne, type, fill) {
   return { name, ne, type, fill };
@@ -108,12 +113,12 @@ function textModel(shape, vocab, type, seed, tiny) {
   const rndOut = mulberry32(next());
   const outFill = tiny
     ? (out, start) => {
-      for (let i = 0; i < out.length; i++) {
-        const row = Math.floor((start + i) / nEmbd);
-        const r = (rndOut() * 2 - 1) * outScale;
-        out[i] = row < vocab.readable ? 0 : r;
+        for (let i = 0; i < out.length; i++) {
+          const row = Math.floor((start + i) / nEmbd);
+          const r = (rndOut() * 2 - 1) * outScale;
+          out[i] = row < vocab.readable ? 0 : r;
+        }
       }
-    }
     : uniformFill(next(), outScale);
   const tensors = [
     // token embeddings: F32 for the tiny model; same type as the weights otherwise (like real Q4_0 files)
@@ -170,8 +175,7 @@ function mmprojModel(shape, textEmbd, type, seed) {
   const tensors = [
     tensor('v.class_embd', [nEmbd], F32, uniformFill(next(), 0.1)),
     // conv weight (out, 3, p, p) reversed; F16 at most (row length = patch is not a multiple of 32)
-    tensor('v.patch_embd.weight', [patch, patch, 3, nEmbd], type === GgmlType.F32 ? F32 : GgmlType.F16,
-      linear(next(), 3 * patch * patch)),
+    tensor('v.patch_embd.weight', [patch, patch, 3, nEmbd], type === GgmlType.F32 ? F32 : GgmlType.F16, linear(next(), 3 * patch * patch)),
     tensor('v.position_embd.weight', [nEmbd, nPos], type === GgmlType.F32 ? F32 : GgmlType.F16, uniformFill(next(), 0.1)),
     tensor('v.pre_ln.weight', [nEmbd], F32, one),
     tensor('v.pre_ln.bias', [nEmbd], F32, zero),
@@ -185,18 +189,24 @@ function mmprojModel(shape, textEmbd, type, seed) {
     const up = w2([nEmbd, nFf], nEmbd);
     const down = w2([nFf, nEmbd], nFf);
     tensors.push(
-      tensor(p + 'ln1.weight', [nEmbd], F32, one), tensor(p + 'ln1.bias', [nEmbd], F32, zero),
-      tensor(p + 'ln2.weight', [nEmbd], F32, one), tensor(p + 'ln2.bias', [nEmbd], F32, zero),
-      tensor(p + 'ffn_up.weight', up.ne, type, up.fill), tensor(p + 'ffn_up.bias', [nFf], F32, zero),
-      tensor(p + 'ffn_down.weight', down.ne, type, down.fill), tensor(p + 'ffn_down.bias', [nEmbd], F32, zero),
+      tensor(p + 'ln1.weight', [nEmbd], F32, one),
+      tensor(p + 'ln1.bias', [nEmbd], F32, zero),
+      tensor(p + 'ln2.weight', [nEmbd], F32, one),
+      tensor(p + 'ln2.bias', [nEmbd], F32, zero),
+      tensor(p + 'ffn_up.weight', up.ne, type, up.fill),
+      tensor(p + 'ffn_up.bias', [nFf], F32, zero),
+      tensor(p + 'ffn_down.weight', down.ne, type, down.fill),
+      tensor(p + 'ffn_down.bias', [nEmbd], F32, zero),
     );
   }
   // projector: mm.0 (nEmbd -> textEmbd), GELU, mm.2 (textEmbd -> textEmbd)
   const m0 = w2([nEmbd, textEmbd], nEmbd);
   const m2 = w2([textEmbd, textEmbd], textEmbd);
   tensors.push(
-    tensor('mm.0.weight', m0.ne, type, m0.fill), tensor('mm.0.bias', [textEmbd], F32, zero),
-    tensor('mm.2.weight', m2.ne, type, m2.fill), tensor('mm.2.bias', [textEmbd], F32, zero),
+    tensor('mm.0.weight', m0.ne, type, m0.fill),
+    tensor('mm.0.bias', [textEmbd], F32, zero),
+    tensor('mm.2.weight', m2.ne, type, m2.fill),
+    tensor('mm.2.bias', [textEmbd], F32, zero),
   );
   return { kv, tensors, imageTokens: nPos - 1 };
 }
@@ -230,7 +240,10 @@ export function createRandomLlava(options) {
   const vis = mmprojModel(shape.vision, shape.text.nEmbd, mmType, seed);
   const result = { model, mmproj, imageTokens: vis.imageTokens, vocabSize: vocab.tokens.length };
   if (options.reuse && fs.existsSync(model) && fs.existsSync(mmproj)) return result;
-  for (const [file, m] of [[model, text], [mmproj, vis]]) {
+  for (const [file, m] of [
+    [model, text],
+    [mmproj, vis],
+  ]) {
     const tmp = `${file}.${process.pid}.tmp`;
     writeGguf(tmp, m.kv, m.tensors, {
       onProgress: options.onProgress ? (w, t) => options.onProgress(file, w, t) : undefined,

@@ -17,8 +17,19 @@ export function ggmlTypeName(type) {
 
 /** GGUF metadata value types. */
 export const GgufValueType = Object.freeze({
-  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
-  UINT64: 10, INT64: 11, FLOAT64: 12,
+  UINT8: 0,
+  INT8: 1,
+  UINT16: 2,
+  INT16: 3,
+  UINT32: 4,
+  INT32: 5,
+  FLOAT32: 6,
+  BOOL: 7,
+  STRING: 8,
+  ARRAY: 9,
+  UINT64: 10,
+  INT64: 11,
+  FLOAT64: 12,
 });
 
 /**
@@ -46,14 +57,17 @@ const BLOCK = 32;
 export function tensorByteSize(type, ne) {
   const n = ne.reduce((a, b) => a * b, 1);
   switch (type) {
-    case GgmlType.F32: return n * 4;
-    case GgmlType.F16: return n * 2;
+    case GgmlType.F32:
+      return n * 4;
+    case GgmlType.F16:
+      return n * 2;
     case GgmlType.Q8_0:
     case GgmlType.Q4_0: {
       if ((ne[0] ?? 0) % BLOCK !== 0) throw new RangeError(`row length ${ne[0]} is not a multiple of ${BLOCK} for ${ggmlTypeName(type)}`);
       return (n / BLOCK) * (type === GgmlType.Q8_0 ? 34 : 18);
     }
-    default: throw new RangeError(`unsupported ggml type ${type}`);
+    default:
+      throw new RangeError(`unsupported ggml type ${type}`);
   }
 }
 
@@ -67,7 +81,7 @@ export function floatToHalf(v) {
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -76,12 +90,12 @@ export function floatToHalf(v) {
     let h = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
+    if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
   let h = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
   return sign | h;
 }
 
@@ -128,7 +142,10 @@ export function encodeValues(type, src, dst, off) {
         let max = 0;
         for (let i = 0; i < BLOCK; i++) {
           const v = src[b + i];
-          if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
+          if (Math.abs(v) > amax) {
+            amax = Math.abs(v);
+            max = v;
+          }
         }
         const dh = floatToHalf(max / -8);
         const d = halfToFloat(dh);
@@ -153,36 +170,75 @@ const utf8 = new TextEncoder();
 class ByteSink {
   #chunks = [];
   size = 0;
-  push(b) { this.#chunks.push(b); this.size += b.length; }
+  push(b) {
+    this.#chunks.push(b);
+    this.size += b.length;
+  }
   #num(bytes, set) {
     const b = new Uint8Array(bytes);
     set(new DataView(b.buffer));
     this.push(b);
   }
-  u32(v) { this.#num(4, (d) => d.setUint32(0, v >>> 0, true)); }
-  u64(v) { this.#num(8, (d) => d.setBigUint64(0, BigInt(v), true)); }
-  str(s) { const b = utf8.encode(s); this.u64(b.length); this.push(b); }
+  u32(v) {
+    this.#num(4, (d) => d.setUint32(0, v >>> 0, true));
+  }
+  u64(v) {
+    this.#num(8, (d) => d.setBigUint64(0, BigInt(v), true));
+  }
+  str(s) {
+    const b = utf8.encode(s);
+    this.u64(b.length);
+    this.push(b);
+  }
   scalar(t, v) {
     switch (t) {
-      case GgufValueType.UINT8: this.#num(1, (d) => d.setUint8(0, Number(v))); break;
-      case GgufValueType.INT8: this.#num(1, (d) => d.setInt8(0, Number(v))); break;
-      case GgufValueType.UINT16: this.#num(2, (d) => d.setUint16(0, Number(v), true)); break;
-      case GgufValueType.INT16: this.#num(2, (d) => d.setInt16(0, Number(v), true)); break;
-      case GgufValueType.UINT32: this.#num(4, (d) => d.setUint32(0, Number(v), true)); break;
-      case GgufValueType.INT32: this.#num(4, (d) => d.setInt32(0, Number(v), true)); break;
-      case GgufValueType.FLOAT32: this.#num(4, (d) => d.setFloat32(0, Number(v), true)); break;
-      case GgufValueType.BOOL: this.#num(1, (d) => d.setUint8(0, v ? 1 : 0)); break;
-      case GgufValueType.STRING: this.str(String(v)); break;
-      case GgufValueType.UINT64: this.#num(8, (d) => d.setBigUint64(0, BigInt(v), true)); break;
-      case GgufValueType.INT64: this.#num(8, (d) => d.setBigInt64(0, BigInt(v), true)); break;
-      case GgufValueType.FLOAT64: this.#num(8, (d) => d.setFloat64(0, Number(v), true)); break;
-      default: throw new RangeError(`bad GGUF value type ${t}`);
+      case GgufValueType.UINT8:
+        this.#num(1, (d) => d.setUint8(0, Number(v)));
+        break;
+      case GgufValueType.INT8:
+        this.#num(1, (d) => d.setInt8(0, Number(v)));
+        break;
+      case GgufValueType.UINT16:
+        this.#num(2, (d) => d.setUint16(0, Number(v), true));
+        break;
+      case GgufValueType.INT16:
+        this.#num(2, (d) => d.setInt16(0, Number(v), true));
+        break;
+      case GgufValueType.UINT32:
+        this.#num(4, (d) => d.setUint32(0, Number(v), true));
+        break;
+      case GgufValueType.INT32:
+        this.#num(4, (d) => d.setInt32(0, Number(v), true));
+        break;
+      case GgufValueType.FLOAT32:
+        this.#num(4, (d) => d.setFloat32(0, Number(v), true));
+        break;
+      case GgufValueType.BOOL:
+        this.#num(1, (d) => d.setUint8(0, v ? 1 : 0));
+        break;
+      case GgufValueType.STRING:
+        this.str(String(v));
+        break;
+      case GgufValueType.UINT64:
+        this.#num(8, (d) => d.setBigUint64(0, BigInt(v), true));
+        break;
+      case GgufValueType.INT64:
+        this.#num(8, (d) => d.setBigInt64(0, BigInt(v), true));
+        break;
+      case GgufValueType.FLOAT64:
+        this.#num(8, (d) => d.setFloat64(0, Number(v), true));
+        break;
+      default:
+        throw new RangeError(`bad GGUF value type ${t}`);
     }
   }
   concat() {
     const out = new Uint8Array(this.size);
     let o = 0;
-    for (const c of this.#chunks) { out.set(c, o); o += c.length; }
+    for (const c of this.#chunks) {
+      out.set(c, o);
+      o += c.length;
+    }
     return out;
   }
 }
@@ -233,7 +289,10 @@ export function writeGguf(file, kv, tensors, options = {}) {
   const fd = fs.openSync(file, 'w');
   try {
     let pos = 0;
-    const write = (b) => { fs.writeSync(fd, b, 0, b.length, pos); pos += b.length; };
+    const write = (b) => {
+      fs.writeSync(fd, b, 0, b.length, pos);
+      pos += b.length;
+    };
     write(header);
     write(new Uint8Array(dataStart - header.length));
     const chunkElems = Math.max(BLOCK, Math.floor((options.chunkElements ?? 1 << 20) / BLOCK) * BLOCK);
@@ -285,5 +344,7 @@ export function uniformFill(seed, scale) {
 
 /** Fill: a constant. */
 export function constantFill(value) {
-  return (out) => { out.fill(value); };
+  return (out) => {
+    out.fill(value);
+  };
 }

@@ -73,14 +73,23 @@ async function napi() {
   const cn = await load('controlnet');
   const un = await load('unet');
   const step = (patch) => ({
-    controlnet: cn, unet: un, sample: T([2, 4, 8, 8]), timestep: 500, ctxHigh: T([2, 77, 32]), ctxLow: T([2, 77, 32]),
-    cond: T([2, 16, 8, 8]), ...patch,
+    controlnet: cn,
+    unet: un,
+    sample: T([2, 4, 8, 8]),
+    timestep: 500,
+    ctxHigh: T([2, 77, 32]),
+    ctxLow: T([2, 77, 32]),
+    cond: T([2, 16, 8, 8]),
+    ...patch,
   });
   const cases = [
-    ['timestepFeatures is gone (dead code that aborted the process)', () => {
-      if ('timestepFeatures' in addon) return addon.timestepFeatures(1, -2);
-      throw Object.assign(new Error('absent'), { code: 'ABSENT' });
-    }],
+    [
+      'timestepFeatures is gone (dead code that aborted the process)',
+      () => {
+        if ('timestepFeatures' in addon) return addon.timestepFeatures(1, -2);
+        throw Object.assign(new Error('absent'), { code: 'ABSENT' });
+      },
+    ],
     ['device cuda:x', () => new addon.NativeEngine({ device: 'cuda:x' })],
     ['device cuda:99999999', () => new addon.NativeEngine({ device: 'cuda:99999999' })],
     ['threads -1', () => new addon.NativeEngine({ device: 'cpu', threads: -1 })],
@@ -112,16 +121,22 @@ async function napi() {
     ['step ctxHigh rows differ from the sample', () => h.step(step({ ctxHigh: T([3, 77, 32]) }))],
     ['step condition size differs from the latent', () => h.step(step({ cond: T([2, 16, 4, 4]) }))],
     ['step models swapped', () => h.step(step({ controlnet: un, unet: cn }))],
-    ['unetForward no residuals', () => h.unetForward({ model: un, sample: T([1, 4, 8, 8]), timestep: 1, ctxHigh: T([1, 77, 32]), down: [], mid: T([1, 64, 1, 1]) })],
+    [
+      'unetForward no residuals',
+      () => h.unetForward({ model: un, sample: T([1, 4, 8, 8]), timestep: 1, ctxHigh: T([1, 77, 32]), down: [], mid: T([1, 64, 1, 1]) }),
+    ],
     ['planStep absurd sizes', () => h.planStep({ controlnet: cn, unet: un, batch: 1e9, height: 1e9, width: 1e9 })],
     ['planStep too large', () => h.planStep({ controlnet: cn, unet: un, batch: 4096, height: 65536, width: 65536 })],
     ['planStep without sizes', () => h.planStep({ controlnet: cn, unet: un })],
     ['unload a string', () => h.unload('x')],
     ['unload an unknown id (idempotent)', () => h.unload(12345)],
-    ['disposed engine', () => {
-      h.dispose();
-      return h.textEncode({ model: te, inputIds: { shape: [1, 1], data: new Int32Array(1) } });
-    }],
+    [
+      'disposed engine',
+      () => {
+        h.dispose();
+        return h.textEncode({ model: te, inputIds: { shape: [1, 1], data: new Int32Array(1) } });
+      },
+    ],
   ];
   for (const [name, fn] of cases) await record(name, fn);
 }

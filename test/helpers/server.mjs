@@ -4,13 +4,23 @@ import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 
 /** Options that make a job take a few tens of ms on the tiny model (one step, 64 px, no CFG). */
-export const QUICK = { steps: '1', processSize: '64', scale: '1', guidanceScale: '1', colorFix: 'none', 'prompts.high': 'a cup', 'prompts.low': 'blurry' };
+export const QUICK = {
+  steps: '1',
+  processSize: '64',
+  scale: '1',
+  guidanceScale: '1',
+  colorFix: 'none',
+  'prompts.high': 'a cup',
+  'prompts.low': 'blurry',
+};
 
 export const query = (o) => new URLSearchParams(o).toString();
 
 /** A small PNG with a colour that depends on `seed` (so results differ). */
 export async function tinyPng(seed = 0, width = 16, height = 16) {
-  return sharp({ create: { width, height, channels: 3, background: { r: (seed * 37) % 256, g: (seed * 91) % 256, b: 120 } } }).png().toBuffer();
+  return sharp({ create: { width, height, channels: 3, background: { r: (seed * 37) % 256, g: (seed * 91) % 256, b: 120 } } })
+    .png()
+    .toBuffer();
 }
 
 /** A PNG whose header declares width x height (with valid CRCs) but that carries no real pixel data. */
@@ -30,7 +40,9 @@ export function pngDeclaring(width, height) {
   ihdr[9] = 2; // RGB
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr), chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])), chunk('IEND', Buffer.alloc(0)),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])),
+    chunk('IEND', Buffer.alloc(0)),
   ]);
 }
 
@@ -99,10 +111,15 @@ export function metric(text, name, labels = {}) {
     if (!line.startsWith(name)) continue;
     const m = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
     if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries((m[3] ?? '').split(',').filter(Boolean).map((kv) => {
-      const i = kv.indexOf('=');
-      return [kv.slice(0, i), JSON.parse(kv.slice(i + 1))];
-    }));
+    const have = Object.fromEntries(
+      (m[3] ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => {
+          const i = kv.indexOf('=');
+          return [kv.slice(0, i), JSON.parse(kv.slice(i + 1))];
+        }),
+    );
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) {
       sum += Number(m[4]);
       found = true;

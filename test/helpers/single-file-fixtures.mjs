@@ -45,7 +45,9 @@ function zipIndex(buf) {
   for (let i = 0; i < count; i++) {
     if (buf.readUInt32LE(p) !== 0x02014b50) throw new Error('bad zip central directory');
     const size = buf.readUInt32LE(p + 24);
-    const nameLen = buf.readUInt16LE(p + 28), extraLen = buf.readUInt16LE(p + 30), commentLen = buf.readUInt16LE(p + 32);
+    const nameLen = buf.readUInt16LE(p + 28),
+      extraLen = buf.readUInt16LE(p + 30),
+      commentLen = buf.readUInt16LE(p + 32);
     const local = buf.readUInt32LE(p + 42);
     const name = buf.subarray(p + 46, p + 46 + nameLen).toString('utf8');
     const begin = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
@@ -68,13 +70,14 @@ export function f32ToF16(x) {
     mant |= 0x800000;
     const shift = 14 - e;
     let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1), half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
+    const rem = mant & ((1 << shift) - 1),
+      half = 1 << (shift - 1);
+    if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
   let h = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
   return sign | h;
 }
 
@@ -100,13 +103,18 @@ function tensorBytes(cache, source, key, as) {
 /** Writes test/fixtures/single_file/recipes/* from the original files in `dir`. */
 export function makeRecipes(dir) {
   const sources = readdirSync(path.join(fixtures, 'model'), { recursive: true })
-    .filter((f) => f.endsWith('.safetensors')).map((f) => path.join('model', f)).sort();
+    .filter((f) => f.endsWith('.safetensors'))
+    .map((f) => path.join('model', f))
+    .sort();
   const byHash = new Map();
   for (const source of sources) {
     const buf = readFileSync(path.join(fixtures, source));
     for (const [key, t] of safetensorsIndex(buf)) {
       const bytes = buf.subarray(t.begin, t.end);
-      for (const [as, b] of [['f32', bytes], ['f16', t.dtype === 'F32' ? toF16(bytes) : null]])
+      for (const [as, b] of [
+        ['f32', bytes],
+        ['f16', t.dtype === 'F32' ? toF16(bytes) : null],
+      ])
         if (b && b.length && !byHash.has(sha256(b))) byHash.set(sha256(b), [source, key, as]);
     }
   }
@@ -122,7 +130,7 @@ export function makeRecipes(dir) {
     let at = 0;
     for (const r of ranges) {
       const hit = r.end > r.begin && byHash.get(sha256(buf.subarray(r.begin, r.end)));
-      if (!hit) continue;  // stays in the skeleton
+      if (!hit) continue; // stays in the skeleton
       skeleton.push(buf.subarray(at, r.begin));
       pieces.push([r.begin, r.end - r.begin, ...hit]);
       at = r.end;
@@ -140,7 +148,8 @@ function assemble(file) {
   const skeleton = gunzipSync(readFileSync(path.join(recipeDir, recipe.skeleton)));
   const cache = new Map();
   const parts = [];
-  let at = 0, from = 0;
+  let at = 0,
+    from = 0;
   for (const [offset, length, source, key, as] of recipe.pieces) {
     parts.push(skeleton.subarray(from, from + (offset - at)));
     from += offset - at;

@@ -17,7 +17,11 @@ function int(v) {
   b.writeInt32LE(v, 1);
   return b;
 }
-const MARK = op(0x28), TUPLE = op(0x74), REDUCE = op(0x52), BINPERSID = op(0x51), NEWFALSE = op(0x89);
+const MARK = op(0x28),
+  TUPLE = op(0x74),
+  REDUCE = op(0x52),
+  BINPERSID = op(0x51),
+  NEWFALSE = op(0x89);
 const global = (mod, name) => Buffer.from(`c${mod}\n${name}\n`, 'latin1');
 
 /** tensors: Map<string, { shape: number[], data: Float32Array }> */
@@ -31,14 +35,29 @@ export function writeTorchStateDict(file, tensors) {
     const strides = t.shape.map((_, i) => t.shape.slice(i + 1).reduce((a, b) => a * b, 1));
     parts.push(
       unicode(name),
-      global('torch._utils', '_rebuild_tensor_v2'), MARK,
-      MARK, unicode('storage'), global('torch', 'FloatStorage'), unicode(key), unicode('cpu'), int(t.data.length), TUPLE, BINPERSID,
+      global('torch._utils', '_rebuild_tensor_v2'),
+      MARK,
+      MARK,
+      unicode('storage'),
+      global('torch', 'FloatStorage'),
+      unicode(key),
+      unicode('cpu'),
+      int(t.data.length),
+      TUPLE,
+      BINPERSID,
       int(0),
-      MARK, ...t.shape.map(int), TUPLE,
-      MARK, ...strides.map(int), TUPLE,
+      MARK,
+      ...t.shape.map(int),
+      TUPLE,
+      MARK,
+      ...strides.map(int),
+      TUPLE,
       NEWFALSE,
-      global('collections', 'OrderedDict'), op(0x29), REDUCE,
-      TUPLE, REDUCE,
+      global('collections', 'OrderedDict'),
+      op(0x29),
+      REDUCE,
+      TUPLE,
+      REDUCE,
     );
   }
   parts.push(op(0x75), op(0x2e));

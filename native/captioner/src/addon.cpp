@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "llama.h"
-#include "mtmd.h"
 #include "mtmd-helper.h"
+#include "mtmd.h"
 
 // node-llama-cpp's own AddonModel (header shipped in node-llama-cpp/llama/addon), used only to read the
 // llama_model* of a LlamaModel the caller wants to share. Depends on node-llama-cpp's private layout:
@@ -92,7 +92,8 @@ struct LogCapture {
   std::string reason() const {
     std::string s = text;
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    for (auto& c : s) if (c == '\n') c = ';';
+    for (auto& c : s)
+      if (c == '\n') c = ';';
     return s.empty() ? std::string() : " (llama.cpp: " + s + ")";
   }
 };
@@ -108,9 +109,7 @@ struct EnvData {
   std::atomic<int> loaded{0};   // of those, how many hold a loaded model
 };
 
-EnvData* GetEnvData(Napi::Env env) {
-  return env.GetInstanceData<EnvData>();
-}
+EnvData* GetEnvData(Napi::Env env) { return env.GetInstanceData<EnvData>(); }
 
 double NowMs() {
   using namespace std::chrono;
@@ -158,11 +157,11 @@ struct AnswerStats {
 struct CaptionStats {
   int imageTokens = 0;
   int imagePositions = 0;
-  double encodeMs = 0;       // CLIP + projector
-  double imagePrefillMs = 0; // image embeddings into the LM's KV cache
-  double prefixPrefillMs = 0;// text before the image (BOS ...)
+  double encodeMs = 0;         // CLIP + projector
+  double imagePrefillMs = 0;   // image embeddings into the LM's KV cache
+  double prefixPrefillMs = 0;  // text before the image (BOS ...)
   int imagePasses = 0;
-  bool prefixReused = false; // the image prefix evaluated by the previous call was reused
+  bool prefixReused = false;  // the image prefix evaluated by the previous call was reused
   std::vector<AnswerStats> answers;
 };
 
@@ -228,8 +227,14 @@ class CaptionerModel : public Napi::ObjectWrap<CaptionerModel> {
 
   void FreeAll() {
     prefix_key_.clear();
-    if (mctx_) { mtmd_free(mctx_); mctx_ = nullptr; }
-    if (lctx_) { llama_free(lctx_); lctx_ = nullptr; }
+    if (mctx_) {
+      mtmd_free(mctx_);
+      mctx_ = nullptr;
+    }
+    if (lctx_) {
+      llama_free(lctx_);
+      lctx_ = nullptr;
+    }
     if (model_ && !borrowed_) llama_model_free(model_);
     model_ = nullptr;
     if (loaded_.exchange(false)) env_data_->loaded--;
@@ -308,9 +313,7 @@ class LoadWorker : public BaseWorker {
   using BaseWorker::BaseWorker;
 
  protected:
-  static bool ModelProgress(float, void* d) {
-    return !static_cast<CaptionerModel*>(d)->Cancelled();
-  }
+  static bool ModelProgress(float, void* d) { return !static_cast<CaptionerModel*>(d)->Cancelled(); }
   void Run() override {
     CaptionerModel* s = self_;
     LoadOptions& o = s->opts_;
@@ -323,9 +326,11 @@ class LoadWorker : public BaseWorker {
       s->model_ = llama_model_load_from_file(o.modelPath.c_str(), mp);
       if (!s->model_) {
         if (s->Cancelled()) throw CapError("ERR_CANCELLED", "model load cancelled");
-        throw CapError("ERR_MODEL_LOAD", "llama.cpp could not load the language model '" + o.modelPath +
-                       "' (corrupt or truncated GGUF, unsupported architecture, or out of memory; run with "
-                       "node-llama-cpp logging for details)" + cap.reason());
+        throw CapError("ERR_MODEL_LOAD",
+                       "llama.cpp could not load the language model '" + o.modelPath +
+                           "' (corrupt or truncated GGUF, unsupported architecture, or out of memory; run with "
+                           "node-llama-cpp logging for details)" +
+                           cap.reason());
       }
     }
     llama_context_params cp = llama_context_default_params();
@@ -340,9 +345,10 @@ class LoadWorker : public BaseWorker {
     if (!s->lctx_) {
       s->FreeAll();
       throw CapError("ERR_CONTEXT", "llama.cpp could not create a context of " + std::to_string(o.contextSize) +
-                     " tokens (out of memory?)" + cap.reason());
+                                        " tokens (out of memory?)" + cap.reason());
     }
-    llama_set_abort_callback(s->lctx_, [](void* d) { return static_cast<CaptionerModel*>(d)->Cancelled(); }, s);
+    llama_set_abort_callback(
+        s->lctx_, [](void* d) { return static_cast<CaptionerModel*>(d)->Cancelled(); }, s);
 
     mtmd_context_params mp = mtmd_context_params_default();
     mp.use_gpu = o.mmprojGpu;
@@ -357,9 +363,11 @@ class LoadWorker : public BaseWorker {
       std::string why = cap.reason();
       s->FreeAll();
       if (cancelled) throw CapError("ERR_CANCELLED", "mmproj load cancelled");
-      throw CapError("ERR_MMPROJ_LOAD", "llama.cpp could not load the multimodal projector '" + o.mmprojPath +
-                     "' (not a CLIP/mmproj GGUF, corrupt, or its projector width does not match the language "
-                     "model)" + why);
+      throw CapError("ERR_MMPROJ_LOAD",
+                     "llama.cpp could not load the multimodal projector '" + o.mmprojPath +
+                         "' (not a CLIP/mmproj GGUF, corrupt, or its projector width does not match the language "
+                         "model)" +
+                         why);
     }
     if (!mtmd_support_vision(s->mctx_)) {
       s->FreeAll();
@@ -407,7 +415,8 @@ Napi::Value CaptionerModel::Load(const Napi::CallbackInfo& info) {
     // node-llama-cpp's AddonModel is an ObjectWrap: napi_unwrap gives the AddonModel*.
     void* p = nullptr;
     if (napi_unwrap(env, b, &p) != napi_ok || p == nullptr) {
-      ThrowJs(env, "ERR_MODEL_SHARE", "the given LlamaModel has no native model (disposed, or not from node-llama-cpp)");
+      ThrowJs(env, "ERR_MODEL_SHARE",
+              "the given LlamaModel has no native model (disposed, or not from node-llama-cpp)");
     }
     auto* am = static_cast<AddonModel*>(static_cast<Napi::ObjectWrap<AddonModel>*>(p));
     double expected = GetNum(o, "borrowModelSize", -1);
@@ -415,8 +424,10 @@ Napi::Value CaptionerModel::Load(const Napi::CallbackInfo& info) {
     // API must match the field read through the header, and the vocab must belong to the model.
     if (am->disposed || !am->modelLoaded || am->model == nullptr || am->vocab == nullptr ||
         static_cast<double>(am->loadedModelSize) != expected) {
-      ThrowJs(env, "ERR_MODEL_SHARE", "cannot share this LlamaModel: it is not loaded, or this node-llama-cpp build "
-              "does not match the layout the captioner was compiled for (rebuild: node scripts/build-captioner.mjs --force)");
+      ThrowJs(env, "ERR_MODEL_SHARE",
+              "cannot share this LlamaModel: it is not loaded, or this node-llama-cpp build "
+              "does not match the layout the captioner was compiled for (rebuild: node scripts/build-captioner.mjs "
+              "--force)");
     }
     if (llama_model_get_vocab(am->model) != am->vocab || static_cast<double>(llama_model_size(am->model)) != expected) {
       ThrowJs(env, "ERR_MODEL_SHARE", "cannot share this LlamaModel: layout self-check failed");
@@ -442,13 +453,12 @@ Napi::Value CaptionerModel::Load(const Napi::CallbackInfo& info) {
 
 class CaptionWorker : public BaseWorker {
  public:
-  CaptionWorker(Napi::Env env, CaptionerModel* self, Napi::Object selfObj)
-      : BaseWorker(env, self, selfObj) {}
+  CaptionWorker(Napi::Env env, CaptionerModel* self, Napi::Object selfObj) : BaseWorker(env, self, selfObj) {}
   Image image;
-  std::string prefix;               // text up to and including the media marker
-  std::vector<std::string> suffixes;// one per instruction
+  std::string prefix;                 // text up to and including the media marker
+  std::vector<std::string> suffixes;  // one per instruction
   bool sharePrefix = true;
-  std::string prefixKey;            // identity of image + prefix; empty = never reuse
+  std::string prefixKey;  // identity of image + prefix; empty = never reuse
   GenOptions gen;
   std::vector<std::string> answers;
   CaptionStats stats;
@@ -463,7 +473,8 @@ class CaptionWorker : public BaseWorker {
   void CheckDecode(int32_t rc, const char* what) {
     if (rc == 0) return;
     if (self_->Cancelled() || rc == 2) throw CapError("ERR_CANCELLED", "captioning was cancelled");
-    if (rc == 1) throw CapError("ERR_CONTEXT_FULL", std::string(what) + ": no room left in the context (raise contextSize)");
+    if (rc == 1)
+      throw CapError("ERR_CONTEXT_FULL", std::string(what) + ": no room left in the context (raise contextSize)");
     throw CapError("ERR_DECODE", std::string(what) + ": llama_decode failed with code " + std::to_string(rc));
   }
 
@@ -486,7 +497,7 @@ class CaptionWorker : public BaseWorker {
     llama_pos need = n_past + mtmd_helper_get_n_pos(chunks);
     if (need > n_ctx) {
       throw CapError("ERR_CONTEXT_FULL", "the prompt needs " + std::to_string(need) + " positions but contextSize is " +
-                     std::to_string(n_ctx));
+                                             std::to_string(n_ctx));
     }
     for (size_t ci = 0; ci < n; ++ci) {
       CheckCancel();
@@ -537,12 +548,14 @@ class CaptionWorker : public BaseWorker {
     const int n_vocab = llama_vocab_n_tokens(vocab);
     llama_sampler_chain_params scp = llama_sampler_chain_default_params();
     scp.no_perf = true;
-    std::unique_ptr<llama_sampler, decltype(&llama_sampler_free)> smpl(llama_sampler_chain_init(scp), &llama_sampler_free);
+    std::unique_ptr<llama_sampler, decltype(&llama_sampler_free)> smpl(llama_sampler_chain_init(scp),
+                                                                       &llama_sampler_free);
     if (gen.temperature <= 0.0f) {
       llama_sampler_chain_add(smpl.get(), llama_sampler_init_greedy());
     } else {
       if (gen.topK > 0) llama_sampler_chain_add(smpl.get(), llama_sampler_init_top_k(gen.topK));
-      if (gen.topP > 0.0f && gen.topP < 1.0f) llama_sampler_chain_add(smpl.get(), llama_sampler_init_top_p(gen.topP, 1));
+      if (gen.topP > 0.0f && gen.topP < 1.0f)
+        llama_sampler_chain_add(smpl.get(), llama_sampler_init_top_p(gen.topP, 1));
       llama_sampler_chain_add(smpl.get(), llama_sampler_init_temp(gen.temperature));
       llama_sampler_chain_add(smpl.get(), llama_sampler_init_dist(gen.seed));
     }
@@ -634,7 +647,8 @@ class CaptionWorker : public BaseWorker {
         if (!llama_memory_seq_rm(mem, 0, n_prefix, -1)) throw CapError("ERR_INTERNAL", "cannot trim the KV cache");
         ChunksPtr suf = Tokenize(suffixes[k], false, nullptr);
         if (mtmd_helper_get_n_tokens(suf.get()) == 0) {
-          throw CapError("ERR_INVALID_ARGUMENT", "the prompt after the image is empty (instruction " + std::to_string(k + 1) + ")");
+          throw CapError("ERR_INVALID_ARGUMENT",
+                         "the prompt after the image is empty (instruction " + std::to_string(k + 1) + ")");
         }
         AnswerStats& st = stats.answers[k];
         st.promptTokens = static_cast<int>(mtmd_helper_get_n_tokens(suf.get()));
@@ -689,7 +703,8 @@ class CaptionWorker : public BaseWorker {
       CheckDecode(rc, "prompt prefill");
       return n_past;
     }
-    if (mtmd_input_chunk_get_type(ch) != MTMD_INPUT_CHUNK_TYPE_IMAGE) throw CapError("ERR_UNSUPPORTED", "audio input is not supported");
+    if (mtmd_input_chunk_get_type(ch) != MTMD_INPUT_CHUNK_TYPE_IMAGE)
+      throw CapError("ERR_UNSUPPORTED", "audio input is not supported");
     return EvalImage(ch, n_past);
   }
 
@@ -716,7 +731,8 @@ class CaptionWorker : public BaseWorker {
   Napi::Value Result(Napi::Env env) override {
     Napi::Object r = Napi::Object::New(env);
     Napi::Array a = Napi::Array::New(env, answers.size());
-    for (size_t i = 0; i < answers.size(); ++i) a.Set(i, Napi::Buffer<char>::Copy(env, answers[i].data(), answers[i].size()));
+    for (size_t i = 0; i < answers.size(); ++i)
+      a.Set(i, Napi::Buffer<char>::Copy(env, answers[i].data(), answers[i].size()));
     r.Set("answers", a);
     Napi::Object s = Napi::Object::New(env);
     s.Set("imageTokens", stats.imageTokens);
@@ -799,7 +815,8 @@ Napi::Value CaptionerModel::Caption(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CaptionerModel::Cancel(const Napi::CallbackInfo& info) {
-  if (info.Length() >= 1 && info[0].IsNumber()) cancel_job_ = static_cast<int64_t>(info[0].As<Napi::Number>().DoubleValue());
+  if (info.Length() >= 1 && info[0].IsNumber())
+    cancel_job_ = static_cast<int64_t>(info[0].As<Napi::Number>().DoubleValue());
   return info.Env().Undefined();
 }
 
@@ -821,13 +838,14 @@ Napi::Value CaptionerModel::Info(const Napi::CallbackInfo& info) {
 }
 
 Napi::Function CaptionerModel::Init(Napi::Env env) {
-  return DefineClass(env, "CaptionerModel", {
-    InstanceMethod("load", &CaptionerModel::Load),
-    InstanceMethod("caption", &CaptionerModel::Caption),
-    InstanceMethod("cancel", &CaptionerModel::Cancel),
-    InstanceMethod("dispose", &CaptionerModel::Dispose),
-    InstanceMethod("info", &CaptionerModel::Info),
-  });
+  return DefineClass(env, "CaptionerModel",
+                     {
+                         InstanceMethod("load", &CaptionerModel::Load),
+                         InstanceMethod("caption", &CaptionerModel::Caption),
+                         InstanceMethod("cancel", &CaptionerModel::Cancel),
+                         InstanceMethod("dispose", &CaptionerModel::Dispose),
+                         InstanceMethod("info", &CaptionerModel::Info),
+                     });
 }
 
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
@@ -840,8 +858,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Array devs = Napi::Array::New(env);
   for (size_t i = 0; i < n_dev; ++i) {
     ggml_backend_dev_t d = ggml_backend_dev_get(i);
-    devs.Set(static_cast<uint32_t>(i), Napi::String::New(env, std::string(ggml_backend_dev_name(d)) + ": " +
-                                                             ggml_backend_dev_description(d)));
+    devs.Set(static_cast<uint32_t>(i),
+             Napi::String::New(env, std::string(ggml_backend_dev_name(d)) + ": " + ggml_backend_dev_description(d)));
   }
   r.Set("devices", devs);
   return r;
@@ -861,7 +879,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitLogging();
   auto* data = new EnvData();
   env.SetInstanceData<EnvData>(data);  // deleted by Node when this environment is torn down
-  napi_add_env_cleanup_hook(env, [](void* d) { static_cast<EnvData*>(d)->exiting = true; }, data);
+  napi_add_env_cleanup_hook(
+      env, [](void* d) { static_cast<EnvData*>(d)->exiting = true; }, data);
   exports.Set("CaptionerModel", CaptionerModel::Init(env));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("envInfo", Napi::Function::New(env, EnvInfo));

@@ -132,7 +132,8 @@ void parse_file(const std::string& path, std::vector<Kernel>& out) {
   std::ifstream in(path);
   if (!in) return;
   static const std::regex entry(R"(Compiling entry function '([^']+)' for '(sm_[0-9a-z]+)')");
-  static const std::regex props(R"(([0-9]+) bytes stack frame, ([0-9]+) bytes spill stores, ([0-9]+) bytes spill loads)");
+  static const std::regex props(
+      R"(([0-9]+) bytes stack frame, ([0-9]+) bytes spill stores, ([0-9]+) bytes spill loads)");
   static const std::regex used(R"(Used ([0-9]+) registers)");
   static const std::regex barriers(R"(used ([0-9]+) barriers)");
   static const std::regex smem(R"(([0-9]+) bytes smem)");
@@ -204,7 +205,8 @@ int main(int argc, char** argv) {
   }
   std::ostringstream o;
   o << "{\n  \"generated_by\": \"xpsr_cuda_resources from ptxas -v (native/cuda/tools/cuda_resources.cpp)\",\n";
-  o << "  \"compiler\": \"" << json_escape(argv[2]) << "\",\n  \"files\": " << files_read << ",\n  \"architectures\": [";
+  o << "  \"compiler\": \"" << json_escape(argv[2]) << "\",\n  \"files\": " << files_read
+    << ",\n  \"architectures\": [";
   bool first = true;
   for (auto& a : archs) {
     o << (first ? "" : ", ") << "\"" << a.first << "\"";
@@ -214,11 +216,12 @@ int main(int argc, char** argv) {
     << ", \"with_spills\": " << spills << ", \"hot_with_spills\": " << hot_spills << "},\n  \"kernels\": [";
   for (size_t i = 0; i < ks.size(); ++i) {
     const Kernel& k = ks[i];
-    o << (i ? "," : "") << "\n    {\"name\": \"" << json_escape(k.name) << "\", \"arch\": \"" << k.arch << "\", \"file\": \""
-      << json_escape(k.file) << "\", \"family\": \"" << k.family << "\", \"hot\": " << (k.hot ? "true" : "false")
-      << ", \"registers\": " << k.regs << ", \"spill_stores\": " << k.spill_st << ", \"spill_loads\": " << k.spill_ld
-      << ", \"stack_frame\": " << k.stack << ", \"static_smem\": " << k.static_smem << ", \"dynamic_smem\": "
-      << k.dynamic_smem << ", \"threads\": " << k.threads << ", \"barriers\": " << k.barriers << ", \"ctas_per_sm\": {";
+    o << (i ? "," : "") << "\n    {\"name\": \"" << json_escape(k.name) << "\", \"arch\": \"" << k.arch
+      << "\", \"file\": \"" << json_escape(k.file) << "\", \"family\": \"" << k.family
+      << "\", \"hot\": " << (k.hot ? "true" : "false") << ", \"registers\": " << k.regs
+      << ", \"spill_stores\": " << k.spill_st << ", \"spill_loads\": " << k.spill_ld << ", \"stack_frame\": " << k.stack
+      << ", \"static_smem\": " << k.static_smem << ", \"dynamic_smem\": " << k.dynamic_smem
+      << ", \"threads\": " << k.threads << ", \"barriers\": " << k.barriers << ", \"ctas_per_sm\": {";
     const auto occ = occupancy(k);
     for (size_t j = 0; j < occ.size(); ++j) o << (j ? ", " : "") << "\"" << occ[j].first << "\": " << occ[j].second;
     o << "}, \"mangled\": \"" << json_escape(k.mangled) << "\"}";
@@ -230,7 +233,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "xpsr_cuda_resources: cannot write %s\n", argv[1]);
     return 1;
   }
-  std::printf("xpsr_cuda_resources: %zu kernel instantiations from %d ptxas logs -> %s (%d with spills, %d of them hot)\n",
-              ks.size(), files_read, argv[1], spills, hot_spills);
+  std::printf(
+      "xpsr_cuda_resources: %zu kernel instantiations from %d ptxas logs -> %s (%d with spills, %d of them hot)\n",
+      ks.size(), files_read, argv[1], spills, hot_spills);
   return 0;
 }

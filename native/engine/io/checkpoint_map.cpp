@@ -177,7 +177,8 @@ int count_blocks(const TensorFile& f, const std::string& prefix) {
     if (!starts_with(name, prefix)) continue;
     size_t e = name.find('.', prefix.size());
     int v;
-    if (e != std::string::npos && parse_index(name.substr(prefix.size(), e - prefix.size()), &v)) n = std::max(n, v + 1);
+    if (e != std::string::npos && parse_index(name.substr(prefix.size(), e - prefix.size()), &v))
+      n = std::max(n, v + 1);
   }
   return n;
 }
@@ -197,7 +198,8 @@ class SdPartView : public TensorFile {
     up_blocks_ = count_up_blocks(*file_);
     for (auto& name : file_->names()) {
       std::string pre = part == SdPart::Vae ? (starts_with(name, kVaePrefix) ? kVaePrefix : "") : text_prefix_of(name);
-      if (pre.empty() || (part == SdPart::TextEncoder && is_position_ids(name)) || starts_with(name, kVaeLossPrefix)) continue;
+      if (pre.empty() || (part == SdPart::TextEncoder && is_position_ids(name)) || starts_with(name, kVaeLossPrefix))
+        continue;
       if (part == SdPart::TextEncoder) text_level_ = pre.size() > std::strlen(kTextPrefix);  // for missing keys
       const TensorView* t = file_->find(name);
       TensorView v = *t;
@@ -256,12 +258,13 @@ std::string sd_original_name(SdPart part, const std::string& diffusers_name, int
   size_t dot = diffusers_name.rfind('.');
   if (dot == std::string::npos) return {};
   const std::string module = diffusers_name.substr(0, dot), param = diffusers_name.substr(dot);
-  const std::string prefix = part == SdPart::Vae ? std::string(kVaePrefix)
-                                                 : std::string(kTextPrefix) + (text_model_level ? kTextLevel : "");
+  const std::string prefix =
+      part == SdPart::Vae ? std::string(kVaePrefix) : std::string(kTextPrefix) + (text_model_level ? kTextLevel : "");
   for (const Row& r : kSdKeyTable) {
     Binds b;
     // On the diffusers side {~a} reads a diffusers number and binds the original one.
-    if (r.part == part && match(r.diffusers, module, vae_up_blocks, &b)) return prefix + render(r.original, b, vae_up_blocks) + param;
+    if (r.part == part && match(r.diffusers, module, vae_up_blocks, &b))
+      return prefix + render(r.original, b, vae_up_blocks) + param;
   }
   return {};
 }
@@ -305,7 +308,8 @@ SdFileLayout inspect_sd_file(const TensorFile& f) {
     sg.tensors++;
     sg.bytes += t->nbytes;
     sg.dtypes[dtype_name(t->dtype)]++;
-    if (starts_with(name, kTextPrefix)) (starts_with(name.substr(std::strlen(kTextPrefix)), kTextLevel) ? has_level : lacks_level) = true;
+    if (starts_with(name, kTextPrefix))
+      (starts_with(name.substr(std::strlen(kTextPrefix)), kTextLevel) ? has_level : lacks_level) = true;
   }
   for (const G& c : kGroups)
     if (groups.count(c.prefix)) out.groups.push_back(groups[c.prefix]);
@@ -315,7 +319,9 @@ SdFileLayout inspect_sd_file(const TensorFile& f) {
   if (groups.count("conditioner."))
     out.foreign = "an SDXL checkpoint (conditioner.embedders.*): XPSR needs Stable Diffusion 1.5";
   else if (groups.count("cond_stage_model.") && !groups.count(kTextPrefix))
-    out.foreign = "a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder, cond_stage_model.model.*): XPSR needs Stable Diffusion 1.5";
+    out.foreign =
+        "a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder, cond_stage_model.model.*): XPSR needs Stable "
+        "Diffusion 1.5";
 
   for (auto& name : f.names()) {
     if (!is_position_ids(name)) continue;
@@ -331,10 +337,12 @@ SdFileLayout inspect_sd_file(const TensorFile& f) {
     } else {
       std::vector<int64_t> v = to_i64(*t);
       for (int64_t i = 0; i < n && why.empty(); ++i)
-        if (v[(size_t)i] != i) why = "entry " + std::to_string(i) + " is " + std::to_string(v[(size_t)i]) + ", not " + std::to_string(i);
+        if (v[(size_t)i] != i)
+          why = "entry " + std::to_string(i) + " is " + std::to_string(v[(size_t)i]) + ", not " + std::to_string(i);
     }
-    out.position_ids = why.empty() ? "0.." + std::to_string(n - 1) + " (checked)"
-                                   : "ignored: " + why + " (a known defect of some merged checkpoints; positions are always 0..L-1)";
+    out.position_ids =
+        why.empty() ? "0.." + std::to_string(n - 1) + " (checked)"
+                    : "ignored: " + why + " (a known defect of some merged checkpoints; positions are always 0..L-1)";
   }
   return out;
 }

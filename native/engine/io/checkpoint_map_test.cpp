@@ -66,7 +66,8 @@ Bytes nan_bytes(size_t n) {
 }
 
 ClipTextEncoderConfig fixture_text_config() {
-  return parse_clip_text_encoder_config(Json::parse_file(model_file("text_encoder/config.json")), "text_encoder/config.json");
+  return parse_clip_text_encoder_config(Json::parse_file(model_file("text_encoder/config.json")),
+                                        "text_encoder/config.json");
 }
 VaeConfig fixture_vae_config() {
   return parse_vae_config(Json::parse_file(model_file("vae/config.json")), "vae/config.json");
@@ -132,7 +133,8 @@ TEST(checkpoint_map_names_known_pairs) {
         "first_stage_model.encoder.mid.attn_1.proj_out.weight");
   CHECK(sd_original_name(SdPart::Vae, "decoder.mid_block.resnets.1.norm2.bias", 4) ==
         "first_stage_model.decoder.mid.block_2.norm2.bias");
-  CHECK(sd_original_name(SdPart::Vae, "encoder.conv_norm_out.weight", 4) == "first_stage_model.encoder.norm_out.weight");
+  CHECK(sd_original_name(SdPart::Vae, "encoder.conv_norm_out.weight", 4) ==
+        "first_stage_model.encoder.norm_out.weight");
   CHECK(sd_original_name(SdPart::TextEncoder, "text_model.encoder.layers.11.mlp.fc2.bias", 0) ==
         "cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.bias");
   CHECK(sd_original_name(SdPart::TextEncoder, "text_model.final_layer_norm.weight", 0, false) ==
@@ -154,7 +156,8 @@ TEST(checkpoint_map_round_trips_the_fixture_text_encoder_and_vae) {
                              std::pair{SdPart::Vae, "vae/diffusion_pytorch_model.safetensors"}}) {
       auto orig = TensorFile::open(model_file(rel));
       auto view = sd_part_view(file, part);
-      std::set<std::string> a(orig->names().begin(), orig->names().end()), b(view->names().begin(), view->names().end());
+      std::set<std::string> a(orig->names().begin(), orig->names().end()),
+          b(view->names().begin(), view->names().end());
       CHECK_MSG(a == b, std::string(sd_part_name(part)) + ": the view's names differ from the diffusers file's");
       for (auto& n : orig->names()) {
         const TensorView* x = orig->find(n);
@@ -171,10 +174,11 @@ TEST(single_file_ignored_tensors_are_never_read_safetensors) {
   if (!fixture_model_present()) SKIP("fixture model not found in " + xpsr_test::fixtures_dir());
   // The ignored tensors are the file's largest (F64: laid out first in the data section), full of garbage.
   const size_t big = 1 << 18;
-  auto ts = single_file_tensors(true, {{"model.diffusion_model.input_blocks.0.0.weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
-                                       {"model_ema.diffusion_modelout2weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
-                                       {"first_stage_model.loss.discriminator.main.0.weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
-                                       {"alphas_cumprod", DType::F32, {1000}, nan_bytes(4000)}});
+  auto ts = single_file_tensors(
+      true, {{"model.diffusion_model.input_blocks.0.0.weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
+             {"model_ema.diffusion_modelout2weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
+             {"first_stage_model.loss.discriminator.main.0.weight", DType::F64, {(int64_t)big / 8}, nan_bytes(big)},
+             {"alphas_cumprod", DType::F32, {1000}, nan_bytes(4000)}});
   TempDir tmp;
   std::string p = tmp.path("single.safetensors");
   write_safetensors(p, ts);
@@ -211,8 +215,14 @@ TEST(single_file_ignored_tensors_are_never_read_ckpt) {
   }
   pk.op('u');  // state_dict items
   pk.unicode("global_step").integer(470000).unicode("epoch").integer(5);
-  pk.unicode("optimizer_states").op(']').mark().op('}').unicode("exp_avg")
-      .tensor("FloatStorage", std::to_string(ts.size()), (int64_t)big / 4, 0, {(int64_t)big / 4}, {1}).op('s').op('e');
+  pk.unicode("optimizer_states")
+      .op(']')
+      .mark()
+      .op('}')
+      .unicode("exp_avg")
+      .tensor("FloatStorage", std::to_string(ts.size()), (int64_t)big / 4, 0, {(int64_t)big / 4}, {1})
+      .op('s')
+      .op('e');
   pk.op('u').stop();
   zip.add("sd/data.pkl", pk.b);
   zip.add("sd/byteorder", Bytes{'l', 'i', 't', 't', 'l', 'e'});
@@ -238,9 +248,10 @@ TEST(single_file_ignored_tensors_are_never_read_ckpt) {
 TEST(single_file_problems_name_both_names) {
   if (!fixture_model_present()) SKIP("fixture model not found in " + xpsr_test::fixtures_dir());
   auto ts = single_file_tensors(true);
-  ts.erase(std::remove_if(ts.begin(), ts.end(), [](const TensorToWrite& t) {
-             return t.name == "first_stage_model.decoder.up.3.block.1.conv2.weight";
-           }), ts.end());
+  ts.erase(std::remove_if(
+               ts.begin(), ts.end(),
+               [](const TensorToWrite& t) { return t.name == "first_stage_model.decoder.up.3.block.1.conv2.weight"; }),
+           ts.end());
   for (auto& t : ts)
     if (t.name == "first_stage_model.encoder.mid.attn_1.k.weight") {  // [64,64,1,1] -> [32,128,1,1]
       t.shape = {32, 128, 1, 1};
@@ -259,18 +270,22 @@ TEST(single_file_problems_name_both_names) {
   std::string msg = error_of([&] { ld.finish(); });
   CHECK_MSG(msg.find("ERR_SHAPE_MISMATCH") == 0, msg);
   CHECK_MSG(msg.find("'decoder.up_blocks.0.resnets.1.conv2.weight' (in the file: "
-                     "'first_stage_model.decoder.up.3.block.1.conv2.weight')") != std::string::npos, msg);
+                     "'first_stage_model.decoder.up.3.block.1.conv2.weight')") != std::string::npos,
+            msg);
   CHECK_MSG(msg.find("'encoder.mid_block.attentions.0.to_k.weight' (in the file: "
-                     "'first_stage_model.encoder.mid.attn_1.k.weight')") != std::string::npos, msg);
-  CHECK_MSG(msg.find("unexpected tensor 'first_stage_model.encoder.mid.attn_1.extra.weight'") != std::string::npos, msg);
+                     "'first_stage_model.encoder.mid.attn_1.k.weight')") != std::string::npos,
+            msg);
+  CHECK_MSG(msg.find("unexpected tensor 'first_stage_model.encoder.mid.attn_1.extra.weight'") != std::string::npos,
+            msg);
 }
 
 TEST(single_file_position_ids_checked_never_trusted) {
   auto layout_with = [](DType dt, std::vector<int64_t> shape, const Bytes& data) {
     TempDir tmp;
     std::string p = tmp.path("pos.safetensors");
-    write_safetensors(p, {{"cond_stage_model.transformer.text_model.embeddings.position_ids", dt, shape, data},
-                          {"cond_stage_model.transformer.text_model.final_layer_norm.weight", DType::F32, {2}, Bytes(8)}});
+    write_safetensors(p,
+                      {{"cond_stage_model.transformer.text_model.embeddings.position_ids", dt, shape, data},
+                       {"cond_stage_model.transformer.text_model.final_layer_norm.weight", DType::F32, {2}, Bytes(8)}});
     return inspect_sd_file(*TensorFile::open(p)).position_ids;
   };
   std::vector<int64_t> ids(77);
@@ -323,7 +338,8 @@ TEST(single_file_configs_are_derived_for_sd15_sizes_only) {
     te.add("text_model.encoder.layers." + std::to_string(i) + ".self_attn.q_proj.weight", {768, 768});
     te.add("text_model.encoder.layers." + std::to_string(i) + ".mlp.fc1.weight", {3072, 768});
   }
-  ClipTextEncoderConfig c = parse_clip_text_encoder_config(Json::parse(derive_single_file_config(te, "text_encoder")), "derived");
+  ClipTextEncoderConfig c =
+      parse_clip_text_encoder_config(Json::parse(derive_single_file_config(te, "text_encoder")), "derived");
   CHECK(c.vocab_size == 49408 && c.hidden_size == 768 && c.num_heads == 12 && c.num_layers == 12 &&
         c.intermediate_size == 3072 && c.max_position_embeddings == 77 && c.quick_gelu);
 
@@ -349,8 +365,9 @@ TEST(single_file_configs_are_derived_for_sd15_sizes_only) {
             msg);
   ShapesOnly none;
   msg = error_of([&] { derive_single_file_config(none, "vae"); });
-  CHECK_MSG(msg.find("ERR_WEIGHTS_MISSING") == 0 && msg.find("first_stage_model.encoder.conv_in.weight") != std::string::npos,
-            msg);
+  CHECK_MSG(
+      msg.find("ERR_WEIGHTS_MISSING") == 0 && msg.find("first_stage_model.encoder.conv_in.weight") != std::string::npos,
+      msg);
 }
 
 TEST(single_file_given_config_is_checked_and_unet_refused) {
@@ -367,13 +384,16 @@ TEST(single_file_given_config_is_checked_and_unet_refused) {
   CHECK(wrong.find(from) != std::string::npos);
   wrong.replace(wrong.find(from), from.size(), "\"intermediate_size\": 256");
   std::string msg = error_of([&] { resolve_component("text_encoder", p, wrong, ""); });
-  CHECK_MSG(msg.find("ERR_SHAPE_MISMATCH") == 0 && msg.find("intermediate_size 256 in the config, 128 in the tensors") != std::string::npos, msg);
+  CHECK_MSG(msg.find("ERR_SHAPE_MISMATCH") == 0 &&
+                msg.find("intermediate_size 256 in the config, 128 in the tensors") != std::string::npos,
+            msg);
   msg = error_of([&] { resolve_component("text_encoder", p, "", ""); });  // not SD-1.5 sizes, no config
   CHECK_MSG(msg.find("ERR_UNSUPPORTED") == 0, msg);
   msg = error_of([&] { resolve_component("unet", p, "{}", ""); });
   CHECK_MSG(msg.find("ERR_UNSUPPORTED") == 0 && msg.find("XPSR checkpoint") != std::string::npos, msg);
   std::string xl = tmp.path("sdxl.safetensors");
-  write_safetensors(xl, {{"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", DType::F32, {2}, Bytes(8)}});
+  write_safetensors(
+      xl, {{"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", DType::F32, {2}, Bytes(8)}});
   msg = error_of([&] { resolve_component("text_encoder", xl, "", ""); });
   CHECK_MSG(msg.find("ERR_UNSUPPORTED") == 0 && msg.find("SDXL") != std::string::npos, msg);
 }

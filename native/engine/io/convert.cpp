@@ -65,8 +65,7 @@ std::vector<float> to_f32(const TensorView& t) {
     case DType::I16: convert<int16_t>(t, out, [](int16_t v) { return (float)v; }); break;
     case DType::I8: convert<int8_t>(t, out, [](int8_t v) { return (float)v; }); break;
     case DType::U8: convert<uint8_t>(t, out, [](uint8_t v) { return (float)v; }); break;
-    case DType::Bool:
-      fail(ErrorCode::WeightsInvalid, "tensor '", t.name, "' is BOOL; cannot convert it to f32");
+    case DType::Bool: fail(ErrorCode::WeightsInvalid, "tensor '", t.name, "' is BOOL; cannot convert it to f32");
   }
   return out;
 }
@@ -105,9 +104,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   // without gaps (the reference implementation does the same); the header keeps the given order.
   std::vector<size_t> order(tensors.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return dtype_size(tensors[a].dtype) > dtype_size(tensors[b].dtype);
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return dtype_size(tensors[a].dtype) > dtype_size(tensors[b].dtype); });
   std::vector<uint64_t> begin(tensors.size());
   uint64_t off = 0;
   for (size_t i : order) {

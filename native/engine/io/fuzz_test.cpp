@@ -18,9 +18,10 @@ Bytes small_safetensors() {
   TempDir tmp;
   std::string p = tmp.path("s.safetensors");
   std::vector<float> f = {1, 2, 3, 4, 5, 6};
-  write_safetensors(p, {{"a.weight", DType::F32, {2, 3}, as_bytes(f)},
-                        {"b", DType::F16, {2}, Bytes{0, 0x3c, 0, 0x40}},
-                        {"ids", DType::I64, {1}, as_bytes(std::vector<int64_t>{42})}},
+  write_safetensors(p,
+                    {{"a.weight", DType::F32, {2, 3}, as_bytes(f)},
+                     {"b", DType::F16, {2}, Bytes{0, 0x3c, 0, 0x40}},
+                     {"ids", DType::I64, {1}, as_bytes(std::vector<int64_t>{42})}},
                     {{"format", "pt"}});
   return read_all(p);
 }
@@ -32,7 +33,17 @@ Bytes small_pickle() {
   p.unicode("h").tensor("HalfStorage", "1", 2, 0, {2}, {1});
   p.op('u');
   // _metadata state, as state_dict() has it.
-  p.op('}').unicode("_metadata").binget(0).op(')').op('R').unicode("").op('}').unicode("version").integer(1).op('s').op('s');
+  p.op('}')
+      .unicode("_metadata")
+      .binget(0)
+      .op(')')
+      .op('R')
+      .unicode("")
+      .op('}')
+      .unicode("version")
+      .integer(1)
+      .op('s')
+      .op('s');
   p.op('s').op('b').stop();
   return p.b;
 }

@@ -62,9 +62,15 @@ inline Bytes read_all(const std::string& path) {
   return b;
 }
 
-inline void put16(Bytes& b, uint64_t v) { for (int i = 0; i < 2; ++i) b.push_back((uint8_t)(v >> (8 * i))); }
-inline void put32(Bytes& b, uint64_t v) { for (int i = 0; i < 4; ++i) b.push_back((uint8_t)(v >> (8 * i))); }
-inline void put64(Bytes& b, uint64_t v) { for (int i = 0; i < 8; ++i) b.push_back((uint8_t)(v >> (8 * i))); }
+inline void put16(Bytes& b, uint64_t v) {
+  for (int i = 0; i < 2; ++i) b.push_back((uint8_t)(v >> (8 * i)));
+}
+inline void put32(Bytes& b, uint64_t v) {
+  for (int i = 0; i < 4; ++i) b.push_back((uint8_t)(v >> (8 * i)));
+}
+inline void put64(Bytes& b, uint64_t v) {
+  for (int i = 0; i < 8; ++i) b.push_back((uint8_t)(v >> (8 * i)));
+}
 inline void append(Bytes& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
 inline void append(Bytes& b, const Bytes& s) { b.insert(b.end(), s.begin(), s.end()); }
 template <typename T>
@@ -183,7 +189,10 @@ class ZipWriter {
 // Pickle opcode writer (names as in CPython's pickletools).
 struct PickleWriter {
   Bytes b;
-  PickleWriter& op(uint8_t c) { b.push_back(c); return *this; }
+  PickleWriter& op(uint8_t c) {
+    b.push_back(c);
+    return *this;
+  }
   PickleWriter& proto(uint8_t v) { return op(0x80).op(v); }
   PickleWriter& global(const std::string& module, const std::string& name) {
     op('c');
@@ -210,8 +219,16 @@ struct PickleWriter {
   PickleWriter& mark() { return op('('); }
   PickleWriter& integer(int64_t v) {
     if (v >= 0 && v < 256) return op('K').op((uint8_t)v);
-    if (v >= 0 && v < 65536) { op('M'); put16(b, v); return *this; }
-    if (v >= INT32_MIN && v <= INT32_MAX) { op('J'); put32(b, (uint64_t)v); return *this; }
+    if (v >= 0 && v < 65536) {
+      op('M');
+      put16(b, v);
+      return *this;
+    }
+    if (v >= INT32_MIN && v <= INT32_MAX) {
+      op('J');
+      put32(b, (uint64_t)v);
+      return *this;
+    }
     op(0x8a).op(8);
     put64(b, (uint64_t)v);
     return *this;
@@ -227,14 +244,14 @@ struct PickleWriter {
     return op('t');
   }
   // One torch tensor exactly as torch.save pickles it (protocol 2 flavour).
-  PickleWriter& tensor(const std::string& storage_type, const std::string& key, int64_t storage_numel,
-                       int64_t offset, const std::vector<int64_t>& size, const std::vector<int64_t>& stride) {
+  PickleWriter& tensor(const std::string& storage_type, const std::string& key, int64_t storage_numel, int64_t offset,
+                       const std::vector<int64_t>& size, const std::vector<int64_t>& stride) {
     global("torch._utils", "_rebuild_tensor_v2");
     mark();
     mark().unicode("storage").global("torch", storage_type).unicode(key).unicode("cpu").integer(storage_numel).op('t');
     op('Q');
     integer(offset).int_tuple(size).int_tuple(stride);
-    op(0x89);  // requires_grad False
+    op(0x89);                                              // requires_grad False
     global("collections", "OrderedDict").op(')').op('R');  // backward hooks
     op('t').op('R');
     return *this;

@@ -21,15 +21,22 @@ constexpr size_t kMaxRank = 32;
 
 enum class K : uint8_t { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Storage, Tensor };
 
-enum class G : uint8_t { OrderedDict, RebuildTensorV2, RebuildTensor, RebuildParameter, RebuildParameterWithState, StorageType };
+enum class G : uint8_t {
+  OrderedDict,
+  RebuildTensorV2,
+  RebuildTensor,
+  RebuildParameter,
+  RebuildParameterWithState,
+  StorageType
+};
 
 struct Node {
   K k = K::None;
   uint8_t tag = 0;  // Global: G; Storage / Global StorageType: DType
   int64_t i = 0;    // Bool / Int value; Storage numel; Tensor: index into tensors
   double f = 0;
-  std::string s;              // Str / Bytes; Storage key; Global "module.name"
-  std::vector<Node*> items;   // Tuple / List; Dict: key0, value0, key1, value1, ...
+  std::string s;             // Str / Bytes; Storage key; Global "module.name"
+  std::vector<Node*> items;  // Tuple / List; Dict: key0, value0, key1, value1, ...
 };
 
 struct TensorRec {
@@ -81,8 +88,10 @@ const AllowedGlobal kAllowed[] = {
 
 class Vm {
  public:
-  Vm(const uint8_t* data, size_t size, const std::string& what) : p_(data), begin_(data), end_(data + size), what_(what) {
-    if (size > kMaxPickle) fail(ErrorCode::WeightsInvalid, what_, ": data.pkl is too large (", size, " bytes, limit ", kMaxPickle, ")");
+  Vm(const uint8_t* data, size_t size, const std::string& what)
+      : p_(data), begin_(data), end_(data + size), what_(what) {
+    if (size > kMaxPickle)
+      fail(ErrorCode::WeightsInvalid, what_, ": data.pkl is too large (", size, " bytes, limit ", kMaxPickle, ")");
   }
 
   Node* run();
@@ -140,7 +149,8 @@ class Vm {
   }
 
   void need(size_t n) {
-    if ((size_t)(end_ - p_) < n) bad("pickle is truncated at byte ", (size_t)(p_ - begin_), " (needs ", n, " more bytes)");
+    if ((size_t)(end_ - p_) < n)
+      bad("pickle is truncated at byte ", (size_t)(p_ - begin_), " (needs ", n, " more bytes)");
   }
   uint64_t le(size_t n) {
     need(n);
@@ -214,7 +224,8 @@ class Vm {
 
   std::vector<int64_t> int_tuple(const Node* n, const char* what) {
     if (n->k != K::Tuple) bad_op("tensor ", what, " is ", kind_name(n->k), ", expected a tuple of ints");
-    if (n->items.size() > kMaxRank) bad_op("tensor ", what, " has ", n->items.size(), " dimensions (limit ", kMaxRank, ")");
+    if (n->items.size() > kMaxRank)
+      bad_op("tensor ", what, " has ", n->items.size(), " dimensions (limit ", kMaxRank, ")");
     std::vector<int64_t> v;
     for (const Node* x : n->items) {
       if (x->k != K::Int) bad_op("tensor ", what, " holds ", kind_name(x->k), ", expected ints");
@@ -234,8 +245,7 @@ class Vm {
       case G::RebuildTensorV2:
       case G::RebuildTensor: {
         bool v2 = (G)fn->i == G::RebuildTensorV2;
-        if (v2 ? (a.size() < 6 || a.size() > 7) : a.size() != 4)
-          bad_op(fn->s, " called with ", a.size(), " arguments");
+        if (v2 ? (a.size() < 6 || a.size() > 7) : a.size() != 4) bad_op(fn->s, " called with ", a.size(), " arguments");
         if (a[0]->k != K::Storage) bad_op(fn->s, ": argument 0 is ", kind_name(a[0]->k), ", expected a storage");
         if (a[1]->k != K::Int) bad_op(fn->s, ": storage offset is ", kind_name(a[1]->k), ", expected an int");
         TensorRec t{a[0], a[1]->i, int_tuple(a[2], "size"), int_tuple(a[3], "stride")};
@@ -293,19 +303,19 @@ Node* Vm::run() {
         if (marks_.size() >= kMaxMarks) bad_op("more than ", kMaxMarks, " nested MARKs");
         marks_.push_back(stack_.size());
         break;
-      case 'X': push(make_str(K::Str, bytes(le(4)))); break;     // BINUNICODE
-      case 0x8c: push(make_str(K::Str, bytes(le(1)))); break;    // SHORT_BINUNICODE
-      case 0x8d: push(make_str(K::Str, bytes(le(8)))); break;    // BINUNICODE8
-      case 'U': push(make_str(K::Str, bytes(le(1)))); break;     // SHORT_BINSTRING
-      case 'T': {                                               // BINSTRING (signed length)
+      case 'X': push(make_str(K::Str, bytes(le(4)))); break;   // BINUNICODE
+      case 0x8c: push(make_str(K::Str, bytes(le(1)))); break;  // SHORT_BINUNICODE
+      case 0x8d: push(make_str(K::Str, bytes(le(8)))); break;  // BINUNICODE8
+      case 'U': push(make_str(K::Str, bytes(le(1)))); break;   // SHORT_BINSTRING
+      case 'T': {                                              // BINSTRING (signed length)
         int32_t n = (int32_t)(uint32_t)le(4);
         if (n < 0) bad_op("negative BINSTRING length");
         push(make_str(K::Str, bytes((uint64_t)n)));
         break;
       }
-      case 'C': push(make_str(K::Bytes, bytes(le(1)))); break;   // SHORT_BINBYTES
-      case 'B': push(make_str(K::Bytes, bytes(le(4)))); break;   // BINBYTES
-      case 0x8e: push(make_str(K::Bytes, bytes(le(8)))); break;  // BINBYTES8
+      case 'C': push(make_str(K::Bytes, bytes(le(1)))); break;    // SHORT_BINBYTES
+      case 'B': push(make_str(K::Bytes, bytes(le(4)))); break;    // BINBYTES
+      case 0x8e: push(make_str(K::Bytes, bytes(le(8)))); break;   // BINBYTES8
       case 'q': memo_put((uint32_t)le(1), top()); break;          // BINPUT
       case 'r': memo_put((uint32_t)le(4), top()); break;          // LONG_BINPUT
       case 0x94: memo_put((uint32_t)memo_.size(), top()); break;  // MEMOIZE
@@ -422,10 +432,10 @@ Node* Vm::run() {
         if (obj->k != K::Dict) bad_op("BUILD on ", kind_name(obj->k), " (only dict state is supported)");
         break;
       }
-      case '0': pop(); break;       // POP
-      case '1': pop_mark(); break;  // POP_MARK
+      case '0': pop(); break;        // POP
+      case '1': pop_mark(); break;   // POP_MARK
       case '2': push(top()); break;  // DUP
-      case '.': {  // STOP
+      case '.': {                    // STOP
         Node* result = pop();
         return result;
       }
@@ -442,8 +452,7 @@ Node* Vm::run() {
 }
 
 std::vector<PickledTensor> Vm::state_dict(Node* root) {
-  if (root->k != K::Dict)
-    bad("pickle holds ", kind_name(root->k), ", not a state dict (a dict of tensors)");
+  if (root->k != K::Dict) bad("pickle holds ", kind_name(root->k), ", not a state dict (a dict of tensors)");
   const Node* dict = root;
   bool has_tensor = false;
   for (size_t i = 1; i < root->items.size(); i += 2) has_tensor |= root->items[i]->k == K::Tensor;
@@ -465,10 +474,16 @@ std::vector<PickledTensor> Vm::state_dict(Node* root) {
     const Node* v = dict->items[i + 1];
     if (k->k != K::Str) bad("state dict key is ", kind_name(k->k), ", not a string");
     switch (v->k) {
-      case K::None: case K::Bool: case K::Int: case K::Float: case K::Str: case K::Bytes: continue;
+      case K::None:
+      case K::Bool:
+      case K::Int:
+      case K::Float:
+      case K::Str:
+      case K::Bytes: continue;
       case K::Tensor: break;
       default:
-        bad("state dict entry '", k->s, "' is ", kind_name(v->k), ", not a tensor (nested containers are not supported)");
+        bad("state dict entry '", k->s, "' is ", kind_name(v->k),
+            ", not a tensor (nested containers are not supported)");
     }
     const TensorRec& r = tensors_[(size_t)v->i];
     PickledTensor t;

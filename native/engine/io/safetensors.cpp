@@ -48,8 +48,8 @@ bool parse_safetensors_dtype(const std::string& s, DType* out) {
   static const struct {
     const char* name;
     DType t;
-  } table[] = {{"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"F64", DType::F64},
-               {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
+  } table[] = {{"F32", DType::F32}, {"F16", DType::F16},  {"BF16", DType::BF16}, {"F64", DType::F64},
+               {"I64", DType::I64}, {"I32", DType::I32},  {"I16", DType::I16},   {"I8", DType::I8},
                {"U8", DType::U8},   {"BOOL", DType::Bool}};
   for (const auto& e : table)
     if (s == e.name) {
@@ -74,8 +74,7 @@ std::unique_ptr<TensorFile> open_safetensors(std::shared_ptr<const MappedFile> f
   if (n > size - 8)
     fail(ErrorCode::WeightsInvalid, path, ": safetensors header length ", n, " exceeds the ", size - 8,
          " bytes that follow it (truncated file?)");
-  if (n < 2 || base[8] != '{')
-    fail(ErrorCode::WeightsInvalid, path, ": safetensors header does not start with '{'");
+  if (n < 2 || base[8] != '{') fail(ErrorCode::WeightsInvalid, path, ": safetensors header does not start with '{'");
 
   Json header;
   try {
@@ -139,16 +138,15 @@ std::unique_ptr<TensorFile> open_safetensors(std::shared_ptr<const MappedFile> f
     if ((uint64_t)e > data_size)
       bad("data_offsets [", b, ", ", e, "] lie outside the data section (", data_size, " bytes; truncated file?)");
     if ((uint64_t)(e - b) != need)
-      bad("data_offsets [", b, ", ", e, "] hold ", e - b, " bytes but ", dtype_name(v.dtype), " ",
-          shape_str(v.shape), " needs ", need);
+      bad("data_offsets [", b, ", ", e, "] hold ", e - b, " bytes but ", dtype_name(v.dtype), " ", shape_str(v.shape),
+          " needs ", need);
     v.data = data + b;
     v.nbytes = (size_t)need;
     if (!out->add(v)) bad("duplicate tensor name");
     if (need > 0) ranges.push_back({(uint64_t)b, (uint64_t)e, &key});
   }
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   for (size_t i = 1; i < ranges.size(); ++i) {
     const Range& p = ranges[i - 1];
     const Range& c = ranges[i];

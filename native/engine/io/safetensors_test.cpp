@@ -13,8 +13,8 @@ using namespace xpsr_io_test;
 
 namespace {
 
-std::string header_entry(const std::string& name, const std::string& dtype, const std::string& shape,
-                         uint64_t b, uint64_t e) {
+std::string header_entry(const std::string& name, const std::string& dtype, const std::string& shape, uint64_t b,
+                         uint64_t e) {
   return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":[" +
          std::to_string(b) + "," + std::to_string(e) + "]}";
 }
@@ -170,8 +170,9 @@ TEST(safetensors_open_errors_missing_empty_directory_garbage) {
   CHECK_THROWS_WITH(TensorFile::open(empty), "empty.safetensors: file is empty");
   CHECK(error_code_of(empty) == ErrorCode::WeightsInvalid);
   std::string garbage = tmp.write("garbage.bin", std::string("hello world, not weights"));
-  CHECK_THROWS_WITH(TensorFile::open(garbage),
-                    "garbage.bin: not a safetensors file or a PyTorch zip archive (first bytes 68 65 6c 6c 6f 20 77 6f)");
+  CHECK_THROWS_WITH(
+      TensorFile::open(garbage),
+      "garbage.bin: not a safetensors file or a PyTorch zip archive (first bytes 68 65 6c 6c 6f 20 77 6f)");
   std::string tiny = tmp.write("tiny.bin", std::string("{}"));
   CHECK_THROWS_WITH(TensorFile::open(tiny), "not a safetensors file");
   Bytes legacy = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20};
@@ -182,7 +183,8 @@ TEST(safetensors_hostile_headers) {
   TempDir tmp;
   // A valid reference: a [2,2] F32 tensor and a [3] U8 tensor.
   Bytes data(19, 0);
-  std::string good = "{" + header_entry("a", "F32", "[2,2]", 0, 16) + "," + header_entry("b", "U8", "[3]", 16, 19) + "}";
+  std::string good =
+      "{" + header_entry("a", "F32", "[2,2]", 0, 16) + "," + header_entry("b", "U8", "[3]", 16, 19) + "}";
   auto file = [&](const std::string& name, const std::string& header, const Bytes& d, uint64_t len = 0) {
     return tmp.write(name, safetensors_bytes(header, d, len));
   };
@@ -199,68 +201,107 @@ TEST(safetensors_hostile_headers) {
                     "not a safetensors file");
   // Header length larger than the file / absurd.
   CHECK_THROWS_WITH(TensorFile::open(file("len.safetensors", good, data, full.size())), "exceeds the");
-  CHECK_THROWS_WITH(TensorFile::open(file("huge.safetensors", good, data, (uint64_t)1 << 63)), "over the 104857600-byte limit");
+  CHECK_THROWS_WITH(TensorFile::open(file("huge.safetensors", good, data, (uint64_t)1 << 63)),
+                    "over the 104857600-byte limit");
   // Not JSON / not an object / trailing garbage.
-  CHECK_THROWS_WITH(TensorFile::open(file("nj.safetensors", "{not json}", {})), "nj.safetensors: safetensors header: JSON error at byte 1");
-  CHECK_THROWS_WITH(TensorFile::open(file("nj2.safetensors", good + "xx", data)), "unexpected data after the JSON value");
+  CHECK_THROWS_WITH(TensorFile::open(file("nj.safetensors", "{not json}", {})),
+                    "nj.safetensors: safetensors header: JSON error at byte 1");
+  CHECK_THROWS_WITH(TensorFile::open(file("nj2.safetensors", good + "xx", data)),
+                    "unexpected data after the JSON value");
   CHECK_THROWS_WITH(TensorFile::open(file("nj3.safetensors", "{\"a\":1", {})), "JSON error");
   // Trailing spaces are fine (that is how writers pad).
   CHECK(TensorFile::open(file("pad.safetensors", good + "     ", data))->names().size() == 2);
   // Offsets out of range, reversed, negative, wrong arity.
-  CHECK_THROWS_WITH(TensorFile::open(file("o1.safetensors", "{" + header_entry("a", "F32", "[2,2]", 8, 24) + "}", data)),
-                    "tensor 'a': data_offsets [8, 24] lie outside the data section (19 bytes");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("o1.safetensors", "{" + header_entry("a", "F32", "[2,2]", 8, 24) + "}", data)),
+      "tensor 'a': data_offsets [8, 24] lie outside the data section (19 bytes");
   CHECK_THROWS_WITH(TensorFile::open(file("o2.safetensors", "{" + header_entry("a", "F32", "[0]", 8, 4) + "}", data)),
                     "end before they begin");
-  CHECK_THROWS_WITH(TensorFile::open(file("o3.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[-1,0]}}", data)),
+  CHECK_THROWS_WITH(TensorFile::open(file("o3.safetensors",
+                                          "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[-1,0]}}", data)),
                     "not non-negative integers");
-  CHECK_THROWS_WITH(TensorFile::open(file("o4.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", data)),
-                    "expected [begin, end]");
-  CHECK_THROWS_WITH(TensorFile::open(file("o5.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0.5,1]}}", data)),
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("o4.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", data)),
+      "expected [begin, end]");
+  CHECK_THROWS_WITH(TensorFile::open(file("o5.safetensors",
+                                          "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0.5,1]}}", data)),
                     "not non-negative integers");
-  CHECK_THROWS_WITH(TensorFile::open(file("o6.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999999]}}", data)),
+  CHECK_THROWS_WITH(TensorFile::open(file(
+                        "o6.safetensors",
+                        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999999]}}", data)),
                     "not non-negative integers");
   // Overlapping ranges (zero-size tensors may sit anywhere).
-  CHECK_THROWS_WITH(TensorFile::open(file("ov.safetensors", "{" + header_entry("a", "F32", "[2,2]", 0, 16) + "," +
-                                                                 header_entry("b", "U8", "[3]", 14, 17) + "}", data)),
-                    "tensor 'b': data_offsets [14, 17] overlap tensor 'a' [0, 16]");
-  CHECK_THROWS_WITH(TensorFile::open(file("ov2.safetensors", "{" + header_entry("a", "U8", "[4]", 0, 4) + "," +
-                                                                  header_entry("b", "U8", "[4]", 0, 4) + "}", data)),
-                    "overlap");
-  CHECK(TensorFile::open(file("zs.safetensors", "{" + header_entry("a", "F32", "[2,2]", 0, 16) + "," +
-                                                    header_entry("z", "F32", "[0,3]", 4, 4) + "}", data))->names().size() == 2);
+  CHECK_THROWS_WITH(
+      TensorFile::open(file(
+          "ov.safetensors",
+          "{" + header_entry("a", "F32", "[2,2]", 0, 16) + "," + header_entry("b", "U8", "[3]", 14, 17) + "}", data)),
+      "tensor 'b': data_offsets [14, 17] overlap tensor 'a' [0, 16]");
+  CHECK_THROWS_WITH(
+      TensorFile::open(
+          file("ov2.safetensors",
+               "{" + header_entry("a", "U8", "[4]", 0, 4) + "," + header_entry("b", "U8", "[4]", 0, 4) + "}", data)),
+      "overlap");
+  CHECK(TensorFile::open(
+            file("zs.safetensors",
+                 "{" + header_entry("a", "F32", "[2,2]", 0, 16) + "," + header_entry("z", "F32", "[0,3]", 4, 4) + "}",
+                 data))
+            ->names()
+            .size() == 2);
   // Wrong byte count for dtype x shape: the message states both.
   Bytes d4000(4000, 0);
-  CHECK_THROWS_WITH(TensorFile::open(file("model.safetensors", "{" + header_entry("conv_in.weight", "F32", "[320,4,3,3]", 0, 4000) + "}", d4000)),
-                    "model.safetensors: tensor 'conv_in.weight': data_offsets [0, 4000] hold 4000 bytes but F32 [320, 4, 3, 3] needs 46080");
-  CHECK_THROWS_WITH(TensorFile::open(file("bc.safetensors", "{" + header_entry("a", "F16", "[2,2]", 0, 16) + "}", data)),
-                    "hold 16 bytes but F16 [2, 2] needs 8");
+  CHECK_THROWS_WITH(
+      TensorFile::open(
+          file("model.safetensors", "{" + header_entry("conv_in.weight", "F32", "[320,4,3,3]", 0, 4000) + "}", d4000)),
+      "model.safetensors: tensor 'conv_in.weight': data_offsets [0, 4000] hold 4000 bytes but F32 [320, 4, 3, 3] needs "
+      "46080");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("bc.safetensors", "{" + header_entry("a", "F16", "[2,2]", 0, 16) + "}", data)),
+      "hold 16 bytes but F16 [2, 2] needs 8");
   // Unknown dtype, bad dtype type.
-  CHECK_THROWS_WITH(TensorFile::open(file("dt.safetensors", "{" + header_entry("a", "F8_E4M3", "[4]", 0, 4) + "}", data)),
-                    "tensor 'a': unsupported dtype 'F8_E4M3'");
-  CHECK_THROWS_WITH(TensorFile::open(file("dt2.safetensors", "{\"a\":{\"dtype\":3,\"shape\":[1],\"data_offsets\":[0,1]}}", data)),
-                    "dtype is 3, expected a string");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("dt.safetensors", "{" + header_entry("a", "F8_E4M3", "[4]", 0, 4) + "}", data)),
+      "tensor 'a': unsupported dtype 'F8_E4M3'");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("dt2.safetensors", "{\"a\":{\"dtype\":3,\"shape\":[1],\"data_offsets\":[0,1]}}", data)),
+      "dtype is 3, expected a string");
   // Duplicate names (JSON duplicate keys).
-  CHECK_THROWS_WITH(TensorFile::open(file("dup.safetensors", "{" + header_entry("a", "U8", "[4]", 0, 4) + "," +
-                                                                  header_entry("a", "U8", "[4]", 4, 8) + "}", data)),
-                    "duplicate key 'a'");
+  CHECK_THROWS_WITH(
+      TensorFile::open(
+          file("dup.safetensors",
+               "{" + header_entry("a", "U8", "[4]", 0, 4) + "," + header_entry("a", "U8", "[4]", 4, 8) + "}", data)),
+      "duplicate key 'a'");
   // Negative / fractional / overflowing dims, too many dims.
-  CHECK_THROWS_WITH(TensorFile::open(file("neg.safetensors", "{" + header_entry("a", "F32", "[-1,4]", 0, 16) + "}", data)),
-                    "tensor 'a': shape[0] is negative (-1)");
-  CHECK_THROWS_WITH(TensorFile::open(file("frac.safetensors", "{" + header_entry("a", "F32", "[1.5]", 0, 16) + "}", data)),
-                    "shape[0] is 1.5");
-  CHECK_THROWS_WITH(TensorFile::open(file("ovf.safetensors", "{" + header_entry("a", "F32", "[4294967296,4294967296]", 0, 16) + "}", data)),
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("neg.safetensors", "{" + header_entry("a", "F32", "[-1,4]", 0, 16) + "}", data)),
+      "tensor 'a': shape[0] is negative (-1)");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("frac.safetensors", "{" + header_entry("a", "F32", "[1.5]", 0, 16) + "}", data)),
+      "shape[0] is 1.5");
+  CHECK_THROWS_WITH(
+      TensorFile::open(
+          file("ovf.safetensors", "{" + header_entry("a", "F32", "[4294967296,4294967296]", 0, 16) + "}", data)),
+      "too large");
+  CHECK_THROWS_WITH(TensorFile::open(file("ovf2.safetensors",
+                                          "{" + header_entry("a", "U8", "[4611686018427387904,4]", 0, 16) + "}", data)),
                     "too large");
-  CHECK_THROWS_WITH(TensorFile::open(file("ovf2.safetensors", "{" + header_entry("a", "U8", "[4611686018427387904,4]", 0, 16) + "}", data)),
-                    "too large");
-  CHECK_THROWS_WITH(TensorFile::open(file("rank.safetensors", "{" + header_entry("a", "U8", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]", 0, 1) + "}", data)),
-                    "dimensions");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file(
+          "rank.safetensors",
+          "{" + header_entry("a", "U8", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]", 0, 1) +
+              "}",
+          data)),
+      "dimensions");
   // Missing fields, entry not an object, metadata problems.
-  CHECK_THROWS_WITH(TensorFile::open(file("mf.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", data)), "lacks \"data_offsets\"");
+  CHECK_THROWS_WITH(TensorFile::open(file("mf.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", data)),
+                    "lacks \"data_offsets\"");
   CHECK_THROWS_WITH(TensorFile::open(file("eo.safetensors", "{\"a\":[1,2]}", data)), "header entry is an array");
-  CHECK_THROWS_WITH(TensorFile::open(file("md.safetensors", "{\"__metadata__\":{\"k\":1}}", data)), "__metadata__ value of 'k' is 1, expected a string");
-  CHECK_THROWS_WITH(TensorFile::open(file("md2.safetensors", "{\"__metadata__\":\"x\"}", data)), "__metadata__ is not a JSON object");
-  CHECK_THROWS_WITH(TensorFile::open(file("deep.safetensors", "{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}", data)),
-                    "nesting deeper than");
+  CHECK_THROWS_WITH(TensorFile::open(file("md.safetensors", "{\"__metadata__\":{\"k\":1}}", data)),
+                    "__metadata__ value of 'k' is 1, expected a string");
+  CHECK_THROWS_WITH(TensorFile::open(file("md2.safetensors", "{\"__metadata__\":\"x\"}", data)),
+                    "__metadata__ is not a JSON object");
+  CHECK_THROWS_WITH(
+      TensorFile::open(file("deep.safetensors", "{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}", data)),
+      "nesting deeper than");
   // The code is WeightsInvalid for all of these.
   CHECK(error_code_of(tmp.dir() + "/dup.safetensors") == ErrorCode::WeightsInvalid);
   CHECK(error_code_of(tmp.dir() + "/nj.safetensors") == ErrorCode::WeightsInvalid);

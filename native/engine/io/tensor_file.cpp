@@ -23,8 +23,9 @@ std::unique_ptr<TensorFile> open_tensor_file(std::shared_ptr<const MappedFile> f
     first += buf;
   }
   if (d[0] == 0x80 && n >= 2 && d[1] <= 5)
-    fail(ErrorCode::WeightsInvalid, path, ": looks like a bare pickle or a legacy (PyTorch < 1.6) torch.save file (first bytes ",
-         first, "); only safetensors and zip-format torch.save files are supported — convert it to safetensors");
+    fail(ErrorCode::WeightsInvalid, path,
+         ": looks like a bare pickle or a legacy (PyTorch < 1.6) torch.save file (first bytes ", first,
+         "); only safetensors and zip-format torch.save files are supported — convert it to safetensors");
   fail(ErrorCode::WeightsInvalid, path, ": not a safetensors file or a PyTorch zip archive (first bytes ", first, ")");
 }
 

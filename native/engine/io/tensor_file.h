@@ -42,7 +42,7 @@ class TensorFile {
   static std::unique_ptr<TensorFile> open(const std::string& path);
 
   virtual const std::string& path() const = 0;
-  virtual const std::vector<std::string>& names() const = 0;  // in file order
+  virtual const std::vector<std::string>& names() const = 0;          // in file order
   virtual const TensorView* find(const std::string& name) const = 0;  // nullptr if absent
   // Free-form metadata (safetensors "__metadata__"); empty for .bin.
   virtual const std::map<std::string, std::string>& metadata() const = 0;

@@ -34,10 +34,8 @@ std::unique_ptr<TensorFile> open_torch_zip(std::shared_ptr<const MappedFile> fil
   if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
     const uint8_t* p = zip.data(*bo, true);
     std::string order((const char*)p, (size_t)bo->size);
-    if (order == "big")
-      fail(ErrorCode::Unsupported, path, ": big-endian PyTorch archives are not supported");
-    if (order != "little")
-      fail(ErrorCode::WeightsInvalid, path, ": '", bo->name, "' is neither 'little' nor 'big'");
+    if (order == "big") fail(ErrorCode::Unsupported, path, ": big-endian PyTorch archives are not supported");
+    if (order != "little") fail(ErrorCode::WeightsInvalid, path, ": '", bo->name, "' is neither 'little' nor 'big'");
   }
 
   const uint8_t* pkl_data = zip.data(*pkl, true);
@@ -74,10 +72,10 @@ std::unique_ptr<TensorFile> open_torch_zip(std::shared_ptr<const MappedFile> fil
       v.nbytes = 0;
     } else {
       uint64_t end = 0;
-      if ((uint64_t)t.storage_offset > UINT64_MAX - numel || !checked_mul_u64((uint64_t)t.storage_offset + numel, esize, &end) ||
-          end > storage_bytes)
-        bad(ErrorCode::WeightsInvalid, "elements [", t.storage_offset, ", +", numel, ") lie outside storage '", storage_name,
-            "' of ", t.storage_numel, " elements");
+      if ((uint64_t)t.storage_offset > UINT64_MAX - numel ||
+          !checked_mul_u64((uint64_t)t.storage_offset + numel, esize, &end) || end > storage_bytes)
+        bad(ErrorCode::WeightsInvalid, "elements [", t.storage_offset, ", +", numel, ") lie outside storage '",
+            storage_name, "' of ", t.storage_numel, " elements");
       // C-contiguous: stride[i] == product of the later sizes (dims of size 1 may have any stride).
       int64_t expect = 1;
       for (size_t i = t.shape.size(); i-- > 0;) {

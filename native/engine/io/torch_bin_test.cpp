@@ -60,9 +60,7 @@ void check_good(const TensorFile& f) {
 }
 
 // An archive whose pickle is `pkl` and whose storages are those of `archive()`.
-std::string write_bin(TempDir& tmp, const std::string& name, const Bytes& pkl) {
-  return tmp.write(name, archive(pkl));
-}
+std::string write_bin(TempDir& tmp, const std::string& name, const Bytes& pkl) { return tmp.write(name, archive(pkl)); }
 
 // The pickle of a dict {"w": tensor} with a custom tensor record.
 Bytes one_tensor_pickle(const std::string& storage_type, const std::string& key, int64_t numel, int64_t offset,
@@ -97,24 +95,31 @@ TEST(torch_bin_protocol4_opcodes_and_wrappers) {
   PickleWriter q;
   q.proto(4).op(0x95);
   put64(q.b, 0);
-  q.op('}').memoize();                                    // memo 0: outer dict
+  q.op('}').memoize();  // memo 0: outer dict
   q.mark().short_unicode("epoch").integer(7);
-  q.short_unicode("state_dict").op('}').memoize();        // memo 1: inner dict
+  q.short_unicode("state_dict").op('}').memoize();  // memo 1: inner dict
   q.mark();
   q.short_unicode("conv.weight");
   q.stack_global("torch._utils", "_rebuild_parameter").memoize();  // memo 2
   q.stack_global("torch._utils", "_rebuild_tensor_v2").memoize();  // memo 3
-  q.mark();                                                          // args of _rebuild_tensor_v2
+  q.mark();                                                        // args of _rebuild_tensor_v2
   q.mark().short_unicode("storage").stack_global("torch", "FloatStorage").short_unicode("0").short_unicode("cuda:0");
-  q.op(0x8a).op(1).op(6).op('t').op('Q');                 // numel as LONG1 6
+  q.op(0x8a).op(1).op(6).op('t').op('Q');  // numel as LONG1 6
   q.integer(0).int_tuple({2, 3}).int_tuple({3, 1}).op(0x88).stack_global("collections", "OrderedDict").op(')').op('R');
-  q.op('t').op('R');                                      // 6 args -> tensor
-  q.op(0x88).op(')').op(0x87).op('R');                    // _rebuild_parameter(tensor, True, ())
+  q.op('t').op('R');                    // 6 args -> tensor
+  q.op(0x88).op(')').op(0x87).op('R');  // _rebuild_parameter(tensor, True, ())
   q.short_unicode("conv.bias");
-  q.binget(3).mark();                                     // _rebuild_tensor_v2 again, from the memo
-  q.mark().short_unicode("storage").global("torch", "HalfStorage").short_unicode("1").short_unicode("cpu").integer(6).op('t').op('Q');
+  q.binget(3).mark();  // _rebuild_tensor_v2 again, from the memo
+  q.mark()
+      .short_unicode("storage")
+      .global("torch", "HalfStorage")
+      .short_unicode("1")
+      .short_unicode("cpu")
+      .integer(6)
+      .op('t')
+      .op('Q');
   q.integer(2).int_tuple({4}).int_tuple({1}).op(0x89).op('}').op('N').op('t').op('R');  // 7 args: metadata None
-  q.op('u');  // inner SETITEMS
+  q.op('u');                                                                            // inner SETITEMS
   q.op('u');  // outer SETITEMS (epoch, state_dict)
   q.stop();
   TempDir tmp;
@@ -127,13 +132,25 @@ TEST(torch_bin_refuses_dangerous_globals) {
   PickleWriter a;
   a.proto(2).global("os", "system").unicode("echo pwned").op(0x85).op('R').stop();
   std::string pa = write_bin(tmp, "evil.bin", a.b);
-  CHECK_THROWS_WITH(TensorFile::open(pa), pa + ": pickle global 'os.system' is not allowed in a state dict; refusing to load");
+  CHECK_THROWS_WITH(TensorFile::open(pa),
+                    pa + ": pickle global 'os.system' is not allowed in a state dict; refusing to load");
   PickleWriter b;
   b.proto(4).stack_global("builtins", "eval").short_unicode("1+1").op(0x85).op('R').stop();
   CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "evil2.bin", b.b)), "pickle global 'builtins.eval' is not allowed");
   PickleWriter c;
-  c.proto(2).op('}').unicode("w").global("torch.storage", "_load_from_bytes").op('C').op(1).op('x').op(0x85).op('R').op('s').stop();
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "evil3.bin", c.b)), "'torch.storage._load_from_bytes' is not allowed");
+  c.proto(2)
+      .op('}')
+      .unicode("w")
+      .global("torch.storage", "_load_from_bytes")
+      .op('C')
+      .op(1)
+      .op('x')
+      .op(0x85)
+      .op('R')
+      .op('s')
+      .stop();
+  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "evil3.bin", c.b)),
+                    "'torch.storage._load_from_bytes' is not allowed");
   PickleWriter d;  // hidden inside an otherwise valid state dict, after the tensors
   d.b = state_dict_pickle();
   d.b.pop_back();  // drop STOP
@@ -166,7 +183,8 @@ TEST(torch_bin_rejects_non_state_dicts) {
   CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "int.bin", i.b)), "pickle holds an int, not a state dict");
   PickleWriter n;  // nested containers inside the state dict
   n.proto(2).op('}').unicode("opt").op(']').op('s').stop();
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "nested.bin", n.b)), "state dict entry 'opt' is a list, not a tensor");
+  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "nested.bin", n.b)),
+                    "state dict entry 'opt' is a list, not a tensor");
   PickleWriter k;  // non-string key
   k.proto(2).op('}').integer(3).op('N').op('s').stop();
   CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "key.bin", k.b)), "state dict key is an int");
@@ -178,29 +196,40 @@ TEST(torch_bin_rejects_non_state_dicts) {
 
 TEST(torch_bin_rejects_bad_tensors) {
   TempDir tmp;
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "nc.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {3, 2}, {1, 3}))),
-                    "tensor 'w': is not contiguous (size [3, 2], stride [1, 3])");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "nc.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {3, 2}, {1, 3}))),
+      "tensor 'w': is not contiguous (size [3, 2], stride [1, 3])");
   // Size-1 dims may have any stride; offsets inside the storage are fine.
-  auto ok = TensorFile::open(write_bin(tmp, "ok.bin", one_tensor_pickle("FloatStorage", "0", 6, 1, {1, 5, 1}, {99, 1, 7})));
+  auto ok =
+      TensorFile::open(write_bin(tmp, "ok.bin", one_tensor_pickle("FloatStorage", "0", 6, 1, {1, 5, 1}, {99, 1, 7})));
   CHECK((to_f32(*ok->find("w")) == std::vector<float>{2, 3, 4, 5, 6}));
   CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "oob.bin", one_tensor_pickle("FloatStorage", "0", 6, 2, {5}, {1}))),
                     "elements [2, +5) lie outside storage 'archive/data/0' of 6 elements");
   CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "big.bin", one_tensor_pickle("FloatStorage", "0", 7, 0, {7}, {1}))),
                     "storage 'archive/data/0' holds 24 bytes but the pickle says 7 F32 elements");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "miss.bin", one_tensor_pickle("FloatStorage", "9", 6, 0, {6}, {1}))),
-                    "storage 'archive/data/9' is missing from the archive");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "neg.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {-1, 2}, {2, 1}))),
-                    "negative dimension");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "negoff.bin", one_tensor_pickle("FloatStorage", "0", 6, -1, {2}, {1}))),
-                    "negative storage offset");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "huge.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {1LL << 40, 1LL << 40}, {1LL << 40, 1}))),
-                    "overflows");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "huge2.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {3, 1LL << 62}, {1LL << 62, 1}))),
-                    "lie outside storage");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "rank.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {2, 3}, {3}))),
-                    "differ in length");
-  CHECK_THROWS_WITH(TensorFile::open(write_bin(tmp, "st.bin", one_tensor_pickle("UntypedStorage", "0", 6, 0, {6}, {1}))),
-                    "'torch.UntypedStorage' is not allowed");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "miss.bin", one_tensor_pickle("FloatStorage", "9", 6, 0, {6}, {1}))),
+      "storage 'archive/data/9' is missing from the archive");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "neg.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {-1, 2}, {2, 1}))),
+      "negative dimension");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "negoff.bin", one_tensor_pickle("FloatStorage", "0", 6, -1, {2}, {1}))),
+      "negative storage offset");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "huge.bin",
+                                 one_tensor_pickle("FloatStorage", "0", 6, 0, {1LL << 40, 1LL << 40}, {1LL << 40, 1}))),
+      "overflows");
+  CHECK_THROWS_WITH(
+      TensorFile::open(
+          write_bin(tmp, "huge2.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {3, 1LL << 62}, {1LL << 62, 1}))),
+      "lie outside storage");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "rank.bin", one_tensor_pickle("FloatStorage", "0", 6, 0, {2, 3}, {3}))),
+      "differ in length");
+  CHECK_THROWS_WITH(
+      TensorFile::open(write_bin(tmp, "st.bin", one_tensor_pickle("UntypedStorage", "0", 6, 0, {6}, {1}))),
+      "'torch.UntypedStorage' is not allowed");
   // Integer / bool storages map to their dtypes.
   auto u = TensorFile::open(write_bin(tmp, "u8.bin", one_tensor_pickle("ByteStorage", "0", 24, 0, {24}, {1})));
   CHECK(u->find("w")->dtype == DType::U8 && u->find("w")->nbytes == 24);
@@ -251,7 +280,8 @@ TEST(torch_bin_zip_errors) {
   Bytes good = archive(state_dict_pickle());
   // Deflate entries: clear Unsupported error.
   std::string d = tmp.write("deflate.bin", archive(state_dict_pickle(), "archive", 8));
-  CHECK_THROWS_WITH(TensorFile::open(d), d + ": zip entry 'archive/data.pkl' is compressed (deflate, method 8); only stored");
+  CHECK_THROWS_WITH(TensorFile::open(d),
+                    d + ": zip entry 'archive/data.pkl' is compressed (deflate, method 8); only stored");
   try {
     TensorFile::open(d);
   } catch (const Error& e) {

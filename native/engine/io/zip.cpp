@@ -14,7 +14,9 @@ constexpr uint32_t kZip64EocdSig = 0x06064b50, kZip64LocatorSig = 0x07064b50;
 constexpr uint64_t kMaxEntries = 1u << 20;
 
 uint16_t rd16(const uint8_t* p) { return (uint16_t)(p[0] | p[1] << 8); }
-uint32_t rd32(const uint8_t* p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+uint32_t rd32(const uint8_t* p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 uint64_t rd64(const uint8_t* p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 const char* method_name(uint16_t m) {
@@ -151,7 +153,8 @@ const ZipEntry* ZipArchive::find(const std::string& name) const {
 const uint8_t* ZipArchive::data(const ZipEntry& e, bool verify_crc) const {
   if (e.method != 0)
     fail(ErrorCode::Unsupported, file_.path(), ": zip entry '", e.name, "' is compressed (", method_name(e.method),
-         ", method ", e.method, "); only stored (uncompressed) entries, as torch.save writes them, are supported — "
+         ", method ", e.method,
+         "); only stored (uncompressed) entries, as torch.save writes them, are supported — "
          "re-save with torch.save or convert the weights to safetensors");
   const uint8_t* p = file_.data() + e.data_offset;
   if (verify_crc && crc32_update(0, p, (size_t)e.size) != e.crc32)

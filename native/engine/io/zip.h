@@ -14,11 +14,11 @@ namespace xpsr {
 
 struct ZipEntry {
   std::string name;
-  uint16_t method = 0;        // 0 stored, 8 deflate, ...
+  uint16_t method = 0;  // 0 stored, 8 deflate, ...
   uint32_t crc32 = 0;
   uint64_t compressed_size = 0;
-  uint64_t size = 0;           // uncompressed
-  uint64_t data_offset = 0;    // of the (possibly compressed) bytes in the file
+  uint64_t size = 0;         // uncompressed
+  uint64_t data_offset = 0;  // of the (possibly compressed) bytes in the file
 };
 
 class ZipArchive {

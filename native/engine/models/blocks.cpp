@@ -29,7 +29,8 @@ Val tokens(Graph& g, Val x) {
 
 // ---- ResnetBlock2D ----------------------------------------------------------------------------------
 
-void ResnetBlock::load(WeightLoader& ld, const std::string& p, int Cin, int Cout, int temb_dim, int groups_, float eps_) {
+void ResnetBlock::load(WeightLoader& ld, const std::string& p, int Cin, int Cout, int temb_dim, int groups_,
+                       float eps_) {
   groups = groups_, eps = eps_;
   norm1.load(ld, p + ".norm1", Cin);
   conv1.load(ld, p + ".conv1", Cout, Cin, 3);
@@ -44,12 +45,12 @@ void ResnetBlock::load(WeightLoader& ld, const std::string& p, int Cin, int Cout
 Val ResnetBlock::operator()(Graph& g, Val x, Val temb_act) const {
   // x [N,Cin,H,W]
   Val h = g.group_norm(x, norm1.gamma.get(), norm1.beta.get(), groups, eps, /*silu=*/true);
-  h = conv1(g, h);                                       // [N,Cout,H,W]
+  h = conv1(g, h);                                                 // [N,Cout,H,W]
   if (has_temb) h = g.channel_add(h, time_emb_proj(g, temb_act));  // + Linear(SiLU(temb))[:, :, None, None]
   h = g.group_norm(h, norm2.gamma.get(), norm2.beta.get(), groups, eps, true);
   // dropout: identity at inference
-  Val s = has_shortcut ? shortcut(g, x) : x;             // conv_shortcut (1x1) or identity
-  return conv2(g, h, s);                                 // (s + conv2(h)) / output_scale_factor(1)
+  Val s = has_shortcut ? shortcut(g, x) : x;  // conv_shortcut (1x1) or identity
+  return conv2(g, h, s);                      // (s + conv2(h)) / output_scale_factor(1)
 }
 
 // ---- Attention ------------------------------------------------------------------------------------
@@ -99,7 +100,8 @@ Val Attention::operator()(Graph& g, Val x, Val ctx, Val residual) const {
 
 // ---- Transformer2D --------------------------------------------------------------------------------
 
-void Transformer2D::load(WeightLoader& ld, const std::string& p, int C_, int ctx_dim, int heads, int layers, int groups_) {
+void Transformer2D::load(WeightLoader& ld, const std::string& p, int C_, int ctx_dim, int heads, int layers,
+                         int groups_) {
   C = C_, groups = groups_;
   norm.load(ld, p + ".norm", C);
   proj_in.load(ld, p + ".proj_in", C, C);
@@ -125,21 +127,22 @@ Val Transformer2D::operator()(Graph& g, Val x, Val ctx) const {
   Val t = proj_in(g, tokens(g, h));  // [N, HW, C]
   for (const Block& b : blocks) {
     Val n1 = g.layer_norm(t, b.norm1.gamma.get(), b.norm1.beta.get(), 1e-5f);
-    t = b.attn1(g, n1, Val{}, t);    // self-attention + residual
+    t = b.attn1(g, n1, Val{}, t);  // self-attention + residual
     Val n2 = g.layer_norm(t, b.norm2.gamma.get(), b.norm2.beta.get(), 1e-5f);
-    t = b.attn2(g, n2, ctx, t);      // cross-attention + residual
+    t = b.attn2(g, n2, ctx, t);  // cross-attention + residual
     Val n3 = g.layer_norm(t, b.norm3.gamma.get(), b.norm3.beta.get(), 1e-5f);
     Val f = g.geglu(b.ff_in(g, n3));  // [N, HW, 4C]
-    t = b.ff_out(g, f, t);           // FF + residual
+    t = b.ff_out(g, f, t);            // FF + residual
   }
   Val out = proj_out(g, t, tokens(g, x));  // proj_out(...) + x
   return g.reshape(out, d);
 }
 
-std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B, Val xb,
-                                     Val ctx_b) {
+std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B,
+                                     Val xb, Val ctx_b) {
   // xa, xb [N,C,H,W]; ctx_a, ctx_b [N,L,D] (different L and D allowed)
-  if (A.C != B.C || A.blocks.size() != B.blocks.size() || A.blocks.empty() || A.blocks[0].attn1.heads != B.blocks[0].attn1.heads)
+  if (A.C != B.C || A.blocks.size() != B.blocks.size() || A.blocks.empty() ||
+      A.blocks[0].attn1.heads != B.blocks[0].attn1.heads)
     return {A(g, xa, ctx_a), B(g, xb, ctx_b)};
   const Dims d = g.dims(xa);
   const int C = A.C, N = d.n, heads = A.blocks[0].attn1.heads;
@@ -155,8 +158,8 @@ std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, V
     Val qkv[2];
     for (int i = 0; i < 2; ++i)
       qkv[i] = b[i]->attn1.qkv(g, g.layer_norm(t[i], b[i]->norm1.gamma.get(), b[i]->norm1.beta.get(), 1e-5f));
-    Val a = g.attention_pair(g.cols(qkv[0], 0, C), g.cols(qkv[0], C, C), g.cols(qkv[0], 2 * C, C),
-                             g.cols(qkv[1], 0, C), g.cols(qkv[1], C, C), g.cols(qkv[1], 2 * C, C), heads, scale);
+    Val a = g.attention_pair(g.cols(qkv[0], 0, C), g.cols(qkv[0], C, C), g.cols(qkv[0], 2 * C, C), g.cols(qkv[1], 0, C),
+                             g.cols(qkv[1], C, C), g.cols(qkv[1], 2 * C, C), heads, scale);
     for (int i = 0; i < 2; ++i) t[i] = b[i]->attn1.out(g, g.rows(a, i * N, N), t[i]);  // self-attention + residual
     Val q[2], kv[2];
     for (int i = 0; i < 2; ++i) {
@@ -231,8 +234,6 @@ void TimeEmbedding::load(WeightLoader& ld, const std::string& p, int in_dim, int
   linear_2.load(ld, p + ".linear_2", T, T);
 }
 
-Val TimeEmbedding::operator()(Graph& g, Val features) const {
-  return linear_2(g, g.silu(linear_1(g, features)));
-}
+Val TimeEmbedding::operator()(Graph& g, Val features) const { return linear_2(g, g.silu(linear_1(g, features))); }
 
 }  // namespace xpsr

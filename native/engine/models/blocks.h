@@ -19,7 +19,9 @@ struct Conv {
   int stride = 1;
   Pad pad = Pad::same(1);
   void load(WeightLoader& ld, const std::string& prefix, int K, int C, int k, int stride = 1, bool bias = true);
-  Val operator()(Graph& g, Val x, Val residual = {}) const { return g.conv2d(x, w.get(), b.get(), stride, pad, residual); }
+  Val operator()(Graph& g, Val x, Val residual = {}) const {
+    return g.conv2d(x, w.get(), b.get(), stride, pad, residual);
+  }
 };
 
 // Linear (also a 1x1 conv stored as [N, K, 1, 1]). prefix.weight [N, K], prefix.bias [N].
@@ -52,9 +54,9 @@ struct ResnetBlock {
 // Multi-head attention with separate or fused projections. Self-attention fuses q|k|v into one
 // [3C, C] GEMM; cross-attention fuses k|v of the context into one [2C, D] GEMM.
 struct Attention {
-  Linear qkv;       // self: [3C, C]
-  Linear q, kv;     // cross: [C, C] and [2C, D]
-  Linear out;       // to_out.0 [C, C] + bias
+  Linear qkv;    // self: [3C, C]
+  Linear q, kv;  // cross: [C, C] and [2C, D]
+  Linear out;    // to_out.0 [C, C] + bias
   bool self = true;
   int C = 0, heads = 1;
   // keys: to_q/to_k/to_v/to_out.0 (or the VAE's legacy query/key/value/proj_attn); q/k/v bias optional.
@@ -83,8 +85,8 @@ struct Transformer2D {
 
 // Two Transformer2D modules (same width, heads and depth) applied in lockstep, so that their attention ops
 // pair up into attention_pair ops (one launch for both on CUDA). Same math as calling each alone.
-std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B, Val xb,
-                                     Val ctx_b);
+std::pair<Val, Val> transformer_pair(Graph& g, const Transformer2D& A, Val xa, Val ctx_a, const Transformer2D& B,
+                                     Val xb, Val ctx_b);
 
 // Semantic-Fusion Attention (§4.3): high-level text attention, and when the low-level branch exists and
 // a low-level context is given, a low-level text attention on the same input and a connect block whose

@@ -8,8 +8,8 @@ namespace xpsr {
 void ClipTextEncoder::load(WeightLoader& ld, const ClipTextEncoderConfig& c) {
   config = c;
   const int D = c.hidden_size;
-  token_embedding = ld.get("text_model.embeddings.token_embedding.weight", {c.vocab_size, D}, WeightKind::Embedding,
-                           Init::Embedding);
+  token_embedding =
+      ld.get("text_model.embeddings.token_embedding.weight", {c.vocab_size, D}, WeightKind::Embedding, Init::Embedding);
   position_embedding = ld.get("text_model.embeddings.position_embedding.weight", {c.max_position_embeddings, D},
                               WeightKind::Embedding, Init::Embedding);
   ld.ignore_suffix("embeddings.position_ids");  // int64 buffer present in some files

@@ -31,7 +31,8 @@ void ControlNet::load(WeightLoader& ld, const ControlNetConfig& c) {
   cond_in.load(ld, "controlnet_cond_embedding.conv_in", e[0], c.conditioning_channels, 3);
   if (c.use_rrdb) {
     rrdb.resize(2);
-    for (int i = 0; i < 2; ++i) rrdb[i].load(ld, "controlnet_cond_embedding.preprocesser." + std::to_string(i), e[0], e[0]);
+    for (int i = 0; i < 2; ++i)
+      rrdb[i].load(ld, "controlnet_cond_embedding.preprocesser." + std::to_string(i), e[0], e[0]);
   }
   for (size_t k = 0; k + 1 < e.size(); ++k) {
     cond_blocks.emplace_back();

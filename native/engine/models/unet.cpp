@@ -91,11 +91,13 @@ Val UNet::forward(Graph& g, Val sample, Val tfeat, Val ctx_high, Val ctx_low, co
   }
   Val o;
   if (g.keeps_taps()) {
-    o = g.group_norm(h, conv_norm_out.gamma.get(), conv_norm_out.beta.get(), config.norm_num_groups, config.norm_eps, false);
+    o = g.group_norm(h, conv_norm_out.gamma.get(), conv_norm_out.beta.get(), config.norm_num_groups, config.norm_eps,
+                     false);
     g.tap("inter.conv_norm_out", o);
     o = g.silu(o);
   } else {
-    o = g.group_norm(h, conv_norm_out.gamma.get(), conv_norm_out.beta.get(), config.norm_num_groups, config.norm_eps, true);
+    o = g.group_norm(h, conv_norm_out.gamma.get(), conv_norm_out.beta.get(), config.norm_num_groups, config.norm_eps,
+                     true);
   }
   o = conv_out(g, o);
   g.tap("inter.conv_out", o);

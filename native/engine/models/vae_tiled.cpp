@@ -27,7 +27,8 @@ static int best_tile_size(int lower, int upper) {  // vaehook get_best_tile_size
 static int ceil_div_pos(int a, int b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 
 std::vector<int> vae_tile_bounds(int size, int tile, int pad) {
-  if (size < 1 || tile < 1 || pad < 0) fail(ErrorCode::InvalidArgument, "vae tiling: bad size ", size, ", tile ", tile, ", pad ", pad);
+  if (size < 1 || tile < 1 || pad < 0)
+    fail(ErrorCode::InvalidArgument, "vae tiling: bad size ", size, ", tile ", tile, ", pad ", pad);
   const int n = std::max(ceil_div_pos(size - 2 * pad, tile), 1);
   const int t = best_tile_size(ceil_div_pos(size - 2 * pad, n), tile);
   // Core k = [pad + k t, pad + (k+1) t); a core edge within `pad` of the border extends to the border
@@ -146,7 +147,8 @@ std::map<const Weight*, std::vector<float>> read_vectors(Backend& be, const std:
     if (w && !out.count(w)) out[w] = {}, uniq.push_back(w);
   for (size_t i = 0; i < uniq.size(); ++i) {
     const Weight* w = uniq[i];
-    if (w->kind != WeightKind::Vector || w->shape.size() != 1) fail(ErrorCode::Internal, "tiled VAE: '", w->name, "' is not a vector");
+    if (w->kind != WeightKind::Vector || w->shape.size() != 1)
+      fail(ErrorCode::Internal, "tiled VAE: '", w->name, "' is not a vector");
     int C = (int)w->shape[0];
     if (!zero.count(C)) {
       std::vector<float> z((size_t)C * K, 0.f);
@@ -233,12 +235,13 @@ class Runner {
     g->output("y", y);
     const Dims yd = g->dims(y);
     if (oy + grid.max_h > yd.h || ox + grid.max_w > yd.w)
-      fail(ErrorCode::Internal, "tiled VAE segment ", name, ": output ", yd.str(), " smaller than the core ", grid.max_h,
-           "x", grid.max_w, " at ", oy, ",", ox);
+      fail(ErrorCode::Internal, "tiled VAE segment ", name, ": output ", yd.str(), " smaller than the core ",
+           grid.max_h, "x", grid.max_w, " at ", oy, ",", ox);
     Plan plan(std::move(g));
     st_.plan_ms += ms_since(t0);
     st_.segments++;
-    if (plan.arena_bytes() > st_.max_arena_bytes) st_.max_arena_bytes = plan.arena_bytes(), st_.max_arena_segment = name;
+    if (plan.arena_bytes() > st_.max_arena_bytes)
+      st_.max_arena_bytes = plan.arena_bytes(), st_.max_arena_segment = name;
     st_.max_naive_bytes = std::max(st_.max_naive_bytes, plan.naive_bytes());
     Map out = new_map(grid.H, grid.W, yd.c);
     if (dry_) return out;
@@ -408,7 +411,8 @@ class Tiler {
   Map pointwise(const std::string& name, const Grid& G, const Map& x, const Linear& l) {
     SegIn a;
     a.name = "x", a.src = &x, a.nc = x.C, a.bh = G.max_h, a.bw = G.max_w;
-    return run_.run(name, G, {a}, [&](Graph& g, const std::vector<Val>& v) { return g.linear(v[0], l.w.get(), l.b.get()); });
+    return run_.run(name, G, {a},
+                    [&](Graph& g, const std::vector<Val>& v) { return g.linear(v[0], l.w.get(), l.b.get()); });
   }
 
   // Encoder downsampler: F.pad(x, (0,1,0,1)) then 3x3 stride 2, as a valid conv on [2Y0, 2Y0 + 2h + 1)
@@ -534,7 +538,8 @@ HostTensor TiledVae::encode(const std::vector<int64_t>& shape, const float* data
   const int tile = o.tile > 0 ? o.tile : 1024, pad = o.pad >= 0 ? o.pad : 32;
   check_opts(tile, pad);
   const int levels = (int)vae_.enc_blocks.size(), f = 1 << (levels - 1);
-  if (in.H < f || in.W < f) fail(ErrorCode::ShapeMismatch, "encode_tiled: the image must be at least ", f, "x", f, " px");
+  if (in.H < f || in.W < f)
+    fail(ErrorCode::ShapeMismatch, "encode_tiled: the image must be at least ", f, "x", f, " px");
   TiledVaeStats local;
   TiledVaeStats& st = stats ? *stats : local;
   st = TiledVaeStats{};

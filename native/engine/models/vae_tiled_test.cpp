@@ -4,12 +4,12 @@
 // statistics (host double two-pass vs the backend's f32) and of the conv/attention accumulation order.
 #include <atomic>
 #include <chrono>
-#include <map>
-#include <optional>
-#include <memory>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "../../test/test.h"
@@ -51,8 +51,9 @@ struct TileOpts {
 };
 
 // One VAE entry on `data` of `shape`: "encode" / "decode" or their tiled versions; returns the result.
-HostTensor run(Engine& e, int model, const std::string& entry, std::vector<int64_t> shape, const std::vector<float>& data,
-               TileOpts t = {}, RunStats* st = nullptr, const std::atomic<bool>* cancel = nullptr) {
+HostTensor run(Engine& e, int model, const std::string& entry, std::vector<int64_t> shape,
+               const std::vector<float>& data, TileOpts t = {}, RunStats* st = nullptr,
+               const std::atomic<bool>* cancel = nullptr) {
   HostTensor in{shape, data};
   if (entry == "encode") return e.vae_encode(VaeEncodeRequest{model, in, false}, cancel, st).moments;
   if (entry == "decode") return e.vae_decode(VaeDecodeRequest{model, in, false}, cancel, st).image;
@@ -120,8 +121,8 @@ TEST(vae_tiled_encode_matches_untiled_fixture) {
   RunStats st;
   HostTensor got = run(e, m, "encode_tiled", shape, x, {64, 16}, &st);
   Diff d = diff(got, ref);
-  std::printf("    encode fixture 1x3x256x192 tile 64 pad 16: max_abs %.3g (max|ref| %.3g), tile arena %zu B\n", d.max_abs,
-              d.max_ref, st.arena_bytes);
+  std::printf("    encode fixture 1x3x256x192 tile 64 pad 16: max_abs %.3g (max|ref| %.3g), tile arena %zu B\n",
+              d.max_abs, d.max_ref, st.arena_bytes);
   CHECK(d.max_abs <= 1e-4 * std::max(1.0, d.max_ref));
   // odd size (not a multiple of 8): 100x84 -> 12x10 latent, tile 32 / pad 8
   std::vector<int64_t> s2{1, 3, 100, 84};
@@ -144,14 +145,16 @@ TEST(vae_tiled_matches_untiled_sd_width_synthetic) {
   HostTensor ref = run(e, m, "decode", shape, z);
   HostTensor got = run(e, m, "decode_tiled", shape, z, {6, 2});  // 2 x 2 tiles
   Diff d = diff(got, ref);
-  std::printf("    decode SD-width synthetic 1x4x16x12 tile 6 pad 2: max_abs %.3g (max|ref| %.3g)\n", d.max_abs, d.max_ref);
+  std::printf("    decode SD-width synthetic 1x4x16x12 tile 6 pad 2: max_abs %.3g (max|ref| %.3g)\n", d.max_abs,
+              d.max_ref);
   CHECK(d.max_abs <= 1e-4 * std::max(1.0, d.max_ref));
   std::vector<int64_t> xs{1, 3, 64, 48};
   auto x = noise(3 * 64 * 48, 6);
   HostTensor er = run(e, m, "encode", xs, x);
   HostTensor eg = run(e, m, "encode_tiled", xs, x, {16, 8});  // 3 x 2 tiles
   Diff de = diff(eg, er);
-  std::printf("    encode SD-width synthetic 1x3x64x48 tile 16 pad 8: max_abs %.3g (max|ref| %.3g)\n", de.max_abs, de.max_ref);
+  std::printf("    encode SD-width synthetic 1x3x64x48 tile 16 pad 8: max_abs %.3g (max|ref| %.3g)\n", de.max_abs,
+              de.max_ref);
   CHECK(de.max_abs <= 1e-4 * std::max(1.0, de.max_ref));
 }
 
@@ -201,10 +204,11 @@ TEST(vae_tiled_memory_report_sd_2048) {
       o.tile = tile, o.pad = 11, o.dry_run = true;
       TiledVaeStats st;
       TiledVae(*be, vae).decode(shape, nullptr, n, o, nullptr, &st);
-      std::printf("    tiled decode %dx%d px tile %d pad 11: %dx%d tiles, %d segment plans, max arena %.1f MiB (%s), "
-                  "host maps peak %.1f MiB\n",
-                  8 * lat_side, 8 * lat_side, tile, st.tiles_y, st.tiles_x, st.segments, st.max_arena_bytes / 1048576.0,
-                  st.max_arena_segment.c_str(), st.host_peak_bytes / 1048576.0);
+      std::printf(
+          "    tiled decode %dx%d px tile %d pad 11: %dx%d tiles, %d segment plans, max arena %.1f MiB (%s), "
+          "host maps peak %.1f MiB\n",
+          8 * lat_side, 8 * lat_side, tile, st.tiles_y, st.tiles_x, st.segments, st.max_arena_bytes / 1048576.0,
+          st.max_arena_segment.c_str(), st.host_peak_bytes / 1048576.0);
     }
   }
   {
@@ -223,10 +227,11 @@ TEST(vae_tiled_memory_report_sd_2048) {
     auto t2 = std::chrono::steady_clock::now();
     Diff d = diff(got, ref);
     auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-    std::printf("    run decode 512x512 SD widths: untiled %.1f s arena %.1f MiB; tiled 4x4 %.1f s (host %.1f s) max arena "
-                "%.1f MiB; max_abs %.3g (max|ref| %.3g)\n",
-                s(t0, t1), su.arena_bytes / 1048576.0, s(t1, t2), st.upload_ms / 1000, st.arena_bytes / 1048576.0,
-                d.max_abs, d.max_ref);
+    std::printf(
+        "    run decode 512x512 SD widths: untiled %.1f s arena %.1f MiB; tiled 4x4 %.1f s (host %.1f s) max arena "
+        "%.1f MiB; max_abs %.3g (max|ref| %.3g)\n",
+        s(t0, t1), su.arena_bytes / 1048576.0, s(t1, t2), st.upload_ms / 1000, st.arena_bytes / 1048576.0, d.max_abs,
+        d.max_ref);
     CHECK(d.max_abs <= 1e-4 * std::max(1.0, d.max_ref));
   }
   {
@@ -240,8 +245,9 @@ TEST(vae_tiled_memory_report_sd_2048) {
     o.dry_run = true;
     TiledVaeStats st;
     TiledVae(*be, vae).encode(shape, nullptr, 3 * 2048 * 2048, o, nullptr, &st);
-    std::printf("    tiled encode 2048x2048 px tile 1024 pad 32: %dx%d tiles, max arena %.1f MiB (%s), host peak %.1f MiB\n",
-                st.tiles_y, st.tiles_x, st.max_arena_bytes / 1048576.0, st.max_arena_segment.c_str(),
-                st.host_peak_bytes / 1048576.0);
+    std::printf(
+        "    tiled encode 2048x2048 px tile 1024 pad 32: %dx%d tiles, max arena %.1f MiB (%s), host peak %.1f MiB\n",
+        st.tiles_y, st.tiles_x, st.max_arena_bytes / 1048576.0, st.max_arena_segment.c_str(),
+        st.host_peak_bytes / 1048576.0);
   }
 }

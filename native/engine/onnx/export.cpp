@@ -46,7 +46,7 @@ void bind_all_outputs(ExportGraph& e, bool tokens, const std::map<std::string, s
     const Dims& d = e.graph->dims(Val{o.second});
     b.kind = tokens ? OutputBinding::Seq
                     : (d.h * d.w == 1 && o.first.find("time_embedding") != std::string::npos ? OutputBinding::Vec
-                                                                                              : OutputBinding::Map);
+                                                                                             : OutputBinding::Map);
     b.graph_name = o.first;
     auto r = rename.find(o.first);
     b.onnx_name = r == rename.end() ? o.first : r->second;
@@ -78,7 +78,8 @@ std::string residual_name(const char* prefix, size_t k) {
 
 ExportGraph build_text_encoder(Backend& be, const ClipTextEncoder& m, int B, int L, bool taps) {
   if (L > m.config.max_position_embeddings)
-    fail(ErrorCode::InvalidArgument, "text length ", L, " exceeds the encoder's ", m.config.max_position_embeddings, " positions");
+    fail(ErrorCode::InvalidArgument, "text length ", L, " exceeds the encoder's ", m.config.max_position_embeddings,
+         " positions");
   ExportGraph e = start(be, "text_encoder", taps);
   Graph& g = *e.graph;
   Val ids = g.input_ids("input_ids", B * L), pos = g.input_ids("position_ids", B * L);
@@ -134,14 +135,16 @@ static std::vector<Val> controlnet_residuals(ExportGraph& e, const ControlNet& c
   return res;
 }
 
-ExportGraph build_step(Backend& be, const ControlNet& cn, const UNet& un, int N, int h, int w, int L, bool residual_outputs) {
+ExportGraph build_step(Backend& be, const ControlNet& cn, const UNet& un, int N, int h, int w, int L,
+                       bool residual_outputs) {
   ExportGraph e = start(be, "step", false);
   Graph& g = *e.graph;
   const bool low = cn.config.use_lowlevel_prompt || unet_uses_low(un);
   Val sample, ch, cl;
   auto res = controlnet_residuals(e, cn, N, h, w, L, low, sample, ch, cl);
   if (residual_outputs) {
-    for (size_t k = 0; k + 1 < res.size(); ++k) g.output(residual_name("controlnet.down_block_res_samples.", k), res[k]);
+    for (size_t k = 0; k + 1 < res.size(); ++k)
+      g.output(residual_name("controlnet.down_block_res_samples.", k), res[k]);
     g.output("controlnet.mid_block_res_sample", res.back());
   }
   Val tf_un = g.input("time_features_unet", Dims{N, 1, 1, un.config.block_out_channels[0]});
@@ -190,7 +193,8 @@ ExportGraph build_unet(Backend& be, const UNet& un, int N, int h, int w, int L, 
     bind_in(e.spec, InputBinding::Map, name, name);
   }
   const int levels = (int)c.block_out_channels.size() - 1;
-  res.push_back(g.input("mid_block_additional_residual", Dims{N, down_size(h, levels), down_size(w, levels), widths.back()}));
+  res.push_back(
+      g.input("mid_block_additional_residual", Dims{N, down_size(h, levels), down_size(w, levels), widths.back()}));
   bind_in(e.spec, InputBinding::Map, "mid_block_additional_residual", "mid_block_additional_residual");
   g.output("noise_pred", un.forward(g, sample, tf, ch, cl, res));
   bind_all_outputs(e, false);
@@ -232,7 +236,10 @@ std::string json_values(const std::vector<ValueInfo>& vs) {
   for (size_t i = 0; i < vs.size(); ++i) {
     const ValueInfo& v = vs[i];
     o << (i ? ", " : "") << "{\"name\": " << json_str(v.name) << ", \"type\": \""
-      << (v.type == ElemType::I64 ? "int64" : v.type == ElemType::F16 ? "float16" : "float32") << "\", \"shape\": [";
+      << (v.type == ElemType::I64   ? "int64"
+          : v.type == ElemType::F16 ? "float16"
+                                    : "float32")
+      << "\", \"shape\": [";
     for (size_t k = 0; k < v.dims.size(); ++k) {
       o << (k ? ", " : "");
       if (k < v.dim_params.size() && !v.dim_params[k].empty()) o << json_str(v.dim_params[k]);
@@ -257,8 +264,10 @@ std::string export_models(Backend& be, const ExportModels& m, const ExportOption
   if (o.sizes.empty()) fail(ErrorCode::InvalidArgument, "onnx export: no size given");
   for (auto& s : o.sizes)
     if (s.first <= 0 || s.second <= 0 || s.first % 8 || s.second % 8)
-      fail(ErrorCode::InvalidArgument, "onnx export: image size ", s.first, "x", s.second, " must be positive multiples of 8");
-  if (o.batch < 1 || o.text_batch < 1 || o.vae_batch < 1) fail(ErrorCode::InvalidArgument, "onnx export: batch must be >= 1");
+      fail(ErrorCode::InvalidArgument, "onnx export: image size ", s.first, "x", s.second,
+           " must be positive multiples of 8");
+  if (o.batch < 1 || o.text_batch < 1 || o.vae_batch < 1)
+    fail(ErrorCode::InvalidArgument, "onnx export: batch must be >= 1");
   make_dir(o.out_dir);
 
   std::ostringstream man;
@@ -279,13 +288,26 @@ std::string export_models(Backend& be, const ExportModels& m, const ExportOption
     for (auto [W, H] : sizes) {
       const int h = H / 8, w = W / 8;
       ExportGraph eg;
-      if (part == "text_encoder") need(m.text, "a text encoder"), eg = build_text_encoder(be, *m.text, o.text_batch, o.seq_len, o.intermediates);
-      else if (part == "vae_encoder") need(m.vae && m.vae->has_encoder, "a VAE encoder"), eg = build_vae_encoder(be, *m.vae, o.vae_batch, H, W, o.intermediates);
-      else if (part == "vae_decoder") need(m.vae && m.vae->has_decoder, "a VAE decoder"), eg = build_vae_decoder(be, *m.vae, o.vae_batch, h, w, o.intermediates);
-      else if (part == "step") need(m.controlnet && m.unet, "a ControlNet and a UNet"), eg = build_step(be, *m.controlnet, *m.unet, o.batch, h, w, o.seq_len, o.residual_outputs);
-      else if (part == "controlnet") need(m.controlnet, "a ControlNet"), eg = build_controlnet(be, *m.controlnet, o.batch, h, w, o.seq_len, o.intermediates);
-      else if (part == "unet") need(m.unet, "a UNet"), eg = build_unet(be, *m.unet, o.batch, h, w, o.seq_len, unet_uses_low(*m.unet), o.intermediates);
-      else fail(ErrorCode::InvalidArgument, "onnx export: unknown part '", part, "' (text_encoder, vae_encoder, vae_decoder, step, controlnet, unet)");
+      if (part == "text_encoder")
+        need(m.text, "a text encoder"), eg = build_text_encoder(be, *m.text, o.text_batch, o.seq_len, o.intermediates);
+      else if (part == "vae_encoder")
+        need(m.vae && m.vae->has_encoder, "a VAE encoder"),
+            eg = build_vae_encoder(be, *m.vae, o.vae_batch, H, W, o.intermediates);
+      else if (part == "vae_decoder")
+        need(m.vae && m.vae->has_decoder, "a VAE decoder"),
+            eg = build_vae_decoder(be, *m.vae, o.vae_batch, h, w, o.intermediates);
+      else if (part == "step")
+        need(m.controlnet && m.unet, "a ControlNet and a UNet"),
+            eg = build_step(be, *m.controlnet, *m.unet, o.batch, h, w, o.seq_len, o.residual_outputs);
+      else if (part == "controlnet")
+        need(m.controlnet, "a ControlNet"),
+            eg = build_controlnet(be, *m.controlnet, o.batch, h, w, o.seq_len, o.intermediates);
+      else if (part == "unet")
+        need(m.unet, "a UNet"),
+            eg = build_unet(be, *m.unet, o.batch, h, w, o.seq_len, unet_uses_low(*m.unet), o.intermediates);
+      else
+        fail(ErrorCode::InvalidArgument, "onnx export: unknown part '", part,
+             "' (text_encoder, vae_encoder, vae_decoder, step, controlnet, unet)");
       eg.spec.layout = o.layout, eg.spec.fp16 = o.fp16, eg.spec.dynamic_batch = o.dynamic_batch;
       Model model = lower(*eg.graph, eg.spec);
       model.producer_version = o.producer_version;
@@ -295,15 +317,20 @@ std::string export_models(Backend& be, const ExportModels& m, const ExportOption
       const bool external = o.external == ExportOptions::External::Always ||
                             (o.external == ExportOptions::External::Auto && wbytes > (uint64_t)1800 * 1024 * 1024);
       if (external && !ext) ext = std::make_unique<ExternalData>(o.out_dir, part + ".onnx_data");
-      const std::string file = sized ? part + "_" + std::to_string(W) + "x" + std::to_string(H) + ".onnx" : part + ".onnx";
+      const std::string file =
+          sized ? part + "_" + std::to_string(W) + "x" + std::to_string(H) + ".onnx" : part + ".onnx";
       std::string bytes = encode_model(model, external ? ext.get() : nullptr);
       write_file(o.out_dir + "/" + file, bytes);
       man << (first ? "" : ",") << "\n    {\"part\": " << json_str(part) << ", \"file\": " << json_str(file);
       if (sized) man << ", \"width\": " << W << ", \"height\": " << H;
-      man << ", \"batch\": " << (part == "text_encoder" ? o.text_batch : part.rfind("vae", 0) == 0 ? o.vae_batch : o.batch);
-      man << ", \"externalData\": " << (external ? json_str(ext->file_name()) : "null") << ", \"bytes\": " << bytes.size()
-          << ", \"weightBytes\": " << wbytes << ", \"nodes\": " << model.nodes.size()
-          << ",\n     \"inputs\": " << json_values(model.inputs) << ",\n     \"outputs\": " << json_values(model.outputs) << "}";
+      man << ", \"batch\": "
+          << (part == "text_encoder"      ? o.text_batch
+              : part.rfind("vae", 0) == 0 ? o.vae_batch
+                                          : o.batch);
+      man << ", \"externalData\": " << (external ? json_str(ext->file_name()) : "null")
+          << ", \"bytes\": " << bytes.size() << ", \"weightBytes\": " << wbytes << ", \"nodes\": " << model.nodes.size()
+          << ",\n     \"inputs\": " << json_values(model.inputs)
+          << ",\n     \"outputs\": " << json_values(model.outputs) << "}";
       first = false;
     }
   }

@@ -41,10 +41,10 @@ struct ExportOptions {
   // Parts to write; empty = text_encoder, vae_encoder, vae_decoder, step (those whose models are given).
   std::vector<std::string> parts;
   std::vector<std::pair<int, int>> sizes{{512, 512}};  // image width x height in pixels (multiples of 8)
-  int batch = 2;       // step / controlnet / unet batch (2 = the CFG rows)
-  int text_batch = 1;  // the pipeline encodes one text at a time
+  int batch = 2;                                       // step / controlnet / unet batch (2 = the CFG rows)
+  int text_batch = 1;                                  // the pipeline encodes one text at a time
   int vae_batch = 1;
-  int seq_len = 77;    // text length of the encoder and of the contexts
+  int seq_len = 77;  // text length of the encoder and of the contexts
   bool dynamic_batch = false;
   bool fp16 = false;
   Layout layout = Layout::CF;
@@ -63,7 +63,8 @@ struct ExportGraph {
 ExportGraph build_text_encoder(Backend& be, const ClipTextEncoder& m, int B, int L, bool taps);
 ExportGraph build_vae_encoder(Backend& be, const Vae& m, int N, int H, int W, bool taps);
 ExportGraph build_vae_decoder(Backend& be, const Vae& m, int N, int h, int w, bool taps);
-ExportGraph build_step(Backend& be, const ControlNet& cn, const UNet& un, int N, int h, int w, int L, bool residual_outputs);
+ExportGraph build_step(Backend& be, const ControlNet& cn, const UNet& un, int N, int h, int w, int L,
+                       bool residual_outputs);
 ExportGraph build_controlnet(Backend& be, const ControlNet& cn, int N, int h, int w, int L, bool taps);
 ExportGraph build_unet(Backend& be, const UNet& un, int N, int h, int w, int L, bool with_low, bool taps);
 

@@ -49,7 +49,8 @@ Source open_source(Backend& be, const ComponentSource& c, const char* component,
   } catch (const Error& e) {
     throw Error(ErrorCode::WeightsInvalid, e.what());
   }
-  s.ld = c.synthetic ? std::make_unique<WeightLoader>(be, what, c.seed) : std::make_unique<WeightLoader>(be, what, std::move(files));
+  s.ld = c.synthetic ? std::make_unique<WeightLoader>(be, what, c.seed)
+                     : std::make_unique<WeightLoader>(be, what, std::move(files));
   return s;
 }
 
@@ -67,7 +68,8 @@ ExportSession::ExportSession(const ExportSources& src, const std::vector<std::st
   load(src, parts);
 }
 
-ExportSession::ExportSession(const ExportSources& src, const std::vector<std::string>& parts, std::unique_ptr<Backend> backend)
+ExportSession::ExportSession(const ExportSources& src, const std::vector<std::string>& parts,
+                             std::unique_ptr<Backend> backend)
     : be_(std::move(backend)), m_(std::make_unique<Owned>()), host_(false) {
   load(src, parts);
 }

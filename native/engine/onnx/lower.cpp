@@ -29,10 +29,10 @@ class Lowerer {
   const Graph& g_;
   const LowerSpec& s_;
   Model m_;
-  std::vector<std::array<std::string, 2>> names_;  // per value: ONNX name in CL / CF form ("" = none yet)
+  std::vector<std::array<std::string, 2>> names_;    // per value: ONNX name in CL / CF form ("" = none yet)
   std::map<int, std::array<std::string, 2>> pairs_;  // attention_pair results: the two halves (CL)
   std::map<std::string, std::string> consts_, weights_;
-  std::map<std::string, const void*> weight_owner_;  // initializer name -> (weight, variant) key, for collisions
+  std::map<std::string, const void*> weight_owner_;   // initializer name -> (weight, variant) key, for collisions
   std::map<std::string, std::string> scalar_inputs_;  // ONNX input name -> value of type T
   int next_ = 0;
   std::string cls_ = "io";  // engine op being lowered: ONNX node names are "<engine op>/<onnx op>_<n>" (profiles)
@@ -117,9 +117,7 @@ class Lowerer {
 
   // Shape of value dims in a form; the batch entry becomes 0 ("copy from the input") or -1 for dynamic
   // batch reshapes.
-  Shape shape4(const Dims& d, Form f) const {
-    return f == CF ? Shape{d.n, d.c, d.h, d.w} : Shape{d.n, d.h, d.w, d.c};
-  }
+  Shape shape4(const Dims& d, Form f) const { return f == CF ? Shape{d.n, d.c, d.h, d.w} : Shape{d.n, d.h, d.w, d.c}; }
   Shape reshape_target(Shape s, int src_n, int dst_n) const {
     if (s_.dynamic_batch) s[0] = src_n == dst_n ? 0 : -1;
     return s;
@@ -163,7 +161,8 @@ class Lowerer {
     if (has(v, f)) return names_[v][f];
     if (has(v, (Form)(1 - f))) return names_[v][f] = convert(v, (Form)(1 - f), f);
     const auto& vi = g_.values()[v];
-    if (vi.base < 0) fail(ErrorCode::Internal, "onnx export of '", s_.name, "': value ", v, " is used before it is computed");
+    if (vi.base < 0)
+      fail(ErrorCode::Internal, "onnx export of '", s_.name, "': value ", v, " is used before it is computed");
     Form src = f;
     switch (vi.view) {
       case Graph::View::Reshape: {
@@ -190,14 +189,14 @@ class Lowerer {
           names_[v][CL] = it->second[half];
           break;
         }
-        if (s_.dynamic_batch) fail(ErrorCode::Unsupported, "onnx export: a batch slice cannot be exported with a dynamic batch");
+        if (s_.dynamic_batch)
+          fail(ErrorCode::Unsupported, "onnx export: a batch slice cannot be exported with a dynamic batch");
         src = avail(vi.base);
         std::string x = need(vi.base, src);
         names_[v][src] = op("Slice", {x, ints({vi.n0}), ints({vi.n0 + vi.d.n}), ints({0})});
         break;
       }
-      case Graph::View::None:
-        fail(ErrorCode::Internal, "onnx export: view without a kind");
+      case Graph::View::None: fail(ErrorCode::Internal, "onnx export: view without a kind");
     }
     return need(v, f);
   }
@@ -254,7 +253,8 @@ void Lowerer::bind_inputs() {
   std::map<std::string, std::string> ts_features;
   for (const InputBinding& b : s_.inputs) {
     auto it = gin.find(b.graph_name);
-    if (it == gin.end()) fail(ErrorCode::Internal, "onnx export of '", s_.name, "': the graph has no input '", b.graph_name, "'");
+    if (it == gin.end())
+      fail(ErrorCode::Internal, "onnx export of '", s_.name, "': the graph has no input '", b.graph_name, "'");
     const int v = it->second;
     const Dims& d = dims(v);
     switch (b.kind) {
@@ -277,7 +277,8 @@ void Lowerer::bind_inputs() {
           std::string t = reshape(b.onnx_name, {-1, 1});
           std::string arg = op("Mul", {t, floats(timestep_freqs(b.dim, b.freq_shift), {1, half}, ElemType::F32)});
           std::string sn = op("Sin", {arg}), cs = op("Cos", {arg});
-          std::string feat = op("Concat", {b.flip_sin_to_cos ? cs : sn, b.flip_sin_to_cos ? sn : cs}, {Attr::make_int("axis", 1)});
+          std::string feat =
+              op("Concat", {b.flip_sin_to_cos ? cs : sn, b.flip_sin_to_cos ? sn : cs}, {Attr::make_int("axis", 1)});
           f = ts_features.emplace(key, to_T(reshape(feat, reshape_target({d.n, 1, 1, b.dim}, d.n, d.n)))).first;
         }
         if (d.c != b.dim) fail(ErrorCode::Internal, "onnx export: timestep feature width mismatch");
@@ -312,15 +313,14 @@ void Lowerer::bind_outputs() {
   for (auto& o : g_.outputs()) gout[o.first] = o.second;
   for (const OutputBinding& b : s_.outputs) {
     auto it = gout.find(b.graph_name);
-    if (it == gout.end()) fail(ErrorCode::Internal, "onnx export of '", s_.name, "': the graph has no output '", b.graph_name, "'");
+    if (it == gout.end())
+      fail(ErrorCode::Internal, "onnx export of '", s_.name, "': the graph has no output '", b.graph_name, "'");
     const int v = it->second;
     const Dims& d = dims(v);
     std::string x;
     Shape shape;
     switch (b.kind) {
-      case OutputBinding::Map:
-        x = need(v, CF), shape = {d.n, d.c, d.h, d.w};
-        break;
+      case OutputBinding::Map: x = need(v, CF), shape = {d.n, d.c, d.h, d.w}; break;
       case OutputBinding::Seq:
         shape = {d.n, (int64_t)d.h * d.w, d.c};
         x = reshape(need(v, CL), reshape_target(shape, d.n, d.n));
@@ -410,10 +410,11 @@ void Lowerer::lower_node(int index, const Graph::Node& n) {
     const Weight* w = a.w;
     std::vector<std::string> in{need(arg(0), CF), weight(w, Variant::AsIs, T())};
     if (a.b) in.push_back(weight(a.b, Variant::AsIs, T()));
-    out = op("Conv", in,
-             {Attr::make_ints("kernel_shape", {w->shape[2], w->shape[3]}), Attr::make_ints("strides", {a.stride, a.stride}),
-              Attr::make_ints("pads", {a.pad.top, a.pad.left, a.pad.bottom, a.pad.right}),
-              Attr::make_ints("dilations", {1, 1}), Attr::make_int("group", 1)});
+    out = op(
+        "Conv", in,
+        {Attr::make_ints("kernel_shape", {w->shape[2], w->shape[3]}), Attr::make_ints("strides", {a.stride, a.stride}),
+         Attr::make_ints("pads", {a.pad.top, a.pad.left, a.pad.bottom, a.pad.right}),
+         Attr::make_ints("dilations", {1, 1}), Attr::make_int("group", 1)});
     f = CF;
     if (!cf_mode()) {
       out = op("Transpose", {out}, {Attr::make_ints("perm", {0, 2, 3, 1})});
@@ -437,7 +438,8 @@ void Lowerer::lower_node(int index, const Graph::Node& n) {
   } else if (n.op == "layer_norm") {
     f = CL;
     out = op("LayerNormalization",
-             {to_f32(need(arg(0), CL)), weight(a.w, Variant::AsIs, ElemType::F32), weight(a.b, Variant::AsIs, ElemType::F32)},
+             {to_f32(need(arg(0), CL)), weight(a.w, Variant::AsIs, ElemType::F32),
+              weight(a.b, Variant::AsIs, ElemType::F32)},
              {Attr::make_int("axis", -1), Attr::make_float("epsilon", a.eps)});
     out = to_T(out);
   } else if (n.op == "attention") {

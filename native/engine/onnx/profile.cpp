@@ -14,7 +14,8 @@
 namespace xpsr::onnx {
 
 std::string profile_step_cpu(const ExportSources& src, int W, int H, int batch, int seq_len, int threads, int reps) {
-  if (W % 8 || H % 8 || W <= 0 || H <= 0) fail(ErrorCode::InvalidArgument, "profile: size must be positive multiples of 8");
+  if (W % 8 || H % 8 || W <= 0 || H <= 0)
+    fail(ErrorCode::InvalidArgument, "profile: size must be positive multiples of 8");
   ExportSession s(src, {"step"}, make_cpu_backend(threads));
   ExportModels m = s.models();
   if (!m.controlnet || !m.unet) fail(ErrorCode::InvalidArgument, "profile: needs a ControlNet and a UNet");

@@ -10,6 +10,7 @@ namespace xpsr::onnx {
 
 // Returns JSON: {"runsMs": [...], "msByOp": {"conv2d": mean ms per run, ...}, "flops": ..., "arenaBytes": ...,
 // "backend": "..."}. `reps` timed runs after one warm-up run.
-std::string profile_step_cpu(const ExportSources& src, int width, int height, int batch, int seq_len, int threads, int reps);
+std::string profile_step_cpu(const ExportSources& src, int width, int height, int batch, int seq_len, int threads,
+                             int reps);
 
 }  // namespace xpsr::onnx

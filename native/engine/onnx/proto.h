@@ -39,10 +39,26 @@ struct Attr {
   std::vector<int64_t> ints;
   std::vector<float> floats;
   std::string s;
-  static Attr make_int(const std::string& n, int64_t v) { Attr a; a.kind = Int, a.name = n, a.i = v; return a; }
-  static Attr make_float(const std::string& n, float v) { Attr a; a.kind = Float, a.name = n, a.f = v; return a; }
-  static Attr make_ints(const std::string& n, std::vector<int64_t> v) { Attr a; a.kind = Ints, a.name = n, a.ints = std::move(v); return a; }
-  static Attr make_string(const std::string& n, const std::string& v) { Attr a; a.kind = String, a.name = n, a.s = v; return a; }
+  static Attr make_int(const std::string& n, int64_t v) {
+    Attr a;
+    a.kind = Int, a.name = n, a.i = v;
+    return a;
+  }
+  static Attr make_float(const std::string& n, float v) {
+    Attr a;
+    a.kind = Float, a.name = n, a.f = v;
+    return a;
+  }
+  static Attr make_ints(const std::string& n, std::vector<int64_t> v) {
+    Attr a;
+    a.kind = Ints, a.name = n, a.ints = std::move(v);
+    return a;
+  }
+  static Attr make_string(const std::string& n, const std::string& v) {
+    Attr a;
+    a.kind = String, a.name = n, a.s = v;
+    return a;
+  }
 };
 
 struct Node {
@@ -57,9 +73,9 @@ struct Initializer {
   std::string name;
   ElemType type = ElemType::F32;
   std::vector<int64_t> dims;
-  std::string bytes;                 // little-endian data of `type` (constants)
-  const float* f32 = nullptr;        // or: host f32 source (weights), numel = prod(dims)
-  bool transpose2d = false;          // f32 source is [rows, cols] = [dims[1], dims[0]]; write it transposed
+  std::string bytes;           // little-endian data of `type` (constants)
+  const float* f32 = nullptr;  // or: host f32 source (weights), numel = prod(dims)
+  bool transpose2d = false;    // f32 source is [rows, cols] = [dims[1], dims[0]]; write it transposed
   bool is_weight() const { return f32 != nullptr; }
   size_t numel() const;
   size_t nbytes() const { return numel() * elem_size(type); }

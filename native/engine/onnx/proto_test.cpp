@@ -87,7 +87,8 @@ TEST(onnx_graph_records_op_attributes_and_views) {
   const auto& nodes = g.nodes();
   CHECK(nodes.size() == 4);
   CHECK(nodes[0].op == "conv2d" && nodes[0].attrs.w == conv.get() && nodes[0].attrs.stride == 2);
-  CHECK(nodes[0].attrs.pad.top == 0 && nodes[0].attrs.pad.bottom == 1 && nodes[0].args.size() == 2 && nodes[0].args[1] == -1);
+  CHECK(nodes[0].attrs.pad.top == 0 && nodes[0].attrs.pad.bottom == 1 && nodes[0].args.size() == 2 &&
+        nodes[0].args[1] == -1);
   CHECK(nodes[1].attrs.groups == 4 && nodes[1].attrs.silu && nodes[1].attrs.eps == 1e-6f);
   CHECK(nodes[3].attrs.c0 == 2 && nodes[3].attrs.cols == 3);
   CHECK(g.values()[t.id].view == Graph::View::Reshape);
