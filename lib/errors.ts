@@ -45,6 +45,12 @@ export const ERROR_CODES = {
   ERR_TIMEOUT: 'server: the job exceeded the per-job time limit and was cancelled',
   ERR_SHUTDOWN: 'server: the job was cancelled because the drain timeout expired at shutdown',
   ERR_CLIENT_GONE: 'server: the client of a synchronous request disconnected, so its job was cancelled',
+  // The Redis queue (docs/deployment.md).
+  ERR_BLOB_TOO_LARGE: 'queue: an input or result exceeds the Redis blob store size limit (use --blob-dir for larger images)',
+  ERR_BLOB_STORE_MISMATCH: 'queue: the worker cannot read the blob store the job was written to (Redis keys vs a shared directory)',
+  ERR_REDIS_UNAVAILABLE: 'queue: Redis cannot be reached or refused the write (down, full)',
+  ERR_INPUT_EXPIRED: "queue: the job's input expired from the blob store before a worker took it",
+  ERR_WORKER_LOST: 'queue: the workers running the job died more often than the stalled-job limit allows',
   ERR_INTERNAL: 'a bug in xpsr-native (please report it with the message)',
 } as const;
 

@@ -37,3 +37,4 @@ export { runParity, formatLine, type ParityReport, type ParityLine } from './par
 export * from './captioners/index.js';
 export { loadNative } from './native.js';
 export { createServer, type ServerOptions, type XpsrServer, type JobQueue, type JobStatus, type JobState } from './server/index.js';
+export { createWorker, type WorkerOptions, type XpsrWorker, type WorkerEngine } from './queue/index.js';

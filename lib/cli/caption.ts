@@ -121,10 +121,9 @@ export async function runCaptionCommand(argv: string[], io: CaptionCommandIo = {
     stderr.write(`xpsr caption: ${message} [${code}]\nRun 'xpsr caption --help' for usage.\n`);
     return 2;
   };
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
+  const parse = (args: string[]) =>
+    parseArgs({
+      args,
       allowPositionals: true,
       strict: true,
       options: {
@@ -136,6 +135,9 @@ export async function runCaptionCommand(argv: string[], io: CaptionCommandIo = {
         help: { type: 'boolean', short: 'h' },
       },
     });
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(argv);
   } catch (e) {
     return usage(describe(e).message);
   }

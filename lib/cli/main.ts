@@ -17,6 +17,8 @@ Usage:
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
   xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
   xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
+  xpsr serve --redis URL [--port N]                                   the same server in front of remote workers
+  xpsr worker --redis URL --sd DIR --xpsr DIR [--device cuda:0]       GPU worker of the Redis queue
 
 Run 'xpsr <command> --help' for the options of a command.
 Exit status: 0 ok, 1 something failed, 2 usage error (nothing was run), 130 interrupted (143 terminated).
@@ -41,6 +43,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./export.js')).runExportCommand(rest);
     case 'build':
       return (await import('./build.js')).runBuildCommand(rest);
+    case 'worker':
+      return (await import('./worker.js')).runWorkerCommand(rest);
     case '--help':
     case '-h':
     case 'help':

@@ -12,6 +12,7 @@ import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs } f
 import type { Captioner } from '../captioners/types.js';
 
 export const SERVE_HELP = `Usage: xpsr serve --sd DIR --xpsr DIR [options]
+       xpsr serve --redis URL [options]      (a stateless front: jobs run on xpsr worker processes)
 
 Weights and devices (chosen at start only; no request names a file or a device)
   --sd DIR, --xpsr DIR     Stable Diffusion 1.5 folder and XPSR checkpoint folder (or env XPSR_SD / XPSR_WEIGHTS)
@@ -19,6 +20,15 @@ Weights and devices (chosen at start only; no request names a file or a device)
   --device LIST            cpu | cuda | cuda:0,cuda:1 | auto (default auto); one engine per device,
                            each runs one job at a time, a job goes to the first free device
   --threads N              CPU backend threads per engine
+
+Remote workers (docs/deployment.md)
+  --redis URL              enqueue jobs on this Redis for \`xpsr worker\` processes instead of loading
+                           weights here (or env XPSR_REDIS); same API, same job states
+  --queue NAME             queue name (default xpsr)
+  --blob-dir DIR           shared directory for images (the workers use the same); default Redis keys
+  --max-blob-mb N          largest image kept in Redis (default 64)
+  --input-ttl S            how long a queued job's input waits for a worker (default 3600)
+  --attempts N             attempts per job for transient failures: device lost, out of memory (default 3)
 
 Network
   --host ADDR              default 127.0.0.1 (use 0.0.0.0 only behind a firewall or a reverse proxy)
@@ -64,6 +74,12 @@ export async function runServeCommand(argv: string[]): Promise<number> {
       'result-ttl': { type: 'string' },
       'max-result-mb': { type: 'string' },
       'drain-timeout': { type: 'string' },
+      redis: { type: 'string' },
+      queue: { type: 'string' },
+      'blob-dir': { type: 'string' },
+      'max-blob-mb': { type: 'string' },
+      'input-ttl': { type: 'string' },
+      attempts: { type: 'string' },
       ...CAPTIONER_CLI_OPTIONS,
       log: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -90,15 +106,32 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     .filter((k) => k.length > 0);
 
   const captionerFlags = Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof typeof v] !== undefined);
+  const redis = v.redis ?? process.env.XPSR_REDIS;
+  if (redis !== undefined) {
+    const local = ['sd', 'xpsr', 'model', 'device', 'threads'].filter((k) => v[k as keyof typeof v] !== undefined);
+    if (local.length) throw new Error(`--redis: this server loads no weights; give ${local.map((k) => `--${k}`).join(', ')} to xpsr worker`);
+    if (captionerFlags) throw new Error('--redis: captioning runs on the workers; give the captioner flags to xpsr worker');
+  }
   const captioner: Captioner | undefined = captionerFlags ? await createCaptionerFromOptions(captionerOptionsFromArgs(v)) : undefined;
 
   const server = await createServer({
-    sd: v.sd ?? process.env.XPSR_SD,
-    xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS,
-    model: v.model ?? process.env.XPSR_MODEL,
-    devices: v.device ?? 'auto',
-    threads: num('threads', v.threads),
-    captioner,
+    ...(redis !== undefined
+      ? {
+          redis,
+          queue: v.queue,
+          blobDir: v['blob-dir'],
+          maxBlobBytes: num('max-blob-mb', v['max-blob-mb'], 2 ** 20),
+          inputTtlMs: num('input-ttl', v['input-ttl'], 1000),
+          attempts: num('attempts', v.attempts),
+        }
+      : {
+          sd: v.sd ?? process.env.XPSR_SD,
+          xpsr: v.xpsr ?? process.env.XPSR_WEIGHTS,
+          model: v.model ?? process.env.XPSR_MODEL,
+          devices: v.device ?? 'auto',
+          threads: num('threads', v.threads),
+          captioner,
+        }),
     apiKeys: keys,
     maxQueue: num('max-queue', v['max-queue']),
     bodyLimitBytes: num('max-body-mb', v['max-body-mb'], 2 ** 20),
@@ -142,7 +175,8 @@ export async function runServeCommand(argv: string[]): Promise<number> {
         .stats()
         .devices.map((d) => d.name)
         .join(', ');
-      log(`ready: models loaded on ${devices} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      if (redis !== undefined) log(`queue '${v.queue ?? 'xpsr'}' on Redis; workers now: ${devices || 'none yet (start xpsr worker)'}`);
+      else log(`ready: models loaded on ${devices} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     },
     (e: { message?: string; code?: string }) => {
       log(`loading the models failed: ${e.message}${e.code ? ` [${e.code}]` : ''}`);

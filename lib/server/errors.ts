@@ -52,6 +52,12 @@ const STATUS: Record<string, number> = {
   ERR_CAPTION_SERVER: 502,
   ERR_CAPTION_AUTH: 502,
   ERR_CAPTION_MISSING: 422,
+  // The Redis queue (lib/queue): blob over the Redis limit; Redis down; a job whose input expired before a
+  // worker took it, or whose worker died too often.
+  ERR_BLOB_TOO_LARGE: 413,
+  ERR_REDIS_UNAVAILABLE: 503,
+  ERR_INPUT_EXPIRED: 503,
+  ERR_WORKER_LOST: 503,
 };
 
 export function statusOf(code: string): number {

@@ -82,14 +82,14 @@ const imageRequestBody = {
 const submitErrors = {
   400: errorResponse('Bad option, missing image or malformed body (ERR_INVALID_OPTION, ERR_IMAGE_MISSING, ERR_BAD_REQUEST)'),
   401: errorResponse('Missing or invalid API key'),
-  413: errorResponse('Body too large, or image above the pixel limits (ERR_BODY_TOO_LARGE, ERR_IMAGE_TOO_LARGE)'),
+  413: errorResponse('Body too large, or image above the pixel limits (ERR_BODY_TOO_LARGE, ERR_IMAGE_TOO_LARGE, ERR_BLOB_TOO_LARGE)'),
   415: errorResponse('Unsupported content type'),
   422: errorResponse('The body is not a readable image (ERR_IMAGE_UNREADABLE)'),
   429: {
     ...errorResponse('Queue full (ERR_QUEUE_FULL); retry after the Retry-After header'),
     headers: { 'Retry-After': { schema: { type: 'integer' }, description: 'Seconds' } },
   },
-  503: errorResponse('Loading, draining or no usable device (ERR_NOT_READY, ERR_DRAINING)'),
+  503: errorResponse('Loading, draining, no usable device or worker, Redis unreachable or full (ERR_NOT_READY, ERR_DRAINING, ERR_REDIS_UNAVAILABLE)'),
 };
 
 const jobId = { name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } };
@@ -254,7 +254,7 @@ export function openApiDocument(version: string, authEnabled: boolean) {
           security: [],
           responses: {
             200: { description: 'Ready', content: { 'application/json': { schema: { type: 'object' } } } },
-            503: errorResponse('Loading, draining or a device unusable (ERR_NOT_READY, ERR_DRAINING)'),
+            503: errorResponse('Loading, draining, a device unusable, no worker or Redis unreachable (ERR_NOT_READY, ERR_DRAINING)'),
           },
         },
       },

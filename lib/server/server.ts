@@ -41,6 +41,22 @@ export interface ServerOptions {
    * wires `metrics.observer()` into it for the job metrics.
    */
   jobs?: JobQueue;
+  /**
+   * Run jobs on remote workers (`xpsr worker`, createWorker) through a BullMQ queue on this Redis instead of
+   * local engines: the server is then a stateless front (docs/deployment.md). No weights are loaded here.
+   */
+  redis?: string;
+  /** With `redis`: the queue name (default 'xpsr'), shared by the servers and workers of one deployment. */
+  queue?: string;
+  /** With `redis`: a shared directory for input and result images instead of Redis keys (the workers use the same). */
+  blobDir?: string;
+  /** With `redis`: largest image blob kept in Redis (default 64 MiB). */
+  maxBlobBytes?: number;
+  /** With `redis`: how long a queued job's input waits for a worker (default 1 h; then ERR_INPUT_EXPIRED). */
+  inputTtlMs?: number;
+  /** With `redis`: attempts per job for transient failures (device lost, out of memory; default 3) and the first backoff (default 1 s). */
+  attempts?: number;
+  backoffMs?: number;
   /** Bearer API keys; none = open. */
   apiKeys?: string[];
   /** Most jobs waiting for a device; more are refused with 429 + Retry-After. Default 32. */
@@ -121,6 +137,25 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
   let pool: DevicePool | undefined;
   if (o.jobs) {
     jobs = o.jobs;
+  } else if (o.redis !== undefined) {
+    if (o.captioner)
+      throw invalidOption('captioner', 'no captioner with redis (captioning runs on the workers: give it to xpsr worker)', 'a captioner');
+    const { RedisJobQueue } = await import('../queue/redis-jobs.js');
+    jobs = await RedisJobQueue.create({
+      redis: o.redis,
+      queue: o.queue,
+      blobDir: o.blobDir,
+      maxBlobBytes: o.maxBlobBytes,
+      inputTtlMs: o.inputTtlMs,
+      attempts: o.attempts,
+      backoffMs: o.backoffMs,
+      maxQueue,
+      jobTimeoutMs,
+      resultTtlMs,
+      maxInputPixels: limits.maxInputPixels,
+      onNotice: o.onNotice,
+      observer: { ...metrics.observer(), internalError: (id, e) => app.log.error({ err: e, job: id }, 'job event listener failed') },
+    });
   } else {
     pool = new DevicePool(
       o.engines
@@ -169,6 +204,12 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
     if (draining || !jobs.stats().accepting) return { code: ERR_DRAINING, message: 'the server is shutting down' };
     const s = jobs.stats();
     if (s.ready) return null;
+    if (o.redis !== undefined) {
+      return {
+        code: ERR_NOT_READY,
+        message: `no worker is ready on queue '${o.queue ?? 'xpsr'}' (start one with xpsr worker), or Redis is unreachable`,
+      };
+    }
     const bad = s.devices.find((d) => d.error);
     return {
       code: ERR_NOT_READY,

@@ -42,7 +42,10 @@ export class EventStreams {
     };
     this.#open.add(end);
     res.on('close', end);
-    if (isTerminal(initial.state)) return last(initial);
+    if (isTerminal(initial.state)) {
+      last(initial);
+      return;
+    }
     send('state', initial);
     unsubscribe = jobs.subscribe(initial.id, (e) => {
       if (e.type === 'progress') send('progress', e.status);

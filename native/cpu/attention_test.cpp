@@ -1,7 +1,8 @@
 // attention against a float64 softmax(QKᵀ·scale)V reference: 4096-token self-attention with 8 heads x 40
 // (a sample of query rows), cross-attention to 77 tokens with head dims 80 / 160 and packed q|k|v rows
-// (row strides), the VAE's single 512-wide head, CLIP's causal mask, key counts that straddle the 256-key
-// blocks, large logits, and tiny sizes. Tolerance: max|err| <= 2e-5 * max|ref| (f32 softmax and sums).
+// (row strides), the VAE's single 512-wide head, CLIP's causal mask, key counts that straddle the ~128-key
+// blocks, large logits, and tiny sizes, under every kernel set. Tolerance: max|err| <= 2e-5 * max|ref|
+// (f32 softmax and sums).
 #include <algorithm>
 #include <cmath>
 
@@ -76,29 +77,118 @@ void run_attention(Backend& be, const AttnCase& c, uint64_t seed) {
 
 }  // namespace
 
+// Every kernel set this machine has; the portable set skips only the 4096-token case (minutes there).
 TEST(cpu_attention_sd_shapes) {
-  auto be = make_cpu_backend();
-  run_attention(*be, {1, 4096, 4096, 8, 40, false, 0, 0, 0, 0, 331}, 1);           // level-0 self-attention
-  run_attention(*be, {2, 1024, 77, 8, 80, false, 3 * 640, 1280, 1280, 0, 37}, 2);  // level-1 cross, packed q|kv
-  run_attention(*be, {2, 256, 77, 8, 160, false, 0, 0, 0, 0, 7}, 3);               // level-2 cross
-  run_attention(*be, {2, 64, 64, 8, 160, false, 3 * 1280, 3 * 1280, 3 * 1280, 1280, 1}, 4);  // mid self, packed qkv
-  run_attention(*be, {1, 256, 256, 1, 512, false, 0, 0, 0, 0, 5}, 5);                        // VAE mid (single head)
-  run_attention(*be, {2, 77, 77, 12, 64, true, 0, 0, 0, 0, 1}, 6);                           // CLIP causal
-  run_attention(*be, {1, 1024, 1024, 8, 80, false, 0, 0, 0, 0, 101, 4.0}, 7);                // sharp softmax
+  IsaGuard guard;
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    auto be = make_cpu_backend();
+    if (isa != cpu::Isa::Portable)
+      run_attention(*be, {1, 4096, 4096, 8, 40, false, 0, 0, 0, 0, 331}, 1);         // level-0 self-attention
+    run_attention(*be, {2, 1024, 77, 8, 80, false, 3 * 640, 1280, 1280, 0, 37}, 2);  // level-1 cross, packed q|kv
+    run_attention(*be, {2, 256, 77, 8, 160, false, 0, 0, 0, 0, 7}, 3);               // level-2 cross
+    run_attention(*be, {2, 64, 64, 8, 160, false, 3 * 1280, 3 * 1280, 3 * 1280, 1280, 1}, 4);  // mid self, packed qkv
+    run_attention(*be, {1, 256, 256, 1, 512, false, 0, 0, 0, 0, 5}, 5);                        // VAE mid (single head)
+    run_attention(*be, {2, 77, 77, 12, 64, true, 0, 0, 0, 0, 1}, 6);                           // CLIP causal
+    run_attention(*be, {1, 1024, 1024, 8, 80, false, 0, 0, 0, 0, 101, 4.0}, 7);                // sharp softmax
+  }
 }
 
 TEST(cpu_attention_odd_sizes) {
-  auto be = make_cpu_backend(3);
-  const AttnCase cases[] = {
-      {1, 1, 1, 1, 1},
-      {1, 5, 300, 3, 7},
-      {2, 300, 300, 2, 9, true},
-      {1, 70, 513, 1, 17},
-      {3, 13, 11, 5, 33},
-      {1, 2, 257, 1, 16, false, 0, 0, 0, 0, 1, 12.0},
-      {1, 600, 600, 1, 24, true, 0, 0, 0, 0, 1, 3.0},
-      {1, 9, 9, 4, 3, true, 20, 14, 13, 15},
-  };
-  uint64_t seed = 30;
-  for (const AttnCase& c : cases) run_attention(*be, c, seed++);
+  IsaGuard guard;
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    auto be = make_cpu_backend(3);
+    const AttnCase cases[] = {
+        {1, 1, 1, 1, 1},
+        {1, 5, 300, 3, 7},
+        {2, 300, 300, 2, 9, true},
+        {1, 70, 513, 1, 17},
+        {3, 13, 11, 5, 33},
+        {1, 2, 257, 1, 16, false, 0, 0, 0, 0, 1, 12.0},
+        {1, 600, 600, 1, 24, true, 0, 0, 0, 0, 1, 3.0},
+        {1, 9, 9, 4, 3, true, 20, 14, 13, 15},
+        {1, 130, 131, 2, 41, true, 0, 0, 0, 0, 1, 2.0},  // key blocks of 126 / 128 split a causal block
+    };
+    uint64_t seed = 30;
+    for (const AttnCase& c : cases) run_attention(*be, c, seed++);
+  }
+}
+
+// Kernels::softmax_panel directly, on every kernel set: the base-2 exponential against exp2 in double
+// over [-126, 0] (2^20 points plus integers and half-integers, where the reduction switches), the
+// running max / sum / rescale bookkeeping across two blocks, causal masking (masked entries exactly 0)
+// and a lane whose keys are all masked (0 and finite, never NaN). Bound: relative error <= 2.5e-7
+// (about 2 ulp; measured 7.9e-8 for the degree-6 polynomial).
+TEST(cpu_softmax_panel_kernel) {
+  IsaGuard guard;
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    const cpu::Kernels& kr = cpu::kernels();
+    // exp2 sweep: values <= 0 and a running max of 0, so the kernel stores exactly 2^s
+    const int64_t nk = 1 << 16;
+    std::vector<float> s((size_t)nk * 16);
+    for (size_t i = 0; i < s.size(); ++i) s[i] = (float)(-126.0 * (double)i / (double)(s.size() - 1));
+    for (int k = 0; k <= 126; ++k) s[(size_t)k * 997] = (float)-k, s[(size_t)k * 997 + 1] = (float)(-k - 0.5);
+    s[5] = -0.0f, s[6] = -1e-30f, s[7] = std::nextafter(-0.5f, 0.0f);
+    const std::vector<float> x = s;
+    std::vector<float> m(16, 0.0f), l(16, 0.0f), corr(16);
+    kr.softmax_panel(s.data(), nk, INT64_MAX / 2, m.data(), l.data(), corr.data());
+    double worst = 0, sum_err = 0;
+    std::vector<double> lsum(16, 0.0);
+    for (size_t i = 0; i < s.size(); ++i) {
+      const double ref = std::exp2((double)x[i]);
+      worst = std::max(worst, std::fabs(s[i] - ref) / ref);
+      lsum[i % 16] += ref;
+    }
+    for (int q = 0; q < 16; ++q) {
+      CHECK(m[q] == 0.0f && corr[q] == 1.0f);
+      sum_err = std::max(sum_err, std::fabs(l[q] - lsum[q]) / lsum[q]);
+    }
+    std::printf("    %-8s exp2 over [-126, 0]: max rel err %.2e (bound 2.5e-7); row sums rel err %.1e\n",
+                cpu::isa_name(isa), worst, sum_err);
+    CHECK(worst <= 2.5e-7);
+    CHECK(sum_err <= 1e-4);  // f32 running sums of 65536 terms per lane
+    // two blocks with a growing max, causal mask (delta = 3: lane q sees keys r <= 3 + q), and lane 15's
+    // first block fully masked via delta = -20 for a second panel
+    for (int64_t delta : {(int64_t)3, (int64_t)-20}) {
+      const int64_t rows = 24;
+      std::vector<float> a((size_t)rows * 16), b((size_t)rows * 16);
+      for (size_t i = 0; i < a.size(); ++i) a[i] = (float)(0.37 * (double)(i % 29) - 4.0), b[i] = a[i] + 3.0f;
+      std::vector<float> mm(16, -INFINITY), ll(16, 0.0f), cc(16);
+      std::vector<float> pa = a, pb = b;
+      kr.softmax_panel(pa.data(), rows, delta, mm.data(), ll.data(), cc.data());
+      kr.softmax_panel(pb.data(), rows, delta + rows, mm.data(), ll.data(), cc.data());
+      for (int q = 0; q < 16; ++q) {
+        // reference: both blocks, keys r (block a) visible when r <= delta + q, block b when r <= delta + rows + q
+        double mx = -INFINITY;
+        for (int64_t r = 0; r < rows; ++r) {
+          if (r <= delta + q) mx = std::max(mx, (double)a[r * 16 + q]);
+          if (r <= delta + rows + q) mx = std::max(mx, (double)b[r * 16 + q]);
+        }
+        double lref = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          if (r <= delta + q) lref += std::exp2((double)a[r * 16 + q] - mx);
+          if (r <= delta + rows + q) lref += std::exp2((double)b[r * 16 + q] - mx);
+        }
+        CHECK(std::isfinite(mm[q]) && std::isfinite(ll[q]) && std::isfinite(cc[q]));
+        if (mx == -INFINITY) {
+          CHECK(ll[q] == 0.0f);
+          continue;
+        }
+        CHECK_MSG(std::fabs(mm[q] - mx) <= 0.0, "running max");
+        CHECK_MSG(std::fabs(ll[q] - lref) <= 1e-6 * lref, "running sum");
+        for (int64_t r = 0; r < rows; ++r) {
+          // the kernel's argument is the f32 difference s - m (m is a data value); exp2 of it in double
+          const double eb = r <= delta + rows + q ? std::exp2((double)(b[r * 16 + q] - (float)mx)) : 0.0;
+          CHECK_MSG(
+              std::fabs(pb[r * 16 + q] - eb) <= 3e-7 * std::max(eb, 1e-30) || (eb == 0.0 && pb[r * 16 + q] == 0.0f),
+              "second block probabilities");
+          if (r > delta + q) CHECK_MSG(pa[r * 16 + q] == 0.0f, "masked entries are exactly 0");
+        }
+      }
+    }
+  }
 }

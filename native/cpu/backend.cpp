@@ -1,25 +1,30 @@
-// CpuBackend: the fp32, channels-last CPU implementation of native/engine/backend.h. It owns the thread
+// CpuBackend: the f32, channels-last CPU implementation of native/engine/backend.h. It owns the thread
 // pool and scratch (context.h), keeps weights in 64-byte aligned host memory (Linear / Conv packed into
-// GEMM panels at upload, see gemm.h), checks every op's arguments (Error with the op and the values) and
-// hands the op to ops.h. Ops are serialised by a mutex: one op, hence one plan, runs at a time.
+// GEMM panels at upload, see gemm.h; as bf16 pairs in the bf16 compute mode of cpu_backend.h), checks
+// every op's arguments (Error with the op and the values) and hands the op to ops.h. Ops are serialised
+// by a mutex: one op, hence one plan, runs at a time.
 // Test: backend_test.cpp (memory, weights, errors); the op tests exercise the rest.
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
 
 #include "../engine/backend.h"
+#include "cpu_backend.h"
 #include "dispatch.h"
 #include "gemm.h"
 #include "ops.h"
+#include "profile.h"
 
 namespace xpsr {
 namespace cpu {
 namespace {
 
 struct CpuWeight : Weight {
-  float* data = nullptr;
-  size_t floats = 0;
-  ~CpuWeight() override { aligned_free(data); }
+  float* data = nullptr;     // f32 storage (vectors, embeddings, f32-packed Linear / Conv)
+  uint32_t* bf16 = nullptr;  // bf16-pair packed Linear / Conv (bf16 compute mode); data is null then
+  size_t bytes = 0;
+  ~CpuWeight() override { aligned_free(data ? static_cast<void*>(data) : static_cast<void*>(bf16)); }
 };
 
 const char* kind_name(WeightKind k) {
@@ -64,19 +69,59 @@ void check_ld(T ld, T need, const char* op, const char* what) {
   XPSR_CHECK(ld >= need, ErrorCode::InvalidArgument, op, ": row stride ", what, " = ", ld, " is below ", need);
 }
 
+// Profile labels (profile.h); built only when profiling is on.
+std::string conv_label(const Conv2dArgs& a) {
+  if (!profile_enabled()) return {};
+  std::ostringstream o;
+  o << "conv" << a.R << "x" << a.S << (a.stride > 1 ? " s2" : "") << " C=" << a.C << " K=" << a.K;
+  return o.str();
+}
+std::string linear_label(const LinearArgs& a) {
+  if (!profile_enabled()) return {};
+  std::ostringstream o;
+  o << "linear M=" << a.M << " K=" << a.K << " N=" << a.N;
+  return o.str();
+}
+std::string attention_label(const AttentionArgs& a) {
+  if (!profile_enabled()) return {};
+  std::ostringstream o;
+  o << "attention d=" << a.head_dim << " Lq=" << a.Lq << " Lk=" << a.Lk;
+  return o.str();
+}
+const char* unary_label(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Silu: return "unary silu";
+    case UnaryOp::QuickGelu: return "unary quick_gelu";
+    case UnaryOp::GeluErf: return "unary gelu_erf";
+    case UnaryOp::LeakyRelu: return "unary leaky_relu";
+  }
+  return "unary";
+}
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : ctx_(threads) {}
+  CpuBackend(int threads, CpuPrecision precision) : ctx_(threads), precision_(precision) {
+    XPSR_CHECK(precision != CpuPrecision::BF16 || bf16_available(), ErrorCode::Unsupported,
+               "CPU backend: bf16 compute needs a CPU with AVX512_BF16 and the AVX-512 kernel set (this CPU/build: ",
+               isa_name(best_isa()), ", AVX512_BF16 ", bf16_available() ? "yes" : "no", ")");
+  }
 
   std::string name() const override { return "cpu"; }
   std::string description() const override {
     std::ostringstream o;
-    o << "CPU (" << kernels().name << ", " << ctx_.pool.size() << (ctx_.pool.size() == 1 ? " thread)" : " threads)");
+    o << "CPU (" << kernels().name << ", " << ctx_.pool.size() << (ctx_.pool.size() == 1 ? " thread" : " threads")
+      << (precision_ == CpuPrecision::BF16 ? ", bf16 compute)" : ")");
     return o.str();
   }
   DType act_dtype() const override { return DType::F32; }
 
-  void* alloc(size_t bytes) override { return aligned_alloc_bytes(bytes, "activations"); }
+  // Large blocks (a plan's activation arena) are touched here, at plan creation, so the first run of a
+  // plan does not pay the page faults inside its ops.
+  void* alloc(size_t bytes) override {
+    void* p = aligned_alloc_bytes(bytes, "activations");
+    if (bytes >= (1u << 20)) std::memset(p, 0, bytes);
+    return p;
+  }
   void free(void* p) override { aligned_free(p); }
   void upload_act(void* dst, const float* src, size_t n) override { copy(dst, src, n); }
   void download_act(float* dst, const void* src, size_t n) override { copy(dst, src, n); }
@@ -111,6 +156,7 @@ class CpuBackend final : public Backend {
   }
 
   mutable Context ctx_;
+  CpuPrecision precision_;
   std::mutex op_mutex_;
   std::mutex weight_mutex_;
   size_t weight_bytes_ = 0;
@@ -131,16 +177,24 @@ std::shared_ptr<Weight> CpuBackend::upload(const std::string& name, WeightKind k
   w->kind = kind;
   w->shape = shape;
   w->name = name;
-  int64_t floats = count;
-  if (kind == WeightKind::Linear) floats = packed_b_floats(shape[1], shape[0]);
-  if (kind == WeightKind::Conv) floats = packed_b_floats(shape[1] * shape[2] * shape[3], shape[0]);
-  w->floats = (size_t)floats;
-  w->data = static_cast<float*>(aligned_alloc_bytes(w->floats * sizeof(float), name.c_str()));
-  if (kind == WeightKind::Linear) pack_b_linear(data, shape[0], shape[1], w->data);
-  else if (kind == WeightKind::Conv) pack_b_conv(data, shape[0], shape[1], shape[2], shape[3], w->data);
-  else std::memcpy(w->data, data, w->floats * sizeof(float));
+  const bool gemm = kind == WeightKind::Linear || kind == WeightKind::Conv;
+  const int64_t K = kind == WeightKind::Linear ? shape[1]
+                    : kind == WeightKind::Conv ? shape[1] * shape[2] * shape[3]
+                                               : 0;
+  if (gemm && precision_ == CpuPrecision::BF16) {
+    w->bytes = sizeof(uint32_t) * (size_t)packed_b_words_bf16(K, shape[0]);
+    w->bf16 = static_cast<uint32_t*>(aligned_alloc_bytes(w->bytes, name.c_str()));
+    if (kind == WeightKind::Linear) pack_b_linear_bf16(data, shape[0], shape[1], w->bf16);
+    else pack_b_conv_bf16(data, shape[0], shape[1], shape[2], shape[3], w->bf16);
+  } else {
+    w->bytes = sizeof(float) * (size_t)(gemm ? packed_b_floats(K, shape[0]) : count);
+    w->data = static_cast<float*>(aligned_alloc_bytes(w->bytes, name.c_str()));
+    if (kind == WeightKind::Linear) pack_b_linear(data, shape[0], shape[1], w->data);
+    else if (kind == WeightKind::Conv) pack_b_conv(data, shape[0], shape[1], shape[2], shape[3], w->data);
+    else std::memcpy(w->data, data, w->bytes);
+  }
   std::lock_guard<std::mutex> lock(weight_mutex_);
-  weight_bytes_ += w->floats * sizeof(float);
+  weight_bytes_ += w->bytes;
   return w;
 }
 
@@ -166,7 +220,8 @@ void CpuBackend::conv2d(const Conv2dArgs& a) {
   const CpuWeight& w = weight(a.w, WeightKind::Conv, {a.K, a.C, a.R, a.S}, op, "w");
   const float* b = optional_vector(a.b, a.K, op, "bias");
   std::lock_guard<std::mutex> lock(op_mutex_);
-  conv2d_op(ctx_, a, w.data, b);
+  ProfileScope prof(conv_label(a), 2.0 * a.N * a.P * a.Q * (double)a.K * a.C * a.R * a.S);
+  conv2d_op(ctx_, a, w.data, w.bf16, b);
 }
 
 void CpuBackend::linear(const LinearArgs& a) {
@@ -183,7 +238,8 @@ void CpuBackend::linear(const LinearArgs& a) {
   check_ptr(a.x, op, "x");
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
-  linear_op(ctx_, a, w.data, b);
+  ProfileScope prof(linear_label(a), 2.0 * a.M * (double)a.N * a.K);
+  linear_op(ctx_, a, w.data, w.bf16, b);
 }
 
 void CpuBackend::group_norm(const GroupNormArgs& a) {
@@ -199,6 +255,7 @@ void CpuBackend::group_norm(const GroupNormArgs& a) {
   const float* g = weight(a.gamma, WeightKind::Vector, {a.C}, op, "gamma").data;
   const float* b = weight(a.beta, WeightKind::Vector, {a.C}, op, "beta").data;
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(a.silu ? "group_norm+silu" : "group_norm");
   group_norm_op(ctx_, a, g, b);
 }
 
@@ -212,6 +269,7 @@ void CpuBackend::layer_norm(const LayerNormArgs& a) {
   check_ptr(a.x, op, "x");
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("layer_norm");
   layer_norm_op(ctx_, a, g, b);
 }
 
@@ -232,6 +290,7 @@ void CpuBackend::attention(const AttentionArgs& a) {
   check_ld(a.ldv, width, op, "ldv");
   check_ld(a.ldo, width, op, "ldo");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(attention_label(a), 4.0 * a.B * a.Lq * (double)a.Lk * a.heads * a.head_dim);
   attention_op(ctx_, a);
 }
 
@@ -241,6 +300,7 @@ void CpuBackend::geglu(const GegluArgs& a) {
   check_ptr(a.x, "geglu", "x");
   check_ptr(a.y, "geglu", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("geglu");
   geglu_op(ctx_, a);
 }
 
@@ -249,6 +309,7 @@ void CpuBackend::unary(const UnaryArgs& a) {
   check_ptr(a.x, "unary", "x");
   check_ptr(a.y, "unary", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof(unary_label(a.op));
   unary_op(ctx_, a);
 }
 
@@ -257,6 +318,7 @@ void CpuBackend::axpby(const AxpbyArgs& a) {
   check_ptr(a.a, "axpby", "a");
   check_ptr(a.y, "axpby", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("axpby");
   axpby_op(ctx_, a);
 }
 
@@ -267,6 +329,7 @@ void CpuBackend::channel_add(const ChannelAddArgs& a) {
   check_ptr(a.v, "channel_add", "v");
   check_ptr(a.y, "channel_add", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("channel_add");
   channel_add_op(ctx_, a);
 }
 
@@ -277,6 +340,7 @@ void CpuBackend::concat(const ConcatArgs& a) {
   if (a.Cb) check_ptr(a.b, "concat", "b");
   check_ptr(a.y, "concat", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("concat");
   concat_op(ctx_, a);
 }
 
@@ -287,6 +351,7 @@ void CpuBackend::slice(const SliceArgs& a) {
   check_ptr(a.x, "slice", "x");
   check_ptr(a.y, "slice", "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("slice");
   slice_op(ctx_, a);
 }
 
@@ -301,6 +366,7 @@ void CpuBackend::upsample_nearest(const UpsampleArgs& a) {
   check_ptr(a.x, op, "x");
   check_ptr(a.y, op, "y");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("upsample_nearest");
   upsample_nearest_op(ctx_, a);
 }
 
@@ -319,12 +385,30 @@ void CpuBackend::embedding(const EmbeddingArgs& a) {
     XPSR_CHECK(a.ids[i] >= 0 && a.ids[i] < rows, ErrorCode::InvalidArgument, op, ": id ", a.ids[i], " at ", i,
                " is outside table '", t->name, "' with ", rows, " rows");
   std::lock_guard<std::mutex> lock(op_mutex_);
+  ProfileScope prof("embedding");
   embedding_op(ctx_, a, t->data, rows, t->shape[1]);
 }
 
 }  // namespace
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<cpu::CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return make_cpu_backend(CpuBackendOptions{threads, cpu_precision_from_env()});
+}
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& o) {
+  return std::make_unique<cpu::CpuBackend>(o.threads, o.precision);
+}
+
+CpuPrecision cpu_precision_from_env() {
+  const char* e = std::getenv("XPSR_CPU_PRECISION");
+  if (!e || !*e || !std::strcmp(e, "fp32") || !std::strcmp(e, "f32")) return CpuPrecision::F32;
+  if (!std::strcmp(e, "bf16")) return CpuPrecision::BF16;
+  fail(ErrorCode::InvalidArgument, "XPSR_CPU_PRECISION must be fp32 or bf16, got '", e, "'");
+}
+
+bool cpu_bf16_available() { return cpu::bf16_available(); }
+
+const char* cpu_precision_name(CpuPrecision p) { return p == CpuPrecision::BF16 ? "bf16" : "fp32"; }
 
 }  // namespace xpsr

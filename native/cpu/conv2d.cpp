@@ -7,18 +7,18 @@
 
 namespace xpsr::cpu {
 
-void linear_op(Context& ctx, const LinearArgs& a, const float* w, const float* bias) {
+void linear_op(Context& ctx, const LinearArgs& a, const float* w, const uint32_t* w_bf16, const float* bias) {
   GemmA src;
   src.x = static_cast<const float*>(a.x);
   src.lda = a.ldx;
-  PackedB b{w, a.K, a.N};
+  PackedB b{w, w_bf16, a.K, a.N};
   Epilogue ep{bias, static_cast<const float*>(a.residual), a.ldr};
   gemm(ctx, a.M, a.N, a.K, src, b, ep, static_cast<float*>(a.y), a.ldy);
 }
 
-void conv2d_op(Context& ctx, const Conv2dArgs& a, const float* w, const float* bias) {
+void conv2d_op(Context& ctx, const Conv2dArgs& a, const float* w, const uint32_t* w_bf16, const float* bias) {
   const int64_t M = (int64_t)a.N * a.P * a.Q, K = (int64_t)a.R * a.S * a.C;
-  PackedB b{w, K, a.K};
+  PackedB b{w, w_bf16, K, a.K};
   Epilogue ep{bias, static_cast<const float*>(a.residual), a.K};
   GemmA src;
   ConvGeom g;

@@ -64,6 +64,14 @@ const char* isa_name(Isa isa) {
 
 bool isa_available(Isa isa) { return cpu_has(isa) && table(isa) != nullptr; }
 
+bool bf16_available() {
+#if defined(XPSR_X86) && (defined(__GNUC__) || defined(__clang__))
+  return best_isa() == Isa::Avx512 && __builtin_cpu_supports("avx512bf16") && kernels_avx512()->ukr_bf16;
+#else
+  return false;
+#endif
+}
+
 Isa best_isa() {
   const Isa cap = env_cap();
   for (Isa isa : {Isa::Avx512, Isa::Avx2}) {

@@ -1,7 +1,7 @@
 // Kernel-set agreement: every SIMD set the machine supports (AVX-512, AVX2) must match the portable set
 // on the same inputs and weights (weights are uploaded once: the packed layout is shared by all sets).
 // Covers the GEMM micro-kernels (linear, strided conv with edge tiles), attention (exp / max / scale row
-// kernels), group_norm + SiLU and the unary / geglu / axpby kernels.
+// kernels), group_norm + SiLU, layer_norm and the unary / geglu / axpby kernels.
 // Tolerance vs portable: max|diff| <= 2e-6 * max|portable| (summation order and ~1-ulp exp differ).
 #include <functional>
 
@@ -96,6 +96,16 @@ TEST(cpu_isa_sets_agree) {
     a.silu = true;
     be->group_norm(a);
     return gy.get();
+  });
+  // layer_norm with a masked tail (odd width) and a large mean
+  auto lg = rng.vec(83, 0.5, 1.5);
+  auto LG = be->upload("lg", WeightKind::Vector, {83}, lg.data());
+  Buf lx(*be, rng.vec(9 * 83, 47, 53)), ly(*be, 9 * 83);
+  compare_sets("layer_norm 9x83", [&] {
+    LayerNormArgs a;
+    a.x = lx.p(), a.y = ly.p(), a.rows = 9, a.C = 83, a.gamma = LG.get(), a.beta = LG.get();
+    be->layer_norm(a);
+    return ly.get();
   });
   // unary / geglu / axpby row kernels with tails
   Buf ux(*be, rng.vec(1001, -8, 8)), uy(*be, 1001);

@@ -59,49 +59,59 @@ std::vector<float> unary_inputs() {
 }  // namespace
 
 TEST(cpu_unary_ops) {
-  auto be = make_cpu_backend();
-  auto x = unary_inputs();
-  const std::pair<UnaryOp, const char*> ops[] = {{UnaryOp::Silu, "silu"},
-                                                 {UnaryOp::QuickGelu, "quick_gelu"},
-                                                 {UnaryOp::GeluErf, "gelu_erf"},
-                                                 {UnaryOp::LeakyRelu, "leaky_relu"}};
-  for (auto [op, name] : ops) {
-    Buf bx(*be, x), by(*be, x.size());
-    UnaryArgs a;
-    a.x = bx.p(), a.y = by.p(), a.n = x.size(), a.op = op;
-    be->unary(a);
-    std::vector<double> ref(x.size());
-    for (size_t i = 0; i < x.size(); ++i) ref[i] = ref_unary(op, x[i]);
-    expect_each(std::string("unary ") + name + " n=100023", by.get(), ref, x, 1e-6, 3e-7);
-    a.y = bx.p();  // in place, odd length
-    a.n = 13;
-    be->unary(a);
-    auto y = bx.get();
-    expect_each(std::string("unary ") + name + " in place n=13", std::vector<float>(y.begin(), y.begin() + 13),
-                std::vector<double>(ref.begin(), ref.begin() + 13), std::vector<float>(x.begin(), x.begin() + 13), 1e-6,
-                3e-7);
+  IsaGuard guard;  // every kernel set this machine has
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    auto be = make_cpu_backend();
+    auto x = unary_inputs();
+    const std::pair<UnaryOp, const char*> ops[] = {{UnaryOp::Silu, "silu"},
+                                                   {UnaryOp::QuickGelu, "quick_gelu"},
+                                                   {UnaryOp::GeluErf, "gelu_erf"},
+                                                   {UnaryOp::LeakyRelu, "leaky_relu"}};
+    for (auto [op, name] : ops) {
+      Buf bx(*be, x), by(*be, x.size());
+      UnaryArgs a;
+      a.x = bx.p(), a.y = by.p(), a.n = x.size(), a.op = op;
+      be->unary(a);
+      std::vector<double> ref(x.size());
+      for (size_t i = 0; i < x.size(); ++i) ref[i] = ref_unary(op, x[i]);
+      expect_each(std::string("unary ") + name + " n=100023", by.get(), ref, x, 1e-6, 3e-7);
+      a.y = bx.p();  // in place, odd length
+      a.n = 13;
+      be->unary(a);
+      auto y = bx.get();
+      expect_each(std::string("unary ") + name + " in place n=13", std::vector<float>(y.begin(), y.begin() + 13),
+                  std::vector<double>(ref.begin(), ref.begin() + 13), std::vector<float>(x.begin(), x.begin() + 13),
+                  1e-6, 3e-7);
+    }
   }
 }
 
 TEST(cpu_geglu) {
-  auto be = make_cpu_backend();
-  for (auto [rows, inner] : {std::pair{64, 1280}, std::pair{3, 7}, std::pair{1, 1}}) {
-    Rng rng(rows);
-    auto x = rng.vec((size_t)rows * 2 * inner, -6.0, 6.0);
-    Buf bx(*be, x), by(*be, (size_t)rows * inner);
-    GegluArgs a;
-    a.x = bx.p(), a.y = by.p(), a.rows = rows, a.inner = inner;
-    be->geglu(a);
-    std::vector<double> ref;
-    std::vector<float> mag;
-    for (int r = 0; r < rows; ++r)
-      for (int i = 0; i < inner; ++i) {
-        const double av = x[(size_t)r * 2 * inner + i], g = x[(size_t)r * 2 * inner + inner + i];
-        ref.push_back(av * ref_unary(UnaryOp::GeluErf, g));
-        mag.push_back((float)(std::fabs(av) * std::fmax(1.0, std::fabs(g))));
-      }
-    expect_each("geglu rows=" + std::to_string(rows) + " inner=" + std::to_string(inner), by.get(), ref, mag, 2e-6,
-                3e-7);
+  IsaGuard guard;  // every kernel set this machine has
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    auto be = make_cpu_backend();
+    for (auto [rows, inner] : {std::pair{64, 1280}, std::pair{3, 7}, std::pair{1, 1}}) {
+      Rng rng(rows);
+      auto x = rng.vec((size_t)rows * 2 * inner, -6.0, 6.0);
+      Buf bx(*be, x), by(*be, (size_t)rows * inner);
+      GegluArgs a;
+      a.x = bx.p(), a.y = by.p(), a.rows = rows, a.inner = inner;
+      be->geglu(a);
+      std::vector<double> ref;
+      std::vector<float> mag;
+      for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < inner; ++i) {
+          const double av = x[(size_t)r * 2 * inner + i], g = x[(size_t)r * 2 * inner + inner + i];
+          ref.push_back(av * ref_unary(UnaryOp::GeluErf, g));
+          mag.push_back((float)(std::fabs(av) * std::fmax(1.0, std::fabs(g))));
+        }
+      expect_each("geglu rows=" + std::to_string(rows) + " inner=" + std::to_string(inner), by.get(), ref, mag, 2e-6,
+                  3e-7);
+    }
   }
 }
 

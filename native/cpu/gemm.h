@@ -3,6 +3,9 @@
 // every k, 16 contiguous floats per k, zero-padded past N (layout shared by every kernel set). A is read
 // either densely (rows with a stride) or as implicit im2col rows of an NHWC conv input. The driver
 // packs MC x KC blocks of A per thread and runs the active micro-kernel (dispatch.h). Test: gemm_test.cpp.
+// bf16 compute mode (CpuPrecision::BF16, CPUs with AVX512_BF16): B is packed as bf16 k-pairs instead
+// (see PackedB), each A block is rounded to bf16 while it is packed, and the AVX-512 BF16 micro-kernel
+// (vdpbf16ps) accumulates in f32; bias, residual and the output stay f32.
 #pragma once
 #include <cstdint>
 
@@ -13,17 +16,28 @@ namespace xpsr::cpu {
 
 constexpr int kPanel = 16;  // columns per packed B panel
 
-// A packed B operand: panel p at data + p * K * 16.
+// A packed B operand, f32 or bf16 (exactly one of data / bf16 is set).
+//  f32:  panel p at data + p * K * 16, row k of the panel at +16*k (16 floats).
+//  bf16: panel p at bf16 + p * K2 * 16 with K2 = ceil(K / 2); row k2 holds 16 32-bit words, word j =
+//        bf16(w[2*k2][j]) | bf16(w[2*k2+1][j]) << 16 (the pair layout vdpbf16ps multiplies), zero past K.
 struct PackedB {
   const float* data = nullptr;
+  const uint32_t* bf16 = nullptr;
   int64_t K = 0, N = 0;
 };
 
 inline int64_t packed_b_floats(int64_t K, int64_t N) { return ceil_div(N, kPanel) * kPanel * K; }
+inline int64_t packed_b_words_bf16(int64_t K, int64_t N) { return ceil_div(N, kPanel) * kPanel * ceil_div(K, 2); }
+// f32 -> bf16, round to nearest even (NaN stays NaN), as the hardware conversion does for normal values.
+uint16_t to_bf16(float f);
+float from_bf16(uint16_t h);
 // From a Linear weight w[N, K] (B = wᵀ).
 void pack_b_linear(const float* w, int64_t N, int64_t K, float* dst);
 // From a conv weight w[Ko, C, R, S]; the reduction index is (r * S + s) * C + c (NHWC im2col order).
 void pack_b_conv(const float* w, int64_t Ko, int64_t C, int64_t R, int64_t S, float* dst);
+// The same two in the bf16 pair layout.
+void pack_b_linear_bf16(const float* w, int64_t N, int64_t K, uint32_t* dst);
+void pack_b_conv_bf16(const float* w, int64_t Ko, int64_t C, int64_t R, int64_t S, uint32_t* dst);
 
 // Implicit im2col source: row m = (n, p, q) of the output, column (r * S + s) * C + c reads
 // x[n, p*stride - pad_top + r, q*stride - pad_left + s, c] or 0 outside the image.
@@ -49,11 +63,5 @@ struct Epilogue {
 // Multi-threaded driver. y must not overlap A.
 void gemm(Context& ctx, int64_t M, int64_t N, int64_t K, const GemmA& a, const PackedB& b, const Epilogue& ep, float* y,
           int64_t ldy);
-
-// Single-threaded block product on padded operands (attention tiles): C[Mp, 16*np] (+)= A[Mp, K] * B,
-// where Mp is a multiple of kr.mr, A rows are at A + i*lda, B has np panels at B + p*ldb, and C has at
-// least 16*np columns (ldc). No bias / residual.
-void gemm_block(const Kernels& kr, int64_t Mp, int64_t np, int64_t K, const float* A, int64_t lda, const float* B,
-                int64_t ldb, float* C, int64_t ldc, bool accumulate);
 
 }  // namespace xpsr::cpu

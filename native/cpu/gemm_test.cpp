@@ -113,3 +113,22 @@ TEST(cpu_linear_m_zero_and_errors) {
   a.K = 4, a.ldx = 3;
   CHECK_THROWS_WITH(be->linear(a), "ldx = 3 is below 4");
 }
+
+// The driver's work split (gemm.cpp): panel shares when M < threads x 384 rows, row shares with several
+// super-blocks and uneven remainders otherwise, several K blocks (so later blocks accumulate onto the
+// bias / in-place residual of the first) and NC blocks, under every kernel set and thread count.
+TEST(cpu_linear_work_split) {
+  IsaGuard guard;
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    uint64_t seed = 40;
+    for (int threads : {1, 2, 3, 5}) {
+      auto be = make_cpu_backend(threads);
+      run_linear(*be, {767, 700, 300, 0, 0, 0, true, true, false, 13}, seed++);    // panel shares (T >= 2)
+      run_linear(*be, {389, 1000, 1000, 0, 0, 0, true, false, true, 29}, seed++);  // many NC blocks, y = .. + y
+      run_linear(*be, {1203, 450, 530, 0, 0, 0, true, false, true, 31}, seed++);   // row shares, super-blocks
+      run_linear(*be, {2000, 200, 40, 0, 0, 0, false, true, false, 37}, seed++);   // narrow N
+    }
+  }
+}

@@ -7,6 +7,8 @@
 #if defined(XPSR_X86)
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace {
@@ -17,6 +19,7 @@ alignas(64) const int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0,
 struct V8 {
   using R = __m256;
   static constexpr int W = 8;
+  static constexpr float kExp2Min = -127.0f;  // pow2n(-127) is the bit pattern 0
   static __m256i mask(int n) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n)); }
   static R load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
@@ -27,7 +30,10 @@ struct V8 {
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
-  static R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static R rcp(R a) {
+    const R r = _mm256_rcp_ps(a);
+    return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(a, r, _mm256_set1_ps(1.0f)), r);
+  }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static R max(R a, R b) { return _mm256_max_ps(a, b); }
   static R min(R a, R b) { return _mm256_min_ps(a, b); }
@@ -37,6 +43,7 @@ struct V8 {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
+  static R scale2n(R p, R n) { return _mm256_mul_ps(p, pow2n(n)); }  // p * 2^n, n integral in [-127, 127]
   static R ge0_select(R x, R a, R b) {
     return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
   }
@@ -66,8 +73,13 @@ namespace {
 inline void store_row(const UkrArgs& p, int i, __m256 lo, __m256 hi) {
   float* c = p.c + i * p.ldc;
   if (p.accumulate) {
-    lo = _mm256_add_ps(lo, _mm256_loadu_ps(c));
-    hi = _mm256_add_ps(hi, _mm256_loadu_ps(c + 8));
+    if (p.cscale) {
+      lo = _mm256_fmadd_ps(_mm256_loadu_ps(c), _mm256_loadu_ps(p.cscale), lo);
+      hi = _mm256_fmadd_ps(_mm256_loadu_ps(c + 8), _mm256_loadu_ps(p.cscale + 8), hi);
+    } else {
+      lo = _mm256_add_ps(lo, _mm256_loadu_ps(c));
+      hi = _mm256_add_ps(hi, _mm256_loadu_ps(c + 8));
+    }
   } else {
     if (p.bias) {
       lo = _mm256_add_ps(lo, _mm256_loadu_ps(p.bias));
@@ -125,6 +137,31 @@ void channel_stats(const float* x, size_t n, const double* shift, double* s, dou
   }
 }
 
+void layer_norm_row(const float* x, float* y, size_t n, const float* g, const float* b, float eps) {
+  const __m256 vs = _mm256_set1_ps(x[0]);
+  __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+  for (size_t i = 0; i < n; i += 8) {
+    const int t = i + 8 <= n ? 8 : (int)(n - i);
+    const __m256 d = V8::keep_n(_mm256_sub_ps(V8::load_n(x + i, t), vs), t);
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
+    s0 = _mm256_add_pd(s0, lo);
+    s1 = _mm256_add_pd(s1, hi);
+    q0 = _mm256_fmadd_pd(lo, lo, q0);
+    q1 = _mm256_fmadd_pd(hi, hi, q1);
+  }
+  alignas(32) double sv[4], qv[4];
+  _mm256_store_pd(sv, _mm256_add_pd(s0, s1));
+  _mm256_store_pd(qv, _mm256_add_pd(q0, q1));
+  const double md = (sv[0] + sv[1] + sv[2] + sv[3]) / (double)n;
+  const double var = std::max((qv[0] + qv[1] + qv[2] + qv[3]) / (double)n - md * md, 0.0);
+  const __m256 vmd = _mm256_set1_ps((float)md), vr = _mm256_set1_ps((float)(1.0 / std::sqrt(var + (double)eps)));
+  for (size_t i = 0; i < n; i += 8) {
+    const int t = i + 8 <= n ? 8 : (int)(n - i);
+    const __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(V8::load_n(x + i, t), vs), vmd), vr);
+    V8::store_n(y + i, _mm256_fmadd_ps(v, V8::load_n(g + i, t), V8::load_n(b + i, t)), t);
+  }
+}
+
 void ukr(const UkrArgs& p) {
   if (p.np == 1) {
     ukr_panel(p, p.b);
@@ -132,9 +169,10 @@ void ukr(const UkrArgs& p) {
   }
   for (int pn = 0; pn < p.np; ++pn) {
     UkrArgs q = p;
-    q.c += 16 * pn;
+    q.c += pn * p.cpan;
     if (q.bias) q.bias += 16 * pn;
     if (q.res) q.res += 16 * pn;
+    if (q.cscale) q.cscale += 16 * pn;
     ukr_panel(q, p.b + pn * p.ldb);
   }
 }
@@ -151,9 +189,8 @@ const Kernels kAvx2 = {Isa::Avx2,
                        norm_apply_impl<V8>,
                        geglu_impl<V8>,
                        channel_stats,
-                       max_impl<V8>,
-                       exp_sum_impl<V8>,
-                       scale_impl<V8>};
+                       layer_norm_row,
+                       softmax_panel_impl<V8>};
 
 }  // namespace
 

@@ -13,11 +13,15 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 namespace {
 
 struct V16 {
   using R = __m512;
   static constexpr int W = 16;
+  static constexpr float kExp2Min = -150.0f;  // scalef(p, -150) underflows to exactly 0
   static __mmask16 mask(int n) { return (__mmask16)((1u << n) - 1u); }
   static R load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
@@ -28,7 +32,10 @@ struct V16 {
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-  static R div(R a, R b) { return _mm512_div_ps(a, b); }
+  static R rcp(R a) {
+    const R r = _mm512_rcp14_ps(a);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(1.0f)), r);
+  }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static R max(R a, R b) { return _mm512_max_ps(a, b); }
   static R min(R a, R b) { return _mm512_min_ps(a, b); }
@@ -40,6 +47,7 @@ struct V16 {
     const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
   }
+  static R scale2n(R p, R n) { return _mm512_scalef_ps(p, n); }  // p * 2^n, n integral
   static R ge0_select(R x, R a, R b) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
   }
@@ -55,8 +63,11 @@ namespace xpsr::cpu {
 namespace {
 
 inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
-  const float* c = p.c + i * p.ldc + col;
-  if (p.accumulate) return _mm512_add_ps(v, _mm512_loadu_ps(c));
+  const float* c = p.c + i * p.ldc + (col ? p.cpan : 0);
+  if (p.accumulate) {
+    if (p.cscale) return _mm512_fmadd_ps(_mm512_loadu_ps(c), _mm512_loadu_ps(p.cscale + col), v);
+    return _mm512_add_ps(v, _mm512_loadu_ps(c));
+  }
   if (p.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(p.bias + col));
   if (p.res) v = _mm512_add_ps(v, _mm512_loadu_ps(p.res + i * p.ldr + col));
   return v;
@@ -71,7 +82,7 @@ inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
   }
 #define XPSR_ROW_STORE(i)                                        \
   _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0)); \
-  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + 16, epilogue(p, i, 16, c##i##1));
+  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1));
 
 template <int NP>
 void ukr_t(const UkrArgs& p) {
@@ -113,9 +124,96 @@ void channel_stats(const float* x, size_t n, const double* shift, double* s, dou
   }
 }
 
+void layer_norm_row(const float* x, float* y, size_t n, const float* g, const float* b, float eps) {
+  const __m512 vs = _mm512_set1_ps(x[0]);
+  __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = i + 16 <= n ? (__mmask16)0xffff : V16::mask((int)(n - i));
+    const __m512 d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + i), vs);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d)), hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
+    s0 = _mm512_add_pd(s0, lo);
+    s1 = _mm512_add_pd(s1, hi);
+    q0 = _mm512_fmadd_pd(lo, lo, q0);
+    q1 = _mm512_fmadd_pd(hi, hi, q1);
+  }
+  const double md = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / (double)n;
+  const double var = std::max(_mm512_reduce_add_pd(_mm512_add_pd(q0, q1)) / (double)n - md * md, 0.0);
+  const __m512 vmd = _mm512_set1_ps((float)md), vr = _mm512_set1_ps((float)(1.0 / std::sqrt(var + (double)eps)));
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = i + 16 <= n ? (__mmask16)0xffff : V16::mask((int)(n - i));
+    const __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs), vmd), vr);
+    _mm512_mask_storeu_ps(y + i, k,
+                          _mm512_fmadd_ps(t, _mm512_maskz_loadu_ps(k, g + i), _mm512_maskz_loadu_ps(k, b + i)));
+  }
+}
+
 void ukr(const UkrArgs& p) {
   if (p.np == 2) ukr_t<2>(p);
   else ukr_t<1>(p);
+}
+
+// ---- bf16 compute mode: compiled for AVX512_BF16 with a target attribute (no extra build flags), so
+// these functions may only run where bf16_available() (dispatch.cpp) said yes.
+#define XPSR_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+// 8x32 tile like ukr_t, on k-pairs: per pair, 2 B loads (16 columns x 2 k each), 8 32-bit broadcasts of
+// an A pair and 16 vdpbf16ps (2 multiply-adds per lane each, f32 accumulation).
+#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define XPSR_ROW_STEP(i)                                                  \
+  {                                                                       \
+    const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * lda + k]); \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                          \
+    if constexpr (NP == 2) c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);   \
+  }
+#define XPSR_ROW_STORE(i)                                        \
+  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0)); \
+  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1));
+
+template <int NP>
+XPSR_BF16_TARGET void ukr_bf16_t(const UkrArgs& p) {
+  const int64_t lda = p.lda;
+  const uint32_t* a = p.a2;
+  const uint32_t *bp0 = p.b2, *bp1 = p.b2 + p.ldb;
+  XPSR_ROW_DECL(0)
+  XPSR_ROW_DECL(1)
+  XPSR_ROW_DECL(2)
+  XPSR_ROW_DECL(3)
+  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7) for (int64_t k = 0; k < p.kc; ++k) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp0 + 16 * k);
+    __m512bh b1 = b0;
+    if constexpr (NP == 2) b1 = (__m512bh)_mm512_loadu_si512(bp1 + 16 * k);
+    (void)b1;
+    XPSR_ROW_STEP(0)
+    XPSR_ROW_STEP(1)
+    XPSR_ROW_STEP(2) XPSR_ROW_STEP(3) XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
+  }
+  XPSR_ROW_STORE(0)
+  XPSR_ROW_STORE(1)
+  XPSR_ROW_STORE(2) XPSR_ROW_STORE(3) XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
+}
+#undef XPSR_ROW_DECL
+#undef XPSR_ROW_STEP
+#undef XPSR_ROW_STORE
+
+XPSR_BF16_TARGET void ukr_bf16(const UkrArgs& p) {
+  if (p.np == 2) ukr_bf16_t<2>(p);
+  else ukr_bf16_t<1>(p);
+}
+
+// y = bf16(x), round to nearest even (vcvtne2ps2bf16), 32 values per step, masked tail.
+XPSR_BF16_TARGET void to_bf16(const float* x, uint16_t* y, size_t n) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(y + i, (__m512i)h);
+  }
+  if (i < n) {
+    const int t = (int)(n - i);
+    const __m512 lo = _mm512_maskz_loadu_ps(V16::mask(std::min(t, 16)), x + i);
+    const __m512 hi = t > 16 ? _mm512_maskz_loadu_ps(V16::mask(t - 16), x + i + 16) : _mm512_setzero_ps();
+    const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);
+    _mm512_mask_storeu_epi16(y + i, (__mmask32)((1ull << t) - 1), (__m512i)h);
+  }
 }
 
 const Kernels kAvx512 = {Isa::Avx512,
@@ -130,9 +228,10 @@ const Kernels kAvx512 = {Isa::Avx512,
                          norm_apply_impl<V16>,
                          geglu_impl<V16>,
                          channel_stats,
-                         max_impl<V16>,
-                         exp_sum_impl<V16>,
-                         scale_impl<V16>};
+                         layer_norm_row,
+                         softmax_panel_impl<V16>,
+                         ukr_bf16,
+                         to_bf16};
 
 }  // namespace
 

@@ -1,8 +1,10 @@
 // Portable kernel set (any CPU): a 4x16 GEMM micro-kernel written with GCC/Clang vector extensions
 // (SSE2 / NEON code without intrinsics; plain loops elsewhere) and scalar row kernels using std::exp /
 // std::erf. It is also the reference the SIMD sets are checked against (dispatch_test.cpp).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "dispatch.h"
 
@@ -21,7 +23,7 @@ inline v4 load4(const float* p) {
 inline void store4(float* p, v4 v) { std::memcpy(p, &v, sizeof v); }
 
 // One 4x8 half of the 4x16 tile: 8 accumulators, fits 16 SSE registers with room for A and B.
-void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, const float* res) {
+void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, const float* res, const float* cs) {
   v4 acc[kMr][2] = {};
   for (int64_t k = 0; k < p.kc; ++k) {
     const v4 b0 = load4(b + 16 * k), b1 = load4(b + 16 * k + 4);
@@ -36,7 +38,7 @@ void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, con
     for (int h = 0; h < 2; ++h) {
       v4 v = acc[i][h];
       if (p.accumulate) {
-        v += load4(ci + 4 * h);
+        v += cs ? load4(ci + 4 * h) * load4(cs + 4 * h) : load4(ci + 4 * h);
       } else {
         if (bias) v += load4(bias + 4 * h);
         if (res) v += load4(res + i * p.ldr + 4 * h);
@@ -46,7 +48,7 @@ void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, con
   }
 }
 #else
-void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, const float* res) {
+void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, const float* res, const float* cs) {
   float acc[kMr][8] = {};
   for (int64_t k = 0; k < p.kc; ++k)
     for (int i = 0; i < kMr; ++i)
@@ -54,7 +56,7 @@ void ukr_half(const UkrArgs& p, const float* b, float* c, const float* bias, con
   for (int i = 0; i < kMr; ++i)
     for (int j = 0; j < 8; ++j) {
       float v = acc[i][j];
-      if (p.accumulate) v += c[i * p.ldc + j];
+      if (p.accumulate) v += c[i * p.ldc + j] * (cs ? cs[j] : 1.0f);
       else v += (bias ? bias[j] : 0.0f) + (res ? res[i * p.ldr + j] : 0.0f);
       c[i * p.ldc + j] = v;
     }
@@ -65,7 +67,8 @@ void ukr(const UkrArgs& p) {
   for (int pn = 0; pn < p.np; ++pn) {
     for (int h = 0; h < 2; ++h) {
       const int64_t col = 16 * pn + 8 * h;
-      ukr_half(p, p.b + pn * p.ldb + 8 * h, p.c + col, p.bias ? p.bias + col : nullptr, p.res ? p.res + col : nullptr);
+      ukr_half(p, p.b + pn * p.ldb + 8 * h, p.c + pn * p.cpan + 8 * h, p.bias ? p.bias + col : nullptr,
+               p.res ? p.res + col : nullptr, p.cscale ? p.cscale + col : nullptr);
     }
   }
 }
@@ -118,27 +121,37 @@ void channel_stats(const float* x, size_t n, const double* shift, double* s, dou
   }
 }
 
-float max(const float* x, size_t n) {
-  float m = x[0];
-  for (size_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
-}
-
-float exp_sum(float* x, size_t n, float m) {
-  float s = 0.0f;
+void layer_norm_row(const float* x, float* y, size_t n, const float* g, const float* b, float eps) {
+  const double sh = x[0];
+  double s = 0, ss = 0;
   for (size_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    s += x[i];
+    const double d = (double)x[i] - sh;
+    s += d;
+    ss += d * d;
   }
-  return s;
+  const double md = s / (double)n, var = std::max(ss / (double)n - md * md, 0.0);
+  const double rstd = 1.0 / std::sqrt(var + (double)eps);
+  for (size_t i = 0; i < n; ++i) y[i] = (float)(((double)x[i] - sh - md) * rstd * g[i] + b[i]);
 }
 
-void scale(float* x, size_t n, float s) {
-  for (size_t i = 0; i < n; ++i) x[i] *= s;
+void softmax_panel(float* s, int64_t nk, int64_t delta, float* m, float* l, float* corr) {
+  for (int64_t q = 0; q < 16; ++q) {
+    const int64_t vis = std::min(nk, std::max<int64_t>(0, delta + q + 1));  // keys r <= delta + q
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t r = 0; r < vis; ++r) mx = std::max(mx, s[r * 16 + q]);
+    const float mnew = std::max({m[q], mx, -std::numeric_limits<float>::max()});
+    float sum = 0.0f;
+    for (int64_t r = 0; r < vis; ++r) sum += (s[r * 16 + q] = std::exp2(s[r * 16 + q] - mnew));
+    for (int64_t r = vis; r < nk; ++r) s[r * 16 + q] = 0.0f;
+    corr[q] = std::exp2(m[q] - mnew);
+    l[q] = l[q] * corr[q] + sum;
+    m[q] = mnew;
+  }
 }
 
-const Kernels kPortable = {Isa::Portable, "portable", kMr,           1,   256,     64,   ukr, unary, axpby,
-                           norm_apply,    geglu,      channel_stats, max, exp_sum, scale};
+const Kernels kPortable = {
+    Isa::Portable, "portable",     kMr,          1, 256, 64, ukr, unary, axpby, norm_apply, geglu,
+    channel_stats, layer_norm_row, softmax_panel};
 
 }  // namespace
 

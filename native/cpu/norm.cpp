@@ -1,7 +1,7 @@
 // GroupNorm (+ fused SiLU) and LayerNorm. Statistics are accumulated in double: GroupNorm sums
 // (x - shift) and (x - shift)^2 per channel over row chunks in parallel, with shift = the group's first
 // value of the sample (so E[d^2] - E[d]^2 does not cancel), then folds channels into groups; LayerNorm
-// uses two passes per row (mean, then squared deviations). GroupNorm's apply pass is
+// does the same per row with the row's first value as shift (Kernels::layer_norm_row). GroupNorm's apply pass is
 // y = (x - sh) * scale[c] + shift[c] (+ SiLU) with the SIMD row kernel: x - sh is exact in f32, so a
 // mean far larger than the spread costs no precision (x * scale + shift would lose |mean| / std ulps). Test: norm_test.cpp.
 #include <algorithm>
@@ -80,26 +80,12 @@ void group_norm_op(Context& ctx, const GroupNormArgs& a, const float* gamma, con
 }
 
 void layer_norm_op(Context& ctx, const LayerNormArgs& a, const float* gamma, const float* beta) {
+  const Kernels& kr = kernels();
   const int64_t C = a.C;
   const float* x = static_cast<const float*>(a.x);
   float* y = static_cast<float*>(a.y);
-  for_range(ctx, a.rows, C * 6, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * C;
-      double s[4] = {0, 0, 0, 0};
-      int64_t c = 0;
-      for (; c + 4 <= C; c += 4)
-        for (int i = 0; i < 4; ++i) s[i] += xr[c + i];
-      for (; c < C; ++c) s[0] += xr[c];
-      const double mean = (s[0] + s[1] + s[2] + s[3]) / (double)C;
-      double v[4] = {0, 0, 0, 0};
-      for (c = 0; c + 4 <= C; c += 4)
-        for (int i = 0; i < 4; ++i) v[i] += ((double)xr[c + i] - mean) * ((double)xr[c + i] - mean);
-      for (; c < C; ++c) v[0] += ((double)xr[c] - mean) * ((double)xr[c] - mean);
-      const double rstd = 1.0 / std::sqrt((v[0] + v[1] + v[2] + v[3]) / (double)C + (double)a.eps);
-      float* yr = y + r * C;
-      for (c = 0; c < C; ++c) yr[c] = (float)(((double)xr[c] - mean) * rstd * gamma[c] + beta[c]);
-    }
+  for_range(ctx, a.rows, C * 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) kr.layer_norm_row(x + r * C, y + r * C, (size_t)C, gamma, beta, a.eps);
   });
 }
 

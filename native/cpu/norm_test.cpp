@@ -1,7 +1,8 @@
 // group_norm (+SiLU) and layer_norm against float64 references: UNet shapes (2 x 64x64 x 320, 1280 at
 // 8x8), the VAE's 512 channels with eps 1e-6, in-place use, data with a large mean (|mean| / std = 1e3,
 // the case a one-pass f32 variance or an x * scale + shift apply gets wrong), and tiny sizes.
-// Tolerance: max|err| <= 2e-6 * max|ref| for group_norm (measured ~2e-7), 1e-6 for layer_norm (~3e-8).
+// Tolerance: max|err| <= 2e-6 * max|ref| for group_norm (measured ~2e-7), 1e-6 for layer_norm (~1.4e-7 for
+// the SIMD sets, whose apply pass is f32; ~3e-8 portable). Every kernel set is checked.
 #include <cmath>
 
 #include "test_util.h"
@@ -88,28 +89,40 @@ void run_layer_norm(Backend& be, int rows, int C, bool in_place, double mean, do
 
 }  // namespace
 
+// Every kernel set this machine has (AVX-512, AVX2, portable) against the float64 reference.
 TEST(cpu_group_norm_shapes) {
-  auto be = make_cpu_backend();
-  run_group_norm(*be, {2, 4096, 320, 32, 1e-5f, true, false}, 1);               // resnet norm1 + SiLU, level 0
-  run_group_norm(*be, {2, 4096, 320, 32, 1e-6f, false, true}, 2);               // Transformer2D input norm, in place
-  run_group_norm(*be, {2, 64, 1280, 32, 1e-5f, true, false}, 3);                // level 3
-  run_group_norm(*be, {2, 1024, 960, 32, 1e-5f, true, true}, 4);                // up-block concat width
-  run_group_norm(*be, {1, 1024, 512, 32, 1e-6f, true, false}, 5);               // VAE
-  run_group_norm(*be, {1, 4096, 128, 32, 1e-6f, true, false, 1000.0, 1.0}, 6);  // large mean
-  run_group_norm(*be, {2, 256, 64, 32, 1e-5f, false, false, -300.0, 0.01}, 7);
-  run_group_norm(*be, {1, 1, 32, 32, 1e-5f, false, false}, 8);  // one value per group: y = beta
-  run_group_norm(*be, {3, 7, 6, 3, 1e-5f, true, false}, 9);
-  run_group_norm(*be, {1, 13, 5, 1, 1e-5f, false, true}, 10);
+  IsaGuard guard;
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    auto be = make_cpu_backend();
+    run_group_norm(*be, {2, 4096, 320, 32, 1e-5f, true, false}, 1);               // resnet norm1 + SiLU, level 0
+    run_group_norm(*be, {2, 4096, 320, 32, 1e-6f, false, true}, 2);               // Transformer2D input norm, in place
+    run_group_norm(*be, {2, 64, 1280, 32, 1e-5f, true, false}, 3);                // level 3
+    run_group_norm(*be, {2, 1024, 960, 32, 1e-5f, true, true}, 4);                // up-block concat width
+    run_group_norm(*be, {1, 1024, 512, 32, 1e-6f, true, false}, 5);               // VAE
+    run_group_norm(*be, {1, 4096, 128, 32, 1e-6f, true, false, 1000.0, 1.0}, 6);  // large mean
+    run_group_norm(*be, {2, 256, 64, 32, 1e-5f, false, false, -300.0, 0.01}, 7);
+    run_group_norm(*be, {1, 1, 32, 32, 1e-5f, false, false}, 8);  // one value per group: y = beta
+    run_group_norm(*be, {3, 7, 6, 3, 1e-5f, true, false}, 9);
+    run_group_norm(*be, {1, 13, 5, 1, 1e-5f, false, true}, 10);
+  }
 }
 
 TEST(cpu_layer_norm_shapes) {
-  auto be = make_cpu_backend();
-  run_layer_norm(*be, 4096, 320, false, 0.0, 1.0, 1);
-  run_layer_norm(*be, 154, 768, true, 0.0, 3.0, 2);
-  run_layer_norm(*be, 64, 1280, false, 500.0, 0.5, 3);
-  run_layer_norm(*be, 3, 5, false, 0.0, 1.0, 4);
-  run_layer_norm(*be, 1, 1, true, 2.0, 1.0, 5);
-  run_layer_norm(*be, 2, 7, false, 0.0, 0.0, 6);  // constant rows: y = beta
+  IsaGuard guard;
+  for (cpu::Isa isa : available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("    kernel set %s\n", cpu::isa_name(isa));
+    auto be = make_cpu_backend();
+    run_layer_norm(*be, 4096, 320, false, 0.0, 1.0, 1);
+    run_layer_norm(*be, 154, 768, true, 0.0, 3.0, 2);
+    run_layer_norm(*be, 64, 1280, false, 500.0, 0.5, 3);
+    run_layer_norm(*be, 77, 1279, false, -40.0, 2.0, 7);  // odd width: masked tails
+    run_layer_norm(*be, 3, 5, false, 0.0, 1.0, 4);
+    run_layer_norm(*be, 1, 1, true, 2.0, 1.0, 5);
+    run_layer_norm(*be, 2, 7, false, 0.0, 0.0, 6);  // constant rows: y = beta
+  }
 }
 
 TEST(cpu_norm_argument_errors) {

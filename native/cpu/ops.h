@@ -9,9 +9,10 @@
 
 namespace xpsr::cpu {
 
-// w: packed B (gemm.h) of the Linear [N, K] / Conv [Ko, C, R, S] weight; bias: [N] or null.
-void linear_op(Context& ctx, const LinearArgs& a, const float* w, const float* bias);
-void conv2d_op(Context& ctx, const Conv2dArgs& a, const float* w, const float* bias);
+// w / w_bf16: packed B (gemm.h) of the Linear [N, K] / Conv [Ko, C, R, S] weight, f32 or bf16 pairs
+// (exactly one is set; bf16 runs the bf16 GEMM); bias: [N] or null.
+void linear_op(Context& ctx, const LinearArgs& a, const float* w, const uint32_t* w_bf16, const float* bias);
+void conv2d_op(Context& ctx, const Conv2dArgs& a, const float* w, const uint32_t* w_bf16, const float* bias);
 void attention_op(Context& ctx, const AttentionArgs& a);
 void group_norm_op(Context& ctx, const GroupNormArgs& a, const float* gamma, const float* beta);
 void layer_norm_op(Context& ctx, const LayerNormArgs& a, const float* gamma, const float* beta);
