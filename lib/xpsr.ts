@@ -434,9 +434,8 @@ export class XPSR {
     const { options, opts, decoded, pre, prompts, t0 } = call;
     const seed = opts.seed;
     const device = call.models.engine.device;
-    let ts = performance.now();
     // Back to (scale*w, scale*h) (a no-op in the common case) and the alpha channel recombined.
-    ts = performance.now();
+    const ts = performance.now();
     const { outWidth: W, outHeight: H } = pre;
     const rgb = resizeToOutput(core.image, core.width, core.height, W, H);
     let pixels: Buffer;
@@ -525,17 +524,24 @@ function asXpsrError(e: unknown): XpsrError {
 /**
  * The largest batch (1..cap) whose planned step activations fit `budgetBytes`: Engine.planStep sizes the
  * CFG step's arena for 2 rows per image (1 without guidance) without allocating or running anything.
+ * ERR_OUT_OF_MEMORY when even one image's step does not fit.
  */
 export async function chooseBatchSize(
   models: Pick<PipelineModels, 'engine' | 'controlnet' | 'unet'>,
   s: { height: number; width: number; rowsPerImage: number; budgetBytes: number; cap: number },
 ): Promise<number> {
-  return largestFittingBatch(
-    s.cap,
-    s.budgetBytes,
-    async (b) =>
-      (await models.engine.planStep(models.controlnet, models.unet, { batch: b * s.rowsPerImage, height: s.height, width: s.width })).arenaBytes,
-  );
+  const bytesFor = async (b: number) =>
+    (await models.engine.planStep(models.controlnet, models.unet, { batch: b * s.rowsPerImage, height: s.height, width: s.width })).arenaBytes;
+  const size = await largestFittingBatch(s.cap, s.budgetBytes, bytesFor);
+  if (size === 0) {
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    throw new XpsrError(
+      'ERR_OUT_OF_MEMORY',
+      `batchSize 'auto': one image's denoising step (latent ${s.height}x${s.width}) plans ${mib(await bytesFor(1))} of activations, ` +
+        `over the memory budget of ${mib(s.budgetBytes)}; raise memoryBudgetMB or use a smaller image or tile size`,
+    );
+  }
+  return size;
 }
 
 function extractAlpha(rgba: Buffer): Uint8Array {

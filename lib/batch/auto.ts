@@ -10,13 +10,13 @@ import { loadNative } from '../native.js';
 export const AUTO_MEMORY_SHARE = 0.8;
 
 /**
- * The largest b in 1..cap with bytesFor(b) <= budget (1 when even one image does not fit: it then runs
- * alone, as without batching). bytesFor must grow with b; it is asked about O(log cap) sizes.
+ * The largest b in 1..cap with bytesFor(b) <= budget, or 0 when even one image does not fit. bytesFor
+ * must grow with b; it is asked about O(log cap) sizes.
  */
 export async function largestFittingBatch(cap: number, budgetBytes: number, bytesFor: (b: number) => Promise<number> | number): Promise<number> {
-  if (cap <= 1) return 1;
-  if ((await bytesFor(cap)) <= budgetBytes) return cap;
-  let lo = 1; // fits, or the floor
+  if ((await bytesFor(1)) > budgetBytes) return 0;
+  if (cap <= 1 || (await bytesFor(cap)) <= budgetBytes) return Math.max(1, cap);
+  let lo = 1; // fits
   let hi = cap; // does not fit
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;

@@ -48,7 +48,7 @@ export function batchSizeOption(name: string, v: unknown, def: number | 'auto'):
 /** A memory budget in MiB, as bytes. */
 export function memoryBudgetOption(name: string, v: unknown): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 1 || v > 2 ** 24) throw invalidOption(name, 'a number of MiB between 1 and 16777216', v);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 2 ** 24) throw invalidOption(name, 'a positive number of MiB up to 16777216', v);
   return v * 2 ** 20;
 }
 

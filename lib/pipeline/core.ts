@@ -242,7 +242,7 @@ export async function runCoreBatch<C, U>(models: PipelineNetworks<C, U>, items: 
     s.item.onProgress?.({ stage, step, total, elapsedMs: performance.now() - t0, ...extra });
   const live = () => slots.filter((s) => !s.dropped);
   const drop = (s: Slot, e: unknown) => {
-    if (s.dropped) return;
+    if (s.dropped || s.image) return; // an image whose result is complete is kept, whatever comes after
     s.dropped = { error: s.item.signal?.aborted ? cancelled() : e };
     s.item.onDropped?.(s.dropped.error);
   };
