@@ -102,7 +102,16 @@ export class Batcher<P, R> {
       }
       this.#pending.push(entry);
       this.#wake?.();
-      this.#loop ??= this.#drain().finally(() => (this.#loop = null));
+      this.#start();
+    });
+  }
+
+  /** Starts the loop unless it runs; a call queued while the loop was ending starts it again. */
+  #start(): void {
+    if (this.#loop) return;
+    this.#loop = this.#drain().finally(() => {
+      this.#loop = null;
+      if (this.#pending.length > 0 || this.#ready.length > 0) this.#start();
     });
   }
 
