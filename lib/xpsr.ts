@@ -259,6 +259,24 @@ export class XPSR {
     this.#batching = resolveBatching(options);
   }
 
+  /**
+   * Memory of the loaded networks and plans in bytes: the weights on the device, and the activation
+   * arenas of the cached step/VAE plans (the largest is what one call needs besides the weights).
+   */
+  memoryStats(): { weightBytes: number; largestPlanBytes: number; planBytes: number; plans: number } {
+    const m = this.#ensure();
+    const plans = m.engine.plans();
+    return {
+      weightBytes: [m.text.encoder as { info?: { weightBytes: number } }, m.vae, m.unet, m.controlnet].reduce(
+        (n, x) => n + (x.info?.weightBytes ?? 0),
+        0,
+      ),
+      largestPlanBytes: Math.max(0, ...plans.map((p) => p.arenaBytes)),
+      planBytes: plans.reduce((n, p) => n + p.arenaBytes, 0),
+      plans: plans.length,
+    };
+  }
+
   /** Calls waiting in the queue, in the running batch, and the batches run so far. */
   queueStats() {
     return this.#queue.stats();
