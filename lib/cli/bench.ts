@@ -22,7 +22,7 @@ latency p50/p95/p99 per call, time per stage, memory.
 
 Model
   --synthetic              the real SD-1.5 + XPSR network sizes with random weights (no files needed;
-                           about 5.5 GB of memory and a minute to generate on a CPU)
+                           7.4 GiB of fp32 weights, about a minute to generate on a 2-core CPU)
   --synthetic-model M      sd15 (default) | demo (the tiny networks of xpsr demo: checks the bench itself)
   --sd DIR, --xpsr DIR     real weights (as xpsr upscale); --model DIR for one folder with all components
   --device D               auto | cpu | cuda | cuda:N (default auto)
