@@ -2,8 +2,10 @@
  * xpsr-native: XPSR diffusion super-resolution in Node.js (C++/CUDA engine, no Python).
  * Public exports only; see README.md for the guide.
  */
-export { XPSR, type UpscaleResult, type UpscaleOutcome, type WriteOptions } from './xpsr.js';
+export { XPSR, type UpscaleResult, type UpscaleOutcome, type UpscaleManyOptions, type WriteOptions } from './xpsr.js';
 export type { LoadOptions, UpscaleOptions } from './options.js';
+export type { BatchingOptions } from './batch/options.js';
+export type { BatcherStats } from './batch/batcher.js';
 export { XpsrError, ERROR_CODES, type XpsrErrorCode } from './errors.js';
 export { readImageMetadata } from './image/io.js';
 export {

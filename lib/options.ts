@@ -13,6 +13,7 @@ import { OFFICIAL_ADDED_PROMPT, OFFICIAL_NEGATIVE_PROMPT } from './pipeline/prom
 import type { CoreOptions, ProgressEvent, TilingOptions } from './pipeline/core.js';
 import type { LongPromptMode } from './pipeline/text.js';
 import { SCHEDULER_NAMES } from './schedulers/index.js';
+import { resolveBatching, type BatchingOptions } from './batch/options.js';
 
 export interface LoadOptions {
   /**
@@ -39,6 +40,8 @@ export interface LoadOptions {
   captioner?: XpsrCaptioner;
   /** Receives notices (CPU fallback, missing optional files). Defaults to console.warn. */
   onNotice?: (message: string) => void;
+  /** Dynamic batching of concurrent upscale() calls (default: every call runs alone). */
+  batching?: BatchingOptions;
 }
 
 export interface UpscaleOptions {
@@ -238,4 +241,5 @@ export function checkLoadOptions(o: LoadOptions): void {
     throw invalidOption('variant', "a variant name such as 'fp16'", o.variant);
   if (!o.model && !(o.sd && o.xpsr)) throw new XpsrError('ERR_INVALID_OPTION', 'XPSR.load needs { sd, xpsr } (or { model } holding all components)');
   if (o.threads !== undefined) int('threads', o.threads, 0, 1024, 0);
+  resolveBatching(o.batching);
 }

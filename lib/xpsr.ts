@@ -7,7 +7,9 @@
  *   await out.toFile('photo-x4.png');
  *
  * Image in -> decode (sharp) -> official preprocessing -> captions -> pipeline (lib/pipeline/core) ->
- * output resize -> alpha recombined. One call at a time runs on the engine; concurrent calls queue.
+ * output resize -> alpha recombined. Calls queue (lib/batch/batcher.ts) and run on the engine one batch at
+ * a time: alone by default; with `batching` (or upscaleMany's `batchSize`), calls of the same processed
+ * size and settings share each denoising step.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -20,13 +22,23 @@ import { preprocess, preprocessGeometry, resizeToOutput, upscaleAlpha } from './
 import type { ClipTokenizer } from './tokenizer/index.js';
 import { loadTokenizer, resolveWeights } from './weights/index.js';
 import { NoiseSource } from './noise.js';
-import { runCore, useTiledVae, type PipelineModels, type ProgressEvent, type Stage } from './pipeline/core.js';
+import { planTiling, runCoreBatch, useTiledVae, type CoreResult, type PipelineModels, type ProgressEvent, type Stage } from './pipeline/core.js';
 import { checkProcessingSize, decodeHostBytes } from './pipeline/memory.js';
 import { TextConditioner } from './pipeline/text.js';
 import type { Prompts } from './pipeline/prompts.js';
 import { SD15_SCHEDULER_CONFIG, loadSchedulerConfig } from './schedulers/index.js';
 import { captionXpsr } from './captioners/factory.js';
 import { packageRoot } from './native.js';
+import { Batcher, type BatchMember, type Prepared } from './batch/batcher.js';
+import {
+  AUTO_MAX_BATCH,
+  batchSizeOption,
+  memoryBudgetOption,
+  resolveBatching,
+  type BatchingOptions,
+  type ResolvedBatching,
+} from './batch/options.js';
+import { defaultMemoryBudget, largestFittingBatch } from './batch/auto.js';
 
 /** Whether and what to embed in a written image: `true` = the result's `metadata`, or your own fields. */
 export interface WriteOptions {
@@ -63,6 +75,19 @@ export interface UpscaleResult {
   /** Per-stage wall time in milliseconds (caption, preprocess, text, encode, denoise, decode, colorfix, total). */
   timingsMs: Record<Stage | 'caption' | 'preprocess' | 'postprocess' | 'total', number>;
   tiled: { tiles: number; tileSize: number } | null;
+  /** Images that ran in the same denoising passes as this one (1 when it ran alone). */
+  batchSize: number;
+}
+
+/** Options of upscaleMany(): the upscale options of every image, and how many run together. */
+export interface UpscaleManyOptions extends UpscaleOptions {
+  /**
+   * Images of the same processed size per denoising pass: 1 (default: one after another), up to 64, or
+   * 'auto' (the largest batch, up to 16, whose planned activations fit `memoryBudgetMB`).
+   */
+  batchSize?: number | 'auto';
+  /** Memory budget of 'auto' and of the batched VAE, in MiB (default: 80% of the device's free memory). */
+  memoryBudgetMB?: number;
 }
 
 /** @internal The loaded networks, tokenizer and scheduler config (XPSR.loadFrom). */
@@ -88,20 +113,6 @@ function softwareName(): string {
   return `xpsr-native ${version}`;
 }
 
-/** Resolves when `turn` does, or rejects with ERR_CANCELLED as soon as `signal` aborts. */
-function waitTurn(turn: Promise<unknown>, signal?: AbortSignal): Promise<void> {
-  if (!signal) return turn.then(() => undefined);
-  return new Promise<void>((resolve, reject) => {
-    const cancelled = () => reject(new XpsrError('ERR_CANCELLED', 'cancelled while waiting for the previous call'));
-    if (signal.aborted) return cancelled();
-    signal.addEventListener('abort', cancelled, { once: true });
-    void turn.then(() => {
-      signal.removeEventListener('abort', cancelled);
-      resolve();
-    });
-  });
-}
-
 /**
  * The caller's onProgress as an observer: a throw or a rejected promise never reaches the run (or the
  * process as an unhandled rejection); the first failure of a call is reported through `report`.
@@ -124,18 +135,39 @@ function observer<E>(cb: ((e: E) => unknown) | undefined, report: (e: unknown) =
   };
 }
 
+/** A call after its turn to be prepared came: the image read and preprocessed, the captions known. */
+interface PreparedCall {
+  models: PipelineModels;
+  options: UpscaleOptions;
+  opts: ResolvedUpscaleOptions;
+  /** When the call's turn came (performance.now()). */
+  t0: number;
+  decoded: Awaited<ReturnType<typeof decodeImage>>;
+  pre: ReturnType<typeof preprocess>;
+  prompts: Prompts;
+  captionMs: number;
+  preprocessMs: number;
+  onProgress?: (e: ProgressEvent) => void;
+  /** Memory budget of the batch (VAE chunks), when known. */
+  budgetBytes?: number;
+}
+
 export class XPSR {
   #models: PipelineModels | undefined;
   readonly #options: LoadOptions;
   readonly #notice: (message: string) => void;
   readonly #modelName: string;
-  /** Settles when every call started so far has finished (each call chains its own turn after it). */
-  #queue: Promise<unknown> = Promise.resolve();
+  #batching: ResolvedBatching;
+  /** The call queue and dynamic batcher: one batch at a time on the engine. */
+  readonly #queue = new Batcher<PreparedCall, UpscaleResult>((members) => this.#runBatch(members));
+  /** 'auto' batch sizes already chosen, per latent size, rows and budget. */
+  readonly #autoSizes = new Map<string, number>();
 
   private constructor(models: PipelineModels, options: LoadOptions, notice: (message: string) => void) {
     this.#models = models;
     this.#options = options;
     this.#notice = notice;
+    this.#batching = resolveBatching(options.batching);
     const base = (p: string | undefined) => (p ? path.basename(path.resolve(p)) : '');
     this.#modelName =
       options.sd || options.xpsr ? `${base(options.sd ?? options.model)} + ${base(options.xpsr ?? options.model)}` : base(options.model);
@@ -168,6 +200,7 @@ export class XPSR {
    * folders (`xpsr demo`: the tiny model with seeded synthetic weights, lib/demo/model.ts).
    */
   static async loadFrom(options: Omit<LoadOptions, 'sd' | 'xpsr' | 'model'>, make: (engine: Engine) => Promise<LoadedComponents>): Promise<XPSR> {
+    resolveBatching(options.batching);
     const notice = options.onNotice ?? ((m: string) => console.warn(m));
     const engine = await Engine.create({ device: options.device ?? 'auto', threads: options.threads, onNotice: notice });
     try {
@@ -207,55 +240,99 @@ export class XPSR {
     return this.#models;
   }
 
+  /** The instance's dynamic batching settings (see {@link setBatching}). */
+  get batching(): { maxBatch: number | 'auto'; maxDelayMs: number; memoryBudgetMB?: number } {
+    const b = this.#batching;
+    return {
+      maxBatch: b.maxBatch,
+      maxDelayMs: b.maxDelayMs,
+      ...(b.memoryBudgetBytes === undefined ? {} : { memoryBudgetMB: b.memoryBudgetBytes / 2 ** 20 }),
+    };
+  }
+
   /**
-   * Restores and upscales one image (path, Buffer or sharp instance). Calls on one instance run one at a
-   * time; a call waiting for its turn rejects with ERR_CANCELLED as soon as its signal aborts.
+   * Sets dynamic batching for the calls accepted from now on: concurrent upscale() calls of the same
+   * processed size and settings run as one batch of up to `maxBatch` images, the oldest waiting up to
+   * `maxDelayMs` for others. `{ maxBatch: 1 }` (the default) runs every call alone.
+   */
+  setBatching(options: BatchingOptions): void {
+    this.#batching = resolveBatching(options);
+  }
+
+  /**
+   * Memory of the loaded networks and plans in bytes: the weights on the device, and the activation
+   * arenas of the cached step/VAE plans (the largest is what one call needs besides the weights).
+   */
+  memoryStats(): { weightBytes: number; largestPlanBytes: number; planBytes: number; plans: number } {
+    const m = this.#ensure();
+    const plans = m.engine.plans();
+    return {
+      weightBytes: [m.text.encoder as { info?: { weightBytes: number } }, m.vae, m.unet, m.controlnet].reduce(
+        (n, x) => n + (x.info?.weightBytes ?? 0),
+        0,
+      ),
+      largestPlanBytes: Math.max(0, ...plans.map((p) => p.arenaBytes)),
+      planBytes: plans.reduce((n, p) => n + p.arenaBytes, 0),
+      plans: plans.length,
+    };
+  }
+
+  /** Calls waiting in the queue, in the running batch, and the batches run so far. */
+  queueStats() {
+    return this.#queue.stats();
+  }
+
+  /**
+   * Restores and upscales one image (path, Buffer or sharp instance). Calls on one instance queue and run
+   * one batch at a time (alone unless `batching` is set); a call waiting for its turn rejects with
+   * ERR_CANCELLED as soon as its signal aborts, and a call in a running batch is dropped from it.
    */
   async upscale(input: ImageInput, options: UpscaleOptions = {}): Promise<UpscaleResult> {
-    const models = this.#ensure(); // a call accepted before dispose() still runs; dispose() waits for it
-    const opts = resolveUpscaleOptions(options);
-    const prev = this.#queue;
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    // the next call waits for this one AND every earlier one, even when this one leaves its turn early
-    this.#queue = prev.then(() => mine);
-    try {
-      await waitTurn(prev, options.signal);
-      if (options.signal?.aborted) throw new XpsrError('ERR_CANCELLED', 'cancelled');
-      return await this.#upscaleOne(models, input, options, opts);
-    } finally {
-      release();
-    }
+    return this.#submit(input, options, this.#batching);
   }
 
   /**
-   * Upscales several images with the same options, reusing networks and plans. Resolves with one outcome
-   * per input, in input order: `{ ok: true, result }` or `{ ok: false, error }`; a failed image never loses
-   * the others. After the signal aborts, the remaining images are `{ ok: false }` with ERR_CANCELLED.
-   * Invalid options reject at once (nothing runs).
+   * Upscales several images with the same options, reusing networks and plans; with `batchSize`, images
+   * of the same processed size run together. Resolves with one outcome per input, in input order:
+   * `{ ok: true, result }` or `{ ok: false, error }`; a failed image never loses the others. After the
+   * signal aborts, the remaining images are `{ ok: false }` with ERR_CANCELLED. Invalid options reject at
+   * once (nothing runs).
    */
-  async upscaleMany(inputs: ImageInput[], options: UpscaleOptions = {}): Promise<UpscaleOutcome[]> {
+  async upscaleMany(inputs: ImageInput[], options: UpscaleManyOptions = {}): Promise<UpscaleOutcome[]> {
     if (!Array.isArray(inputs)) throw new XpsrError('ERR_INVALID_ARGUMENT', 'upscaleMany expects an array of inputs');
-    resolveUpscaleOptions(options);
-    const out: UpscaleOutcome[] = [];
-    const onProgress = options.onProgress;
-    for (let i = 0; i < inputs.length; i++) {
-      const input = inputs[i];
-      try {
-        const result = await this.upscale(input, {
-          ...options,
-          onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })),
-        });
-        out.push({ ok: true, input, result });
-      } catch (e) {
-        const error = e instanceof XpsrError ? e : new XpsrError('ERR_INTERNAL', (e as Error)?.message ?? String(e), undefined, { cause: e });
-        out.push({ ok: false, input, error });
-      }
-    }
-    return out;
+    if (options === null || typeof options !== 'object') resolveUpscaleOptions(options);
+    const { batchSize, memoryBudgetMB, ...each } = options;
+    resolveUpscaleOptions(each);
+    const batching: ResolvedBatching = {
+      maxBatch: batchSizeOption('batchSize', batchSize, 1),
+      maxDelayMs: 0,
+      memoryBudgetBytes: memoryBudgetOption('memoryBudgetMB', memoryBudgetMB),
+    };
+    const onProgress = each.onProgress;
+    return Promise.all(
+      inputs.map((input, i) =>
+        this.#submit(input, { ...each, onProgress: onProgress && ((e) => onProgress({ ...e, image: i + 1, images: inputs.length })) }, batching).then(
+          (result): UpscaleOutcome => ({ ok: true, input, result }),
+          (e: unknown): UpscaleOutcome => ({ ok: false, input, error: asXpsrError(e) }),
+        ),
+      ),
+    );
   }
 
-  async #upscaleOne(models: PipelineModels, input: ImageInput, options: UpscaleOptions, opts: ResolvedUpscaleOptions): Promise<UpscaleResult> {
+  #submit(input: ImageInput, options: UpscaleOptions, batching: ResolvedBatching): Promise<UpscaleResult> {
+    const models = this.#ensure(); // a call accepted before dispose() still runs; dispose() waits for it
+    const opts = resolveUpscaleOptions(options);
+    return this.#queue.submit(() => this.#prepare(models, input, options, opts, batching), options.signal);
+  }
+
+  /** Reads, checks and preprocesses the image and finds its captions: everything before the pipeline. */
+  async #prepare(
+    models: PipelineModels,
+    input: ImageInput,
+    options: UpscaleOptions,
+    opts: ResolvedUpscaleOptions,
+    batching: ResolvedBatching,
+  ): Promise<Prepared<PreparedCall>> {
     const t0 = performance.now();
     const name = options.name ?? (typeof input === 'string' ? path.parse(input).name : undefined);
     const what = describeInput(input, typeof input === 'string' ? input : name);
@@ -301,16 +378,82 @@ export class XPSR {
     }
     const captionMs = performance.now() - ts;
 
-    const { scale: _s, processSize: _p, seed, maxInputPixels: _m, maxAspectRatio: _a, ...pipelineOptions } = opts;
-    const core = await runCore(models, { rgb: pre.rgb, width: pre.width, height: pre.height }, prompts, {
-      ...pipelineOptions,
-      noise: options.noise ?? new NoiseSource(seed),
-      signal: options.signal,
-      onProgress: onProgress as ((e: ProgressEvent) => void) | undefined,
-    });
+    // What the call may share a batch with: the same processed size and the same pipeline settings.
+    const { scale: _s, processSize: _p, seed: _seed, maxInputPixels: _m, maxAspectRatio: _a, ...shared } = opts;
+    const wantsBudget = batching.maxBatch === 'auto' || batching.maxBatch > 1;
+    const budgetBytes = wantsBudget ? (batching.memoryBudgetBytes ?? defaultMemoryBudget(device)) : batching.memoryBudgetBytes;
+    const limit = batching.maxBatch === 'auto' ? await this.#autoBatch(models, pre.height / 8, pre.width / 8, opts, budgetBytes!) : batching.maxBatch;
+    return {
+      key: JSON.stringify([pre.width, pre.height, shared]),
+      limit,
+      delayMs: batching.maxDelayMs,
+      value: {
+        models,
+        options,
+        opts,
+        t0,
+        decoded,
+        pre,
+        prompts,
+        captionMs,
+        preprocessMs,
+        budgetBytes,
+        onProgress: onProgress as ((e: ProgressEvent) => void) | undefined,
+      },
+    };
+  }
 
+  /**
+   * The largest batch (up to 16) whose planned CFG step fits the budget: the engine sizes the step's plan
+   * (activation arena) for each candidate without running it. Per latent (or latent tile) size, cached.
+   */
+  async #autoBatch(models: PipelineModels, h: number, w: number, opts: ResolvedUpscaleOptions, budgetBytes: number): Promise<number> {
+    const tiling = planTiling(h, w, opts.tiling, models.engine.device);
+    const [th, tw] = tiling ? [tiling.tileSize, tiling.tileSize] : [h, w];
+    const rows = opts.guidanceScale > 1 ? 2 : 1;
+    const key = `${th}x${tw}:${rows}:${budgetBytes}`;
+    let size = this.#autoSizes.get(key);
+    if (size === undefined) {
+      size = await chooseBatchSize(models, { height: th, width: tw, rowsPerImage: rows, budgetBytes, cap: AUTO_MAX_BATCH });
+      this.#autoSizes.set(key, size);
+    }
+    return size;
+  }
+
+  /** Runs one batch through the pipeline and settles each call with its own result or error. */
+  async #runBatch(members: BatchMember<PreparedCall, UpscaleResult>[]): Promise<void> {
+    const head = members[0].value;
+    const { scale: _s, processSize: _p, seed: _seed, maxInputPixels: _m, maxAspectRatio: _a, ...shared } = head.opts;
+    const outcomes = await runCoreBatch(
+      head.models,
+      members.map((m) => ({
+        image: { rgb: m.value.pre.rgb, width: m.value.pre.width, height: m.value.pre.height },
+        prompts: m.value.prompts,
+        noise: m.value.options.noise ?? new NoiseSource(m.value.opts.seed),
+        signal: m.signal,
+        onProgress: m.value.onProgress,
+        onDropped: (e: unknown) => m.reject(e), // at once: the others of the batch go on
+      })),
+      { ...shared, batchMemoryBudgetBytes: head.budgetBytes },
+    );
+    outcomes.forEach((o, i) => {
+      const m = members[i];
+      if (!o.ok) return m.reject(o.error);
+      try {
+        m.resolve(this.#finish(m.value, o.result));
+      } catch (e) {
+        m.reject(e);
+      }
+    });
+  }
+
+  /** Output size, alpha and metadata of a call's pipeline result. */
+  #finish(call: PreparedCall, core: CoreResult): UpscaleResult {
+    const { options, opts, decoded, pre, prompts, t0 } = call;
+    const seed = opts.seed;
+    const device = call.models.engine.device;
     // Back to (scale*w, scale*h) (a no-op in the common case) and the alpha channel recombined.
-    ts = performance.now();
+    const ts = performance.now();
     const { outWidth: W, outHeight: H } = pre;
     const rgb = resizeToOutput(core.image, core.width, core.height, W, H);
     let pixels: Buffer;
@@ -363,13 +506,14 @@ export class XPSR {
       processed: { width: pre.width, height: pre.height },
       timesteps: core.timesteps,
       timingsMs: {
-        caption: captionMs,
-        preprocess: preprocessMs,
+        caption: call.captionMs,
+        preprocess: call.preprocessMs,
         ...core.timingsMs,
         postprocess: postMs,
         total: performance.now() - t0,
       },
       tiled: core.tiled,
+      batchSize: core.batchSize,
     };
   }
 
@@ -381,13 +525,41 @@ export class XPSR {
     const m = this.#models;
     if (!m) return;
     this.#models = undefined;
-    await this.#queue.catch(() => undefined);
+    await this.#queue.idle();
     m.engine.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** What upscaleMany() reports for a failed image: coded errors as they are, anything else as ERR_INTERNAL. */
+function asXpsrError(e: unknown): XpsrError {
+  return e instanceof XpsrError ? e : new XpsrError('ERR_INTERNAL', (e as Error)?.message ?? String(e), undefined, { cause: e });
+}
+
+/**
+ * The largest batch (1..cap) whose planned step activations fit `budgetBytes`: Engine.planStep sizes the
+ * CFG step's arena for 2 rows per image (1 without guidance) without allocating or running anything.
+ * ERR_OUT_OF_MEMORY when even one image's step does not fit.
+ */
+export async function chooseBatchSize(
+  models: Pick<PipelineModels, 'engine' | 'controlnet' | 'unet'>,
+  s: { height: number; width: number; rowsPerImage: number; budgetBytes: number; cap: number },
+): Promise<number> {
+  const bytesFor = async (b: number) =>
+    (await models.engine.planStep(models.controlnet, models.unet, { batch: b * s.rowsPerImage, height: s.height, width: s.width })).arenaBytes;
+  const size = await largestFittingBatch(s.cap, s.budgetBytes, bytesFor);
+  if (size === 0) {
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    throw new XpsrError(
+      'ERR_OUT_OF_MEMORY',
+      `batchSize 'auto': one image's denoising step (latent ${s.height}x${s.width}) plans ${mib(await bytesFor(1))} of activations, ` +
+        `over the memory budget of ${mib(s.budgetBytes)}; raise memoryBudgetMB or use a smaller image or tile size`,
+    );
+  }
+  return size;
 }
 
 function extractAlpha(rgba: Buffer): Uint8Array {

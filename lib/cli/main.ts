@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `xpsr` command: upscale, caption, demo, doctor, parity. Each subcommand lives in its own module;
+ * The `xpsr` command: upscale, caption, demo, doctor, parity, bench, serve... Each subcommand lives in its own module;
  * this file only dispatches and turns an error that ends a command into a message and an exit status
  * (lib/cli/common.ts EXIT: 0 ok, 1 failed, 2 usage error, 130 interrupted).
  */
@@ -15,6 +15,7 @@ Usage:
   xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR]                   build, backends, devices, weights check
   xpsr build [--cuda auto|on|off]                                     build the native addons from source
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
+  xpsr bench --synthetic [--latent N] [--steps N] [--batch 1,2,4]     images/s, latency and memory per batch size
   xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
   xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
   xpsr serve --redis URL [--port N]                                   the same server in front of remote workers
@@ -33,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./upscale.js')).runUpscaleCommand(rest);
     case 'caption':
       return (await import('./caption.js')).runCaptionCommand(rest);
+    case 'bench':
+      return (await import('./bench.js')).runBenchCommand(rest);
     case 'demo':
       return (await import('./demo.js')).runDemoCommand(rest);
     case 'doctor':

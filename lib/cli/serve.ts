@@ -20,6 +20,9 @@ Weights and devices (chosen at start only; no request names a file or a device)
   --device LIST            cpu | cuda | cuda:0,cuda:1 | auto (default auto); one engine per device,
                            each runs one job at a time, a job goes to the first free device
   --threads N              CPU backend threads per engine
+  --max-batch N            a free device takes up to N waiting jobs and runs those of one processed
+                           size as one batch (default 1: one job at a time)
+  --batch-delay-ms MS      how long the oldest waiting job waits for others to fill a batch (default 0)
 
 Remote workers (docs/deployment.md)
   --redis URL              enqueue jobs on this Redis for \`xpsr worker\` processes instead of loading
@@ -62,6 +65,8 @@ export async function runServeCommand(argv: string[]): Promise<number> {
       model: { type: 'string' },
       device: { type: 'string' },
       threads: { type: 'string' },
+      'max-batch': { type: 'string' },
+      'batch-delay-ms': { type: 'string' },
       host: { type: 'string' },
       port: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
@@ -108,6 +113,8 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const captionerFlags = Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof typeof v] !== undefined);
   const redis = v.redis ?? process.env.XPSR_REDIS;
   if (redis !== undefined) {
+    if (v['max-batch'] !== undefined || v['batch-delay-ms'] !== undefined)
+      throw new Error('--redis: --max-batch and --batch-delay-ms apply where the engines run (a local serve); xpsr worker runs one job at a time');
     const local = ['sd', 'xpsr', 'model', 'device', 'threads'].filter((k) => v[k as keyof typeof v] !== undefined);
     if (local.length) throw new Error(`--redis: this server loads no weights; give ${local.map((k) => `--${k}`).join(', ')} to xpsr worker`);
     if (captionerFlags) throw new Error('--redis: captioning runs on the workers; give the captioner flags to xpsr worker');
@@ -130,6 +137,8 @@ export async function runServeCommand(argv: string[]): Promise<number> {
           model: v.model ?? process.env.XPSR_MODEL,
           devices: v.device ?? 'auto',
           threads: num('threads', v.threads),
+          maxBatch: num('max-batch', v['max-batch']),
+          batchDelayMs: num('batch-delay-ms', v['batch-delay-ms']),
           captioner,
         }),
     apiKeys: keys,

@@ -5,15 +5,20 @@
 import type { Tensor } from '../engine/engine.js';
 import { XpsrError } from '../errors.js';
 
-/** Stacks tensors of equal shape [1, ...] along the batch axis. */
+/** Concatenates tensors [n_i, ...rest] (the same rest) along the batch axis. */
 export function catBatch(parts: Tensor[]): Tensor {
-  const per = parts[0].data.length;
-  const out = new Float32Array(per * parts.length);
-  parts.forEach((p, i) => {
-    if (p.data.length !== per) throw new XpsrError('ERR_SHAPE_MISMATCH', 'catBatch: parts differ in size');
-    out.set(p.data, i * per);
-  });
-  return { shape: [parts.length, ...parts[0].shape.slice(1)], data: out };
+  const rest = parts[0].shape.slice(1);
+  const rowSize = rest.reduce((a, b) => a * b, 1);
+  const rows = parts.reduce((a, p) => a + p.shape[0], 0);
+  const out = new Float32Array(rowSize * rows);
+  let o = 0;
+  for (const p of parts) {
+    if (p.shape.length !== rest.length + 1 || p.shape.slice(1).some((d, i) => d !== rest[i]) || p.data.length !== p.shape[0] * rowSize)
+      throw new XpsrError('ERR_SHAPE_MISMATCH', 'catBatch: parts differ in shape');
+    out.set(p.data, o);
+    o += p.data.length;
+  }
+  return { shape: [rows, ...rest], data: out };
 }
 
 /** Repeats a [1, ...] tensor n times along the batch. */

@@ -50,6 +50,8 @@ export interface JobResultInfo {
   prompts: Prompts;
   /** Wall time per stage in ms (caption, preprocess, text, encode, denoise, decode, colorfix, total...). */
   timingsMs: Record<string, number>;
+  /** Images that shared the job's denoising passes (1 = alone); set by the local queue. */
+  batchSize?: number;
 }
 
 export interface JobResult extends JobResultInfo {

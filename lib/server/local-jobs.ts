@@ -1,6 +1,6 @@
 /**
- * In-process JobQueue: a bounded FIFO in front of a DevicePool (one XPSR per device, one job per device
- * at a time, a job goes to the first free device). Jobs are plain records; finished ones are kept for a
+ * In-process JobQueue: a bounded FIFO in front of a DevicePool (one XPSR per device, one batch of jobs per
+ * device at a time, a batch goes to the first free device; a batch is one job unless `maxBatch` > 1). Jobs are plain records; finished ones are kept for a
  * TTL under a byte budget, so memory stays bounded however long the server runs.
  */
 import { randomUUID } from 'node:crypto';
@@ -42,6 +42,13 @@ export interface LocalJobQueueOptions {
   captioner?: XpsrCaptioner;
   /** Metrics and logging hooks. */
   observer?: JobObserver;
+  /**
+   * Most jobs a free device takes at once (default 1). With more, the device's XPSR instance runs the
+   * jobs of one processed size as one batch (lib/batch) and the other sizes one after another.
+   */
+  maxBatch?: number;
+  /** How long the oldest waiting job waits for others to fill a batch when a device is free (ms, default 0). */
+  batchDelayMs?: number;
 }
 
 export interface JobObserver {
@@ -91,6 +98,8 @@ export class LocalJobQueue implements JobQueue {
   /** Moving average of a job's run time (ms), for Retry-After. */
   #avgRunMs = 0;
   #idleWaiters: (() => void)[] = [];
+  /** Dispatches again once the oldest job's batch delay is over. */
+  #batchTimer: NodeJS.Timeout | null = null;
 
   constructor(pool: DevicePool, options: LocalJobQueueOptions) {
     this.#pool = pool;
@@ -230,18 +239,31 @@ export class LocalJobQueue implements JobQueue {
   async close(): Promise<void> {
     this.#accepting = false;
     for (const j of [...this.#jobs.values()]) this.#forget(j);
+    if (this.#batchTimer) clearTimeout(this.#batchTimer);
     await this.#pool.dispose();
   }
 
   // --- internals -------------------------------------------------------------------------------
 
   /**
-   * The one place that decides what a free device runs next. Today: the oldest waiting job. A dynamic
-   * batcher would return several same-size jobs here and run them as one engine call.
+   * The one place that decides what a free device runs next: the oldest waiting jobs, up to `maxBatch`.
+   * While fewer are waiting and the oldest has waited less than `batchDelayMs`, nothing yet (a timer
+   * dispatches again when the delay is over). The sizes are known only once the images are decoded, so
+   * the device's XPSR instance does the grouping by size.
    */
   #takeNext(_slot: DeviceSlot): Job[] {
-    const job = this.#queue.shift();
-    return job ? [job] : [];
+    const max = this.#o.maxBatch ?? 1;
+    if (max > 1 && this.#queue.length < max) {
+      const wait = this.#queue[0].createdAt + (this.#o.batchDelayMs ?? 0) - Date.now();
+      if (wait > 0 && this.#accepting) {
+        this.#batchTimer ??= setTimeout(() => {
+          this.#batchTimer = null;
+          this.#dispatch();
+        }, wait);
+        return [];
+      }
+    }
+    return this.#queue.splice(0, max);
   }
 
   #dispatch(): void {
@@ -261,11 +283,15 @@ export class LocalJobQueue implements JobQueue {
    */
   async #runBatch(slot: DeviceSlot, batch: Job[]): Promise<void> {
     const deliveries: Promise<void>[] = [];
+    // the jobs of a batch are submitted together: the instance's batcher (set below) groups them by size
+    if (batch.length > 1) slot.xpsr!.setBatching({ maxBatch: batch.length, maxDelayMs: 0 });
     try {
-      for (const job of batch) {
-        const out = await this.#compute(slot, job);
-        if (out) deliveries.push(this.#deliver(job, out));
-      }
+      await Promise.all(
+        batch.map(async (job) => {
+          const out = await this.#compute(slot, job);
+          if (out) deliveries.push(this.#deliver(job, out));
+        }),
+      );
     } finally {
       slot.busy = false;
       this.#dispatch();
@@ -330,6 +356,7 @@ export class LocalJobQueue implements JobQueue {
         seed: out.seed,
         prompts: out.prompts,
         timingsMs: { ...out.timingsMs },
+        batchSize: out.batchSize,
       };
       this.#finish(job, 'done', null);
     } catch (e) {
@@ -424,6 +451,7 @@ export class LocalJobQueue implements JobQueue {
         seed: r.seed,
         prompts: r.prompts,
         timingsMs: r.timingsMs,
+        ...(r.batchSize === undefined ? {} : { batchSize: r.batchSize }),
       },
     };
   }

@@ -34,6 +34,7 @@ const HEADER_PROMPT_CHARS = 1000;
 function sendResult(reply: FastifyReply, r: JobResult, id: string): FastifyReply {
   const cut = r.prompts.high.length > HEADER_PROMPT_CHARS || r.prompts.low.length > HEADER_PROMPT_CHARS;
   if (cut) void reply.header('X-Xpsr-Prompts-Truncated', 'true');
+  if (r.batchSize !== undefined) void reply.header('X-Xpsr-Batch-Size', String(r.batchSize));
   const prompt = (p: string) => encodeURIComponent(p.slice(0, HEADER_PROMPT_CHARS));
   const timing = Object.entries(r.timingsMs)
     .map(([k, v]) => `${k};dur=${v.toFixed(1)}`)

@@ -18,6 +18,7 @@ import { DevicePool } from './devices.js';
 import { ERR_DRAINING, ERR_NOT_READY, ERR_QUEUE_FULL, toHttpError } from './errors.js';
 import type { DrainSummary, JobQueue } from './jobs.js';
 import { LocalJobQueue } from './local-jobs.js';
+import { MAX_BATCH, MAX_BATCH_DELAY_MS } from '../batch/options.js';
 import { ServerMetrics } from './metrics.js';
 import { registerRoutes } from './routes.js';
 import { EventStreams } from './sse.js';
@@ -61,6 +62,13 @@ export interface ServerOptions {
   apiKeys?: string[];
   /** Most jobs waiting for a device; more are refused with 429 + Retry-After. Default 32. */
   maxQueue?: number;
+  /**
+   * Dynamic batching on each local device: a free device takes up to `maxBatch` waiting jobs (default 1)
+   * and runs those of one processed size as one batch (XPSR batching), the oldest waiting up to
+   * `batchDelayMs` (default 0) for others to arrive. Not with `redis` or `jobs` (the engines are elsewhere).
+   */
+  maxBatch?: number;
+  batchDelayMs?: number;
   /** Largest request body in bytes (raw image or multipart). Default 32 MiB. */
   bodyLimitBytes?: number;
   /** Largest input image (width x height). Default 1,048,576 (the library's default). */
@@ -129,6 +137,12 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
   const jobTimeoutMs = positive('jobTimeoutMs', o.jobTimeoutMs, 600_000);
   const resultTtlMs = positive('resultTtlMs', o.resultTtlMs, 600_000);
   const drainTimeoutMs = positive('drainTimeoutMs', o.drainTimeoutMs, 60_000, 0);
+  const maxBatch = positive('maxBatch', o.maxBatch, 1);
+  if (!Number.isInteger(maxBatch) || maxBatch > MAX_BATCH) throw invalidOption('maxBatch', `an integer between 1 and ${MAX_BATCH}`, maxBatch);
+  const batchDelayMs = positive('batchDelayMs', o.batchDelayMs, 0, 0);
+  if (batchDelayMs > MAX_BATCH_DELAY_MS) throw invalidOption('batchDelayMs', `a number of milliseconds up to ${MAX_BATCH_DELAY_MS}`, batchDelayMs);
+  if ((o.jobs || o.redis !== undefined) && (o.maxBatch !== undefined || o.batchDelayMs !== undefined))
+    throw invalidOption('maxBatch', 'no batching options with redis or jobs (batching runs where the engines are)', o.maxBatch ?? o.batchDelayMs);
   const keys = new ApiKeys(o.apiKeys ?? []);
   const version = (JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -170,6 +184,8 @@ export async function createServer(options: ServerOptions = {}): Promise<XpsrSer
       maxFinishedJobs: Math.floor(positive('maxFinishedJobs', o.maxFinishedJobs, 10_000)),
       maxInputPixels: limits.maxInputPixels,
       captioner: o.captioner,
+      maxBatch,
+      batchDelayMs,
       observer: { ...metrics.observer(), internalError: (id, e) => app.log.error({ err: e, job: id }, 'job failed with an unexpected error') },
     });
   }
