@@ -12,13 +12,13 @@ Usage:
   xpsr upscale <files or folders...> -o <file or folder> [options]   restore and upscale images
   xpsr caption <images...> [options]                                  write high/low-level captions
   xpsr demo                                                           installation check on a bundled image
-  xpsr doctor [--sd DIR] [--xpsr DIR] [--model DIR]                   build, backends, devices, weights check
+  xpsr doctor [--sd DIR] [--xpsr DIR] [--verbose]                     build, backends, devices, weights check
   xpsr build [--cuda auto|on|off]                                     build the native addons from source
   xpsr parity --fixtures DIR                                          compare with golden outputs of the official code
   xpsr bench --synthetic [--latent N] [--steps N] [--batch 1,2,4]     images/s, latency and memory per batch size
   xpsr serve --sd DIR --xpsr DIR [--device LIST] [--port N]           HTTP server: job API, metrics, web page
-  xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
   xpsr serve --redis URL [--port N]                                   the same server in front of remote workers
+  xpsr export onnx --sd DIR --xpsr DIR --out DIR                      ONNX files of every network (TensorRT path)
   xpsr worker --redis URL --sd DIR --xpsr DIR [--device cuda:0]       GPU worker of the Redis queue
 
 Run 'xpsr <command> --help' for the options of a command.
