@@ -168,6 +168,7 @@ test.serial(
     t.is(metric(workerMetrics, 'xpsr_worker_jobs_total', { worker: 'wA', device: 'wA/cpu', outcome: 'done' }), 4);
     t.true(metric(workerMetrics, 'xpsr_stage_duration_seconds_count', { stage: 'denoise' }) >= 3);
     t.is(metric(workerMetrics, 'xpsr_worker_ready', { device: 'wA/cpu' }), 1);
+    t.true(metric(workerMetrics, 'xpsr_device_memory_used_bytes', { device: 'wA/cpu' }) > 0, 'the worker reports its device memory');
     t.is((await fetch(`${worker.metricsUrl}/readyz`)).status, 200);
   },
 );

@@ -7,11 +7,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { loadNative } from '../native.js';
+import { BUCKETS, deviceMemoryGauge, jobFamilies, type JobFamilies } from '../server/metric-families.js';
 import type { DeviceStatus } from '../server/jobs.js';
-
-const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600, 1800];
-const STAGES = ['caption', 'text', 'encode', 'denoise', 'decode', 'colorfix', 'total'];
 
 /** How a job attempt ended on this worker (`retried`: a transient failure BullMQ tries again; `handed_back`: returned to the queue at shutdown). */
 export type AttemptOutcome = 'done' | 'failed' | 'cancelled' | 'retried' | 'handed_back' | 'duplicate';
@@ -19,9 +16,7 @@ export type AttemptOutcome = 'done' | 'failed' | 'cancelled' | 'retried' | 'hand
 export class WorkerMetrics {
   readonly registry = new Registry();
   readonly #attempts: Counter<'device' | 'outcome'>;
-  readonly #errors: Counter<'code'>;
-  readonly #stage: Histogram<'stage'>;
-  readonly #wait: Histogram;
+  readonly #families: JobFamilies;
   readonly #overhead: Histogram;
 
   constructor(worker: string, devices: () => DeviceStatus[]) {
@@ -34,25 +29,7 @@ export class WorkerMetrics {
       labelNames: ['device', 'outcome'],
       registers: [r],
     });
-    this.#errors = new Counter({
-      name: 'xpsr_job_errors_total',
-      help: 'Failed or cancelled jobs by error code',
-      labelNames: ['code'],
-      registers: [r],
-    });
-    this.#stage = new Histogram({
-      name: 'xpsr_stage_duration_seconds',
-      help: 'Time per pipeline stage of done jobs',
-      labelNames: ['stage'],
-      buckets: BUCKETS,
-      registers: [r],
-    });
-    this.#wait = new Histogram({
-      name: 'xpsr_queue_wait_seconds',
-      help: 'Time from submission to start on this worker',
-      buckets: BUCKETS,
-      registers: [r],
-    });
+    this.#families = jobFamilies(r, 'Time from submission to start on this worker');
     this.#overhead = new Histogram({
       name: 'xpsr_worker_job_overhead_seconds',
       help: 'Time of a done job outside the library call: blob reads and writes, encoding, the final record',
@@ -79,43 +56,20 @@ export class WorkerMetrics {
         for (const d of devices()) this.set({ device: d.name }, d.state === 'ready' ? 1 : 0);
       },
     });
-    new Gauge({
-      name: 'xpsr_device_memory_used_bytes',
-      help: 'Memory in use per device (CUDA: total - free; cpu: process RSS)',
-      labelNames: ['device'],
-      registers: [r],
-      collect() {
-        this.reset();
-        const list = devices();
-        let cuda: { index: number; totalMemory: number; freeMemory: number }[] = [];
-        if (list.some((d) => d.name.startsWith('cuda'))) {
-          try {
-            cuda = loadNative().listDevices().cuda;
-          } catch {
-            cuda = [];
-          }
-        }
-        for (const d of list) {
-          if (d.name.startsWith('cpu')) this.set({ device: d.name }, process.memoryUsage().rss);
-          const m = /^cuda:(\d+)/.exec(d.name);
-          const c = m && cuda.find((x) => x.index === Number(m[1]));
-          if (c) this.set({ device: d.name }, c.totalMemory - c.freeMemory);
-        }
-      },
-    });
+    deviceMemoryGauge(r, () => devices().map((d) => d.name));
   }
 
   attempt(device: string, outcome: AttemptOutcome, code?: string): void {
     this.#attempts.inc({ device, outcome });
-    if (code && (outcome === 'failed' || outcome === 'cancelled')) this.#errors.inc({ code });
+    if (code && (outcome === 'failed' || outcome === 'cancelled')) this.#families.errors.inc({ code });
   }
 
   started(waitMs: number): void {
-    this.#wait.observe(Math.max(0, waitMs) / 1000);
+    this.#families.wait.observe(Math.max(0, waitMs) / 1000);
   }
 
   done(timingsMs: Record<string, number>, overheadMs: number): void {
-    for (const stage of STAGES) if (timingsMs[stage] !== undefined) this.#stage.observe({ stage }, timingsMs[stage] / 1000);
+    this.#families.observeStages(timingsMs);
     this.#overhead.observe(Math.max(0, overheadMs) / 1000);
   }
 }

@@ -4,21 +4,15 @@
  * queue wait, HTTP responses by route and status, device memory in use, readiness, and the default
  * process metrics (RSS, heap, event-loop lag, ...).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { loadNative } from '../native.js';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { deviceMemoryGauge, jobFamilies, type JobFamilies } from './metric-families.js';
 import type { JobObserver } from './local-jobs.js';
 import type { JobQueue, JobStatus } from './jobs.js';
-
-/** Seconds, from a few ms (tiny models) to many minutes (large images on a CPU). */
-const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600, 1800];
-const STAGES = ['caption', 'text', 'encode', 'denoise', 'decode', 'colorfix', 'total'];
 
 export class ServerMetrics {
   readonly registry = new Registry();
   readonly #jobs: Counter<'outcome'>;
-  readonly #errors: Counter<'code'>;
-  readonly #stage: Histogram<'stage'>;
-  readonly #wait: Histogram;
+  readonly #families: JobFamilies;
   readonly #http: Counter<'route' | 'method' | 'status'>;
   readonly #rejected: Counter<'code'>;
 
@@ -59,50 +53,9 @@ export class ServerMetrics {
         this.set(s && s.ready && s.accepting ? 1 : 0);
       },
     });
-    new Gauge({
-      name: 'xpsr_device_memory_used_bytes',
-      help: 'Memory in use per device (CUDA: total - free; cpu: process RSS)',
-      labelNames: ['device'],
-      registers: [r],
-      collect() {
-        this.reset();
-        const devices = stats()?.devices ?? [];
-        let cuda: { index: number; totalMemory: number; freeMemory: number }[] = [];
-        if (devices.some((d) => d.name.startsWith('cuda'))) {
-          try {
-            cuda = loadNative().listDevices().cuda;
-          } catch {
-            cuda = [];
-          }
-        }
-        for (const d of new Set(devices.map((x) => x.name))) {
-          if (/^cpu(#\d+)?$/.test(d)) this.set({ device: d }, process.memoryUsage().rss);
-          const m = /^cuda:(\d+)(#\d+)?$/.exec(d);
-          const c = m && cuda.find((x) => x.index === Number(m[1]));
-          if (c) this.set({ device: d }, c.totalMemory - c.freeMemory);
-        }
-      },
-    });
+    deviceMemoryGauge(r, () => (stats()?.devices ?? []).map((d) => d.name));
     this.#jobs = new Counter({ name: 'xpsr_jobs_total', help: 'Finished jobs by outcome', labelNames: ['outcome'], registers: [r] });
-    this.#errors = new Counter({
-      name: 'xpsr_job_errors_total',
-      help: 'Failed or cancelled jobs by error code',
-      labelNames: ['code'],
-      registers: [r],
-    });
-    this.#stage = new Histogram({
-      name: 'xpsr_stage_duration_seconds',
-      help: 'Time per pipeline stage of done jobs',
-      labelNames: ['stage'],
-      buckets: BUCKETS,
-      registers: [r],
-    });
-    this.#wait = new Histogram({
-      name: 'xpsr_queue_wait_seconds',
-      help: 'Time from submission to start on a device',
-      buckets: BUCKETS,
-      registers: [r],
-    });
+    this.#families = jobFamilies(r, 'Time from submission to start on a device');
     this.#http = new Counter({
       name: 'xpsr_http_responses_total',
       help: 'HTTP responses by route and status',
@@ -120,12 +73,11 @@ export class ServerMetrics {
 
   observer(): JobObserver {
     return {
-      started: (_s: JobStatus, waitMs: number) => this.#wait.observe(waitMs / 1000),
+      started: (_s: JobStatus, waitMs: number) => this.#families.wait.observe(waitMs / 1000),
       finished: (s: JobStatus, timingsMs) => {
         this.#jobs.inc({ outcome: s.state });
-        if (s.error) this.#errors.inc({ code: s.error.code });
-        if (s.state === 'done' && timingsMs)
-          for (const stage of STAGES) if (timingsMs[stage] !== undefined) this.#stage.observe({ stage }, timingsMs[stage] / 1000);
+        if (s.error) this.#families.errors.inc({ code: s.error.code });
+        if (s.state === 'done' && timingsMs) this.#families.observeStages(timingsMs);
       },
     };
   }
