@@ -7,8 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { packageRoot } from '../native.js';
+import { parseFlags } from './common.js';
 
 const HELP = `Usage: xpsr build [options]
 
@@ -23,15 +23,12 @@ Options:
 `;
 
 export async function runBuildCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      cuda: { type: 'string' },
-      'cuda-archs': { type: 'string' },
-      'no-captioner': { type: 'boolean' },
-      jobs: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+  const { values: v } = parseFlags('build', argv, {
+    cuda: { type: 'string' },
+    'cuda-archs': { type: 'string' },
+    'no-captioner': { type: 'boolean' },
+    jobs: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write(HELP);

@@ -123,6 +123,14 @@ export function numberFlag(flag: string, s: string | undefined, integer = false)
   return n;
 }
 
+/** A non-negative amount flag (`--max-body-mb`, `--drain-timeout`) times `scale` (MiB -> bytes, s -> ms): undefined when absent. */
+export function amountFlag(flag: string, s: string | undefined, scale = 1): number | undefined {
+  if (s === undefined) return undefined;
+  const n = Number(s);
+  if (s.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`--${flag} expects a non-negative number, got '${s}'`);
+  return n * scale;
+}
+
 /** One of a fixed set of words, or a UsageError naming the flag and the choices. */
 export function choiceFlag<T extends string>(flag: string, s: string | undefined, choices: readonly T[]): T | undefined {
   if (s === undefined) return undefined;

@@ -2,10 +2,10 @@
  * `xpsr export onnx --sd DIR --xpsr DIR --out DIR [--fp16] [--size 512] [--batch 2] ...`: writes the
  * networks as ONNX files generated from the engine's own graphs (lib/onnx/export.ts, docs/onnx.md).
  */
-import { parseArgs } from 'node:util';
 import { XpsrError } from '../errors.js';
 import { exportOnnx, type OnnxPart } from '../onnx/export.js';
 import { resolveWeights } from '../weights/index.js';
+import { parseFlags } from './common.js';
 
 export const EXPORT_HELP = `Usage: xpsr export onnx --sd DIR --xpsr DIR --out DIR [options]
 
@@ -57,27 +57,23 @@ export async function runExportCommand(argv: string[]): Promise<number> {
     return format === undefined ? 1 : 0;
   }
   if (format !== 'onnx') throw new XpsrError('ERR_INVALID_OPTION', `xpsr export: unknown format '${format}' (only 'onnx')`);
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      sd: { type: 'string' },
-      xpsr: { type: 'string' },
-      model: { type: 'string' },
-      variant: { type: 'string' },
-      'sd-config': { type: 'string' },
-      out: { type: 'string' },
-      size: { type: 'string', multiple: true },
-      batch: { type: 'string' },
-      'text-batch': { type: 'string' },
-      'vae-batch': { type: 'string' },
-      'dynamic-batch': { type: 'boolean' },
-      fp16: { type: 'boolean' },
-      parts: { type: 'string' },
-      layout: { type: 'string' },
-      external: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
+  const { values } = parseFlags('export', rest, {
+    sd: { type: 'string' },
+    xpsr: { type: 'string' },
+    model: { type: 'string' },
+    variant: { type: 'string' },
+    'sd-config': { type: 'string' },
+    out: { type: 'string' },
+    size: { type: 'string', multiple: true },
+    batch: { type: 'string' },
+    'text-batch': { type: 'string' },
+    'vae-batch': { type: 'string' },
+    'dynamic-batch': { type: 'boolean' },
+    fp16: { type: 'boolean' },
+    parts: { type: 'string' },
+    layout: { type: 'string' },
+    external: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
     process.stdout.write(EXPORT_HELP);

@@ -5,11 +5,11 @@
  * ERR_SHUTDOWN, and the process exits 0. A second signal cancels what is left at once.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { createServer } from '../server/index.js';
 import { createCaptionerFromOptions } from '../captioners/factory.js';
 import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs } from '../captioners/cli.js';
 import type { Captioner } from '../captioners/types.js';
+import { amountFlag, parseFlags } from './common.js';
 
 export const SERVE_HELP = `Usage: xpsr serve --sd DIR --xpsr DIR [options]
        xpsr serve --redis URL [options]      (a stateless front: jobs run on xpsr worker processes)
@@ -57,49 +57,41 @@ Logging
 `;
 
 export async function runServeCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      sd: { type: 'string' },
-      xpsr: { type: 'string' },
-      model: { type: 'string' },
-      device: { type: 'string' },
-      threads: { type: 'string' },
-      'max-batch': { type: 'string' },
-      'batch-delay-ms': { type: 'string' },
-      host: { type: 'string' },
-      port: { type: 'string' },
-      'api-key': { type: 'string', multiple: true },
-      'api-key-file': { type: 'string' },
-      'max-queue': { type: 'string' },
-      'max-body-mb': { type: 'string' },
-      'max-input-pixels': { type: 'string' },
-      'max-output-pixels': { type: 'string' },
-      'job-timeout': { type: 'string' },
-      'result-ttl': { type: 'string' },
-      'max-result-mb': { type: 'string' },
-      'drain-timeout': { type: 'string' },
-      redis: { type: 'string' },
-      queue: { type: 'string' },
-      'blob-dir': { type: 'string' },
-      'max-blob-mb': { type: 'string' },
-      'input-ttl': { type: 'string' },
-      attempts: { type: 'string' },
-      ...CAPTIONER_CLI_OPTIONS,
-      log: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
+  const { values: v } = parseFlags('serve', argv, {
+    sd: { type: 'string' },
+    xpsr: { type: 'string' },
+    model: { type: 'string' },
+    device: { type: 'string' },
+    threads: { type: 'string' },
+    'max-batch': { type: 'string' },
+    'batch-delay-ms': { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    'api-key': { type: 'string', multiple: true },
+    'api-key-file': { type: 'string' },
+    'max-queue': { type: 'string' },
+    'max-body-mb': { type: 'string' },
+    'max-input-pixels': { type: 'string' },
+    'max-output-pixels': { type: 'string' },
+    'job-timeout': { type: 'string' },
+    'result-ttl': { type: 'string' },
+    'max-result-mb': { type: 'string' },
+    'drain-timeout': { type: 'string' },
+    redis: { type: 'string' },
+    queue: { type: 'string' },
+    'blob-dir': { type: 'string' },
+    'max-blob-mb': { type: 'string' },
+    'input-ttl': { type: 'string' },
+    attempts: { type: 'string' },
+    ...CAPTIONER_CLI_OPTIONS,
+    log: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write(SERVE_HELP);
     return 0;
   }
-  const num = (name: string, s: string | undefined, scale = 1) => {
-    if (s === undefined) return undefined;
-    const n = Number(s);
-    if (s.trim() === '' || !Number.isFinite(n) || n < 0) throw new Error(`--${name} expects a non-negative number, got '${s}'`);
-    return n * scale;
-  };
+  const num = amountFlag;
   const log = (s: string) => process.stderr.write(`xpsr serve: ${s}\n`);
 
   const keys = [

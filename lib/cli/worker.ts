@@ -4,11 +4,11 @@
  * no new job and lets the running one finish (--drain-timeout); a second signal hands the running job back
  * to the queue at once. Exits 0 after a drain, 1 when loading fails or every device was lost.
  */
-import { parseArgs } from 'node:util';
 import { createWorker } from '../queue/index.js';
 import { createCaptionerFromOptions } from '../captioners/factory.js';
 import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs } from '../captioners/cli.js';
 import type { Captioner } from '../captioners/types.js';
+import { amountFlag, parseFlags } from './common.js';
 
 export const WORKER_HELP = `Usage: xpsr worker --redis URL --sd DIR --xpsr DIR [options]
 
@@ -46,38 +46,30 @@ ${CAPTIONER_CLI_HELP}
 `;
 
 export async function runWorkerCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      redis: { type: 'string' },
-      queue: { type: 'string' },
-      'blob-dir': { type: 'string' },
-      'max-blob-mb': { type: 'string' },
-      name: { type: 'string' },
-      sd: { type: 'string' },
-      xpsr: { type: 'string' },
-      model: { type: 'string' },
-      device: { type: 'string' },
-      threads: { type: 'string' },
-      'lock-duration': { type: 'string' },
-      'stalled-interval': { type: 'string' },
-      'drain-timeout': { type: 'string' },
-      'metrics-port': { type: 'string' },
-      'metrics-host': { type: 'string' },
-      ...CAPTIONER_CLI_OPTIONS,
-      help: { type: 'boolean', short: 'h' },
-    },
+  const { values: v } = parseFlags('worker', argv, {
+    redis: { type: 'string' },
+    queue: { type: 'string' },
+    'blob-dir': { type: 'string' },
+    'max-blob-mb': { type: 'string' },
+    name: { type: 'string' },
+    sd: { type: 'string' },
+    xpsr: { type: 'string' },
+    model: { type: 'string' },
+    device: { type: 'string' },
+    threads: { type: 'string' },
+    'lock-duration': { type: 'string' },
+    'stalled-interval': { type: 'string' },
+    'drain-timeout': { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
+    ...CAPTIONER_CLI_OPTIONS,
+    help: { type: 'boolean', short: 'h' },
   });
   if (v.help) {
     process.stdout.write(WORKER_HELP);
     return 0;
   }
-  const num = (name: string, s: string | undefined, scale = 1) => {
-    if (s === undefined) return undefined;
-    const n = Number(s);
-    if (s.trim() === '' || !Number.isFinite(n) || n < 0) throw new Error(`--${name} expects a non-negative number, got '${s}'`);
-    return n * scale;
-  };
+  const num = amountFlag;
   const log = (s: string) => process.stderr.write(`xpsr worker: ${s}\n`);
   const redis = v.redis ?? process.env.XPSR_REDIS;
   if (!redis) throw new Error('--redis URL is required (or env XPSR_REDIS), e.g. --redis redis://127.0.0.1:6379');
