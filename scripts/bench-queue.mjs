@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { XPSR, createServer } from '../dist/lib/index.js';
+import { percentile } from '../dist/lib/bench/stats.js';
 import { redisClient, spawnWorker } from '../test/helpers/queue.mjs';
 import { startRedis } from '../test/helpers/redis.mjs';
 
@@ -58,10 +59,13 @@ const image = await sharp({ create: { width: size, height: size, channels: 3, ba
   .png()
   .toBuffer();
 
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] : NaN;
-};
+const pct = (xs, p) =>
+  xs.length
+    ? percentile(
+        [...xs].sort((a, b) => a - b),
+        p,
+      )
+    : NaN;
 const r1 = (x) => Math.round(x * 10) / 10;
 const stats = (xs) => ({ p50: r1(pct(xs, 50)), p95: r1(pct(xs, 95)), p99: r1(pct(xs, 99)), mean: r1(xs.reduce((a, b) => a + b, 0) / xs.length) });
 const load0 = os.loadavg();

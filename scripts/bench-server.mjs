@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { XPSR, createServer } from '../dist/lib/index.js';
+import { percentile } from '../dist/lib/bench/stats.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: v } = parseArgs({
@@ -106,7 +107,6 @@ async function block(fn, n, c) {
   return { lat, wallMs: performance.now() - t0 };
 }
 
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 const round3 = (x) => Math.round(x * 1000) / 1000;
 
 for (const fn of Object.values(modes)) for (let i = 0; i < 5; i++) await fn(); // warm-up: plans, allocator, connections
@@ -130,9 +130,9 @@ for (const c of levels) {
         {
           requests: s.length,
           requestsPerSecond: round3(s.length / (a.wallMs / 1000)),
-          p50Ms: round3(pct(s, 50)),
-          p95Ms: round3(pct(s, 95)),
-          p99Ms: round3(pct(s, 99)),
+          p50Ms: round3(percentile(s, 50)),
+          p95Ms: round3(percentile(s, 95)),
+          p99Ms: round3(percentile(s, 99)),
           meanMs: round3(s.reduce((x, y) => x + y, 0) / s.length),
         },
       ];

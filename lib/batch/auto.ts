@@ -4,7 +4,7 @@
  * share of the memory free on the device the engine runs on.
  */
 import { freemem } from 'node:os';
-import { loadNative } from '../native.js';
+import { cudaMemory } from '../engine/device-memory.js';
 
 /** Share of the free memory that 'auto' plans with by default. */
 export const AUTO_MEMORY_SHARE = 0.8;
@@ -28,14 +28,7 @@ export async function largestFittingBatch(cap: number, budgetBytes: number, byte
 
 /** Free memory of a device in bytes: the CUDA device's free memory, or the host's available memory. */
 export function freeDeviceMemory(device: string): number {
-  const m = /^cuda(?::(\d+))?$/.exec(device);
-  if (m) {
-    const cuda = loadNative()
-      .listDevices()
-      .cuda.find((d) => d.index === Number(m[1] ?? 0));
-    if (cuda) return cuda.freeMemory;
-  }
-  return freemem();
+  return cudaMemory(device)?.free ?? freemem();
 }
 
 /** The default memory budget of 'auto' on a device. */

@@ -9,7 +9,8 @@ import os from 'node:os';
 import sharp from 'sharp';
 import { makeDemoComponents } from '../demo/model.js';
 import { makeSyntheticComponents } from '../bench/synthetic.js';
-import { loadNative } from '../native.js';
+import { percentile } from '../bench/stats.js';
+import { cudaMemory } from '../engine/device-memory.js';
 import { XPSR, type UpscaleResult } from '../xpsr.js';
 import { EXIT, UsageError, choiceFlag, numberFlag, parseFlags } from './common.js';
 
@@ -86,12 +87,6 @@ export interface BenchReport {
   rows: BenchRow[];
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i];
-}
-
 function listFlag(flag: string, s: string | undefined, def: number[]): number[] {
   if (s === undefined) return def;
   const xs = s.split(',').map((x) => numberFlag(flag, x.trim(), true)!);
@@ -108,12 +103,8 @@ function positiveInt(flag: string, s: string | undefined, def: number, min = 1):
 
 /** CUDA device memory in use now (bytes), or null on the CPU. */
 function cudaUsed(device: string): number | null {
-  const m = /^cuda(?::(\d+))?$/.exec(device);
-  if (!m) return null;
-  const d = loadNative()
-    .listDevices()
-    .cuda.find((x) => x.index === Number(m[1] ?? 0));
-  return d ? d.totalMemory - d.freeMemory : null;
+  const m = cudaMemory(device);
+  return m ? m.total - m.free : null;
 }
 
 export async function runBenchCommand(argv: string[]): Promise<number> {

@@ -4,7 +4,7 @@
  * both deployments: error codes, stage durations, queue wait, device memory.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { loadNative } from '../native.js';
+import { cudaMemory } from '../engine/device-memory.js';
 
 /** Seconds, from a few ms (tiny models) to many minutes (large images on a CPU). */
 export const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600, 1800];
@@ -49,21 +49,11 @@ export function deviceMemoryGauge(r: Registry, deviceNames: () => string[]): voi
     registers: [r],
     collect() {
       this.reset();
-      const names = new Set(deviceNames());
-      let cuda: { index: number; totalMemory: number; freeMemory: number }[] = [];
-      if ([...names].some((d) => d.includes('cuda'))) {
-        try {
-          cuda = loadNative().listDevices().cuda;
-        } catch {
-          cuda = [];
-        }
-      }
-      for (const d of names) {
+      for (const d of new Set(deviceNames())) {
         const device = d.slice(d.lastIndexOf('/') + 1);
         if (/^cpu(#\d+)?$/.test(device)) this.set({ device: d }, process.memoryUsage().rss);
-        const m = /^cuda:(\d+)(#\d+)?$/.exec(device);
-        const c = m && cuda.find((x) => x.index === Number(m[1]));
-        if (c) this.set({ device: d }, c.totalMemory - c.freeMemory);
+        const cuda = cudaMemory(d);
+        if (cuda) this.set({ device: d }, cuda.total - cuda.free);
       }
     },
   });
