@@ -95,23 +95,32 @@ inline void store_row(const UkrArgs& p, int i, __m256 lo, __m256 hi) {
   _mm256_storeu_ps(c + 8, hi);
 }
 
-#define XPSR_ROW_DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+#define XPSR_ROW_DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps()
 #define XPSR_ROW_STEP(i)                             \
-  {                                                  \
+  do {                                               \
     const __m256 av = _mm256_broadcast_ss(a##i + k); \
     c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);      \
     c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);      \
-  }
+  } while (0)
 
 // One 6x16 tile over kc (the panel at p.b + pn*p.ldb, columns 16*pn ..).
 void ukr_panel(const UkrArgs& p, const float* b) {
   const int64_t lda = p.lda;
   const float *a0 = p.a, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda, *a4 = a3 + lda, *a5 = a4 + lda;
-  XPSR_ROW_DECL(0)
-  XPSR_ROW_DECL(1)
-  XPSR_ROW_DECL(2) XPSR_ROW_DECL(3) XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) for (int64_t k = 0; k < p.kc; ++k) {
+  XPSR_ROW_DECL(0);
+  XPSR_ROW_DECL(1);
+  XPSR_ROW_DECL(2);
+  XPSR_ROW_DECL(3);
+  XPSR_ROW_DECL(4);
+  XPSR_ROW_DECL(5);
+  for (int64_t k = 0; k < p.kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + 16 * k), b1 = _mm256_loadu_ps(b + 16 * k + 8);
-    XPSR_ROW_STEP(0) XPSR_ROW_STEP(1) XPSR_ROW_STEP(2) XPSR_ROW_STEP(3) XPSR_ROW_STEP(4) XPSR_ROW_STEP(5)
+    XPSR_ROW_STEP(0);
+    XPSR_ROW_STEP(1);
+    XPSR_ROW_STEP(2);
+    XPSR_ROW_STEP(3);
+    XPSR_ROW_STEP(4);
+    XPSR_ROW_STEP(5);
   }
   store_row(p, 0, c00, c01);
   store_row(p, 1, c10, c11);

@@ -73,38 +73,54 @@ inline __m512 epilogue(const UkrArgs& p, int i, int col, __m512 v) {
   return v;
 }
 
-#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps()
 #define XPSR_ROW_STEP(i)                                               \
-  {                                                                    \
+  do {                                                                 \
     const __m512 av = _mm512_set1_ps(a[i * lda + k]);                  \
     c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                        \
     if constexpr (NP == 2) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1); \
-  }
-#define XPSR_ROW_STORE(i)                                        \
-  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0)); \
-  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1));
+  } while (0)
+#define XPSR_ROW_STORE(i)                                                                           \
+  do {                                                                                              \
+    _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0));                                  \
+    if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1)); \
+  } while (0)
 
 template <int NP>
 void ukr_t(const UkrArgs& p) {
   const int64_t lda = p.lda;
   const float* a = p.a;
   const float *bp0 = p.b, *bp1 = p.b + p.ldb;
-  XPSR_ROW_DECL(0)
-  XPSR_ROW_DECL(1)
-  XPSR_ROW_DECL(2)
-  XPSR_ROW_DECL(3)
-  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7) for (int64_t k = 0; k < p.kc; ++k) {
+  XPSR_ROW_DECL(0);
+  XPSR_ROW_DECL(1);
+  XPSR_ROW_DECL(2);
+  XPSR_ROW_DECL(3);
+  XPSR_ROW_DECL(4);
+  XPSR_ROW_DECL(5);
+  XPSR_ROW_DECL(6);
+  XPSR_ROW_DECL(7);
+  for (int64_t k = 0; k < p.kc; ++k) {
     const __m512 b0 = _mm512_loadu_ps(bp0 + 16 * k);
     __m512 b1 = b0;
     if constexpr (NP == 2) b1 = _mm512_loadu_ps(bp1 + 16 * k);
     (void)b1;
-    XPSR_ROW_STEP(0)
-    XPSR_ROW_STEP(1)
-    XPSR_ROW_STEP(2) XPSR_ROW_STEP(3) XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
+    XPSR_ROW_STEP(0);
+    XPSR_ROW_STEP(1);
+    XPSR_ROW_STEP(2);
+    XPSR_ROW_STEP(3);
+    XPSR_ROW_STEP(4);
+    XPSR_ROW_STEP(5);
+    XPSR_ROW_STEP(6);
+    XPSR_ROW_STEP(7);
   }
-  XPSR_ROW_STORE(0)
-  XPSR_ROW_STORE(1)
-  XPSR_ROW_STORE(2) XPSR_ROW_STORE(3) XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
+  XPSR_ROW_STORE(0);
+  XPSR_ROW_STORE(1);
+  XPSR_ROW_STORE(2);
+  XPSR_ROW_STORE(3);
+  XPSR_ROW_STORE(4);
+  XPSR_ROW_STORE(5);
+  XPSR_ROW_STORE(6);
+  XPSR_ROW_STORE(7);
 }
 #undef XPSR_ROW_DECL
 #undef XPSR_ROW_STEP
@@ -158,38 +174,54 @@ void ukr(const UkrArgs& p) {
 
 // 8x32 tile like ukr_t, on k-pairs: per pair, 2 B loads (16 columns x 2 k each), 8 32-bit broadcasts of
 // an A pair and 16 vdpbf16ps (2 multiply-adds per lane each, f32 accumulation).
-#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define XPSR_ROW_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps()
 #define XPSR_ROW_STEP(i)                                                  \
-  {                                                                       \
+  do {                                                                    \
     const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * lda + k]); \
     c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                          \
     if constexpr (NP == 2) c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);   \
-  }
-#define XPSR_ROW_STORE(i)                                        \
-  _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0)); \
-  if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1));
+  } while (0)
+#define XPSR_ROW_STORE(i)                                                                           \
+  do {                                                                                              \
+    _mm512_storeu_ps(p.c + i * p.ldc, epilogue(p, i, 0, c##i##0));                                  \
+    if constexpr (NP == 2) _mm512_storeu_ps(p.c + i * p.ldc + p.cpan, epilogue(p, i, 16, c##i##1)); \
+  } while (0)
 
 template <int NP>
 XPSR_BF16_TARGET void ukr_bf16_t(const UkrArgs& p) {
   const int64_t lda = p.lda;
   const uint32_t* a = p.a2;
   const uint32_t *bp0 = p.b2, *bp1 = p.b2 + p.ldb;
-  XPSR_ROW_DECL(0)
-  XPSR_ROW_DECL(1)
-  XPSR_ROW_DECL(2)
-  XPSR_ROW_DECL(3)
-  XPSR_ROW_DECL(4) XPSR_ROW_DECL(5) XPSR_ROW_DECL(6) XPSR_ROW_DECL(7) for (int64_t k = 0; k < p.kc; ++k) {
+  XPSR_ROW_DECL(0);
+  XPSR_ROW_DECL(1);
+  XPSR_ROW_DECL(2);
+  XPSR_ROW_DECL(3);
+  XPSR_ROW_DECL(4);
+  XPSR_ROW_DECL(5);
+  XPSR_ROW_DECL(6);
+  XPSR_ROW_DECL(7);
+  for (int64_t k = 0; k < p.kc; ++k) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp0 + 16 * k);
     __m512bh b1 = b0;
     if constexpr (NP == 2) b1 = (__m512bh)_mm512_loadu_si512(bp1 + 16 * k);
     (void)b1;
-    XPSR_ROW_STEP(0)
-    XPSR_ROW_STEP(1)
-    XPSR_ROW_STEP(2) XPSR_ROW_STEP(3) XPSR_ROW_STEP(4) XPSR_ROW_STEP(5) XPSR_ROW_STEP(6) XPSR_ROW_STEP(7)
+    XPSR_ROW_STEP(0);
+    XPSR_ROW_STEP(1);
+    XPSR_ROW_STEP(2);
+    XPSR_ROW_STEP(3);
+    XPSR_ROW_STEP(4);
+    XPSR_ROW_STEP(5);
+    XPSR_ROW_STEP(6);
+    XPSR_ROW_STEP(7);
   }
-  XPSR_ROW_STORE(0)
-  XPSR_ROW_STORE(1)
-  XPSR_ROW_STORE(2) XPSR_ROW_STORE(3) XPSR_ROW_STORE(4) XPSR_ROW_STORE(5) XPSR_ROW_STORE(6) XPSR_ROW_STORE(7)
+  XPSR_ROW_STORE(0);
+  XPSR_ROW_STORE(1);
+  XPSR_ROW_STORE(2);
+  XPSR_ROW_STORE(3);
+  XPSR_ROW_STORE(4);
+  XPSR_ROW_STORE(5);
+  XPSR_ROW_STORE(6);
+  XPSR_ROW_STORE(7);
 }
 #undef XPSR_ROW_DECL
 #undef XPSR_ROW_STEP
