@@ -1,7 +1,8 @@
 // The captioner flags shared by `xpsr caption` (lib/cli/caption.ts) and `xpsr upscale` (lib/cli/upscale.ts):
 // their parseArgs() spec, their help text, and their translation into factory options.
 import { XpsrError } from '../errors.js';
-import type { CaptionerFactoryOptions } from './factory.js';
+import { type CaptionerFactoryOptions, createCaptionerFromOptions } from './factory.js';
+import type { Captioner } from './types.js';
 import { XPSR_INSTRUCTIONS, type XpsrInstructions } from './instructions.js';
 
 /** Help lines of CAPTIONER_CLI_OPTIONS (part of the help text of `xpsr caption` and `xpsr upscale`). */
@@ -136,4 +137,14 @@ export function captionerOptionsFromArgs(v: ParsedCaptionerArgs): CaptionerFacto
 /** The two instructions from parsed CAPTIONER_CLI_OPTIONS values (defaults: XPSR_INSTRUCTIONS). */
 export function xpsrInstructionsFromArgs(v: ParsedCaptionerArgs): XpsrInstructions {
   return { high: v['instruction-high'] ?? XPSR_INSTRUCTIONS.high, low: v['instruction-low'] ?? XPSR_INSTRUCTIONS.low };
+}
+
+/** Whether any captioner flag was given. */
+export function hasCaptionerArgs(v: ParsedCaptionerArgs): boolean {
+  return Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof ParsedCaptionerArgs] !== undefined);
+}
+
+/** The captioner the flags describe (xpsr serve, xpsr worker), or undefined when none was given. */
+export async function captionerFromArgs(v: ParsedCaptionerArgs): Promise<Captioner | undefined> {
+  return hasCaptionerArgs(v) ? createCaptionerFromOptions(captionerOptionsFromArgs(v)) : undefined;
 }

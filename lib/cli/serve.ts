@@ -6,10 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer } from '../server/index.js';
-import { createCaptionerFromOptions } from '../captioners/factory.js';
-import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs } from '../captioners/cli.js';
-import type { Captioner } from '../captioners/types.js';
-import { amountFlag, parseFlags } from './common.js';
+import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerFromArgs, hasCaptionerArgs } from '../captioners/cli.js';
+import { UsageError, amountFlag, parseFlags } from './common.js';
 
 export const SERVE_HELP = `Usage: xpsr serve --sd DIR --xpsr DIR [options]
        xpsr serve --redis URL [options]      (a stateless front: jobs run on xpsr worker processes)
@@ -102,16 +100,18 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     .map((k) => k.trim())
     .filter((k) => k.length > 0);
 
-  const captionerFlags = Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof typeof v] !== undefined);
+  const captionerFlags = hasCaptionerArgs(v);
   const redis = v.redis ?? process.env.XPSR_REDIS;
   if (redis !== undefined) {
     if (v['max-batch'] !== undefined || v['batch-delay-ms'] !== undefined)
-      throw new Error('--redis: --max-batch and --batch-delay-ms apply where the engines run (a local serve); xpsr worker runs one job at a time');
+      throw new UsageError(
+        '--redis: --max-batch and --batch-delay-ms apply where the engines run (a local serve); xpsr worker runs one job at a time',
+      );
     const local = ['sd', 'xpsr', 'model', 'device', 'threads'].filter((k) => v[k as keyof typeof v] !== undefined);
-    if (local.length) throw new Error(`--redis: this server loads no weights; give ${local.map((k) => `--${k}`).join(', ')} to xpsr worker`);
-    if (captionerFlags) throw new Error('--redis: captioning runs on the workers; give the captioner flags to xpsr worker');
+    if (local.length) throw new UsageError(`--redis: this server loads no weights; give ${local.map((k) => `--${k}`).join(', ')} to xpsr worker`);
+    if (captionerFlags) throw new UsageError('--redis: captioning runs on the workers; give the captioner flags to xpsr worker');
   }
-  const captioner: Captioner | undefined = captionerFlags ? await createCaptionerFromOptions(captionerOptionsFromArgs(v)) : undefined;
+  const captioner = await captionerFromArgs(v);
 
   const server = await createServer({
     ...(redis !== undefined

@@ -5,10 +5,8 @@
  * to the queue at once. Exits 0 after a drain, 1 when loading fails or every device was lost.
  */
 import { createWorker } from '../queue/index.js';
-import { createCaptionerFromOptions } from '../captioners/factory.js';
-import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerOptionsFromArgs } from '../captioners/cli.js';
-import type { Captioner } from '../captioners/types.js';
-import { amountFlag, parseFlags } from './common.js';
+import { CAPTIONER_CLI_HELP, CAPTIONER_CLI_OPTIONS, captionerFromArgs, hasCaptionerArgs } from '../captioners/cli.js';
+import { UsageError, amountFlag, parseFlags } from './common.js';
 
 export const WORKER_HELP = `Usage: xpsr worker --redis URL --sd DIR --xpsr DIR [options]
 
@@ -72,10 +70,9 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
   const num = amountFlag;
   const log = (s: string) => process.stderr.write(`xpsr worker: ${s}\n`);
   const redis = v.redis ?? process.env.XPSR_REDIS;
-  if (!redis) throw new Error('--redis URL is required (or env XPSR_REDIS), e.g. --redis redis://127.0.0.1:6379');
+  if (!redis) throw new UsageError('--redis URL is required (or env XPSR_REDIS), e.g. --redis redis://127.0.0.1:6379');
 
-  const captionerFlags = Object.keys(CAPTIONER_CLI_OPTIONS).some((k) => v[k as keyof typeof v] !== undefined);
-  const captioner: Captioner | undefined = captionerFlags ? await createCaptionerFromOptions(captionerOptionsFromArgs(v)) : undefined;
+  const captioner = await captionerFromArgs(v);
 
   const t0 = performance.now();
   const worker = await createWorker({
